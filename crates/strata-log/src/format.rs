@@ -1,0 +1,410 @@
+//! The on-disk batch format. One batch is what one append request wrote; its records get
+//! consecutive offsets starting at the batch's base offset.
+//!
+//! ```text
+//! batch header, 48 bytes, little endian
+//!   0  u32  batch_len        whole batch, header included
+//!   4  u32  crc32c           of bytes [8, batch_len)
+//!   8  u8   version          FORMAT_VERSION
+//!   9  u8   flags            0
+//!  10  u16  reserved         0
+//!  12  u32  record_count     >= 1
+//!  16  u64  base_offset
+//!  24  i64  append_time_ms   when the log appended the batch; the time index and retention use it
+//!  32  i64  min_timestamp_ns of the records
+//!  40  i64  max_timestamp_ns of the records
+//! records, each
+//!   u32 record_len (bytes after this field), i64 timestamp_ns,
+//!   u16 len + tenant, u16 len + source_id,
+//!   u16 header count, each: u16 len + key, u32 len + value,
+//!   u32 len + payload
+//! ```
+
+use crate::{Error, Record, Result};
+
+pub const FORMAT_VERSION: u8 = 1;
+pub const HEADER_BYTES: usize = 48;
+
+/// Records encoded for one append, without the batch header; the log adds the header when it
+/// assigns offsets. Encoding happens on the caller's thread, so the log's writer only copies.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedRecords {
+    buf: Vec<u8>,
+    count: u32,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+impl EncodedRecords {
+    pub fn new() -> Self {
+        EncodedRecords {
+            buf: Vec::new(),
+            count: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+        }
+    }
+
+    /// Appends one record. Fails, leaving the batch as it was, when a field is too long for the format.
+    pub fn push(
+        &mut self,
+        timestamp_ns: i64,
+        tenant: &str,
+        source_id: &str,
+        headers: &[(&str, &[u8])],
+        payload: &[u8],
+    ) -> Result<()> {
+        check_len("tenant", tenant.len(), u16::MAX as usize)?;
+        check_len("source_id", source_id.len(), u16::MAX as usize)?;
+        check_len("headers", headers.len(), u16::MAX as usize)?;
+        for (k, v) in headers {
+            check_len("header name", k.len(), u16::MAX as usize)?;
+            check_len("header value", v.len(), u32::MAX as usize)?;
+        }
+        check_len("payload", payload.len(), u32::MAX as usize - 1024)?;
+        let body_len = 8
+            + 2
+            + tenant.len()
+            + 2
+            + source_id.len()
+            + 2
+            + headers
+                .iter()
+                .map(|(k, v)| 2 + k.len() + 4 + v.len())
+                .sum::<usize>()
+            + 4
+            + payload.len();
+        check_len("record", body_len, u32::MAX as usize)?;
+        let b = &mut self.buf;
+        b.reserve(4 + body_len);
+        b.extend_from_slice(&(body_len as u32).to_le_bytes());
+        b.extend_from_slice(&timestamp_ns.to_le_bytes());
+        b.extend_from_slice(&(tenant.len() as u16).to_le_bytes());
+        b.extend_from_slice(tenant.as_bytes());
+        b.extend_from_slice(&(source_id.len() as u16).to_le_bytes());
+        b.extend_from_slice(source_id.as_bytes());
+        b.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+        for (k, v) in headers {
+            b.extend_from_slice(&(k.len() as u16).to_le_bytes());
+            b.extend_from_slice(k.as_bytes());
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            b.extend_from_slice(v);
+        }
+        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(payload);
+        self.count += 1;
+        self.min_ts = self.min_ts.min(timestamp_ns);
+        self.max_ts = self.max_ts.max(timestamp_ns);
+        Ok(())
+    }
+
+    pub fn push_record(&mut self, r: &Record) -> Result<()> {
+        let headers: Vec<(&str, &[u8])> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        self.push(
+            r.timestamp_ns,
+            &r.tenant,
+            &r.source_id,
+            &headers,
+            &r.payload,
+        )
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encoded bytes of the records, without the batch header.
+    pub fn bytes_len(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+fn check_len(field: &'static str, len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(Error::RecordTooLarge { field, len, max });
+    }
+    Ok(())
+}
+
+/// A decoded batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub batch_len: u32,
+    pub crc: u32,
+    pub record_count: u32,
+    pub base_offset: u64,
+    pub append_time_ms: i64,
+    pub min_timestamp_ns: i64,
+    pub max_timestamp_ns: i64,
+}
+
+impl BatchHeader {
+    pub fn end_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+}
+
+/// Writes a batch (header and records) to `out` and returns its header.
+pub fn encode_batch(
+    out: &mut Vec<u8>,
+    base_offset: u64,
+    append_time_ms: i64,
+    records: &EncodedRecords,
+) -> BatchHeader {
+    debug_assert!(records.count > 0);
+    let start = out.len();
+    let batch_len = (HEADER_BYTES + records.buf.len()) as u32;
+    out.extend_from_slice(&batch_len.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.push(FORMAT_VERSION);
+    out.push(0);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&records.count.to_le_bytes());
+    out.extend_from_slice(&base_offset.to_le_bytes());
+    out.extend_from_slice(&append_time_ms.to_le_bytes());
+    out.extend_from_slice(&records.min_ts.to_le_bytes());
+    out.extend_from_slice(&records.max_ts.to_le_bytes());
+    out.extend_from_slice(&records.buf);
+    let crc = crc32c::crc32c(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    BatchHeader {
+        batch_len,
+        crc,
+        record_count: records.count,
+        base_offset,
+        append_time_ms,
+        min_timestamp_ns: records.min_ts,
+        max_timestamp_ns: records.max_ts,
+    }
+}
+
+/// Why bytes on disk are not a valid batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    Length(u32),
+    Version(u8),
+    Crc { stored: u32, computed: u32 },
+    Count,
+    Offset { expected: u64, found: u64 },
+    Records(&'static str),
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Invalid::Length(n) => write!(f, "batch length {n} is impossible"),
+            Invalid::Version(v) => write!(f, "batch format version {v} is unknown"),
+            Invalid::Crc { stored, computed } => write!(
+                f,
+                "crc32c {computed:08x} does not match stored {stored:08x}"
+            ),
+            Invalid::Count => write!(f, "batch has no records"),
+            Invalid::Offset { expected, found } => {
+                write!(f, "batch base offset {found}, expected {expected}")
+            }
+            Invalid::Records(why) => write!(f, "records do not decode: {why}"),
+        }
+    }
+}
+
+/// Parses and checks the fixed header. The CRC is checked separately, once the whole batch is read.
+pub fn decode_header(
+    h: &[u8; HEADER_BYTES],
+    batch_bytes_max: u32,
+) -> std::result::Result<BatchHeader, Invalid> {
+    let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
+    let batch_len = u32_at(0);
+    if (batch_len as usize) < HEADER_BYTES || batch_len > batch_bytes_max {
+        return Err(Invalid::Length(batch_len));
+    }
+    if h[8] != FORMAT_VERSION {
+        return Err(Invalid::Version(h[8]));
+    }
+    let record_count = u32_at(12);
+    if record_count == 0 {
+        return Err(Invalid::Count);
+    }
+    Ok(BatchHeader {
+        batch_len,
+        crc: u32_at(4),
+        record_count,
+        base_offset: u64_at(16),
+        append_time_ms: u64_at(24) as i64,
+        min_timestamp_ns: u64_at(32) as i64,
+        max_timestamp_ns: u64_at(40) as i64,
+    })
+}
+
+/// Checks the CRC of a whole batch (`bytes` starts at the header).
+pub fn check_crc(header: &BatchHeader, bytes: &[u8]) -> std::result::Result<(), Invalid> {
+    let computed = crc32c::crc32c(&bytes[8..]);
+    if computed != header.crc {
+        return Err(Invalid::Crc {
+            stored: header.crc,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes the records of a CRC-checked batch, calling `f(offset, record)` for each one at or
+/// after `from_offset`.
+pub fn decode_records(
+    header: &BatchHeader,
+    bytes: &[u8],
+    from_offset: u64,
+    mut f: impl FnMut(u64, Record),
+) -> std::result::Result<(), Invalid> {
+    let mut r = Reader {
+        b: &bytes[HEADER_BYTES..],
+    };
+    for i in 0..header.record_count {
+        let len = r.u32()? as usize;
+        let mut rec = Reader { b: r.take(len)? };
+        let offset = header.base_offset + u64::from(i);
+        if offset < from_offset {
+            continue;
+        }
+        let timestamp_ns = rec.u64()? as i64;
+        let tenant = rec.string16()?;
+        let source_id = rec.string16()?;
+        let n_headers = rec.u16()?;
+        let mut headers = Vec::with_capacity(usize::from(n_headers));
+        for _ in 0..n_headers {
+            let k = rec.string16()?;
+            let vlen = rec.u32()? as usize;
+            headers.push((k, rec.take(vlen)?.to_vec()));
+        }
+        let plen = rec.u32()? as usize;
+        let payload = rec.take(plen)?.to_vec();
+        if !rec.b.is_empty() {
+            return Err(Invalid::Records("trailing bytes in record"));
+        }
+        f(
+            offset,
+            Record {
+                timestamp_ns,
+                tenant,
+                source_id,
+                headers,
+                payload,
+            },
+        );
+    }
+    if !r.b.is_empty() {
+        return Err(Invalid::Records("trailing bytes after records"));
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], Invalid> {
+        if self.b.len() < n {
+            return Err(Invalid::Records("field runs past the end"));
+        }
+        let (head, tail) = self.b.split_at(n);
+        self.b = tail;
+        Ok(head)
+    }
+    fn u16(&mut self) -> std::result::Result<u16, Invalid> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> std::result::Result<u32, Invalid> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, Invalid> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn string16(&mut self) -> std::result::Result<String, Invalid> {
+        let n = usize::from(self.u16()?);
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| Invalid::Records("string is not utf-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_record() -> impl Strategy<Value = Record> {
+        (
+            any::<i64>(),
+            "[a-z0-9_-]{1,64}",
+            ".{0,40}",
+            proptest::collection::vec(
+                (
+                    "[a-z-]{1,12}",
+                    proptest::collection::vec(any::<u8>(), 0..20),
+                ),
+                0..3,
+            ),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(
+                |(timestamp_ns, tenant, source_id, headers, payload)| Record {
+                    timestamp_ns,
+                    tenant,
+                    source_id,
+                    headers,
+                    payload,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip(records in proptest::collection::vec(arb_record(), 1..20), base in 0u64..1 << 40, t in any::<i64>()) {
+            let mut enc = EncodedRecords::new();
+            for r in &records {
+                enc.push_record(r).unwrap();
+            }
+            let mut out = Vec::new();
+            let h = encode_batch(&mut out, base, t, &enc);
+            prop_assert_eq!(out.len(), h.batch_len as usize);
+            let decoded = decode_header(out[..HEADER_BYTES].try_into().unwrap(), u32::MAX).unwrap();
+            prop_assert_eq!(decoded, h);
+            check_crc(&decoded, &out).unwrap();
+            let mut back = Vec::new();
+            decode_records(&decoded, &out, base, |o, r| back.push((o, r))).unwrap();
+            prop_assert_eq!(back.len(), records.len());
+            for (i, (o, r)) in back.into_iter().enumerate() {
+                prop_assert_eq!(o, base + i as u64);
+                prop_assert_eq!(&r, &records[i]);
+            }
+        }
+
+        #[test]
+        fn any_flipped_byte_is_caught(pos in 0usize..200, bit in 0u8..8) {
+            let mut enc = EncodedRecords::new();
+            enc.push(1, "t", "s", &[("k", b"v")], &[7u8; 100]).unwrap();
+            enc.push(2, "t", "s", &[], &[9u8; 40]).unwrap();
+            let mut out = Vec::new();
+            encode_batch(&mut out, 5, 9, &enc);
+            let pos = pos % out.len();
+            out[pos] ^= 1 << bit;
+            let ok = decode_header(out[..HEADER_BYTES].try_into().unwrap(), u32::MAX)
+                .and_then(|h| if h.batch_len as usize == out.len() { check_crc(&h, &out).map(|_| h) } else { Err(Invalid::Length(h.batch_len)) });
+            prop_assert!(ok.is_err());
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The durable, partitioned, replayable log: the source of truth every store is rebuilt from.
+//!
+//! [`Log`] is the trait the rest of Strata speaks; [`EmbeddedLog`] implements it with segment files
+//! on the local disk (see `DESIGN.md` beside this crate for the write path and crash behaviour).
+//! An append resolves only once its records are fsync'd; a reader never sees a record that is not.
+
+mod embedded;
+pub mod format;
+mod groups;
+mod partition;
+
+use std::path::PathBuf;
+
+pub use embedded::EmbeddedLog;
+pub use format::EncodedRecords;
+pub use groups::validate_group_name;
+
+/// One record of the log: who sent it, when it happened, and its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Event time given by the producer, Unix nanoseconds.
+    pub timestamp_ns: i64,
+    pub tenant: String,
+    pub source_id: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// A record read back, with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: u64,
+    /// When the log appended the record, Unix milliseconds.
+    pub append_time_ms: i64,
+    pub record: Record,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    pub base_offset: u64,
+    pub count: u32,
+}
+
+/// What one read returned.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub records: Vec<StoredRecord>,
+    /// The offset to read from next.
+    pub next_offset: u64,
+    /// The partition's end (the offset the next append will get) when the read ran.
+    pub end_offset: u64,
+    /// Encoded bytes read, batch headers included.
+    pub bytes: u64,
+}
+
+/// The state of one partition, for inspection and lag.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// The first offset still in the log (older ones were removed by retention).
+    pub earliest_offset: u64,
+    /// The offset the next appended record will get.
+    pub latest_offset: u64,
+    pub bytes: u64,
+    pub segments: usize,
+    /// Set when an I/O error stopped appends to this partition until restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// The state of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A committed consumer-group position: the next offset the group will read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupOffset {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// What a retention pass removed from one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRemoved {
+    pub topic: String,
+    pub partition: u32,
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+/// Configuration of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub name: String,
+    pub partitions: u32,
+    /// Segments whose newest record was appended longer ago are deleted. `None` keeps them.
+    pub retention_ms: Option<u64>,
+    /// Oldest segments are deleted while a partition holds more. `None` keeps them.
+    pub retention_bytes: Option<u64>,
+}
+
+/// Configuration of the embedded log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub topics: Vec<TopicConfig>,
+    /// A segment is rolled before it would grow past this size.
+    pub segment_bytes_max: u64,
+    /// A segment is rolled once its first batch is older than this.
+    pub segment_age_ms: u64,
+    /// An offset and a time index entry is written every this many bytes of batches.
+    pub index_interval_bytes: u64,
+    /// Append requests waiting for one partition's writer.
+    pub append_queue_max: usize,
+    /// How long an append waits for room in a full queue before it fails as overloaded.
+    pub append_wait_ms: u64,
+    /// Bytes of batches one group commit (one fsync) covers at most.
+    pub group_commit_bytes_max: usize,
+    /// The largest batch accepted, header included. Larger appends must be split by the caller.
+    pub batch_bytes_max: u32,
+}
+
+impl LogConfig {
+    /// Defaults for a data directory: the four record topics with `partitions` each.
+    pub fn new(dir: impl Into<PathBuf>, partitions: u32) -> Self {
+        let topics = ["logs", "events", "metrics", "raw"]
+            .into_iter()
+            .map(|name| TopicConfig {
+                name: name.to_string(),
+                partitions,
+                retention_ms: Some(7 * 24 * 3600 * 1000),
+                retention_bytes: None,
+            })
+            .collect();
+        LogConfig {
+            dir: dir.into(),
+            topics,
+            segment_bytes_max: 128 << 20,
+            segment_age_ms: 3600 * 1000,
+            index_interval_bytes: 4096,
+            append_queue_max: 1024,
+            append_wait_ms: 2000,
+            group_commit_bytes_max: 8 << 20,
+            batch_bytes_max: 96 << 20,
+        }
+    }
+}
+
+/// Everything that can go wrong in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("offset {requested} of {topic}/{partition} is outside [{earliest}, {latest}]")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        requested: u64,
+        earliest: u64,
+        latest: u64,
+    },
+    #[error("append queue of {topic}/{partition} is full")]
+    Overloaded { topic: String, partition: u32 },
+    #[error("record {field} is {len} bytes, more than the format allows ({max})")]
+    RecordTooLarge {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("batch is {len} bytes, more than batch_bytes_max ({max})")]
+    BatchTooLarge { len: usize, max: u32 },
+    #[error("corrupt batch in {path} at byte {position}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error(
+        "partition {topic}/{partition} stopped after an i/o error and needs a restart: {reason}"
+    )]
+    Failed {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+    #[error("the log is shut down")]
+    Closed,
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("consumer group name {0:?} must be 1 to 128 of [A-Za-z0-9._-] and not start with '.'")]
+    GroupName(String),
+    #[error(
+        "topic {topic:?} has {existing} partitions on disk but the configuration asks for {configured}: partitions can be added, never removed"
+    )]
+    PartitionShrink {
+        topic: String,
+        existing: u32,
+        configured: u32,
+    },
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+    #[error("file {path} is not valid: {reason}")]
+    Metadata { path: PathBuf, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
+
+/// The log as the rest of Strata uses it. The embedded implementation keeps it on the local disk;
+/// a Kafka implementation keeps it in Kafka topics of the same names.
+#[async_trait::async_trait]
+pub trait Log: Send + Sync + 'static {
+    /// Topics with their partitions' offsets and sizes.
+    fn topics(&self) -> Vec<TopicInfo>;
+
+    /// The number of partitions of `topic`.
+    fn partition_count(&self, topic: &str) -> Result<u32>;
+
+    /// Appends records to one partition as one batch. Resolves once they are durable.
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: EncodedRecords,
+    ) -> Result<AppendAck>;
+
+    /// Reads records from `offset` on, about `bytes_max` bytes of them but always at least one
+    /// batch when one is there. Blocking file I/O: call it off the async runtime's worker threads.
+    fn read(&self, topic: &str, partition: u32, offset: u64, bytes_max: u64) -> Result<ReadResult>;
+
+    /// Waits until the partition's end is past `offset`, or `timeout` passes. Returns the end.
+    async fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: std::time::Duration,
+    ) -> Result<u64>;
+
+    /// The first offset whose batch was appended at or after `append_time_ms` (the end if none).
+    fn offset_for_time(&self, topic: &str, partition: u32, append_time_ms: i64) -> Result<u64>;
+
+    /// Stores a consumer group's positions durably.
+    async fn commit_offsets(&self, group: &str, offsets: &[GroupOffset]) -> Result<()>;
+
+    /// A consumer group's committed positions.
+    fn committed_offsets(&self, group: &str) -> Result<Vec<GroupOffset>>;
+
+    /// Every consumer group with committed positions.
+    fn groups(&self) -> Vec<String>;
+
+    /// Deletes whole segments that are past their topic's retention.
+    async fn enforce_retention(&self, now_ms: i64) -> Result<Vec<RetentionRemoved>>;
+}

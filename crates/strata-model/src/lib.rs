@@ -1,0 +1,65 @@
+//! The record types every other crate speaks: tenants, kinds of record, logs, metric points, events,
+//! the limits they are validated against, and the partition key.
+//!
+//! This crate does no I/O. Everything here is a pure function of its input, so the gateway can
+//! validate on any thread and later stages can decode what the gateway wrote.
+
+mod hash;
+mod limits;
+mod record;
+mod tenant;
+mod timestamp;
+
+pub use hash::{partition_for, stable_hash};
+pub use limits::Limits;
+pub use record::{
+    Event, LogLine, MetricPoint, RecordError, is_valid_label_name, is_valid_metric_name,
+    normalize_event, normalize_log, normalize_metric,
+};
+pub use tenant::{TenantError, TenantId};
+pub use timestamp::{TimestampError, format_rfc3339_nanos, parse_timestamp};
+
+/// The four kinds of record a producer sends, one topic each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Logs,
+    Events,
+    Metrics,
+    Raw,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Logs, Kind::Events, Kind::Metrics, Kind::Raw];
+
+    /// The log topic records of this kind are appended to.
+    pub fn topic(self) -> &'static str {
+        match self {
+            Kind::Logs => "logs",
+            Kind::Events => "events",
+            Kind::Metrics => "metrics",
+            Kind::Raw => "raw",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.topic()
+    }
+
+    pub fn from_topic(topic: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.topic() == topic)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Header names carried by raw records next to their opaque payload.
+pub mod headers {
+    /// The stream name of a raw payload (`/ingest/v1/raw/{stream}`).
+    pub const STREAM: &str = "stream";
+    /// The content type the producer declared for a raw payload.
+    pub const CONTENT_TYPE: &str = "content-type";
+}

@@ -1,0 +1,604 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::limits::Limits;
+use crate::timestamp::{TimestampError, parse_timestamp, type_name};
+
+/// Why one record of a batch was refused. The gateway reports it next to the record's index; the
+/// other records of the batch are unaffected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is not valid JSON: {0}")]
+    Json(String),
+    #[error("record must be a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    #[error("field {0:?} is required")]
+    Missing(&'static str),
+    #[error("field {field:?} must be {expected}, got {got}")]
+    Type {
+        field: String,
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("field {field:?} is {len} bytes, more than the limit of {max}")]
+    TooLong {
+        field: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("field {0:?} must not be empty")]
+    Empty(&'static str),
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    #[error("timestamp is {ahead_ms} ms in the future, more than the limit of {max_ms} ms")]
+    Future { ahead_ms: i64, max_ms: u64 },
+    #[error(transparent)]
+    Timestamp(#[from] TimestampError),
+    #[error("metric name {0:?} is not a valid Prometheus metric name")]
+    MetricName(String),
+    #[error("label name {0:?} is not a valid Prometheus label name")]
+    LabelName(String),
+    #[error("label name {0:?} is reserved")]
+    ReservedLabel(String),
+    #[error("{count} labels, more than the limit of {max}")]
+    TooManyLabels { count: usize, max: usize },
+    #[error("metric value must be a number or one of \"NaN\", \"+Inf\", \"-Inf\", got {0}")]
+    Value(String),
+}
+
+/// A log line as stored in the `logs` topic (the tenant is in the record envelope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub timestamp_ns: i64,
+    pub source_id: String,
+    pub level: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
+}
+
+/// A float sample of one series as stored in the `metrics` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(with = "json_f64")]
+    pub value: f64,
+    pub timestamp_ns: i64,
+    pub source_id: String,
+}
+
+/// A structured event as stored in the `events` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp_ns: i64,
+    pub source_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`, as Prometheus defines a metric name.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, as Prometheus defines a label name.
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Fields a log line knows; every other top-level field of a log record becomes an attribute.
+const LOG_FIELDS: [&str; 10] = [
+    "timestamp",
+    "source_id",
+    "level",
+    "message",
+    "run_id",
+    "trace_id",
+    "service",
+    "host",
+    "attributes",
+    "tenant",
+];
+
+/// Validates a log record from a producer and turns it into the stored form.
+pub fn normalize_log(v: Value, now_ns: i64, limits: &Limits) -> Result<LogLine, RecordError> {
+    let mut obj = into_object(v)?;
+    let timestamp_ns = timestamp(&mut obj, now_ns, limits)?;
+    let source_id = required_id(&mut obj, "source_id", limits)?;
+    let level = optional_id(&mut obj, "level", limits)?
+        .map(|l| l.to_ascii_lowercase())
+        .unwrap_or_else(|| "unknown".to_string());
+    let message = match obj.remove("message") {
+        Some(Value::String(s)) => s,
+        Some(other) => return Err(type_err("message", "a string", &other)),
+        None => return Err(RecordError::Missing("message")),
+    };
+    check_len("message", message.len(), limits.log_line_bytes_max)?;
+    let run_id = optional_id(&mut obj, "run_id", limits)?;
+    let trace_id = optional_id(&mut obj, "trace_id", limits)?;
+    let service = optional_id(&mut obj, "service", limits)?;
+    let host = optional_id(&mut obj, "host", limits)?;
+    if obj.contains_key("tenant") {
+        // The tenant comes from the credential, never from the payload.
+        return Err(RecordError::UnknownField("tenant".to_string()));
+    }
+    let mut attributes = match obj.remove("attributes") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(type_err("attributes", "an object", &other)),
+    };
+    for (k, v) in obj {
+        debug_assert!(!LOG_FIELDS.contains(&k.as_str()));
+        attributes.entry(k).or_insert(v);
+    }
+    if !attributes.is_empty() {
+        check_len(
+            "attributes",
+            json_len(&attributes),
+            limits.attributes_bytes_max,
+        )?;
+    }
+    Ok(LogLine {
+        timestamp_ns,
+        source_id,
+        level,
+        message,
+        run_id,
+        trace_id,
+        service,
+        host,
+        attributes,
+    })
+}
+
+/// Validates a metric point (`name`/`metric_name`, `labels`/`tags`, `value`, `timestamp`,
+/// `source_id`) and turns it into the stored form. Without `source_id` the `instance` label, if
+/// any, names the source.
+pub fn normalize_metric(
+    v: Value,
+    now_ns: i64,
+    limits: &Limits,
+) -> Result<MetricPoint, RecordError> {
+    let mut obj = into_object(v)?;
+    let timestamp_ns = timestamp(&mut obj, now_ns, limits)?;
+    let name = match take_alias(&mut obj, "name", "metric_name") {
+        Some((_, Value::String(s))) => s,
+        Some((field, other)) => return Err(type_err(field, "a string", &other)),
+        None => return Err(RecordError::Missing("name")),
+    };
+    check_len("name", name.len(), limits.metric_name_bytes_max)?;
+    if !is_valid_metric_name(&name) {
+        return Err(RecordError::MetricName(name));
+    }
+    let labels_in = match take_alias(&mut obj, "labels", "tags") {
+        None | Some((_, Value::Null)) => Map::new(),
+        Some((_, Value::Object(m))) => m,
+        Some((field, other)) => return Err(type_err(field, "an object", &other)),
+    };
+    if labels_in.len() > limits.labels_per_series_max {
+        return Err(RecordError::TooManyLabels {
+            count: labels_in.len(),
+            max: limits.labels_per_series_max,
+        });
+    }
+    let mut labels = BTreeMap::new();
+    for (k, v) in labels_in {
+        check_len("label name", k.len(), limits.label_name_bytes_max)?;
+        if !is_valid_label_name(&k) {
+            return Err(RecordError::LabelName(k));
+        }
+        if k.starts_with("__") {
+            return Err(RecordError::ReservedLabel(k));
+        }
+        let v = match v {
+            Value::String(s) => s,
+            other => return Err(type_err(&format!("labels.{k}"), "a string", &other)),
+        };
+        check_len(
+            &format!("labels.{k}"),
+            v.len(),
+            limits.label_value_bytes_max,
+        )?;
+        labels.insert(k, v);
+    }
+    let value = match obj.remove("value") {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .ok_or_else(|| RecordError::Value(n.to_string()))?,
+        Some(Value::String(s)) => {
+            parse_special_float(&s).ok_or(RecordError::Value(format!("{s:?}")))?
+        }
+        Some(other) => return Err(RecordError::Value(type_name(&other).to_string())),
+        None => return Err(RecordError::Missing("value")),
+    };
+    let source_id = match optional_id(&mut obj, "source_id", limits)? {
+        Some(s) => s,
+        None => labels.get("instance").cloned().unwrap_or_default(),
+    };
+    if let Some(k) = obj.keys().next() {
+        return Err(RecordError::UnknownField(k.clone()));
+    }
+    Ok(MetricPoint {
+        name,
+        labels,
+        value,
+        timestamp_ns,
+        source_id,
+    })
+}
+
+/// Validates an event (`type`, `timestamp`, `source_id`, `event_id`, `data`) and turns it into the
+/// stored form.
+pub fn normalize_event(v: Value, now_ns: i64, limits: &Limits) -> Result<Event, RecordError> {
+    let mut obj = into_object(v)?;
+    let timestamp_ns = timestamp(&mut obj, now_ns, limits)?;
+    let event_type = required_id(&mut obj, "type", limits)?;
+    let source_id = required_id(&mut obj, "source_id", limits)?;
+    let event_id = optional_id(&mut obj, "event_id", limits)?;
+    let data = match obj.remove("data") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(type_err("data", "an object", &other)),
+    };
+    if !data.is_empty() {
+        check_len("data", json_len(&data), limits.attributes_bytes_max)?;
+    }
+    if let Some(k) = obj.keys().next() {
+        return Err(RecordError::UnknownField(k.clone()));
+    }
+    Ok(Event {
+        event_type,
+        timestamp_ns,
+        source_id,
+        event_id,
+        data,
+    })
+}
+
+fn into_object(v: Value) -> Result<Map<String, Value>, RecordError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(RecordError::NotAnObject(type_name(&other))),
+    }
+}
+
+fn timestamp(
+    obj: &mut Map<String, Value>,
+    now_ns: i64,
+    limits: &Limits,
+) -> Result<i64, RecordError> {
+    let ts = match obj.remove("timestamp") {
+        None | Some(Value::Null) => return Ok(now_ns),
+        Some(v) => parse_timestamp(&v)?,
+    };
+    let ahead_ns = ts.saturating_sub(now_ns);
+    let max_ns = i64::try_from(limits.future_skew_ms)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
+    if ahead_ns > max_ns {
+        return Err(RecordError::Future {
+            ahead_ms: ahead_ns / 1_000_000,
+            max_ms: limits.future_skew_ms,
+        });
+    }
+    Ok(ts)
+}
+
+fn required_id(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+    limits: &Limits,
+) -> Result<String, RecordError> {
+    optional_id(obj, field, limits)?.ok_or(RecordError::Missing(field))
+}
+
+fn optional_id(
+    obj: &mut Map<String, Value>,
+    field: &'static str,
+    limits: &Limits,
+) -> Result<Option<String>, RecordError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            if s.is_empty() {
+                return Err(RecordError::Empty(field));
+            }
+            check_len(field, s.len(), limits.id_bytes_max)?;
+            Ok(Some(s))
+        }
+        Some(other) => Err(type_err(field, "a string", &other)),
+    }
+}
+
+fn take_alias(
+    obj: &mut Map<String, Value>,
+    name: &'static str,
+    alias: &'static str,
+) -> Option<(&'static str, Value)> {
+    obj.remove(name)
+        .map(|v| (name, v))
+        .or_else(|| obj.remove(alias).map(|v| (alias, v)))
+}
+
+fn check_len(field: &str, len: usize, max: usize) -> Result<(), RecordError> {
+    if len > max {
+        return Err(RecordError::TooLong {
+            field: field.to_string(),
+            len,
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn type_err(field: &str, expected: &'static str, got: &Value) -> RecordError {
+    RecordError::Type {
+        field: field.to_string(),
+        expected,
+        got: type_name(got),
+    }
+}
+
+fn json_len(m: &Map<String, Value>) -> usize {
+    serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX)
+}
+
+fn parse_special_float(s: &str) -> Option<f64> {
+    match s {
+        "NaN" | "nan" => Some(f64::NAN),
+        "+Inf" | "Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse::<f64>().ok(),
+    }
+}
+
+/// JSON has no NaN or infinities; they travel as the strings Prometheus uses.
+mod json_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_nan() {
+            // Keep the payload bits: a Prometheus staleness marker is a NaN with a particular payload.
+            s.serialize_str(&format!("NaN:{:016x}", v.to_bits()))
+        } else if v.is_infinite() {
+            s.serialize_str(if *v > 0.0 { "+Inf" } else { "-Inf" })
+        } else {
+            s.serialize_f64(*v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Num(f64),
+            Str(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Num(n) => Ok(n),
+            Repr::Str(s) => {
+                if let Some(bits) = s.strip_prefix("NaN:") {
+                    return u64::from_str_radix(bits, 16)
+                        .map(f64::from_bits)
+                        .map_err(serde::de::Error::custom);
+                }
+                super::parse_special_float(&s)
+                    .ok_or_else(|| serde::de::Error::custom(format!("bad float {s:?}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_700_000_000_000_000_000;
+
+    fn log(v: Value) -> Result<LogLine, RecordError> {
+        normalize_log(v, NOW, &Limits::default())
+    }
+
+    fn metric(v: Value) -> Result<MetricPoint, RecordError> {
+        normalize_metric(v, NOW, &Limits::default())
+    }
+
+    #[test]
+    fn log_lines_normalise() {
+        let l = log(
+            json!({"timestamp": 1_700_000_000_000i64, "source_id": "web-1", "level": "WARN",
+            "message": "disk full", "run_id": "r1", "attributes": {"user_id": 42}, "pod": "p-1"}),
+        )
+        .unwrap();
+        assert_eq!(l.timestamp_ns, NOW);
+        assert_eq!(l.level, "warn");
+        assert_eq!(l.run_id.as_deref(), Some("r1"));
+        assert_eq!(l.attributes["user_id"], json!(42));
+        assert_eq!(
+            l.attributes["pod"],
+            json!("p-1"),
+            "unknown top-level fields become attributes"
+        );
+        let no_ts = log(json!({"source_id": "a", "message": "m"})).unwrap();
+        assert_eq!(no_ts.timestamp_ns, NOW, "receive time when absent");
+        assert_eq!(no_ts.level, "unknown");
+    }
+
+    #[test]
+    fn log_errors_name_the_field() {
+        let cases = [
+            (json!({"message": "m"}), r#"field "source_id" is required"#),
+            (json!({"source_id": "a"}), r#"field "message" is required"#),
+            (
+                json!({"source_id": 7, "message": "m"}),
+                r#"field "source_id" must be a string, got a number"#,
+            ),
+            (
+                json!({"source_id": "a", "message": ["m"]}),
+                r#"field "message" must be a string, got an array"#,
+            ),
+            (
+                json!({"source_id": "a", "message": "m", "timestamp": "soon"}),
+                r#"timestamp "soon" is not RFC 3339"#,
+            ),
+            (
+                json!({"source_id": "a", "message": "m", "tenant": "other"}),
+                r#"unknown field "tenant""#,
+            ),
+            (
+                json!({"source_id": "", "message": "m"}),
+                r#"field "source_id" must not be empty"#,
+            ),
+            (json!([1]), "record must be a JSON object, got an array"),
+            (
+                json!({"source_id": "a", "message": "m", "timestamp": (NOW / 1_000_000) + 11 * 60 * 1000}),
+                "timestamp is 660000 ms in the future, more than the limit of 600000 ms",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(log(input.clone()).unwrap_err().to_string(), want, "{input}");
+        }
+        let long = "x".repeat(256 * 1024 + 1);
+        assert_eq!(
+            log(json!({"source_id": "a", "message": long}))
+                .unwrap_err()
+                .to_string(),
+            r#"field "message" is 262145 bytes, more than the limit of 262144"#
+        );
+    }
+
+    #[test]
+    fn metrics_validate_names_and_labels() {
+        let m = metric(
+            json!({"metric_name": "http_requests_total", "tags": {"code": "200", "instance": "h:9"},
+            "value": 3, "timestamp": "2023-11-14T22:13:20Z"}),
+        )
+        .unwrap();
+        assert_eq!(m.name, "http_requests_total");
+        assert_eq!(m.source_id, "h:9");
+        assert_eq!(m.value, 3.0);
+        assert!(
+            metric(json!({"name": "up", "value": "NaN", "source_id": "s"}))
+                .unwrap()
+                .value
+                .is_nan()
+        );
+        let cases = [
+            (
+                json!({"name": "1up", "value": 1}),
+                r#"metric name "1up" is not a valid Prometheus metric name"#,
+            ),
+            (
+                json!({"name": "up", "labels": {"__x": "1"}, "value": 1}),
+                r#"label name "__x" is reserved"#,
+            ),
+            (
+                json!({"name": "up", "labels": {"a-b": "1"}, "value": 1}),
+                r#"label name "a-b" is not a valid Prometheus label name"#,
+            ),
+            (
+                json!({"name": "up", "labels": {"a": 1}, "value": 1}),
+                r#"field "labels.a" must be a string, got a number"#,
+            ),
+            (
+                json!({"name": "up", "value": "x"}),
+                r#"metric value must be a number or one of "NaN", "+Inf", "-Inf", got "x""#,
+            ),
+            (json!({"name": "up"}), r#"field "value" is required"#),
+            (
+                json!({"name": "up", "value": 1, "extra": 1}),
+                r#"unknown field "extra""#,
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                metric(input.clone()).unwrap_err().to_string(),
+                want,
+                "{input}"
+            );
+        }
+        let many: Map<String, Value> = (0..31).map(|i| (format!("l{i}"), json!("v"))).collect();
+        assert_eq!(
+            metric(json!({"name": "up", "labels": many, "value": 1}))
+                .unwrap_err()
+                .to_string(),
+            "31 labels, more than the limit of 30"
+        );
+    }
+
+    #[test]
+    fn metric_values_round_trip_through_json() {
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        for v in [
+            1.5,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            stale,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ] {
+            let p = MetricPoint {
+                name: "m".into(),
+                labels: BTreeMap::new(),
+                value: v,
+                timestamp_ns: 1,
+                source_id: "s".into(),
+            };
+            let back: MetricPoint =
+                serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+            assert_eq!(back.value.to_bits(), v.to_bits());
+        }
+    }
+
+    #[test]
+    fn events_normalise() {
+        let limits = Limits::default();
+        let e = normalize_event(
+            json!({"type": "signup", "source_id": "api", "data": {"plan": "pro"}}),
+            NOW,
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(e.event_type, "signup");
+        assert_eq!(e.data["plan"], json!("pro"));
+        assert_eq!(
+            normalize_event(json!({"source_id": "api"}), NOW, &limits)
+                .unwrap_err()
+                .to_string(),
+            r#"field "type" is required"#
+        );
+        assert_eq!(
+            normalize_event(
+                json!({"type": "t", "source_id": "api", "data": 3}),
+                NOW,
+                &limits
+            )
+            .unwrap_err()
+            .to_string(),
+            r#"field "data" must be an object, got a number"#
+        );
+    }
+}
