@@ -33,7 +33,7 @@ struct Topic {
 /// consumer groups in `<dir>/groups/`. One process owns a directory at a time (a lock file).
 pub struct EmbeddedLog {
     topics: BTreeMap<String, Topic>,
-    groups: Groups,
+    groups: Arc<Groups>,
     _lock: File,
 }
 
@@ -68,7 +68,7 @@ impl EmbeddedLog {
             );
         }
         fsync_dir(&cfg.dir)?;
-        let groups = Groups::open(cfg.dir.join("groups"))?;
+        let groups = Arc::new(Groups::open(cfg.dir.join("groups"))?);
         Ok(EmbeddedLog {
             topics,
             groups,
@@ -243,7 +243,10 @@ impl Log for EmbeddedLog {
         for o in offsets {
             self.partition(&o.topic, o.partition)?;
         }
-        tokio::task::block_in_place(|| self.groups.commit(group, offsets))
+        let (groups, group, offsets) = (self.groups.clone(), group.to_string(), offsets.to_vec());
+        tokio::task::spawn_blocking(move || groups.commit(&group, &offsets))
+            .await
+            .map_err(|_| Error::Closed)?
     }
 
     fn committed_offsets(&self, group: &str) -> Result<Vec<GroupOffset>> {
@@ -258,9 +261,12 @@ impl Log for EmbeddedLog {
         let mut out = Vec::new();
         for t in self.topics.values() {
             for p in &t.partitions {
-                let (segments, bytes) = tokio::task::block_in_place(|| {
-                    p.enforce_retention(now_ms, t.config.retention_ms, t.config.retention_bytes)
-                });
+                let (part, ms, bytes) =
+                    (p.clone(), t.config.retention_ms, t.config.retention_bytes);
+                let (segments, bytes) =
+                    tokio::task::spawn_blocking(move || part.enforce_retention(now_ms, ms, bytes))
+                        .await
+                        .map_err(|_| Error::Closed)?;
                 if segments > 0 {
                     let labels = [
                         ("topic", t.config.name.clone()),

@@ -48,6 +48,27 @@ pub enum RecordError {
     Value(String),
 }
 
+impl RecordError {
+    /// A short, fixed name for the cause, used as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::Json(_) => "invalid_json",
+            RecordError::NotAnObject(_) | RecordError::Type { .. } | RecordError::Value(_) => {
+                "wrong_type"
+            }
+            RecordError::Missing(_) | RecordError::Empty(_) => "missing_field",
+            RecordError::TooLong { .. } => "too_long",
+            RecordError::UnknownField(_) => "unknown_field",
+            RecordError::Future { .. } => "future_timestamp",
+            RecordError::Timestamp(_) => "invalid_timestamp",
+            RecordError::MetricName(_)
+            | RecordError::LabelName(_)
+            | RecordError::ReservedLabel(_) => "invalid_name",
+            RecordError::TooManyLabels { .. } => "too_many_labels",
+        }
+    }
+}
+
 /// A log line as stored in the `logs` topic (the tenant is in the record envelope).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {

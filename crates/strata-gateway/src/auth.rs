@@ -1,0 +1,350 @@
+//! Tenants, their API keys, and the admin token. Keys are stored only as SHA-256 digests.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use strata_model::TenantId;
+
+use crate::ApiError;
+
+const TENANTS_FILE_VERSION: u32 = 1;
+
+/// Why the tenant store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("tenant {0:?} already exists")]
+    Exists(String),
+    #[error(transparent)]
+    Name(#[from] strata_model::TenantError),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("file {path} is not valid: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredKey {
+    sha256: String,
+    created_ms: i64,
+}
+
+/// A tenant as listed by the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantInfo {
+    pub name: TenantId,
+    pub created_ms: i64,
+    #[serde(default)]
+    keys: Vec<StoredKey>,
+}
+
+impl TenantInfo {
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TenantsFile {
+    version: u32,
+    crc32c: u32,
+    tenants: Vec<TenantInfo>,
+}
+
+/// Who a request acts as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Tenant(TenantId),
+    Admin,
+}
+
+/// The credential store. With `no_auth`, every request is tenant `default` and admin.
+pub struct Auth {
+    no_auth: bool,
+    path: PathBuf,
+    admin_token_sha256: String,
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    tenants: Vec<TenantInfo>,
+    by_key: HashMap<String, TenantId>,
+}
+
+fn sha256_hex(s: &str) -> String {
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuthError + '_ {
+    move |source| AuthError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the admin token came from, for the start-up log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    Environment,
+    File(PathBuf),
+    Generated(PathBuf),
+}
+
+impl Auth {
+    /// Opens the store in `meta_dir`. The admin token is `admin_token` when given (from
+    /// `STRATA_ADMIN_TOKEN`), else the one in `meta_dir/admin-token`, else a new one written there
+    /// with mode 0600.
+    pub fn open(
+        meta_dir: &Path,
+        admin_token: Option<String>,
+        no_auth: bool,
+    ) -> Result<(Auth, AdminTokenSource), AuthError> {
+        fs::create_dir_all(meta_dir).map_err(io(meta_dir))?;
+        let token_path = meta_dir.join("admin-token");
+        let (token, source) = match admin_token.filter(|t| !t.is_empty()) {
+            Some(t) => (t, AdminTokenSource::Environment),
+            None => match fs::read_to_string(&token_path) {
+                Ok(t) if !t.trim().is_empty() => (
+                    t.trim().to_string(),
+                    AdminTokenSource::File(token_path.clone()),
+                ),
+                _ => {
+                    let t = random_token("strata_admin_");
+                    write_private(&token_path, t.as_bytes())?;
+                    (t, AdminTokenSource::Generated(token_path.clone()))
+                }
+            },
+        };
+        let path = meta_dir.join("tenants.json");
+        let tenants = match fs::read(&path) {
+            Ok(bytes) => {
+                let bad = |reason: String| AuthError::Corrupt {
+                    path: path.clone(),
+                    reason,
+                };
+                let f: TenantsFile =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                if f.version != TENANTS_FILE_VERSION || f.crc32c != tenants_crc(&f.tenants) {
+                    return Err(bad("unknown version or bad checksum".into()));
+                }
+                f.tenants
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(AuthError::Io { path, source: e }),
+        };
+        let mut state = State::default();
+        for t in &tenants {
+            for k in &t.keys {
+                state.by_key.insert(k.sha256.clone(), t.name.clone());
+            }
+        }
+        state.tenants = tenants;
+        let auth = Auth {
+            no_auth,
+            path,
+            admin_token_sha256: sha256_hex(&token),
+            state: RwLock::new(state),
+        };
+        Ok((auth, source))
+    }
+
+    pub fn no_auth(&self) -> bool {
+        self.no_auth
+    }
+
+    /// The tenant a request's bearer key belongs to.
+    pub fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, ApiError> {
+        if self.no_auth {
+            return Ok(TenantId::default_tenant());
+        }
+        let key = bearer(headers)?;
+        self.state
+            .read()
+            .expect("auth lock")
+            .by_key
+            .get(&sha256_hex(key))
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("unknown api key"))
+    }
+
+    /// Succeeds only for the admin token (or when auth is off).
+    pub fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.no_auth {
+            return Ok(());
+        }
+        let token = bearer(headers)?;
+        if sha256_hex(token) == self.admin_token_sha256 {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized("admin token required"))
+        }
+    }
+
+    /// The admin token, or the tenant of an API key.
+    pub fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
+        if self.admin(headers).is_ok() {
+            return Ok(Principal::Admin);
+        }
+        self.tenant(headers).map(Principal::Tenant)
+    }
+
+    pub fn tenants(&self) -> Vec<TenantInfo> {
+        self.state.read().expect("auth lock").tenants.clone()
+    }
+
+    /// Creates a tenant with a first API key, returned once and never stored in clear.
+    pub fn create_tenant(&self, name: &str) -> Result<(TenantId, String), AuthError> {
+        let name = TenantId::new(name)?;
+        let mut state = self.state.write().expect("auth lock");
+        if state.tenants.iter().any(|t| t.name == name) {
+            return Err(AuthError::Exists(name.to_string()));
+        }
+        let key = random_token("strata_");
+        let stored = StoredKey {
+            sha256: sha256_hex(&key),
+            created_ms: now_ms(),
+        };
+        let mut tenants = state.tenants.clone();
+        tenants.push(TenantInfo {
+            name: name.clone(),
+            created_ms: stored.created_ms,
+            keys: vec![stored.clone()],
+        });
+        self.persist(&tenants)?;
+        state.tenants = tenants;
+        state.by_key.insert(stored.sha256, name.clone());
+        Ok((name, key))
+    }
+
+    fn persist(&self, tenants: &[TenantInfo]) -> Result<(), AuthError> {
+        let f = TenantsFile {
+            version: TENANTS_FILE_VERSION,
+            crc32c: tenants_crc(tenants),
+            tenants: tenants.to_vec(),
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        write_private(
+            &tmp,
+            &serde_json::to_vec_pretty(&f).expect("tenants serialise"),
+        )?;
+        fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        let dir = self.path.parent().expect("tenants file has a dir");
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    }
+}
+
+fn tenants_crc(tenants: &[TenantInfo]) -> u32 {
+    crc32c::crc32c(&serde_json::to_vec(tenants).expect("tenants serialise"))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(data).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("authorization header is not ascii"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("authorization must be \"Bearer <key>\""))?;
+    Ok(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn keys_map_to_tenants_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, src) = Auth::open(dir.path(), None, false).unwrap();
+        assert!(matches!(src, AdminTokenSource::Generated(_)));
+        let (t, key) = auth.create_tenant("acme").unwrap();
+        assert_eq!(auth.tenant(&headers(&key)).unwrap(), t);
+        assert!(matches!(
+            auth.create_tenant("acme"),
+            Err(AuthError::Exists(_))
+        ));
+        assert!(matches!(
+            auth.create_tenant("../etc"),
+            Err(AuthError::Name(_))
+        ));
+        assert_eq!(
+            auth.tenant(&headers("nope")).unwrap_err().message,
+            "unknown api key"
+        );
+        assert_eq!(
+            auth.tenant(&HeaderMap::new()).unwrap_err().message,
+            "missing bearer token"
+        );
+        let stored = fs::read_to_string(dir.path().join("tenants.json")).unwrap();
+        assert!(!stored.contains(&key), "keys are stored hashed");
+
+        let token = fs::read_to_string(dir.path().join("admin-token")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(dir.path().join("admin-token"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        drop(auth);
+        let (auth, src) = Auth::open(dir.path(), None, false).unwrap();
+        assert!(matches!(src, AdminTokenSource::File(_)));
+        assert_eq!(auth.tenant(&headers(&key)).unwrap(), t);
+        assert!(auth.admin(&headers(&token)).is_ok());
+        assert!(auth.admin(&headers(&key)).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Reading request bodies within limits: the wire body, then its decompressed form.
+
+use std::io::Read;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use http_body_util::BodyExt;
+
+use crate::ApiError;
+
+/// How a body is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+impl Encoding {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+        let Some(v) = headers.get(header::CONTENT_ENCODING) else {
+            return Ok(Encoding::Identity);
+        };
+        match v
+            .to_str()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "identity" => Ok(Encoding::Identity),
+            "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+            "zstd" => Ok(Encoding::Zstd),
+            other => Err(ApiError::unsupported(format!(
+                "content encoding {other:?} is not supported; use gzip, zstd or none"
+            ))),
+        }
+    }
+}
+
+/// Reads the body frame by frame and stops with 413 as soon as it passes `bytes_max`, so an
+/// endless body never gets buffered.
+pub async fn read_limited(
+    body: Body,
+    headers: &HeaderMap,
+    bytes_max: u64,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::too_large(format!(
+            "request body is larger than body_bytes_max ({bytes_max} bytes)"
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > bytes_max) {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(declared.unwrap_or(64 * 1024).min(bytes_max) as usize);
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() as u64 + data.len() as u64 > bytes_max {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// Decompresses `body`, stopping with 413 once the output passes `bytes_max`: a compression bomb
+/// costs at most that much memory. `grow` is asked before each step of growth and may refuse.
+pub fn decompress(
+    body: Vec<u8>,
+    encoding: Encoding,
+    bytes_max: u64,
+    mut grow: impl FnMut(usize) -> Result<(), ApiError>,
+) -> Result<Vec<u8>, ApiError> {
+    let mut reader: Box<dyn Read + '_> = match encoding {
+        Encoding::Identity => return Ok(body),
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+        Encoding::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(&body[..])
+                .map_err(|e| ApiError::bad_request(format!("body is not valid zstd: {e}")))?,
+        ),
+    };
+    const STEP: usize = 1 << 20;
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        grow(STEP)?;
+        let start = out.len();
+        out.resize(start + STEP, 0);
+        let mut filled = start;
+        while filled < out.len() {
+            match reader.read(&mut out[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let name = if encoding == Encoding::Gzip {
+                        "gzip"
+                    } else {
+                        "zstd"
+                    };
+                    return Err(ApiError::bad_request(format!(
+                        "body is not valid {name}: {e}"
+                    )));
+                }
+            }
+        }
+        out.truncate(filled);
+        if out.len() as u64 > bytes_max {
+            return Err(ApiError::too_large(format!(
+                "decompressed body is larger than decompressed_bytes_max ({bytes_max} bytes)"
+            )));
+        }
+        if filled < start + STEP {
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 1 << 20);
+        let mut grown = 0usize;
+        let err = decompress(bomb, Encoding::Gzip, 8 << 20, |n| {
+            grown += n;
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(err.status, 413);
+        assert!(grown <= (8 << 20) + (2 << 20), "memory asked for: {grown}");
+    }
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let data = b"{\"a\":1}\n".repeat(1000);
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        assert_eq!(
+            decompress(gz, Encoding::Gzip, 1 << 20, |_| Ok(())).unwrap(),
+            data
+        );
+        let zs = zstd::encode_all(&data[..], 3).unwrap();
+        assert_eq!(
+            decompress(zs, Encoding::Zstd, 1 << 20, |_| Ok(())).unwrap(),
+            data
+        );
+        // Exactly at the limit is fine.
+        let zs = zstd::encode_all(&data[..], 3).unwrap();
+        assert_eq!(
+            decompress(zs, Encoding::Zstd, data.len() as u64, |_| Ok(()))
+                .unwrap()
+                .len(),
+            data.len()
+        );
+        let err =
+            decompress(b"not gzip".to_vec(), Encoding::Gzip, 1 << 20, |_| Ok(())).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(
+            err.message.starts_with("body is not valid gzip"),
+            "{}",
+            err.message
+        );
+        let err =
+            decompress(b"not zstd".to_vec(), Encoding::Zstd, 1 << 20, |_| Ok(())).unwrap_err();
+        assert!(
+            err.message.starts_with("body is not valid zstd"),
+            "{}",
+            err.message
+        );
+    }
+}

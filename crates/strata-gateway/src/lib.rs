@@ -1,0 +1,179 @@
+//! The ingest gateway: authenticates producers, enforces body, memory and rate limits, validates
+//! and normalises records, and appends them to the log. It never reads a store.
+
+mod auth;
+mod body;
+mod config;
+mod error;
+mod ingest;
+mod rate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use strata_log::Log;
+use strata_model::Kind;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use auth::{AdminTokenSource, Auth, AuthError, Principal, TenantInfo};
+pub use body::{Encoding, decompress, read_limited};
+pub use config::{GatewayConfig, RateConfig};
+pub use error::ApiError;
+pub use ingest::{Format, IngestResponse, ItemError};
+pub use rate::RateLimiter;
+
+/// The memory budget is counted in KiB so that 4 TiB fits a semaphore's permits.
+const BUDGET_UNIT: u64 = 1024;
+
+/// Shared state of the ingest endpoints.
+pub struct Gateway {
+    log: Arc<dyn Log>,
+    auth: Arc<Auth>,
+    cfg: GatewayConfig,
+    rate: RateLimiter,
+    memory: Arc<Semaphore>,
+}
+
+impl Gateway {
+    pub fn new(log: Arc<dyn Log>, auth: Arc<Auth>, cfg: GatewayConfig) -> Arc<Gateway> {
+        let permits = (cfg.memory_bytes_max / BUDGET_UNIT) as usize;
+        Arc::new(Gateway {
+            log,
+            auth,
+            rate: RateLimiter::new(cfg.rate.clone()),
+            memory: Arc::new(Semaphore::new(permits)),
+            cfg,
+        })
+    }
+
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
+    }
+
+    /// Memory of the ingest budget not taken by requests in flight, in bytes.
+    pub fn memory_available_bytes(&self) -> u64 {
+        self.memory.available_permits() as u64 * BUDGET_UNIT
+    }
+
+    /// Waits (at most `queue_wait_ms`) for the memory a body of the declared size needs.
+    async fn reserve_body(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, ApiError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(self.cfg.body_bytes_max)
+            .min(self.cfg.body_bytes_max);
+        let units = declared.div_ceil(BUDGET_UNIT).max(1) as u32;
+        let wait = Duration::from_millis(self.cfg.queue_wait_ms);
+        match tokio::time::timeout(wait, self.memory.clone().acquire_many_owned(units)).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => {
+                metrics::counter!("strata_ingest_overloaded_total").increment(1);
+                Err(ApiError::overloaded(
+                    "ingest is at its memory limit; retry later",
+                    1,
+                ))
+            }
+        }
+    }
+
+    /// Grows a request's share of the memory budget by `bytes`, or fails with 503 at once.
+    fn grow(&self, permit: &mut OwnedSemaphorePermit, bytes: usize) -> Result<(), ApiError> {
+        let units = (bytes as u64).div_ceil(BUDGET_UNIT) as u32;
+        match self.memory.clone().try_acquire_many_owned(units) {
+            Ok(more) => {
+                permit.merge(more);
+                Ok(())
+            }
+            Err(_) => {
+                metrics::counter!("strata_ingest_overloaded_total").increment(1);
+                Err(ApiError::overloaded(
+                    "ingest is at its memory limit; retry later",
+                    1,
+                ))
+            }
+        }
+    }
+}
+
+/// The ingest endpoints and the tenant admin endpoints.
+pub fn routes(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/ingest/v1/logs", post(ingest_logs))
+        .route("/ingest/v1/events", post(ingest_events))
+        .route("/ingest/v1/metrics", post(ingest_metrics))
+        .route("/ingest/v1/raw/{stream}", post(ingest::ingest_raw))
+        .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
+        .with_state(gw)
+}
+
+async fn ingest_logs(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    ingest::ingest_records(gw, Kind::Logs, headers, body).await
+}
+
+async fn ingest_events(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    ingest::ingest_records(gw, Kind::Events, headers, body).await
+}
+
+async fn ingest_metrics(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    ingest::ingest_records(gw, Kind::Metrics, headers, body).await
+}
+
+async fn list_tenants(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    gw.auth.admin(&headers)?;
+    let tenants: Vec<serde_json::Value> = gw
+        .auth
+        .tenants()
+        .into_iter()
+        .map(|t| serde_json::json!({"tenant": t.name, "created_ms": t.created_ms, "keys": t.key_count()}))
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "tenants": tenants })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct CreateTenant {
+    name: String,
+}
+
+async fn create_tenant(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    gw.auth.admin(&headers)?;
+    let req: CreateTenant = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("body must be {{\"name\": \"...\"}}: {e}")))?;
+    let auth = gw.auth.clone();
+    let created = tokio::task::spawn_blocking(move || auth.create_tenant(&req.name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match created {
+        Ok((tenant, key)) => {
+            tracing::info!(%tenant, "tenant created");
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(serde_json::json!({"tenant": tenant, "api_key": key})),
+            )
+                .into_response())
+        }
+        Err(AuthError::Exists(name)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("tenant {name:?} already exists"),
+        )),
+        Err(AuthError::Name(e)) => Err(ApiError::bad_request(e.to_string())),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}

@@ -1,0 +1,53 @@
+//! The consumer runtime: reads every partition of a sink's topics and hands the records to the
+//! sink, which commits its input positions together with its own data. After a crash a sink
+//! resumes from the positions of its last commit, so it neither skips nor repeats a record.
+
+mod runtime;
+mod stats;
+
+use std::collections::BTreeMap;
+
+pub use runtime::{Consumer, ConsumerConfig, spawn_consumer};
+pub use stats::StatsSink;
+use strata_log::StoredRecord;
+
+/// Next offset to read, per (topic, partition).
+pub type Positions = BTreeMap<(String, u32), u64>;
+
+/// Why a sink could not take or commit records.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid: {reason}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+}
+
+/// A materialised view fed from the log.
+pub trait Sink: Send + 'static {
+    /// The consumer group: names the sink's positions in the log and in metrics.
+    fn group(&self) -> &str;
+
+    /// The topics the sink reads.
+    fn topics(&self) -> Vec<String>;
+
+    /// The positions stored with the sink's data by its last commit. Called once, at start.
+    fn committed(&mut self) -> Result<Positions, SinkError>;
+
+    /// Takes records read from one partition. Nothing of them needs to be durable until `commit`.
+    fn write(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        records: &[StoredRecord],
+    ) -> Result<(), SinkError>;
+
+    /// Makes everything written so far durable, in one atomic step with `positions`.
+    fn commit(&mut self, positions: &Positions) -> Result<(), SinkError>;
+}

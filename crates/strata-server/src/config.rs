@@ -1,0 +1,352 @@
+//! The typed configuration: defaults, then the TOML file, then `STRATA_*` environment variables,
+//! then command-line flags. Parsed and validated once, at start; an error names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strata_gateway::GatewayConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where every component keeps its files.
+    pub data_dir: PathBuf,
+    /// The HTTP listener.
+    pub http_addr: String,
+    /// Turns authentication off: everything is tenant `default`, every caller is admin.
+    pub no_auth: bool,
+    /// How long a shutdown waits for in-flight requests.
+    pub shutdown_timeout_ms: u64,
+    pub log: LogSection,
+    pub ingest: GatewayConfig,
+    pub pipeline: PipelineSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./strata-data"),
+            http_addr: "127.0.0.1:7878".to_string(),
+            no_auth: false,
+            shutdown_timeout_ms: 30_000,
+            log: LogSection::default(),
+            ingest: GatewayConfig::default(),
+            pipeline: PipelineSection::default(),
+        }
+    }
+}
+
+/// The embedded log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Partitions of each record topic. Can be raised later, never lowered.
+    pub partitions: u32,
+    pub segment_bytes_max: u64,
+    pub segment_age_ms: u64,
+    /// Segments older than this are deleted; 0 keeps them forever.
+    pub retention_ms: u64,
+    /// Per partition, oldest segments are deleted past this size; 0 means no size limit.
+    pub retention_bytes: u64,
+    /// How often retention runs.
+    pub retention_check_interval_ms: u64,
+    pub append_queue_max: usize,
+    pub group_commit_bytes_max: usize,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            partitions: 4,
+            segment_bytes_max: 128 << 20,
+            segment_age_ms: 3_600_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: 0,
+            retention_check_interval_ms: 60_000,
+            append_queue_max: 1024,
+            group_commit_bytes_max: 8 << 20,
+        }
+    }
+}
+
+/// The consumers that feed stores from the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineSection {
+    pub commit_interval_ms: u64,
+    pub read_bytes_max: u64,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            commit_interval_ms: 1000,
+            read_bytes_max: 1 << 20,
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub http_addr: Option<String>,
+    pub no_auth: bool,
+}
+
+impl Config {
+    /// Builds the configuration from its four sources and validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config, String> {
+        let mut value = toml::Value::try_from(Config::default()).expect("defaults serialise");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            let from_file: toml::Value = toml::from_str(&text)
+                .map_err(|e| format!("config file {} is not valid TOML: {e}", path.display()))?;
+            merge(&mut value, from_file);
+        }
+        let mut keys = Vec::new();
+        leaf_keys(&value, String::new(), &mut keys);
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("STRATA_") else {
+                continue;
+            };
+            // Not configuration keys: a secret, and the log filter read before the config.
+            if rest == "ADMIN_TOKEN" || rest == "LOG" {
+                continue;
+            }
+            let Some(key) = keys
+                .iter()
+                .find(|k| k.replace('.', "_").eq_ignore_ascii_case(rest))
+            else {
+                return Err(format!(
+                    "environment variable {name} is not a configuration key"
+                ));
+            };
+            set_path(&mut value, key, parse_env_value(&raw));
+        }
+        if let Some(d) = &flags.data_dir {
+            set_path(
+                &mut value,
+                "data_dir",
+                toml::Value::String(d.display().to_string()),
+            );
+        }
+        if let Some(a) = &flags.http_addr {
+            set_path(&mut value, "http_addr", toml::Value::String(a.clone()));
+        }
+        if flags.no_auth {
+            set_path(&mut value, "no_auth", toml::Value::Boolean(true));
+        }
+        let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            format!("invalid configuration key {path}: {}", e.into_inner())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.http_addr.parse::<SocketAddr>().map_err(|e| {
+            format!(
+                "invalid configuration key http_addr: {:?} is not host:port ({e})",
+                self.http_addr
+            )
+        })?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err("invalid configuration key data_dir: must not be empty".into());
+        }
+        let l = &self.log;
+        if !(1..=1024).contains(&l.partitions) {
+            return Err(format!(
+                "invalid configuration key log.partitions: must be 1 to 1024, got {}",
+                l.partitions
+            ));
+        }
+        if !(1 << 20..=1 << 31).contains(&l.segment_bytes_max) {
+            return Err(format!(
+                "invalid configuration key log.segment_bytes_max: must be 1 MiB to 2 GiB, got {}",
+                l.segment_bytes_max
+            ));
+        }
+        if l.append_queue_max == 0 {
+            return Err(
+                "invalid configuration key log.append_queue_max: must be at least 1".into(),
+            );
+        }
+        if l.retention_check_interval_ms == 0 {
+            return Err(
+                "invalid configuration key log.retention_check_interval_ms: must be at least 1"
+                    .into(),
+            );
+        }
+        self.ingest
+            .validate()
+            .map_err(|e| format!("invalid configuration key {e}"))?;
+        if self.pipeline.commit_interval_ms == 0 || self.pipeline.read_bytes_max == 0 {
+            return Err("invalid configuration key pipeline: commit_interval_ms and read_bytes_max must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.http_addr.parse().expect("validated")
+    }
+
+    pub fn log_config(&self) -> strata_log::LogConfig {
+        let mut c = strata_log::LogConfig::new(self.data_dir.join("log"), self.log.partitions);
+        for t in &mut c.topics {
+            t.retention_ms = (self.log.retention_ms > 0).then_some(self.log.retention_ms);
+            t.retention_bytes = (self.log.retention_bytes > 0).then_some(self.log.retention_bytes);
+        }
+        c.segment_bytes_max = self.log.segment_bytes_max;
+        c.segment_age_ms = self.log.segment_age_ms;
+        c.append_queue_max = self.log.append_queue_max;
+        c.group_commit_bytes_max = self.log.group_commit_bytes_max;
+        // One request's records for one partition must fit one batch.
+        c.batch_bytes_max =
+            (self.ingest.decompressed_bytes_max * 3 / 2 + (1 << 20)).min(1 << 30) as u32;
+        c
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn leaf_keys(v: &toml::Value, prefix: String, out: &mut Vec<String>) {
+    if let toml::Value::Table(t) = v {
+        for (k, v) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if v.is_table() {
+                leaf_keys(v, key, out);
+            } else {
+                out.push(key);
+            }
+        }
+    }
+}
+
+fn set_path(v: &mut toml::Value, path: &str, new: toml::Value) {
+    let mut cur = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        let toml::Value::Table(t) = cur else { return };
+        if i + 1 == parts.len() {
+            t.insert(p.to_string(), new);
+            return;
+        }
+        cur = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+}
+
+/// An environment value is read as a TOML value when it is one (`8`, `true`, `1.5`), else as a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)], flags: Overrides) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        if let Some(f) = file {
+            std::fs::write(&path, f).unwrap();
+        }
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(file.map(|_| path.as_path()), env, &flags)
+    }
+
+    #[test]
+    fn sources_override_in_order() {
+        let c = load(None, &[], Overrides::default()).unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:7878");
+        assert_eq!(c.log.partitions, 4);
+        let c = load(
+            Some("http_addr = \"127.0.0.1:9000\"\n[log]\npartitions = 8\n[ingest.rate]\nrecords_per_s = 10.0\n"),
+            &[("STRATA_LOG_PARTITIONS", "16"), ("STRATA_DATA_DIR", "/tmp/x y"), ("HOME", "/root")],
+            Overrides { http_addr: Some("127.0.0.1:9100".into()), ..Default::default() },
+        )
+        .unwrap();
+        assert_eq!(c.log.partitions, 16, "env beats file");
+        assert_eq!(c.http_addr, "127.0.0.1:9100", "flag beats file");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x y"));
+        assert_eq!(c.ingest.rate.records_per_s, 10.0);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                Some("[log]\npartitions = \"many\"\n"),
+                vec![],
+                "invalid configuration key log.partitions",
+            ),
+            (
+                Some("[log]\nparts = 3\n"),
+                vec![],
+                "invalid configuration key log",
+            ),
+            (
+                Some("[log]\npartitions = 0\n"),
+                vec![],
+                "invalid configuration key log.partitions: must be 1 to 1024, got 0",
+            ),
+            (
+                Some("http_addr = \"nowhere\"\n"),
+                vec![],
+                "invalid configuration key http_addr",
+            ),
+            (
+                Some("[ingest]\nbody_bytes_max = 0\n"),
+                vec![],
+                "invalid configuration key ingest.body_bytes_max",
+            ),
+            (Some("this is not toml"), vec![], "is not valid TOML"),
+            (
+                None,
+                vec![("STRATA_LOG_PARTITONS", "3")],
+                "environment variable STRATA_LOG_PARTITONS is not a configuration key",
+            ),
+            (
+                None,
+                vec![("STRATA_LOG_PARTITIONS", "x")],
+                "invalid configuration key log.partitions",
+            ),
+        ];
+        for (file, env, want) in cases {
+            let err = load(file, &env, Overrides::default()).unwrap_err();
+            assert!(err.contains(want), "{file:?} {env:?}: {err}");
+        }
+        let err = load(Some("[log]\nparts = 3\n"), &[], Overrides::default()).unwrap_err();
+        assert!(err.contains("unknown field `parts`"), "{err}");
+    }
+}

@@ -1,0 +1,270 @@
+//! `strata serve`: opens the log, wires the gateway, the consumers and the admin API to one HTTP
+//! listener, runs retention, and shuts down in order on SIGTERM or SIGINT.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use strata_gateway::{AdminTokenSource, ApiError, Auth, Gateway};
+use strata_log::{EmbeddedLog, Log};
+use strata_pipeline::{ConsumerConfig, StatsSink, spawn_consumer};
+use tower::ServiceExt;
+
+use crate::admin;
+use crate::config::Config;
+
+/// Everything a request handler may need once the server is ready.
+pub struct App {
+    pub log: Arc<dyn Log>,
+    pub auth: Arc<Auth>,
+    pub gateway: Arc<Gateway>,
+}
+
+/// The listener's view: health answers at once, everything else waits for readiness.
+struct Shell {
+    metrics: PrometheusHandle,
+    ready: OnceLock<Router>,
+    app: OnceLock<Arc<App>>,
+}
+
+fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let latency = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let sizes = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+    ];
+    let bytes = [
+        1024.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
+        .set_buckets_for_metric(
+            Matcher::Full("strata_log_group_commit_requests".into()),
+            &sizes,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("strata_log_group_commit_bytes".into()),
+            &bytes,
+        )?
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let metrics = install_metrics()?;
+    metrics::gauge!("strata_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(cfg.addr())
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.http_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "listening");
+
+    let shell = Arc::new(Shell {
+        metrics,
+        ready: OnceLock::new(),
+        app: OnceLock::new(),
+    });
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(forward)
+        .with_state(shell.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+    let signal = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    // Recovery may take a while on a large log; /healthz answers meanwhile, /readyz says 503.
+    let log_cfg = cfg.log_config();
+    let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(log_cfg))
+        .await?
+        .context("cannot open the log")?;
+    let log = Arc::new(log);
+    let meta = cfg.data_dir.join("meta");
+    let (auth, token_source) =
+        Auth::open(&meta, std::env::var("STRATA_ADMIN_TOKEN").ok(), cfg.no_auth)
+            .context("cannot open the tenant store")?;
+    if cfg.no_auth {
+        tracing::warn!(
+            "authentication is off: every request acts as tenant \"default\" with admin rights"
+        );
+    } else {
+        match token_source {
+            AdminTokenSource::Environment => tracing::info!("admin token from STRATA_ADMIN_TOKEN"),
+            AdminTokenSource::File(p) => {
+                tracing::info!(path = %p.display(), "admin token read from file")
+            }
+            AdminTokenSource::Generated(p) => {
+                tracing::info!(path = %p.display(), "admin token generated")
+            }
+        }
+    }
+    let auth = Arc::new(auth);
+    let dyn_log: Arc<dyn Log> = log.clone();
+    let gateway = Gateway::new(dyn_log.clone(), auth.clone(), cfg.ingest.clone());
+    let consumer_cfg = ConsumerConfig {
+        read_bytes_max: cfg.pipeline.read_bytes_max,
+        commit_interval_ms: cfg.pipeline.commit_interval_ms,
+        ..ConsumerConfig::default()
+    };
+    let topics = strata_model::Kind::ALL
+        .iter()
+        .map(|k| k.topic().to_string())
+        .collect();
+    let stats = spawn_consumer(
+        dyn_log.clone(),
+        Box::new(StatsSink::new(&meta, topics)),
+        consumer_cfg,
+    );
+
+    let app = Arc::new(App {
+        log: dyn_log.clone(),
+        auth: auth.clone(),
+        gateway: gateway.clone(),
+    });
+    let inner = strata_gateway::routes(gateway.clone()).merge(
+        Router::new()
+            .route("/admin/v1/topics", get(admin::topics))
+            .route(
+                "/admin/v1/topics/{topic}/partitions/{partition}/records",
+                get(admin::records),
+            )
+            .route("/admin/v1/consumer-groups", get(admin::groups))
+            .with_state(app.clone()),
+    );
+    let _ = shell.app.set(app);
+    let _ = shell.ready.set(inner);
+    tracing::info!("ready");
+
+    let retention = {
+        let log = log.clone();
+        let every = Duration::from_millis(cfg.log.retention_check_interval_ms);
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = log.enforce_retention(now_ms()).await {
+                    tracing::error!(error = %e, "retention failed");
+                }
+            }
+        })
+    };
+
+    let mut stop_rx2 = stop_rx.clone();
+    let _ = stop_rx2.wait_for(|s| *s).await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    match tokio::time::timeout(Duration::from_millis(cfg.shutdown_timeout_ms), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
+        Err(_) => tracing::warn!("in-flight requests did not finish in time"),
+    }
+    signal.abort();
+    retention.abort();
+    tokio::task::spawn_blocking(move || {
+        stats.stop();
+        log.close();
+    })
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn readyz(State(shell): State<Arc<Shell>>) -> Response {
+    match shell.app.get() {
+        Some(app) => {
+            let failed: Vec<String> = app
+                .log
+                .topics()
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter(|p| p.failed.is_some())
+                        .map(move |p| format!("{}/{}", t.name, p.partition))
+                })
+                .collect();
+            if failed.is_empty() {
+                (StatusCode::OK, "ready\n").into_response()
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("log partitions failed: {}\n", failed.join(", ")),
+                )
+                    .into_response()
+            }
+        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, "recovering the log\n").into_response(),
+    }
+}
+
+async fn metrics_text(State(shell): State<Arc<Shell>>) -> Response {
+    if let Some(app) = shell.app.get() {
+        metrics::gauge!("strata_ingest_memory_available_bytes")
+            .set(app.gateway.memory_available_bytes() as f64);
+        for t in app.log.topics() {
+            for p in &t.partitions {
+                metrics::gauge!("strata_log_end_offset", "topic" => t.name.clone(), "partition" => p.partition.to_string())
+                    .set(p.latest_offset as f64);
+            }
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shell.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn forward(State(shell): State<Arc<Shell>>, req: Request<Body>) -> Response {
+    match shell.ready.get() {
+        Some(router) => match router.clone().oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        },
+        None => {
+            ApiError::overloaded("the server is starting: recovering the log", 1).into_response()
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Starts the real `strata` binary on 127.0.0.1 with its own data directory.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub extra_config: String,
+    pub no_auth: bool,
+    pub http: reqwest::blocking::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts a server; `extra_config` is TOML appended to its config file.
+    pub fn start(extra_config: &str) -> Server {
+        Self::start_with(extra_config, false)
+    }
+
+    pub fn start_with(extra_config: &str, no_auth: bool) -> Server {
+        let mut s = Server {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            child: None,
+            extra_config: extra_config.to_string(),
+            no_auth,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn spawn(&mut self) {
+        let cfg = self.dir.path().join("strata.toml");
+        std::fs::write(&cfg, &self.extra_config).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--config")
+            .arg(&cfg)
+            .env("STRATA_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("STRATA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if self.no_auth {
+            cmd.arg("--no-auth");
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(self.url("/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "server exited with {status} before it was ready:\n{}",
+                    self.server_log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server not ready in time:\n{}",
+                self.server_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("server.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        signal(c.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.http
+            .get(self.url("/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    }
+
+    pub fn create_tenant(&self, name: &str) -> reqwest::blocking::Response {
+        self.http
+            .post(self.url("/admin/v1/tenants"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .unwrap()
+    }
+
+    /// Creates a tenant and returns its API key.
+    pub fn tenant_key(&self, name: &str) -> String {
+        let r = self.create_tenant(name);
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn admin_get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().unwrap()
+    }
+
+    /// Every record of a topic, read through the admin API.
+    pub fn all_records(&self, topic: &str) -> Vec<Value> {
+        let topics = self.admin_get("/admin/v1/topics");
+        let t = topics["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == topic)
+            .unwrap()
+            .clone();
+        let mut out = Vec::new();
+        for p in t["partitions"].as_array().unwrap() {
+            let mut offset = p["earliest_offset"].as_u64().unwrap();
+            let latest = p["latest_offset"].as_u64().unwrap();
+            while offset < latest {
+                let v = self.admin_get(&format!(
+                    "/admin/v1/topics/{topic}/partitions/{}/records?offset={offset}&limit=1000",
+                    p["partition"]
+                ));
+                let recs = v["records"].as_array().unwrap();
+                assert!(!recs.is_empty());
+                out.extend(recs.iter().cloned());
+                offset = v["next_offset"].as_u64().unwrap();
+            }
+        }
+        out
+    }
+
+    /// The value of one sample of `/metrics`, by its full name with labels.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+    }
+
+    /// Peak resident memory of the server process, in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:") * 1024
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

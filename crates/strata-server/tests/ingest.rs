@@ -1,0 +1,607 @@
+//! The ingest API end to end against the real binary: good records land in the log, bad input
+//! gets the documented status and message, and the server stays up.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{ADMIN_TOKEN, Server};
+use serde_json::{Value, json};
+
+fn post(
+    s: &Server,
+    path: &str,
+    key: Option<&str>,
+    ct: &str,
+    body: Vec<u8>,
+) -> (u16, Option<String>, Value) {
+    let mut req = s
+        .http
+        .post(s.url(path))
+        .header("content-type", ct)
+        .body(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = r.text().unwrap();
+    (
+        status,
+        retry,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn ndjson(values: &[Value]) -> Vec<u8> {
+    values
+        .iter()
+        .map(|v| format!("{v}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn logs_events_metrics_and_raw_payloads_land_in_the_log() {
+    let s = Server::start("");
+    let key = s.tenant_key("acme");
+    let logs = json!([
+        {"timestamp": "2026-01-02T03:04:05.123456789Z", "source_id": "web-1", "level": "ERROR", "message": "disk full",
+         "run_id": "r7", "trace_id": "t1", "attributes": {"user_id": 42}},
+        {"timestamp": 1767323045000i64, "source_id": "web-2", "level": "info", "message": "ok"}
+    ]);
+    let (st, _, body) = post(
+        &s,
+        "/ingest/v1/logs",
+        Some(&key),
+        "application/json",
+        logs.to_string().into_bytes(),
+    );
+    assert_eq!(
+        (st, body.clone()),
+        (200, json!({"accepted": 2, "rejected": 0, "errors": []}))
+    );
+    let events = ndjson(&[
+        json!({"type": "signup", "source_id": "api", "event_id": "e1", "data": {"plan": "pro"}}),
+    ]);
+    assert_eq!(
+        post(
+            &s,
+            "/ingest/v1/events",
+            Some(&key),
+            "application/x-ndjson",
+            events
+        )
+        .0,
+        200
+    );
+    let metrics = ndjson(&[
+        json!({"name": "http_requests_total", "labels": {"code": "200"}, "value": 5, "source_id": "web-1"}),
+        json!({"metric_name": "cpu", "tags": {"core": "0"}, "value": 0.5, "source_id": "web-1"}),
+    ]);
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&metrics).unwrap();
+        e.finish().unwrap()
+    };
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/metrics"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "gzip")
+        .body(gz)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let zs = zstd::encode_all(
+        &ndjson(&[json!({"source_id": "z", "message": "zstd line"})])[..],
+        3,
+    )
+    .unwrap();
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/logs"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "zstd")
+        .body(zs)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/raw/firmware-dumps?source_id=dev-9"))
+        .bearer_auth(&key)
+        .header("content-type", "application/octet-stream")
+        .body(vec![0u8, 159, 146, 150, 255])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let logs = s.all_records("logs");
+    assert_eq!(logs.len(), 3);
+    let disk = logs
+        .iter()
+        .find(|r| r["payload"]["message"] == "disk full")
+        .unwrap();
+    assert_eq!(disk["tenant"], "acme");
+    assert_eq!(disk["source_id"], "web-1");
+    assert_eq!(disk["timestamp"], "2026-01-02T03:04:05.123456789Z");
+    assert_eq!(disk["payload"]["level"], "error");
+    assert_eq!(disk["payload"]["run_id"], "r7");
+    assert_eq!(disk["payload"]["attributes"]["user_id"], 42);
+    let ok = logs
+        .iter()
+        .find(|r| r["payload"]["message"] == "ok")
+        .unwrap();
+    assert_eq!(ok["timestamp"], "2026-01-02T03:04:05Z");
+    let ev = s.all_records("events");
+    assert_eq!(ev[0]["payload"]["type"], "signup");
+    assert_eq!(ev[0]["payload"]["data"]["plan"], "pro");
+    let m = s.all_records("metrics");
+    let mut names: Vec<&str> = m
+        .iter()
+        .map(|r| r["payload"]["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cpu", "http_requests_total"]);
+    let raw = s.all_records("raw");
+    assert_eq!(raw[0]["headers"]["stream"], "firmware-dumps");
+    assert_eq!(raw[0]["source_id"], "dev-9");
+    assert_eq!(raw[0]["payload_encoding"], "base64");
+    assert_eq!(raw[0]["payload"], "AJ+Slv8=");
+
+    // Every record of one source is in one partition, in order.
+    let lines: Vec<Value> = (0..50)
+        .map(|i| json!({"source_id": "ordered", "message": format!("n{i}")}))
+        .collect();
+    assert_eq!(
+        post(
+            &s,
+            "/ingest/v1/logs",
+            Some(&key),
+            "application/x-ndjson",
+            ndjson(&lines)
+        )
+        .0,
+        200
+    );
+    let ordered: Vec<String> = s
+        .all_records("logs")
+        .into_iter()
+        .filter(|r| r["source_id"] == "ordered")
+        .map(|r| r["payload"]["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ordered,
+        (0..50).map(|i| format!("n{i}")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn bad_records_are_named_and_good_ones_kept() {
+    let s = Server::start("");
+    let key = s.tenant_key("acme");
+    let mut body = ndjson(&[json!({"source_id": "a", "message": "good 0"})]);
+    body.extend_from_slice(b"{\"source_id\": \"a\", \"message\": \n");
+    body.extend(ndjson(&[
+        json!({"source_id": 12, "message": "wrong type"}),
+        json!({"message": "no source"}),
+        json!({"source_id": "a", "message": "good 1", "timestamp": "2099-01-01T00:00:00Z"}),
+        json!({"source_id": "a", "message": "good 2"}),
+        json!("just a string"),
+    ]));
+    let (st, _, v) = post(
+        &s,
+        "/ingest/v1/logs",
+        Some(&key),
+        "application/x-ndjson",
+        body,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(v["rejected"], 5);
+    let errs: Vec<(u64, String)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(errs[0].0, 1);
+    assert!(
+        errs[0].1.starts_with("record is not valid JSON"),
+        "{}",
+        errs[0].1
+    );
+    assert_eq!(
+        errs[1],
+        (
+            2,
+            r#"field "source_id" must be a string, got a number"#.to_string()
+        )
+    );
+    assert_eq!(errs[2], (3, r#"field "source_id" is required"#.to_string()));
+    assert_eq!(errs[3].0, 4);
+    assert!(errs[3].1.contains("in the future"), "{}", errs[3].1);
+    assert_eq!(
+        errs[4],
+        (6, "record must be a JSON object, got a string".to_string())
+    );
+    let kept: Vec<String> = s
+        .all_records("logs")
+        .iter()
+        .map(|r| r["payload"]["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.contains(&"good 0".to_string()) && kept.contains(&"good 2".to_string()));
+
+    // Metric validation: names, labels, limits.
+    let many: serde_json::Map<String, Value> =
+        (0..31).map(|i| (format!("l{i}"), json!("v"))).collect();
+    let body = ndjson(&[
+        json!({"name": "ok_metric", "value": 1, "source_id": "a"}),
+        json!({"name": "bad-name", "value": 1}),
+        json!({"name": "m", "labels": {"__reserved": "x"}, "value": 1}),
+        json!({"name": "m", "labels": many, "value": 1}),
+        json!({"name": "m", "labels": {"k": "x".repeat(2049)}, "value": 1}),
+    ]);
+    let (st, _, v) = post(
+        &s,
+        "/ingest/v1/metrics",
+        Some(&key),
+        "application/x-ndjson",
+        body,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(v["accepted"], 1);
+    let msgs: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["error"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            r#"metric name "bad-name" is not a valid Prometheus metric name"#,
+            r#"label name "__reserved" is reserved"#,
+            "31 labels, more than the limit of 30",
+            r#"field "labels.k" is 2049 bytes, more than the limit of 2048"#,
+        ]
+    );
+    // A body of which nothing could be accepted is a 400 with the same per-record errors.
+    let (st, _, v) = post(
+        &s,
+        "/ingest/v1/events",
+        Some(&key),
+        "application/x-ndjson",
+        ndjson(&[json!({"source_id": "a"})]),
+    );
+    assert_eq!(st, 400);
+    assert_eq!(v["errors"][0]["error"], r#"field "type" is required"#);
+    assert!(s.is_up());
+}
+
+#[test]
+fn malformed_bodies_and_headers_get_clear_errors() {
+    let s = Server::start("[ingest]\nbody_bytes_max = 1048576\ndecompressed_bytes_max = 8388608\n");
+    let key = s.tenant_key("acme");
+    let k = Some(key.as_str());
+    // A JSON array that does not parse names the byte.
+    let (st, _, v) = post(
+        &s,
+        "/ingest/v1/logs",
+        k,
+        "application/json",
+        b"[{\"source_id\": \"a\"}, {oops}]".to_vec(),
+    );
+    assert_eq!(st, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid JSON at byte 22 (line 1, column 23)"),
+        "{v}"
+    );
+    let (st, _, v) = post(
+        &s,
+        "/ingest/v1/logs",
+        k,
+        "application/json",
+        b"   ".to_vec(),
+    );
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (400, "body contains no records")
+    );
+    // Wrong and missing content types.
+    for ct in ["text/plain", "application/x-www-form-urlencoded", ""] {
+        let (st, _, v) = post(&s, "/ingest/v1/logs", k, ct, b"{}".to_vec());
+        assert_eq!(st, 415, "{ct}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("application/x-ndjson"),
+            "{v}"
+        );
+    }
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/logs"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body("[]")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/logs"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body("this is not gzip")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("body is not valid gzip"));
+    // Oversized, declared and undeclared (chunked).
+    let (st, _, v) = post(
+        &s,
+        "/ingest/v1/logs",
+        k,
+        "application/x-ndjson",
+        vec![b' '; (1 << 20) + 1],
+    );
+    assert_eq!(st, 413);
+    assert_eq!(
+        v["error"],
+        "request body is larger than body_bytes_max (1048576 bytes)"
+    );
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..40).map(|_| Ok(vec![b' '; 64 << 10])).collect();
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/logs"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(
+            chunks.into_iter().flatten().flatten().collect::<Vec<u8>>(),
+        )))
+        .send();
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    // Auth.
+    let (st, _, v) = post(
+        &s,
+        "/ingest/v1/logs",
+        None,
+        "application/json",
+        b"[]".to_vec(),
+    );
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (401, "missing bearer token")
+    );
+    let (st, _, v) = post(
+        &s,
+        "/ingest/v1/logs",
+        Some("strata_not_a_key"),
+        "application/json",
+        b"[]".to_vec(),
+    );
+    assert_eq!((st, v["error"].as_str().unwrap()), (401, "unknown api key"));
+    let (st, _, _) = post(
+        &s,
+        "/admin/v1/tenants",
+        Some(&key),
+        "application/json",
+        br#"{"name":"x"}"#.to_vec(),
+    );
+    assert_eq!(st, 401, "a tenant key is not an admin token");
+    // Tenant names are path components.
+    for bad in ["..", "a/b", "../../etc", "UPPER", "", &"x".repeat(65)] {
+        let r = s.create_tenant(bad);
+        assert_eq!(r.status(), 400, "{bad:?}");
+        let msg = r.json::<Value>().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.starts_with("tenant name"), "{msg}");
+    }
+    assert_eq!(s.create_tenant("acme").status(), 409);
+    let r = s
+        .http
+        .post(s.url("/admin/v1/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .body("{")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Raw payloads need a source and a sane stream name.
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/raw/s"))
+        .bearer_auth(&key)
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/raw/..hidden?source_id=a"))
+        .bearer_auth(&key)
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(s.is_up());
+    assert_eq!(
+        s.all_records("logs").len(),
+        0,
+        "nothing of the bad requests was appended"
+    );
+}
+
+fn bomb(encoding: &str, expanded_bytes: usize) -> Vec<u8> {
+    let zeros = vec![b' '; 1 << 20];
+    match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            for _ in 0..expanded_bytes >> 20 {
+                e.write_all(&zeros).unwrap();
+            }
+            e.finish().unwrap()
+        }
+        _ => {
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+            for _ in 0..expanded_bytes >> 20 {
+                e.write_all(&zeros).unwrap();
+            }
+            e.finish().unwrap()
+        }
+    }
+}
+
+#[test]
+fn compression_bombs_stop_at_the_limit_with_memory_bounded() {
+    let s = Server::start("");
+    let key = s.tenant_key("acme");
+    let before = s.peak_rss_bytes();
+    for enc in ["gzip", "zstd"] {
+        let body = bomb(enc, 1 << 30);
+        assert!(body.len() < 16 << 20, "{enc} bomb is {} bytes", body.len());
+        let r = s
+            .http
+            .post(s.url("/ingest/v1/logs"))
+            .bearer_auth(&key)
+            .header("content-type", "application/x-ndjson")
+            .header("content-encoding", enc)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 413, "{enc}");
+        assert_eq!(
+            r.json::<Value>().unwrap()["error"],
+            "decompressed body is larger than decompressed_bytes_max (67108864 bytes)"
+        );
+        assert!(s.is_up());
+    }
+    let after = s.peak_rss_bytes();
+    // The 1 GiB expansions were cut at 64 MiB each: the peak grew by about that, not by gigabytes.
+    assert!(
+        after < before + (200 << 20),
+        "peak RSS went from {before} to {after} bytes"
+    );
+}
+
+#[test]
+fn over_the_rate_limit_gets_429_with_retry_after() {
+    let s = Server::start("[ingest.rate]\nrecords_per_s = 5.0\nrecords_burst = 10.0\n");
+    let key = s.tenant_key("acme");
+    let other = s.tenant_key("other");
+    let body = ndjson(
+        &(0..20)
+            .map(|i| json!({"source_id": "a", "message": format!("{i}")}))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        post(
+            &s,
+            "/ingest/v1/logs",
+            Some(&key),
+            "application/x-ndjson",
+            body.clone()
+        )
+        .0,
+        200
+    );
+    let (st, retry, v) = post(
+        &s,
+        "/ingest/v1/logs",
+        Some(&key),
+        "application/x-ndjson",
+        body.clone(),
+    );
+    assert_eq!(st, 429, "{v}");
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=4).contains(&retry), "{retry}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("tenant acme is over its ingest rate")
+    );
+    // Another tenant has its own budget.
+    assert_eq!(
+        post(
+            &s,
+            "/ingest/v1/logs",
+            Some(&other),
+            "application/x-ndjson",
+            body
+        )
+        .0,
+        200
+    );
+    assert_eq!(s.all_records("logs").len(), 40);
+}
+
+#[test]
+fn when_ingest_memory_is_exhausted_requests_get_503_with_retry_after() {
+    // Room for exactly three bodies of the maximum size.
+    let s = Server::start(
+        "[ingest]\nbody_bytes_max = 65536\ndecompressed_bytes_max = 65536\nmemory_bytes_max = 196608\nqueue_wait_ms = 200\n",
+    );
+    let key = s.tenant_key("acme");
+    // Three slow requests without a length hold the whole budget while they trickle in.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        write!(
+            c,
+            "POST /ingest/v1/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n     \r\n"
+        )
+        .unwrap();
+        slow.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, retry, v) = post(
+        &s,
+        "/ingest/v1/logs",
+        Some(&key),
+        "application/x-ndjson",
+        ndjson(&[json!({"source_id": "a", "message": "m"})]),
+    );
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(v["error"], "ingest is at its memory limit; retry later");
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, _, _) = post(
+        &s,
+        "/ingest/v1/logs",
+        Some(&key),
+        "application/x-ndjson",
+        ndjson(&[json!({"source_id": "a", "message": "m"})]),
+    );
+    assert_eq!(
+        st, 200,
+        "memory is given back when the slow requests go away"
+    );
+}
