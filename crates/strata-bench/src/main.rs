@@ -6,6 +6,7 @@
 mod args;
 mod generate;
 mod ingest;
+mod log_append;
 mod process;
 mod workload;
 
@@ -26,11 +27,14 @@ enum Command {
     Gen(generate::GenArgs),
     /// Send generated records to a server's ingest API; report throughput, statuses and latency.
     Ingest(ingest::IngestArgs),
+    /// Append to the embedded log alone, with fsync, beside `dd conv=fdatasync` on the same disk.
+    LogAppend(log_append::LogAppendArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Gen(args) => generate::run(&args),
         Command::Ingest(args) => ingest::run(args),
+        Command::LogAppend(args) => log_append::run(args),
     }
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every test of every crate.
+# Builds go to $CARGO_TARGET_DIR, by default a cache outside the checkout so that repeated runs
+# reuse what was built.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+for tool in cargo rustc; do
+  command -v "$tool" >/dev/null || { echo "test.sh: $tool is required (install Rust with rustup)" >&2; exit 1; }
+done
+# The tests use dd and kill from coreutils/procps, present on any Linux.
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
