@@ -16,6 +16,9 @@ pub struct GatewayConfig {
     pub memory_bytes_max: u64,
     /// How long a request waits for memory before it gets 503.
     pub queue_wait_ms: u64,
+    /// A body must arrive within this time, or the request gets 408 and its memory is released:
+    /// slow senders cannot hold the ingest budget.
+    pub body_read_timeout_ms: u64,
     /// Per-tenant rate limits.
     pub rate: RateConfig,
     /// What one record may contain.
@@ -30,6 +33,7 @@ impl Default for GatewayConfig {
             errors_max: 100,
             memory_bytes_max: 2 << 30,
             queue_wait_ms: 2000,
+            body_read_timeout_ms: 30_000,
             rate: RateConfig::default(),
             record: Limits::default(),
         }
@@ -67,6 +71,10 @@ impl GatewayConfig {
                 self.decompressed_bytes_max as f64,
             ),
             ("ingest.memory_bytes_max", self.memory_bytes_max as f64),
+            (
+                "ingest.body_read_timeout_ms",
+                self.body_read_timeout_ms as f64,
+            ),
             ("ingest.rate.records_per_s", self.rate.records_per_s),
             ("ingest.rate.records_burst", self.rate.records_burst),
             ("ingest.rate.bytes_per_s", self.rate.bytes_per_s),

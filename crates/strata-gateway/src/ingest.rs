@@ -15,7 +15,7 @@ use strata_log::EncodedRecords;
 use strata_model::{Kind, Limits, RecordError, TenantId, headers as record_headers, partition_for};
 use tokio::task::JoinSet;
 
-use crate::body::{Encoding, decompress, read_limited};
+use crate::body::{Encoding, decompress};
 use crate::{ApiError, Gateway};
 
 /// How records are laid out in a body.
@@ -279,7 +279,7 @@ async fn ingest_records_inner(
     let format = Format::from_headers(headers)?;
     let encoding = Encoding::from_headers(headers)?;
     let mut permit = gw.reserve_body(headers).await?;
-    let raw = read_limited(body, headers, gw.cfg.body_bytes_max).await?;
+    let raw = gw.read_body(body, headers).await?;
     gw.rate.take(&tenant, 0, raw.len() as u64).map_err(|wait| {
         ApiError::rate_limited(
             format!("tenant {tenant} is over its ingest rate of bytes per second"),
@@ -485,7 +485,7 @@ async fn ingest_raw_inner(
         .unwrap_or("application/octet-stream")
         .to_string();
     let mut permit = gw.reserve_body(headers).await?;
-    let raw = read_limited(body, headers, gw.cfg.body_bytes_max).await?;
+    let raw = gw.read_body(body, headers).await?;
     gw.rate.take(&tenant, 1, raw.len() as u64).map_err(|wait| {
         ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate"), wait)
     })?;

@@ -83,6 +83,23 @@ impl Gateway {
         }
     }
 
+    /// Reads a body within `body_bytes_max` and `body_read_timeout_ms`.
+    async fn read_body(&self, body: Body, headers: &HeaderMap) -> Result<Vec<u8>, ApiError> {
+        let limit = Duration::from_millis(self.cfg.body_read_timeout_ms);
+        match tokio::time::timeout(limit, read_limited(body, headers, self.cfg.body_bytes_max))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within body_read_timeout_ms ({} ms)",
+                    self.cfg.body_read_timeout_ms
+                ),
+            )),
+        }
+    }
+
     /// Grows a request's share of the memory budget by `bytes`, or fails with 503 at once.
     fn grow(&self, permit: &mut OwnedSemaphorePermit, bytes: usize) -> Result<(), ApiError> {
         let units = (bytes as u64).div_ceil(BUDGET_UNIT) as u32;

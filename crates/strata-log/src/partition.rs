@@ -272,6 +272,12 @@ impl Partition {
             let (mut pos, mut expected) = seg.floor(cursor);
             while pos < durable {
                 let h = seg.read_header(pos, self.batch_bytes_max)?;
+                // The writer publishes a segment's durable length just before the partition's end:
+                // a batch between the two is durable but not yet visible. Stopping at the end seen
+                // when the read began keeps `next_offset <= end_offset` for every reader.
+                if h.base_offset >= end {
+                    return Ok(out);
+                }
                 if h.base_offset != expected {
                     return Err(seg.corrupt(
                         pos,
@@ -305,7 +311,6 @@ impl Partition {
                 pos += u64::from(h.batch_len);
                 expected = h.end_offset();
                 if out.bytes >= bytes_max {
-                    out.end_offset = out.end_offset.max(self.end_offset());
                     return Ok(out);
                 }
             }
@@ -314,7 +319,6 @@ impl Partition {
                 cursor = cursor.max(next.base_offset);
             }
         }
-        out.end_offset = out.end_offset.max(self.end_offset());
         Ok(out)
     }
 

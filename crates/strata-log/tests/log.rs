@@ -444,3 +444,50 @@ async fn partitions_can_be_added_but_not_removed() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_never_gets_ahead_of_the_published_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EmbeddedLog::open(config(dir.path(), 64 << 10)).unwrap());
+    let writers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..300u64 {
+                    log.append("logs", 0, batch(t * 10_000 + i..t * 10_000 + i + 1))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut pos = 0u64;
+            let mut seen = 0u64;
+            while seen < 1200 {
+                // Out of range would mean an earlier read handed out an offset past the end.
+                let r = log.read("logs", 0, pos, 512).unwrap();
+                assert!(
+                    r.next_offset <= r.end_offset,
+                    "{} > {}",
+                    r.next_offset,
+                    r.end_offset
+                );
+                seen += r.records.len() as u64;
+                pos = r.next_offset;
+            }
+            pos
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        tokio::task::spawn_blocking(move || reader.join().unwrap())
+            .await
+            .unwrap(),
+        1200
+    );
+}

@@ -97,7 +97,15 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
         );
         assert!(
             counted < total,
-            "stats counted {counted}, more than the {total} records in the log"
+            "stats counted {counted}, more than the {total} records in the log\ntopics: {}\ngroups: {}\n{}",
+            server.admin_get("/admin/v1/topics"),
+            server.admin_get("/admin/v1/consumer-groups"),
+            server
+                .server_log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(100));
     };

@@ -563,10 +563,10 @@ fn over_the_rate_limit_gets_429_with_retry_after() {
 }
 
 #[test]
-fn when_ingest_memory_is_exhausted_requests_get_503_with_retry_after() {
+fn when_ingest_memory_is_exhausted_requests_get_503_and_slow_bodies_408() {
     // Room for exactly three bodies of the maximum size.
     let s = Server::start(
-        "[ingest]\nbody_bytes_max = 65536\ndecompressed_bytes_max = 65536\nmemory_bytes_max = 196608\nqueue_wait_ms = 200\n",
+        "[ingest]\nbody_bytes_max = 65536\ndecompressed_bytes_max = 65536\nmemory_bytes_max = 196608\nqueue_wait_ms = 200\nbody_read_timeout_ms = 1500\n",
     );
     let key = s.tenant_key("acme");
     // Three slow requests without a length hold the whole budget while they trickle in.

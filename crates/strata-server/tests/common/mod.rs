@@ -238,6 +238,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // KEEP_TEST_DATA=1 keeps the data directory of a failed test for a post-mortem.
+        if std::thread::panicking() && std::env::var_os("KEEP_TEST_DATA").is_some() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            eprintln!("kept {}", dir.keep().display());
+        }
     }
 }
 
