@@ -38,8 +38,7 @@ pub fn run(args: &GenArgs) -> anyhow::Result<()> {
 fn write_records(args: &GenArgs) -> io::Result<()> {
     let mut workload = Workload::new(args.workload.config()).map_err(io::Error::other)?;
     let mut stdout = io::stdout().lock();
-    let mut buffer =
-        Vec::with_capacity(CHUNK_RECORDS_MAX as usize * (args.workload.event_bytes + 64));
+    let mut buffer = Vec::with_capacity(CHUNK_RECORDS_MAX as usize * (args.workload.event_bytes + 64));
     let mut remaining = args.count;
     while remaining > 0 {
         let chunk = remaining.min(CHUNK_RECORDS_MAX);

@@ -138,8 +138,7 @@ impl ConnectionStats {
             records_acknowledged: 0,
             bytes_acknowledged: 0,
             records_partially_accepted: 0,
-            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
-                .expect("histogram bounds are valid"),
+            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("histogram bounds are valid"),
             last_answer: None,
         }
     }
@@ -151,8 +150,7 @@ impl ConnectionStats {
             Outcome::Acknowledged => {
                 self.records_acknowledged += body.records;
                 self.bytes_acknowledged += body.ndjson_bytes;
-                self.latency_us
-                    .saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+                self.latency_us.saturating_record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
                 "200".to_owned()
             }
             Outcome::Partial { accepted } => {
@@ -173,9 +171,7 @@ impl ConnectionStats {
         self.records_acknowledged += other.records_acknowledged;
         self.bytes_acknowledged += other.bytes_acknowledged;
         self.records_partially_accepted += other.records_partially_accepted;
-        self.latency_us
-            .add(&other.latency_us)
-            .expect("histograms with the same bounds add up");
+        self.latency_us.add(&other.latency_us).expect("histograms with the same bounds add up");
         self.last_answer = self.last_answer.max(other.last_answer);
     }
 }
@@ -245,36 +241,12 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
 
 fn validate(args: &IngestArgs) -> anyhow::Result<()> {
     check_url(&args.url)?;
-    ensure!(
-        args.rate.is_finite() && args.rate >= 0.0,
-        "rate must be 0 or more records/s, got {}",
-        args.rate
-    );
-    ensure!(
-        args.duration_s >= 1,
-        "duration-s must be at least 1, got {}",
-        args.duration_s
-    );
-    ensure!(
-        args.connections >= 1,
-        "connections must be at least 1, got {}",
-        args.connections
-    );
-    ensure!(
-        args.batch_records >= 1,
-        "batch-records must be at least 1, got {}",
-        args.batch_records
-    );
-    ensure!(
-        args.pool_bodies >= 1,
-        "pool-bodies must be at least 1, got {}",
-        args.pool_bodies
-    );
-    ensure!(
-        args.timeout_ms >= 1,
-        "timeout-ms must be at least 1, got {}",
-        args.timeout_ms
-    );
+    ensure!(args.rate.is_finite() && args.rate >= 0.0, "rate must be 0 or more records/s, got {}", args.rate);
+    ensure!(args.duration_s >= 1, "duration-s must be at least 1, got {}", args.duration_s);
+    ensure!(args.connections >= 1, "connections must be at least 1, got {}", args.connections);
+    ensure!(args.batch_records >= 1, "batch-records must be at least 1, got {}", args.batch_records);
+    ensure!(args.pool_bodies >= 1, "pool-bodies must be at least 1, got {}", args.pool_bodies);
+    ensure!(args.timeout_ms >= 1, "timeout-ms must be at least 1, got {}", args.timeout_ms);
     Ok(())
 }
 
@@ -285,8 +257,7 @@ fn generate_pool(args: &IngestArgs) -> anyhow::Result<Vec<PoolBody>> {
     let now = now_ms();
     (0..args.pool_bodies)
         .map(|_| {
-            let mut ndjson =
-                Vec::with_capacity(args.batch_records * (args.workload.event_bytes + 64));
+            let mut ndjson = Vec::with_capacity(args.batch_records * (args.workload.event_bytes + 64));
             workload.write_ndjson(kind, args.batch_records, now, &mut ndjson);
             let wire = match compression {
                 Compression::None => ndjson.clone(),
@@ -304,14 +275,9 @@ fn generate_pool(args: &IngestArgs) -> anyhow::Result<Vec<PoolBody>> {
 async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Report> {
     let kind = RecordKind::from(args.kind);
     let compression = Compression::from(args.compression);
-    let record_bytes_avg = pool
-        .iter()
-        .map(|body| body.ndjson_bytes as f64)
-        .sum::<f64>()
-        / (pool.len() * args.batch_records) as f64;
-    let clients = (0..args.connections)
-        .map(|_| http_client(args))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let record_bytes_avg =
+        pool.iter().map(|body| body.ndjson_bytes as f64).sum::<f64>() / (pool.len() * args.batch_records) as f64;
+    let clients = (0..args.connections).map(|_| http_client(args)).collect::<anyhow::Result<Vec<_>>>()?;
 
     let duration = Duration::from_secs(args.duration_s);
     let interval_s = (args.rate > 0.0).then(|| args.batch_records as f64 / args.rate);
@@ -326,40 +292,24 @@ async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Repor
         interval_s,
         next_request: AtomicU64::new(0),
     });
-    let connections: Vec<_> = clients
-        .into_iter()
-        .map(|client| tokio::spawn(connection(Arc::clone(&plan), client)))
-        .collect();
+    let connections: Vec<_> =
+        clients.into_iter().map(|client| tokio::spawn(connection(Arc::clone(&plan), client))).collect();
     let mut stats = ConnectionStats::new();
     for connection in connections {
         stats.merge(connection.await.context("a connection task failed")?);
     }
 
     let server = match args.server_pid {
-        Some(pid) => Some(
-            read_memory(pid)
-                .with_context(|| format!("cannot read the memory of server pid {pid}"))?,
-        ),
+        Some(pid) => Some(read_memory(pid).with_context(|| format!("cannot read the memory of server pid {pid}"))?),
         None => None,
     };
-    let elapsed_s = stats
-        .last_answer
-        .map_or(duration, |last| last.duration_since(start))
-        .as_secs_f64()
-        .max(f64::EPSILON);
-    let requests_scheduled =
-        interval_s.map(|interval| (args.duration_s as f64 / interval).ceil() as u64);
+    let elapsed_s =
+        stats.last_answer.map_or(duration, |last| last.duration_since(start)).as_secs_f64().max(f64::EPSILON);
+    let requests_scheduled = interval_s.map(|interval| (args.duration_s as f64 / interval).ceil() as u64);
     let histogram = &stats.latency_us;
     let ms = |us: u64| us as f64 / 1000.0;
     let latency_ms = if histogram.is_empty() {
-        LatencyReport {
-            p50: 0.0,
-            p90: 0.0,
-            p99: 0.0,
-            p999: 0.0,
-            max: 0.0,
-            mean: 0.0,
-        }
+        LatencyReport { p50: 0.0, p90: 0.0, p99: 0.0, p999: 0.0, max: 0.0, mean: 0.0 }
     } else {
         LatencyReport {
             p50: ms(histogram.value_at_quantile(0.50)),
@@ -396,10 +346,7 @@ async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Repor
 /// One client per connection, so that each connection task really has its own TCP connection.
 fn http_client(args: &IngestArgs) -> anyhow::Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     if let Some(key) = &args.api_key {
         let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
             .context("the api key contains characters not allowed in an http header")?;
@@ -447,12 +394,7 @@ async fn connection(plan: Arc<Plan>, client: reqwest::Client) -> ConnectionStats
         let outcome = send(&client, &plan, body).await;
         let answered = Instant::now();
         let unreachable = matches!(outcome, Outcome::Transport("connect"));
-        stats.record(
-            outcome,
-            body,
-            answered.saturating_duration_since(measured_from),
-            answered,
-        );
+        stats.record(outcome, body, answered.saturating_duration_since(measured_from), answered);
         if unreachable && due.is_none() {
             // Closed loop against a server that is not listening: do not spin.
             tokio::time::sleep(CONNECT_ERROR_PAUSE).await;
@@ -480,9 +422,7 @@ async fn send(client: &reqwest::Client, plan: &Plan, body: &PoolBody) -> Outcome
     }
     match serde_json::from_slice::<IngestAnswer>(&answer) {
         Ok(answer) if answer.accepted == body.records => Outcome::Acknowledged,
-        Ok(answer) => Outcome::Partial {
-            accepted: answer.accepted,
-        },
+        Ok(answer) => Outcome::Partial { accepted: answer.accepted },
         Err(_) => Outcome::Transport("invalid_answer"),
     }
 }
@@ -499,37 +439,21 @@ fn transport_cause(error: &reqwest::Error) -> &'static str {
 
 fn print_summary(report: &Report) {
     let mode = if report.target_rate > 0.0 {
-        format!(
-            "{:.0} records/s (open loop, latency from due time)",
-            report.target_rate
-        )
+        format!("{:.0} records/s (open loop, latency from due time)", report.target_rate)
     } else {
         "as fast as possible (closed loop)".to_owned()
     };
-    let statuses: Vec<String> = report
-        .requests_by_status
-        .iter()
-        .map(|(status, count)| format!("{status}={count}"))
-        .collect();
-    let scheduled = report
-        .requests_scheduled
-        .map(|scheduled| format!(" of {scheduled} due"))
-        .unwrap_or_default();
+    let statuses: Vec<String> =
+        report.requests_by_status.iter().map(|(status, count)| format!("{status}={count}")).collect();
+    let scheduled = report.requests_scheduled.map(|scheduled| format!(" of {scheduled} due")).unwrap_or_default();
     let latency = &report.latency_ms;
-    println!(
-        "strata-bench ingest: {} to {} for {} s",
-        report.kind, report.url, report.duration_s
-    );
+    println!("strata-bench ingest: {} to {} for {} s", report.kind, report.url, report.duration_s);
     println!("  target        {mode}");
     println!(
         "  load          {} connections, {} records per request, {:.0} bytes per record, compression {}",
         report.connections, report.batch_records, report.record_bytes_avg, report.compression
     );
-    println!(
-        "  requests      {} sent{scheduled}: {}",
-        report.requests_sent,
-        statuses.join(" ")
-    );
+    println!("  requests      {} sent{scheduled}: {}", report.requests_sent, statuses.join(" "));
     println!(
         "  acknowledged  {} records in {:.2} s: {:.0} records/s, {:.2} MB/s",
         report.records_acknowledged, report.elapsed_s, report.records_per_s, report.mb_per_s

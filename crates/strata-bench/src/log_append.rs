@@ -65,25 +65,14 @@ fn dd(dir: &Path, bytes_total: u64) -> anyhow::Result<f64> {
 }
 
 pub fn run(args: LogAppendArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
-    let dd_before = if args.no_dd {
-        None
-    } else {
-        Some(dd(&args.dir, args.bytes_total)?)
-    };
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let dd_before = if args.no_dd { None } else { Some(dd(&args.dir, args.bytes_total)?) };
     let log_dir = args.dir.join("log");
     let _ = std::fs::remove_dir_all(&log_dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (elapsed, hist, bytes) = rt.block_on(append(&args, &log_dir))?;
     std::fs::remove_dir_all(&log_dir)?;
-    let dd_after = if args.no_dd {
-        None
-    } else {
-        Some(dd(&args.dir, args.bytes_total)?)
-    };
+    let dd_after = if args.no_dd { None } else { Some(dd(&args.dir, args.bytes_total)?) };
     let log_mbps = bytes as f64 / elapsed.as_secs_f64() / 1e6;
     let dd_mbps = match (dd_before, dd_after) {
         (Some(a), Some(b)) => Some((a + b) / 2.0),
@@ -120,19 +109,13 @@ pub fn run(args: LogAppendArgs) -> anyhow::Result<()> {
             hist.max() as f64 / 1000.0
         );
         if let (Some(d), Some(a), Some(b)) = (dd_mbps, dd_before, dd_after) {
-            println!(
-                "dd conv=fdatasync: {d:.0} MB/s (before {a:.0}, after {b:.0}); log / dd = {:.2}",
-                log_mbps / d
-            );
+            println!("dd conv=fdatasync: {d:.0} MB/s (before {a:.0}, after {b:.0}); log / dd = {:.2}", log_mbps / d);
         }
     }
     Ok(())
 }
 
-async fn append(
-    args: &LogAppendArgs,
-    dir: &Path,
-) -> anyhow::Result<(Duration, Histogram<u64>, u64)> {
+async fn append(args: &LogAppendArgs, dir: &Path) -> anyhow::Result<(Duration, Histogram<u64>, u64)> {
     let mut cfg = LogConfig::new(dir, args.partitions);
     cfg.topics.retain(|t| t.name == "logs");
     let log = Arc::new(EmbeddedLog::open(cfg)?);
@@ -150,13 +133,11 @@ async fn append(
         let (log, batch, next) = (log.clone(), batch.clone(), next.clone());
         let partition = w as u32 % args.partitions;
         tasks.push(tokio::spawn(async move {
-            let mut hist =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < appends_total {
                 let t = Instant::now();
                 log.append("logs", partition, batch.clone()).await?;
-                hist.record(t.elapsed().as_micros() as u64)
-                    .expect("in bounds");
+                hist.record(t.elapsed().as_micros() as u64).expect("in bounds");
             }
             Ok::<_, strata_log::Error>(hist)
         }));
@@ -166,12 +147,7 @@ async fn append(
         hist.add(t.await??)?;
     }
     let elapsed = started.elapsed();
-    let bytes: u64 = log
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .map(|p| p.bytes)
-        .sum();
+    let bytes: u64 = log.topics().iter().flat_map(|t| t.partitions.iter()).map(|p| p.bytes).sum();
     log.close();
     Ok((elapsed, hist, bytes))
 }

@@ -17,8 +17,7 @@ pub struct ProcessMemory {
 /// Reads the memory figures of process `pid`.
 pub fn read_memory(pid: u32) -> anyhow::Result<ProcessMemory> {
     let path = format!("/proc/{pid}/status");
-    let status =
-        std::fs::read_to_string(&path).with_context(|| format!("failed to read {path}"))?;
+    let status = std::fs::read_to_string(&path).with_context(|| format!("failed to read {path}"))?;
     parse_status(pid, &status).with_context(|| format!("{path} has no VmRSS and VmHWM lines"))
 }
 
@@ -30,11 +29,7 @@ fn parse_status(pid: u32, status: &str) -> Option<ProcessMemory> {
             Some(kib * 1024)
         })
     };
-    Some(ProcessMemory {
-        pid,
-        rss_bytes: field("VmRSS")?,
-        rss_peak_bytes: field("VmHWM")?,
-    })
+    Some(ProcessMemory { pid, rss_bytes: field("VmRSS")?, rss_peak_bytes: field("VmHWM")? })
 }
 
 #[cfg(test)]
@@ -46,11 +41,7 @@ mod tests {
         let status = "Name:\tstrata\nVmPeak:\t  900000 kB\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\nThreads:\t9\n";
         assert_eq!(
             parse_status(7, status),
-            Some(ProcessMemory {
-                pid: 7,
-                rss_bytes: 100 * 1024 * 1024,
-                rss_peak_bytes: 200 * 1024 * 1024,
-            })
+            Some(ProcessMemory { pid: 7, rss_bytes: 100 * 1024 * 1024, rss_peak_bytes: 200 * 1024 * 1024 })
         );
         assert_eq!(parse_status(7, "Name:\tkthreadd\n"), None);
     }

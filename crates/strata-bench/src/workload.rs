@@ -34,13 +34,7 @@ pub struct WorkloadConfig {
 
 impl Default for WorkloadConfig {
     fn default() -> Self {
-        WorkloadConfig {
-            seed: 1,
-            sources: 10_000,
-            zipf_exponent: 1.1,
-            event_bytes: 1024,
-            series: 10_000,
-        }
+        WorkloadConfig { seed: 1, sources: 10_000, zipf_exponent: 1.1, event_bytes: 1024, series: 10_000 }
     }
 }
 
@@ -56,16 +50,8 @@ pub struct Workload {
 impl Workload {
     /// A generator for `config`; fails if a parameter is out of range.
     pub fn new(config: WorkloadConfig) -> anyhow::Result<Workload> {
-        ensure!(
-            config.sources >= 1,
-            "sources must be at least 1, got {}",
-            config.sources
-        );
-        ensure!(
-            config.series >= 1,
-            "series must be at least 1, got {}",
-            config.series
-        );
+        ensure!(config.sources >= 1, "sources must be at least 1, got {}", config.sources);
+        ensure!(config.series >= 1, "series must be at least 1, got {}", config.series);
         let zipf = Zipf::new(config.sources as f64, config.zipf_exponent)
             .with_context(|| format!("invalid zipf exponent {}", config.zipf_exponent))?;
         Ok(Workload {
@@ -181,10 +167,7 @@ impl Workload {
         let host = series / per_host + 1;
         let shape = &self.series_shapes[(series % per_host) as usize];
         let mut labels = serde_json::Map::new();
-        labels.insert(
-            "instance".to_owned(),
-            Value::String(format!("{}:9100", host_name(host))),
-        );
+        labels.insert("instance".to_owned(), Value::String(format!("{}:9100", host_name(host))));
         labels.insert("job".to_owned(), Value::String("node".to_owned()));
         for (name, value) in &shape.labels {
             labels.insert(name.clone(), Value::String(value.clone()));
@@ -243,11 +226,7 @@ impl Workload {
                     *JOBS.choose(rng).unwrap(),
                     rng.random_range(1..50_000)
                 ),
-                _ => format!(
-                    "accepted connection from {}:{}",
-                    self.ip(),
-                    self.rng.random_range(1024..65535)
-                ),
+                _ => format!("accepted connection from {}:{}", self.ip(), self.rng.random_range(1024..65535)),
             },
             "debug" => match rng.random_range(0..2) {
                 0 => format!(
@@ -268,11 +247,7 @@ impl Workload {
                     *METHODS.choose(rng).unwrap(),
                     rng.random_range(500..8_000)
                 ),
-                1 => format!(
-                    "disk usage {}% on /var/lib/{}",
-                    rng.random_range(80..97),
-                    service_of(source)
-                ),
+                1 => format!("disk usage {}% on /var/lib/{}", rng.random_range(80..97), service_of(source)),
                 _ => format!(
                     "retrying request to {} after error: {}",
                     *SERVICES.choose(rng).unwrap(),
@@ -343,18 +318,9 @@ impl Workload {
                 let path = self.path();
                 format!(" referer=https://shop.example.com{path}")
             }
-            9 => format!(
-                " proto={}",
-                *["HTTP/1.1", "HTTP/2"].choose(&mut self.rng).unwrap()
-            ),
-            10 => format!(
-                " tls={}",
-                *["TLSv1.2", "TLSv1.3"].choose(&mut self.rng).unwrap()
-            ),
-            11 => format!(
-                " cache={}",
-                *["HIT", "MISS", "EXPIRED"].choose(&mut self.rng).unwrap()
-            ),
+            9 => format!(" proto={}", *["HTTP/1.1", "HTTP/2"].choose(&mut self.rng).unwrap()),
+            10 => format!(" tls={}", *["TLSv1.2", "TLSv1.3"].choose(&mut self.rng).unwrap()),
+            11 => format!(" cache={}", *["HIT", "MISS", "EXPIRED"].choose(&mut self.rng).unwrap()),
             12 => format!(" db_rows={}", self.rng.random_range(0..500)),
             13 => format!(" db_ms={}", self.rng.random_range(0..120)),
             14 => format!(
@@ -366,43 +332,23 @@ impl Workload {
             16 => format!(" x_forwarded_for={}, {}", self.ip(), self.ip()),
             17 => format!(" session={}", self.hex(24)),
             18 => format!(" tenant=acct-{:06}", self.rng.random_range(1..200_000)),
-            19 => format!(
-                " build=1.{}.{}+{}",
-                self.rng.random_range(0..40),
-                self.rng.random_range(0..20),
-                self.hex(7)
-            ),
+            19 => format!(" build=1.{}.{}+{}", self.rng.random_range(0..40), self.rng.random_range(0..20), self.hex(7)),
             20 => format!(
                 " zone={}{}",
                 *REGIONS.choose(&mut self.rng).unwrap(),
                 *["a", "b", "c"].choose(&mut self.rng).unwrap()
             ),
-            21 => format!(
-                " k8s_node=ip-10-0-{}-{}.internal",
-                self.rng.random_range(0..64),
-                self.rng.random_range(1..255)
-            ),
-            22 => format!(
-                " namespace={}",
-                *["shop", "platform", "payments", "edge"]
-                    .choose(&mut self.rng)
-                    .unwrap()
-            ),
+            21 => {
+                format!(" k8s_node=ip-10-0-{}-{}.internal", self.rng.random_range(0..64), self.rng.random_range(1..255))
+            }
+            22 => format!(" namespace={}", *["shop", "platform", "payments", "edge"].choose(&mut self.rng).unwrap()),
             23 => format!(
                 " content_type={}",
-                *[
-                    "application/json",
-                    "text/html; charset=utf-8",
-                    "application/grpc"
-                ]
-                .choose(&mut self.rng)
-                .unwrap()
+                *["application/json", "text/html; charset=utf-8", "application/grpc"].choose(&mut self.rng).unwrap()
             ),
             24 => format!(
                 " accept_language={}",
-                *["en-US,en;q=0.9", "de-DE,de;q=0.8", "fr-FR"]
-                    .choose(&mut self.rng)
-                    .unwrap()
+                *["en-US,en;q=0.9", "de-DE,de;q=0.8", "fr-FR"].choose(&mut self.rng).unwrap()
             ),
             25 => format!(" retry_count={}", self.rng.random_range(0..3)),
             26 => format!(" queue_depth={}", self.rng.random_range(0..256)),
@@ -485,10 +431,7 @@ fn node_series_shapes() -> Vec<SeriesShape> {
     let mut add = |name, labels: &[(&str, &str)], kind, scale| {
         shapes.push(SeriesShape {
             name,
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             kind,
             scale,
         });
@@ -504,12 +447,7 @@ fn node_series_shapes() -> Vec<SeriesShape> {
             ("steal", 0.002),
             ("nice", 0.001),
         ] {
-            add(
-                "node_cpu_seconds_total",
-                &[("cpu", cpu), ("mode", mode)],
-                SeriesKind::Counter,
-                share,
-            );
+            add("node_cpu_seconds_total", &[("cpu", cpu), ("mode", mode)], SeriesKind::Counter, share);
         }
     }
     for (name, scale) in [
@@ -520,87 +458,26 @@ fn node_series_shapes() -> Vec<SeriesShape> {
     ] {
         add(name, &[], SeriesKind::Gauge, scale);
     }
-    for (name, scale) in [
-        ("node_load1", 1.2),
-        ("node_load5", 1.0),
-        ("node_load15", 0.9),
-    ] {
+    for (name, scale) in [("node_load1", 1.2), ("node_load5", 1.0), ("node_load15", 0.9)] {
         add(name, &[], SeriesKind::GaugeFraction, scale);
     }
-    for (device, mountpoint, fstype) in [
-        ("/dev/nvme0n1p2", "/", "ext4"),
-        ("/dev/nvme1n1", "/var/lib/data", "xfs"),
-    ] {
-        let labels = [
-            ("device", device),
-            ("mountpoint", mountpoint),
-            ("fstype", fstype),
-        ];
-        add(
-            "node_filesystem_size_bytes",
-            &labels,
-            SeriesKind::Gauge,
-            5.0e11,
-        );
-        add(
-            "node_filesystem_avail_bytes",
-            &labels,
-            SeriesKind::Gauge,
-            2.0e11,
-        );
+    for (device, mountpoint, fstype) in [("/dev/nvme0n1p2", "/", "ext4"), ("/dev/nvme1n1", "/var/lib/data", "xfs")] {
+        let labels = [("device", device), ("mountpoint", mountpoint), ("fstype", fstype)];
+        add("node_filesystem_size_bytes", &labels, SeriesKind::Gauge, 5.0e11);
+        add("node_filesystem_avail_bytes", &labels, SeriesKind::Gauge, 2.0e11);
     }
     for device in ["eth0", "lo"] {
-        add(
-            "node_network_receive_bytes_total",
-            &[("device", device)],
-            SeriesKind::Counter,
-            2.0e6,
-        );
-        add(
-            "node_network_transmit_bytes_total",
-            &[("device", device)],
-            SeriesKind::Counter,
-            1.5e6,
-        );
-        add(
-            "node_network_receive_packets_total",
-            &[("device", device)],
-            SeriesKind::Counter,
-            2.0e3,
-        );
-        add(
-            "node_network_transmit_packets_total",
-            &[("device", device)],
-            SeriesKind::Counter,
-            1.8e3,
-        );
+        add("node_network_receive_bytes_total", &[("device", device)], SeriesKind::Counter, 2.0e6);
+        add("node_network_transmit_bytes_total", &[("device", device)], SeriesKind::Counter, 1.5e6);
+        add("node_network_receive_packets_total", &[("device", device)], SeriesKind::Counter, 2.0e3);
+        add("node_network_transmit_packets_total", &[("device", device)], SeriesKind::Counter, 1.8e3);
     }
     for device in ["nvme0n1", "nvme1n1"] {
-        add(
-            "node_disk_read_bytes_total",
-            &[("device", device)],
-            SeriesKind::Counter,
-            4.0e6,
-        );
-        add(
-            "node_disk_written_bytes_total",
-            &[("device", device)],
-            SeriesKind::Counter,
-            6.0e6,
-        );
-        add(
-            "node_disk_io_time_seconds_total",
-            &[("device", device)],
-            SeriesKind::Counter,
-            0.05,
-        );
+        add("node_disk_read_bytes_total", &[("device", device)], SeriesKind::Counter, 4.0e6);
+        add("node_disk_written_bytes_total", &[("device", device)], SeriesKind::Counter, 6.0e6);
+        add("node_disk_io_time_seconds_total", &[("device", device)], SeriesKind::Counter, 0.05);
     }
-    add(
-        "node_context_switches_total",
-        &[],
-        SeriesKind::Counter,
-        1.5e4,
-    );
+    add("node_context_switches_total", &[], SeriesKind::Counter, 1.5e4);
     add("node_intr_total", &[], SeriesKind::Counter, 9.0e3);
     add("node_procs_running", &[], SeriesKind::Gauge, 3.0);
     add("node_procs_blocked", &[], SeriesKind::Gauge, 1.0);
@@ -626,17 +503,9 @@ const SERVICES: [&str; 12] = [
     "user-profile",
 ];
 
-const REGIONS: [&str; 5] = [
-    "us-east-1",
-    "us-west-2",
-    "eu-west-1",
-    "eu-central-1",
-    "ap-southeast-1",
-];
+const REGIONS: [&str; 5] = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-southeast-1"];
 
-const METHODS: [&str; 10] = [
-    "GET", "GET", "GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE",
-];
+const METHODS: [&str; 10] = ["GET", "GET", "GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE"];
 
 const PATHS: [&str; 10] = [
     "/api/v1/users/{id}",
@@ -660,14 +529,7 @@ const JOBS: [&str; 6] = [
     "refresh-recommendations",
 ];
 
-const TABLES: [&str; 6] = [
-    "users",
-    "orders",
-    "order_items",
-    "products",
-    "sessions",
-    "payments",
-];
+const TABLES: [&str; 6] = ["users", "orders", "order_items", "products", "sessions", "payments"];
 
 const ERRORS: [&str; 10] = [
     "connection refused",
@@ -690,9 +552,7 @@ mod tests {
 
     fn ndjson(config: WorkloadConfig, kind: RecordKind, count: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        Workload::new(config)
-            .unwrap()
-            .write_ndjson(kind, count, NOW_MS, &mut out);
+        Workload::new(config).unwrap().write_ndjson(kind, count, NOW_MS, &mut out);
         out
     }
 
@@ -701,14 +561,7 @@ mod tests {
         for kind in RecordKind::ALL {
             let a = ndjson(WorkloadConfig::default(), kind, 200);
             let b = ndjson(WorkloadConfig::default(), kind, 200);
-            let c = ndjson(
-                WorkloadConfig {
-                    seed: 2,
-                    ..WorkloadConfig::default()
-                },
-                kind,
-                200,
-            );
+            let c = ndjson(WorkloadConfig { seed: 2, ..WorkloadConfig::default() }, kind, 200);
             assert_eq!(a, b, "{kind}");
             assert_ne!(a, c, "{kind}");
         }
@@ -718,17 +571,11 @@ mod tests {
     fn records_average_the_requested_size() {
         for event_bytes in [600, 1024, 4096] {
             let count = 2_000;
-            let config = WorkloadConfig {
-                event_bytes,
-                ..WorkloadConfig::default()
-            };
+            let config = WorkloadConfig { event_bytes, ..WorkloadConfig::default() };
             let average = ndjson(config, RecordKind::Logs, count).len() / count;
             let low = event_bytes * 9 / 10;
             let high = event_bytes * 11 / 10;
-            assert!(
-                (low..=high).contains(&average),
-                "logs at {event_bytes}: average {average}"
-            );
+            assert!((low..=high).contains(&average), "logs at {event_bytes}: average {average}");
         }
     }
 
@@ -743,38 +590,24 @@ mod tests {
             assert!(log["attributes"].is_object());
         }
         assert_eq!(logs[0]["timestamp"], "2024-05-01T12:00:00Z");
-        let share = |level: &str| {
-            logs.iter().filter(|log| log["level"] == level).count() as f64 / logs.len() as f64
-        };
+        let share = |level: &str| logs.iter().filter(|log| log["level"] == level).count() as f64 / logs.len() as f64;
         assert!(share("info") > 0.6 && share("error") < 0.06 && share("error") > 0.0);
         assert!(share("debug") > 0.05 && share("warn") > 0.05);
         // Zipf: the first source speaks far more often than a source from the tail.
         let count = |host: &str| logs.iter().filter(|log| log["source_id"] == host).count();
-        assert!(
-            count("host-00001") > 10 * count("host-00100").max(1),
-            "{}",
-            count("host-00001")
-        );
+        assert!(count("host-00001") > 10 * count("host-00100").max(1), "{}", count("host-00001"));
     }
 
     #[test]
     fn metrics_cycle_through_the_configured_series() {
         let series = 150;
-        let mut workload = Workload::new(WorkloadConfig {
-            series,
-            ..WorkloadConfig::default()
-        })
-        .unwrap();
+        let mut workload = Workload::new(WorkloadConfig { series, ..WorkloadConfig::default() }).unwrap();
         let samples: Vec<Value> = (0..series * 2).map(|_| workload.metric(NOW_MS)).collect();
         let identity = |v: &Value| format!("{}{}", v["name"], v["labels"]);
         let distinct: std::collections::BTreeSet<String> = samples.iter().map(identity).collect();
         assert_eq!(distinct.len(), series as usize);
         assert_eq!(identity(&samples[0]), identity(&samples[series as usize]));
-        assert!(
-            samples
-                .iter()
-                .all(|s| s["value"].is_number() && s["timestamp"] == NOW_MS)
-        );
+        assert!(samples.iter().all(|s| s["value"].is_number() && s["timestamp"] == NOW_MS));
         assert_eq!(samples[0]["labels"]["instance"], "host-00001:9100");
         assert_eq!(samples[149]["source_id"], "host-00003");
     }
@@ -782,18 +615,9 @@ mod tests {
     #[test]
     fn rejects_bad_parameters() {
         for config in [
-            WorkloadConfig {
-                sources: 0,
-                ..WorkloadConfig::default()
-            },
-            WorkloadConfig {
-                series: 0,
-                ..WorkloadConfig::default()
-            },
-            WorkloadConfig {
-                zipf_exponent: -1.0,
-                ..WorkloadConfig::default()
-            },
+            WorkloadConfig { sources: 0, ..WorkloadConfig::default() },
+            WorkloadConfig { series: 0, ..WorkloadConfig::default() },
+            WorkloadConfig { zipf_exponent: -1.0, ..WorkloadConfig::default() },
         ] {
             assert!(Workload::new(config).is_err());
         }

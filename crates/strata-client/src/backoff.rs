@@ -52,10 +52,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// The `Retry-After` of a response, if present and in seconds.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_retry_after)
+    headers.get(RETRY_AFTER).and_then(|value| value.to_str().ok()).and_then(parse_retry_after)
 }
 
 #[cfg(test)]
@@ -68,42 +65,23 @@ mod tests {
 
     #[test]
     fn ceiling_doubles_then_caps() {
-        let cases = [
-            (0, 100),
-            (1, 200),
-            (2, 400),
-            (3, 800),
-            (4, 1_600),
-            (5, 2_000),
-            (40, 2_000),
-        ];
+        let cases = [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1_600), (5, 2_000), (40, 2_000)];
         for (retry, expected_ms) in cases {
-            assert_eq!(
-                backoff_ceiling(retry, ms(100), ms(2_000)),
-                ms(expected_ms),
-                "retry {retry}"
-            );
+            assert_eq!(backoff_ceiling(retry, ms(100), ms(2_000)), ms(expected_ms), "retry {retry}");
         }
     }
 
     #[test]
     fn ceiling_does_not_overflow() {
         let max = Duration::from_secs(u64::MAX / 2);
-        assert_eq!(
-            backoff_ceiling(u32::MAX, Duration::from_secs(u64::MAX / 4), max),
-            max
-        );
+        assert_eq!(backoff_ceiling(u32::MAX, Duration::from_secs(u64::MAX / 4), max), max);
     }
 
     #[test]
     fn jitter_stays_between_half_and_full_ceiling() {
         let cases = [(0.0, 100), (0.5, 150), (1.0, 200), (-3.0, 100), (7.0, 200)];
         for (jitter, expected_ms) in cases {
-            assert_eq!(
-                backoff_delay(1, ms(100), ms(10_000), jitter),
-                ms(expected_ms),
-                "jitter {jitter}"
-            );
+            assert_eq!(backoff_delay(1, ms(100), ms(10_000), jitter), ms(expected_ms), "jitter {jitter}");
         }
     }
 
@@ -136,11 +114,7 @@ mod tests {
             ("Wed, 21 Oct 2015 07:28:00 GMT", None),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                parse_retry_after(input),
-                expected.map(Duration::from_secs),
-                "input {input:?}"
-            );
+            assert_eq!(parse_retry_after(input), expected.map(Duration::from_secs), "input {input:?}");
         }
     }
 

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Url;
-use reqwest::header::{
-    AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue,
-};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::{retry_after, retry_delay};
@@ -125,11 +123,7 @@ struct Prepared<'a> {
 
 /// A failed attempt that may succeed if tried again.
 enum Transient {
-    Status {
-        status: u16,
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Status { status: u16, message: String, retry_after: Option<Duration> },
     Transport(reqwest::Error),
 }
 
@@ -139,23 +133,14 @@ impl Client {
         config.validate()?;
         let base_url = parse_base_url(&config.base_url)?;
         let endpoint = |kind: RecordKind| {
-            Url::parse(&format!("{base_url}/ingest/v1/{kind}")).map_err(|error| {
-                Error::InvalidBaseUrl {
-                    url: config.base_url.clone(),
-                    reason: error.to_string(),
-                }
-            })
+            Url::parse(&format!("{base_url}/ingest/v1/{kind}"))
+                .map_err(|error| Error::InvalidBaseUrl { url: config.base_url.clone(), reason: error.to_string() })
         };
-        let endpoints = [
-            endpoint(RecordKind::Logs)?,
-            endpoint(RecordKind::Events)?,
-            endpoint(RecordKind::Metrics)?,
-        ];
+        let endpoints = [endpoint(RecordKind::Logs)?, endpoint(RecordKind::Events)?, endpoint(RecordKind::Metrics)?];
 
         let mut headers = HeaderMap::new();
         if let Some(key) = &config.api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| Error::InvalidApiKey)?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| Error::InvalidApiKey)?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
@@ -167,14 +152,7 @@ impl Client {
             .build()
             .map_err(Error::HttpClient)?;
 
-        Ok(Client {
-            inner: Arc::new(Inner {
-                http,
-                config,
-                base_url,
-                endpoints,
-            }),
-        })
+        Ok(Client { inner: Arc::new(Inner { http, config, base_url, endpoints }) })
     }
 
     /// The configuration the client was built with.
@@ -186,11 +164,7 @@ impl Client {
     ///
     /// The records are serialized on the calling task; for large batches built elsewhere, serialize them
     /// yourself and use [`Client::send_body`]. An empty slice sends nothing.
-    pub async fn send<T: Serialize>(
-        &self,
-        kind: RecordKind,
-        records: &[T],
-    ) -> Result<IngestResponse> {
+    pub async fn send<T: Serialize>(&self, kind: RecordKind, records: &[T]) -> Result<IngestResponse> {
         if records.is_empty() {
             return Ok(IngestResponse::default());
         }
@@ -219,23 +193,13 @@ impl Client {
     /// Sends opaque bytes to `/ingest/v1/raw/{stream}` with `X-Source-Id: source_id`.
     ///
     /// The bytes are sent as they are, never compressed, and retried like [`Client::send_body`].
-    pub async fn send_raw(
-        &self,
-        stream: &str,
-        source_id: &str,
-        bytes: Bytes,
-    ) -> Result<IngestResponse> {
+    pub async fn send_raw(&self, stream: &str, source_id: &str, bytes: Bytes) -> Result<IngestResponse> {
         validate_stream(stream)?;
         let source_id_header =
-            HeaderValue::from_str(source_id).map_err(|_| Error::InvalidSourceId {
-                source_id: source_id.to_owned(),
-            })?;
-        let url = Url::parse(&format!("{}/ingest/v1/raw/{stream}", self.inner.base_url)).map_err(
-            |_| Error::InvalidStream {
-                stream: stream.to_owned(),
-                reason: "it does not form a valid url path",
-            },
-        )?;
+            HeaderValue::from_str(source_id).map_err(|_| Error::InvalidSourceId { source_id: source_id.to_owned() })?;
+        let url = Url::parse(&format!("{}/ingest/v1/raw/{stream}", self.inner.base_url)).map_err(|_| {
+            Error::InvalidStream { stream: stream.to_owned(), reason: "it does not form a valid url path" }
+        })?;
         self.execute(Prepared {
             url: &url,
             content_type: OCTET_STREAM,
@@ -259,26 +223,12 @@ impl Client {
             };
             if retry >= config.retries_max {
                 return Err(match transient {
-                    Transient::Status {
-                        status, message, ..
-                    } => Error::Overloaded {
-                        status,
-                        attempts,
-                        message,
-                    },
-                    Transient::Transport(source) => Error::Transport {
-                        url: request.url.to_string(),
-                        attempts,
-                        source,
-                    },
+                    Transient::Status { status, message, .. } => Error::Overloaded { status, attempts, message },
+                    Transient::Transport(source) => Error::Transport { url: request.url.to_string(), attempts, source },
                 });
             }
             let (status, server_delay) = match &transient {
-                Transient::Status {
-                    status,
-                    retry_after,
-                    ..
-                } => (*status, *retry_after),
+                Transient::Status { status, retry_after, .. } => (*status, *retry_after),
                 Transient::Transport(_) => (0, None),
             };
             let delay = retry_delay(retry, server_delay, initial, max, rand::random::<f64>());
@@ -320,37 +270,16 @@ impl Client {
             200..=299 => serde_json::from_slice::<IngestResponse>(&body)
                 .map_err(|source| Error::InvalidResponse { url: url(), source }),
             429 | 503 => {
-                return Err(Transient::Status {
-                    status,
-                    message: server_message(&body),
-                    retry_after: server_delay,
-                });
+                return Err(Transient::Status { status, message: server_message(&body), retry_after: server_delay });
             }
             400 => Err(match serde_json::from_slice::<IngestResponse>(&body) {
-                Ok(response) => Error::BadRequest {
-                    message: summarize(&response),
-                    response: Some(response),
-                },
-                Err(_) => Error::BadRequest {
-                    message: server_message(&body),
-                    response: None,
-                },
+                Ok(response) => Error::BadRequest { message: summarize(&response), response: Some(response) },
+                Err(_) => Error::BadRequest { message: server_message(&body), response: None },
             }),
-            401 => Err(Error::Unauthorized {
-                message: server_message(&body),
-            }),
-            413 => Err(Error::PayloadTooLarge {
-                body_bytes: request.body.len(),
-                message: server_message(&body),
-            }),
-            415 => Err(Error::UnsupportedMediaType {
-                message: server_message(&body),
-            }),
-            _ => Err(Error::UnexpectedStatus {
-                status,
-                url: url(),
-                message: server_message(&body),
-            }),
+            401 => Err(Error::Unauthorized { message: server_message(&body) }),
+            413 => Err(Error::PayloadTooLarge { body_bytes: request.body.len(), message: server_message(&body) }),
+            415 => Err(Error::UnsupportedMediaType { message: server_message(&body) }),
+            _ => Err(Error::UnexpectedStatus { status, url: url(), message: server_message(&body) }),
         })
     }
 }
@@ -360,9 +289,7 @@ struct TransientDisplay<'a>(&'a Transient);
 impl fmt::Display for TransientDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Transient::Status {
-                status, message, ..
-            } => write!(f, "status {status}: {message}"),
+            Transient::Status { status, message, .. } => write!(f, "status {status}: {message}"),
             Transient::Transport(error) => write!(f, "{error}"),
         }
     }
@@ -372,8 +299,7 @@ impl fmt::Display for TransientDisplay<'_> {
 pub fn encode_ndjson<T: Serialize>(records: &[T]) -> Result<Vec<u8>> {
     let mut body = Vec::with_capacity(records.len() * 256);
     for (index, record) in records.iter().enumerate() {
-        serde_json::to_writer(&mut body, record)
-            .map_err(|source| Error::Serialize { index, source })?;
+        serde_json::to_writer(&mut body, record).map_err(|source| Error::Serialize { index, source })?;
         body.push(b'\n');
     }
     Ok(body)
@@ -381,10 +307,7 @@ pub fn encode_ndjson<T: Serialize>(records: &[T]) -> Result<Vec<u8>> {
 
 /// Checks the base URL and returns it without a trailing slash, ready for endpoint paths to be appended.
 fn parse_base_url(base_url: &str) -> Result<String> {
-    let invalid = |reason: &str| Error::InvalidBaseUrl {
-        url: base_url.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| Error::InvalidBaseUrl { url: base_url.to_owned(), reason: reason.to_owned() };
     let url = Url::parse(base_url).map_err(|error| invalid(&error.to_string()))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(invalid("the scheme must be http or https"));
@@ -399,10 +322,7 @@ fn parse_base_url(base_url: &str) -> Result<String> {
 }
 
 fn validate_stream(stream: &str) -> Result<()> {
-    let invalid = |reason| Error::InvalidStream {
-        stream: stream.to_owned(),
-        reason,
-    };
+    let invalid = |reason| Error::InvalidStream { stream: stream.to_owned(), reason };
     if stream.is_empty() {
         return Err(invalid("it is empty"));
     }
@@ -412,13 +332,8 @@ fn validate_stream(stream: &str) -> Result<()> {
     if stream == "." || stream == ".." {
         return Err(invalid("it is a relative path component"));
     }
-    if !stream
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(invalid(
-            "only ascii letters, digits, '-', '_' and '.' are allowed",
-        ));
+    if !stream.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        return Err(invalid("only ascii letters, digits, '-', '_' and '.' are allowed"));
     }
     Ok(())
 }
@@ -453,16 +368,12 @@ pub fn compress(compression: Compression, body: &[u8]) -> Result<Vec<u8>> {
     match compression {
         Compression::None => Ok(body.to_vec()),
         Compression::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 4 + 64),
-                flate2::Compression::default(),
-            );
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4 + 64), flate2::Compression::default());
             encoder.write_all(body).map_err(codec_error)?;
             encoder.finish().map_err(codec_error)
         }
-        Compression::Zstd => {
-            zstd::bulk::compress(body, zstd::DEFAULT_COMPRESSION_LEVEL).map_err(codec_error)
-        }
+        Compression::Zstd => zstd::bulk::compress(body, zstd::DEFAULT_COMPRESSION_LEVEL).map_err(codec_error),
     }
 }
 
@@ -481,18 +392,11 @@ fn server_message(body: &[u8]) -> String {
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(SERVER_MESSAGE_BYTES_MAX)]);
     let text = text.trim();
-    if text.is_empty() {
-        "empty response body".to_owned()
-    } else {
-        text.to_owned()
-    }
+    if text.is_empty() { "empty response body".to_owned() } else { text.to_owned() }
 }
 
 fn summarize(response: &IngestResponse) -> String {
-    let mut message = format!(
-        "{} accepted, {} rejected",
-        response.accepted, response.rejected
-    );
+    let mut message = format!("{} accepted, {} rejected", response.accepted, response.rejected);
     if let Some(first) = response.errors.first() {
         message.push_str(&format!("; record {}: {}", first.index, first.error));
     }
@@ -519,21 +423,14 @@ mod tests {
         let cases = [
             ("http://127.0.0.1:7878", Some("http://127.0.0.1:7878")),
             ("http://127.0.0.1:7878/", Some("http://127.0.0.1:7878")),
-            (
-                "https://strata.example.com/prefix/",
-                Some("https://strata.example.com/prefix"),
-            ),
+            ("https://strata.example.com/prefix/", Some("https://strata.example.com/prefix")),
             ("ftp://127.0.0.1", None),
             ("127.0.0.1:7878", None),
             ("http://127.0.0.1:7878/?a=b", None),
             ("not a url", None),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                parse_base_url(input).ok().as_deref(),
-                expected,
-                "input {input:?}"
-            );
+            assert_eq!(parse_base_url(input).ok().as_deref(), expected, "input {input:?}");
         }
     }
 
@@ -543,10 +440,7 @@ mod tests {
             assert!(validate_stream(good).is_ok(), "{good:?}");
         }
         for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(256)] {
-            assert!(
-                matches!(validate_stream(bad), Err(Error::InvalidStream { .. })),
-                "{bad:?}"
-            );
+            assert!(matches!(validate_stream(bad), Err(Error::InvalidStream { .. })), "{bad:?}");
         }
     }
 
@@ -564,16 +458,12 @@ mod tests {
         for (body, expected) in cases {
             assert_eq!(server_message(body), expected);
         }
-        assert_eq!(
-            server_message(&[b'x'; 5000]).len(),
-            SERVER_MESSAGE_BYTES_MAX
-        );
+        assert_eq!(server_message(&[b'x'; 5000]).len(), SERVER_MESSAGE_BYTES_MAX);
     }
 
     #[test]
     fn ndjson_has_one_line_per_record() {
-        let body =
-            encode_ndjson(&[serde_json::json!({"a": "x\ny"}), serde_json::json!(2)]).unwrap();
+        let body = encode_ndjson(&[serde_json::json!({"a": "x\ny"}), serde_json::json!(2)]).unwrap();
         assert_eq!(body, b"{\"a\":\"x\\ny\"}\n2\n");
     }
 
@@ -584,9 +474,7 @@ mod tests {
         let body = b"{\"message\":\"hello\"}\n".repeat(100);
         let gzip = compress(Compression::Gzip, &body).unwrap();
         let mut decoded = Vec::new();
-        flate2::read::GzDecoder::new(&gzip[..])
-            .read_to_end(&mut decoded)
-            .unwrap();
+        flate2::read::GzDecoder::new(&gzip[..]).read_to_end(&mut decoded).unwrap();
         assert_eq!(decoded, body);
 
         let zstd = compress(Compression::Zstd, &body).unwrap();

@@ -72,47 +72,24 @@ impl Default for ClientConfig {
 impl ClientConfig {
     /// A default configuration for the server at `base_url`.
     pub fn new(base_url: impl Into<String>) -> Self {
-        ClientConfig {
-            base_url: base_url.into(),
-            ..ClientConfig::default()
-        }
+        ClientConfig { base_url: base_url.into(), ..ClientConfig::default() }
     }
 
     /// Checks that every limit is in range.
     pub fn validate(&self) -> Result<()> {
         if self.request_timeout_ms == 0 {
-            return Err(invalid(
-                "request_timeout_ms",
-                self.request_timeout_ms,
-                "must be at least 1",
-            ));
+            return Err(invalid("request_timeout_ms", self.request_timeout_ms, "must be at least 1"));
         }
         if self.backoff_initial_ms == 0 {
-            return Err(invalid(
-                "backoff_initial_ms",
-                self.backoff_initial_ms,
-                "must be at least 1",
-            ));
+            return Err(invalid("backoff_initial_ms", self.backoff_initial_ms, "must be at least 1"));
         }
         if self.backoff_max_ms < self.backoff_initial_ms {
-            return Err(invalid(
-                "backoff_max_ms",
-                self.backoff_max_ms,
-                "must be at least backoff_initial_ms",
-            ));
+            return Err(invalid("backoff_max_ms", self.backoff_max_ms, "must be at least backoff_initial_ms"));
         }
         Ok(())
     }
 }
 
-pub(crate) fn invalid(
-    field: &'static str,
-    value: impl fmt::Display,
-    reason: &'static str,
-) -> Error {
-    Error::InvalidConfig {
-        field,
-        value: value.to_string(),
-        reason,
-    }
+pub(crate) fn invalid(field: &'static str, value: impl fmt::Display, reason: &'static str) -> Error {
+    Error::InvalidConfig { field, value: value.to_string(), reason }
 }

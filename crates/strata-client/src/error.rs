@@ -47,9 +47,7 @@ pub enum Error {
     },
 
     /// A source id contains bytes that cannot be sent in an HTTP header.
-    #[error(
-        "invalid source id {source_id:?}: it contains characters not allowed in an http header"
-    )]
+    #[error("invalid source id {source_id:?}: it contains characters not allowed in an http header")]
     InvalidSourceId {
         /// The source id given.
         source_id: String,

@@ -49,18 +49,10 @@ impl ProducerConfig {
     pub fn validate(&self) -> Result<()> {
         let at_least_one = "must be at least 1";
         if self.batch_records_max == 0 {
-            return Err(invalid(
-                "batch_records_max",
-                self.batch_records_max,
-                at_least_one,
-            ));
+            return Err(invalid("batch_records_max", self.batch_records_max, at_least_one));
         }
         if self.batch_bytes_max < 2 {
-            return Err(invalid(
-                "batch_bytes_max",
-                self.batch_bytes_max,
-                "must be at least 2",
-            ));
+            return Err(invalid("batch_bytes_max", self.batch_bytes_max, "must be at least 2"));
         }
         if self.queue_records_max == 0 || self.queue_records_max > Semaphore::MAX_PERMITS {
             return Err(invalid(
@@ -109,11 +101,7 @@ impl std::fmt::Debug for Producer {
 }
 
 enum Message {
-    Record {
-        kind: RecordKind,
-        json: Vec<u8>,
-        reply: oneshot::Sender<Result<()>>,
-    },
+    Record { kind: RecordKind, json: Vec<u8>, reply: oneshot::Sender<Result<()>> },
     Flush(oneshot::Sender<()>),
     Close,
 }
@@ -132,9 +120,7 @@ impl Future for Delivery {
     type Output = Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.reply)
-            .poll(cx)
-            .map(|reply| reply.unwrap_or(Err(Error::Abandoned)))
+        Pin::new(&mut self.reply).poll(cx).map(|reply| reply.unwrap_or(Err(Error::Abandoned)))
     }
 }
 
@@ -161,14 +147,7 @@ impl Producer {
             flush_waiters: Vec::new(),
         };
         let task = tokio::spawn(batcher.run());
-        Ok(Producer {
-            shared: Arc::new(Shared {
-                config,
-                tx,
-                queue,
-                task: Mutex::new(Some(task)),
-            }),
-        })
+        Ok(Producer { shared: Arc::new(Shared { config, tx, queue, task: Mutex::new(Some(task)) }) })
     }
 
     /// The configuration the producer was started with.
@@ -180,34 +159,16 @@ impl Producer {
     ///
     /// Fails at once if the record cannot be serialized or is larger than `batch_bytes_max`, or if the
     /// producer is closed; otherwise the returned [`Delivery`] tells what the server did with it.
-    pub async fn send<T: Serialize + ?Sized>(
-        &self,
-        kind: RecordKind,
-        record: &T,
-    ) -> Result<Delivery> {
-        let json =
-            serde_json::to_vec(record).map_err(|source| Error::Serialize { index: 0, source })?;
+    pub async fn send<T: Serialize + ?Sized>(&self, kind: RecordKind, record: &T) -> Result<Delivery> {
+        let json = serde_json::to_vec(record).map_err(|source| Error::Serialize { index: 0, source })?;
         let batch_bytes_max = self.shared.config.batch_bytes_max;
         if json.len() + 1 > batch_bytes_max {
-            return Err(Error::RecordTooLarge {
-                record_bytes: json.len() + 1,
-                batch_bytes_max,
-            });
+            return Err(Error::RecordTooLarge { record_bytes: json.len() + 1, batch_bytes_max });
         }
         // The permit is given back by the background task once the record's batch is answered.
-        self.shared
-            .queue
-            .acquire()
-            .await
-            .map_err(|_| Error::Closed)?
-            .forget();
+        self.shared.queue.acquire().await.map_err(|_| Error::Closed)?.forget();
         let (reply, delivery) = oneshot::channel();
-        if self
-            .shared
-            .tx
-            .send(Message::Record { kind, json, reply })
-            .is_err()
-        {
+        if self.shared.tx.send(Message::Record { kind, json, reply }).is_err() {
             self.shared.queue.add_permits(1);
             return Err(Error::Closed);
         }
@@ -218,10 +179,7 @@ impl Producer {
     /// are answered. Individual failures are reported through their [`Delivery`], not here.
     pub async fn flush(&self) -> Result<()> {
         let (done, wait) = oneshot::channel();
-        self.shared
-            .tx
-            .send(Message::Flush(done))
-            .map_err(|_| Error::Closed)?;
+        self.shared.tx.send(Message::Flush(done)).map_err(|_| Error::Closed)?;
         wait.await.map_err(|_| Error::Abandoned)
     }
 
@@ -334,9 +292,7 @@ impl Batcher {
         open.body.extend_from_slice(&json);
         open.body.push(b'\n');
         open.replies.push(reply);
-        if open.replies.len() >= self.config.batch_records_max
-            || open.body.len() >= self.config.batch_bytes_max
-        {
+        if open.replies.len() >= self.config.batch_records_max || open.body.len() >= self.config.batch_bytes_max {
             self.seal(kind);
         }
     }
@@ -346,12 +302,7 @@ impl Batcher {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.pending.insert(seq);
-            self.ready.push_back(SealedBatch {
-                seq,
-                kind,
-                body: open.body,
-                replies: open.replies,
-            });
+            self.ready.push_back(SealedBatch { seq, kind, body: open.body, replies: open.replies });
         }
     }
 
@@ -363,21 +314,14 @@ impl Batcher {
 
     fn seal_expired(&mut self, now: Instant) {
         for kind in RecordKind::ALL {
-            if self.open[kind.index()]
-                .as_ref()
-                .is_some_and(|open| open.deadline <= now)
-            {
+            if self.open[kind.index()].as_ref().is_some_and(|open| open.deadline <= now) {
                 self.seal(kind);
             }
         }
     }
 
     fn open_records(&self) -> usize {
-        self.open
-            .iter()
-            .flatten()
-            .map(|open| open.replies.len())
-            .sum()
+        self.open.iter().flatten().map(|open| open.replies.len()).sum()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -413,9 +357,8 @@ impl Batcher {
 
     fn wake_flush_waiters(&mut self) {
         let oldest_pending = self.pending.first().copied().unwrap_or(u64::MAX);
-        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flush_waiters)
-            .into_iter()
-            .partition(|(up_to, _)| *up_to <= oldest_pending);
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.flush_waiters).into_iter().partition(|(up_to, _)| *up_to <= oldest_pending);
         self.flush_waiters = waiting;
         for (_, waiter) in done {
             let _ = waiter.send(());
@@ -428,17 +371,11 @@ fn deliver(result: Result<IngestResponse>, replies: Vec<oneshot::Sender<Result<(
     let records = replies.len();
     let response = match result {
         Ok(response) => response,
-        Err(Error::BadRequest {
-            response: Some(response),
-            ..
-        }) if !response.errors.is_empty() => response,
+        Err(Error::BadRequest { response: Some(response), .. }) if !response.errors.is_empty() => response,
         Err(error) => {
             let source = Arc::new(error);
             for reply in replies {
-                let _ = reply.send(Err(Error::BatchFailed {
-                    records,
-                    source: Arc::clone(&source),
-                }));
+                let _ = reply.send(Err(Error::BatchFailed { records, source: Arc::clone(&source) }));
             }
             return;
         }
@@ -451,17 +388,14 @@ fn deliver(result: Result<IngestResponse>, replies: Vec<oneshot::Sender<Result<(
         }
     }
     let rejected = errors.iter().filter(|error| error.is_some()).count();
-    let consistent =
-        usize::try_from(response.accepted).is_ok_and(|accepted| accepted + rejected == records);
+    let consistent = usize::try_from(response.accepted).is_ok_and(|accepted| accepted + rejected == records);
     for (index, (reply, error)) in replies.into_iter().zip(errors).enumerate() {
         let outcome = match error {
             Some(message) => Err(Error::Rejected { index, message }),
             None if consistent => Ok(()),
-            None => Err(Error::InconsistentResponse {
-                accepted: response.accepted,
-                rejected: response.rejected,
-                records,
-            }),
+            None => {
+                Err(Error::InconsistentResponse { accepted: response.accepted, rejected: response.rejected, records })
+            }
         };
         // The caller may have dropped its `Delivery`; the record is handled either way.
         let _ = reply.send(outcome);
@@ -474,13 +408,9 @@ mod tests {
     use crate::RecordError;
 
     fn outcomes(result: Result<IngestResponse>, records: usize) -> Vec<Result<(), String>> {
-        let (replies, receivers): (Vec<_>, Vec<_>) =
-            (0..records).map(|_| oneshot::channel()).unzip();
+        let (replies, receivers): (Vec<_>, Vec<_>) = (0..records).map(|_| oneshot::channel()).unzip();
         deliver(result, replies);
-        receivers
-            .into_iter()
-            .map(|mut rx| rx.try_recv().unwrap().map_err(|error| error.to_string()))
-            .collect()
+        receivers.into_iter().map(|mut rx| rx.try_recv().unwrap().map_err(|error| error.to_string())).collect()
     }
 
     fn response(accepted: u64, errors: &[(usize, &str)]) -> IngestResponse {
@@ -489,10 +419,7 @@ mod tests {
             rejected: errors.len() as u64,
             errors: errors
                 .iter()
-                .map(|(index, error)| RecordError {
-                    index: *index,
-                    error: (*error).to_owned(),
-                })
+                .map(|(index, error)| RecordError { index: *index, error: (*error).to_owned() })
                 .collect(),
         }
     }
@@ -502,78 +429,40 @@ mod tests {
         let got = outcomes(Ok(response(2, &[(1, "missing level")])), 3);
         assert_eq!(
             got,
-            vec![
-                Ok(()),
-                Err("record 1 of its batch rejected by the server: missing level".to_owned()),
-                Ok(())
-            ]
+            vec![Ok(()), Err("record 1 of its batch rejected by the server: missing level".to_owned()), Ok(())]
         );
     }
 
     #[test]
     fn bad_request_with_per_record_errors_is_spread_over_records() {
         let body = response(0, &[(0, "bad timestamp"), (1, "bad level")]);
-        let got = outcomes(
-            Err(Error::BadRequest {
-                message: String::new(),
-                response: Some(body),
-            }),
-            2,
-        );
-        assert!(
-            got.iter()
-                .all(|outcome| outcome.as_ref().is_err_and(|e| e.contains("rejected")))
-        );
+        let got = outcomes(Err(Error::BadRequest { message: String::new(), response: Some(body) }), 2);
+        assert!(got.iter().all(|outcome| outcome.as_ref().is_err_and(|e| e.contains("rejected"))));
     }
 
     #[test]
     fn counts_that_do_not_add_up_are_reported() {
         let got = outcomes(Ok(response(1, &[])), 2);
-        assert!(got.iter().all(|outcome| {
-            outcome
-                .as_ref()
-                .is_err_and(|e| e.contains("accounts for 1 accepted"))
-        }));
+        assert!(got.iter().all(|outcome| { outcome.as_ref().is_err_and(|e| e.contains("accounts for 1 accepted")) }));
     }
 
     #[test]
     fn whole_batch_failure_reaches_every_record() {
-        let got = outcomes(
-            Err(Error::Unauthorized {
-                message: "bad key".to_owned(),
-            }),
-            2,
-        );
-        let expected =
-            "batch of 2 records failed: api key rejected by the server (status 401): bad key";
-        assert_eq!(
-            got,
-            vec![Err(expected.to_owned()), Err(expected.to_owned())]
-        );
+        let got = outcomes(Err(Error::Unauthorized { message: "bad key".to_owned() }), 2);
+        let expected = "batch of 2 records failed: api key rejected by the server (status 401): bad key";
+        assert_eq!(got, vec![Err(expected.to_owned()), Err(expected.to_owned())]);
     }
 
     #[test]
     fn config_limits() {
         assert!(ProducerConfig::default().validate().is_ok());
         let bad = [
-            ProducerConfig {
-                batch_records_max: 0,
-                ..ProducerConfig::default()
-            },
-            ProducerConfig {
-                in_flight_max: 0,
-                ..ProducerConfig::default()
-            },
-            ProducerConfig {
-                queue_records_max: 0,
-                ..ProducerConfig::default()
-            },
+            ProducerConfig { batch_records_max: 0, ..ProducerConfig::default() },
+            ProducerConfig { in_flight_max: 0, ..ProducerConfig::default() },
+            ProducerConfig { queue_records_max: 0, ..ProducerConfig::default() },
         ];
         for config in bad {
-            assert!(
-                matches!(config.validate(), Err(Error::InvalidConfig { .. })),
-                "{config:?}"
-            );
+            assert!(matches!(config.validate(), Err(Error::InvalidConfig { .. })), "{config:?}");
         }
     }
 }

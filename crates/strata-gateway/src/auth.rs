@@ -25,10 +25,7 @@ pub enum AuthError {
     #[error(transparent)]
     Name(#[from] strata_model::TenantError),
     #[error("i/o error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("file {path} is not valid: {reason}")]
     Corrupt { path: PathBuf, reason: String },
 }
@@ -95,17 +92,11 @@ fn random_token(prefix: &str) -> String {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuthError + '_ {
-    move |source| AuthError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| AuthError::Io { path: path.to_path_buf(), source }
 }
 
 /// Where the admin token came from, for the start-up log.
@@ -130,10 +121,7 @@ impl Auth {
         let (token, source) = match admin_token.filter(|t| !t.is_empty()) {
             Some(t) => (t, AdminTokenSource::Environment),
             None => match fs::read_to_string(&token_path) {
-                Ok(t) if !t.trim().is_empty() => (
-                    t.trim().to_string(),
-                    AdminTokenSource::File(token_path.clone()),
-                ),
+                Ok(t) if !t.trim().is_empty() => (t.trim().to_string(), AdminTokenSource::File(token_path.clone())),
                 _ => {
                     let t = random_token("strata_admin_");
                     write_private(&token_path, t.as_bytes())?;
@@ -144,12 +132,8 @@ impl Auth {
         let path = meta_dir.join("tenants.json");
         let tenants = match fs::read(&path) {
             Ok(bytes) => {
-                let bad = |reason: String| AuthError::Corrupt {
-                    path: path.clone(),
-                    reason,
-                };
-                let f: TenantsFile =
-                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                let bad = |reason: String| AuthError::Corrupt { path: path.clone(), reason };
+                let f: TenantsFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
                 if f.version != TENANTS_FILE_VERSION || f.crc32c != tenants_crc(&f.tenants) {
                     return Err(bad("unknown version or bad checksum".into()));
                 }
@@ -165,12 +149,7 @@ impl Auth {
             }
         }
         state.tenants = tenants;
-        let auth = Auth {
-            no_auth,
-            path,
-            admin_token_sha256: sha256_hex(&token),
-            state: RwLock::new(state),
-        };
+        let auth = Auth { no_auth, path, admin_token_sha256: sha256_hex(&token), state: RwLock::new(state) };
         Ok((auth, source))
     }
 
@@ -226,16 +205,9 @@ impl Auth {
             return Err(AuthError::Exists(name.to_string()));
         }
         let key = random_token("strata_");
-        let stored = StoredKey {
-            sha256: sha256_hex(&key),
-            created_ms: now_ms(),
-        };
+        let stored = StoredKey { sha256: sha256_hex(&key), created_ms: now_ms() };
         let mut tenants = state.tenants.clone();
-        tenants.push(TenantInfo {
-            name: name.clone(),
-            created_ms: stored.created_ms,
-            keys: vec![stored.clone()],
-        });
+        tenants.push(TenantInfo { name: name.clone(), created_ms: stored.created_ms, keys: vec![stored.clone()] });
         self.persist(&tenants)?;
         state.tenants = tenants;
         state.by_key.insert(stored.sha256, name.clone());
@@ -243,16 +215,9 @@ impl Auth {
     }
 
     fn persist(&self, tenants: &[TenantInfo]) -> Result<(), AuthError> {
-        let f = TenantsFile {
-            version: TENANTS_FILE_VERSION,
-            crc32c: tenants_crc(tenants),
-            tenants: tenants.to_vec(),
-        };
+        let f = TenantsFile { version: TENANTS_FILE_VERSION, crc32c: tenants_crc(tenants), tenants: tenants.to_vec() };
         let tmp = self.path.with_extension("json.tmp");
-        write_private(
-            &tmp,
-            &serde_json::to_vec_pretty(&f).expect("tenants serialise"),
-        )?;
+        write_private(&tmp, &serde_json::to_vec_pretty(&f).expect("tenants serialise"))?;
         fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
         let dir = self.path.parent().expect("tenants file has a dir");
         File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
@@ -265,24 +230,15 @@ fn tenants_crc(tenants: &[TenantInfo]) -> u32 {
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
+    let mut f =
+        fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path).map_err(io(path))?;
     f.write_all(data).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("authorization header is not ascii"))?;
+    let value = headers.get(AUTHORIZATION).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let value = value.to_str().map_err(|_| ApiError::unauthorized("authorization header is not ascii"))?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
@@ -297,10 +253,7 @@ mod tests {
 
     fn headers(token: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-        );
+        h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
         h
     }
 
@@ -311,35 +264,16 @@ mod tests {
         assert!(matches!(src, AdminTokenSource::Generated(_)));
         let (t, key) = auth.create_tenant("acme").unwrap();
         assert_eq!(auth.tenant(&headers(&key)).unwrap(), t);
-        assert!(matches!(
-            auth.create_tenant("acme"),
-            Err(AuthError::Exists(_))
-        ));
-        assert!(matches!(
-            auth.create_tenant("../etc"),
-            Err(AuthError::Name(_))
-        ));
-        assert_eq!(
-            auth.tenant(&headers("nope")).unwrap_err().message,
-            "unknown api key"
-        );
-        assert_eq!(
-            auth.tenant(&HeaderMap::new()).unwrap_err().message,
-            "missing bearer token"
-        );
+        assert!(matches!(auth.create_tenant("acme"), Err(AuthError::Exists(_))));
+        assert!(matches!(auth.create_tenant("../etc"), Err(AuthError::Name(_))));
+        assert_eq!(auth.tenant(&headers("nope")).unwrap_err().message, "unknown api key");
+        assert_eq!(auth.tenant(&HeaderMap::new()).unwrap_err().message, "missing bearer token");
         let stored = fs::read_to_string(dir.path().join("tenants.json")).unwrap();
         assert!(!stored.contains(&key), "keys are stored hashed");
 
         let token = fs::read_to_string(dir.path().join("admin-token")).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            fs::metadata(dir.path().join("admin-token"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(dir.path().join("admin-token")).unwrap().permissions().mode() & 0o777, 0o600);
         drop(auth);
         let (auth, src) = Auth::open(dir.path(), None, false).unwrap();
         assert!(matches!(src, AdminTokenSource::File(_)));

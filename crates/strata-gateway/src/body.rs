@@ -21,13 +21,7 @@ impl Encoding {
         let Some(v) = headers.get(header::CONTENT_ENCODING) else {
             return Ok(Encoding::Identity);
         };
-        match v
-            .to_str()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        match v.to_str().unwrap_or("").trim().to_ascii_lowercase().as_str() {
             "" | "identity" => Ok(Encoding::Identity),
             "gzip" | "x-gzip" => Ok(Encoding::Gzip),
             "zstd" => Ok(Encoding::Zstd),
@@ -40,28 +34,17 @@ impl Encoding {
 
 /// Reads the body frame by frame and stops with 413 as soon as it passes `bytes_max`, so an
 /// endless body never gets buffered.
-pub async fn read_limited(
-    body: Body,
-    headers: &HeaderMap,
-    bytes_max: u64,
-) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::too_large(format!(
-            "request body is larger than body_bytes_max ({bytes_max} bytes)"
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+pub async fn read_limited(body: Body, headers: &HeaderMap, bytes_max: u64) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::too_large(format!("request body is larger than body_bytes_max ({bytes_max} bytes)"));
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > bytes_max) {
         return Err(too_large());
     }
     let mut out = Vec::with_capacity(declared.unwrap_or(64 * 1024).min(bytes_max) as usize);
     let mut body = body;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if out.len() as u64 + data.len() as u64 > bytes_max {
                 return Err(too_large());
@@ -101,14 +84,8 @@ pub fn decompress(
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let name = if encoding == Encoding::Gzip {
-                        "gzip"
-                    } else {
-                        "zstd"
-                    };
-                    return Err(ApiError::bad_request(format!(
-                        "body is not valid {name}: {e}"
-                    )));
+                    let name = if encoding == Encoding::Gzip { "gzip" } else { "zstd" };
+                    return Err(ApiError::bad_request(format!("body is not valid {name}: {e}")));
                 }
             }
         }
@@ -156,37 +133,16 @@ mod tests {
             e.write_all(&data).unwrap();
             e.finish().unwrap()
         };
-        assert_eq!(
-            decompress(gz, Encoding::Gzip, 1 << 20, |_| Ok(())).unwrap(),
-            data
-        );
+        assert_eq!(decompress(gz, Encoding::Gzip, 1 << 20, |_| Ok(())).unwrap(), data);
         let zs = zstd::encode_all(&data[..], 3).unwrap();
-        assert_eq!(
-            decompress(zs, Encoding::Zstd, 1 << 20, |_| Ok(())).unwrap(),
-            data
-        );
+        assert_eq!(decompress(zs, Encoding::Zstd, 1 << 20, |_| Ok(())).unwrap(), data);
         // Exactly at the limit is fine.
         let zs = zstd::encode_all(&data[..], 3).unwrap();
-        assert_eq!(
-            decompress(zs, Encoding::Zstd, data.len() as u64, |_| Ok(()))
-                .unwrap()
-                .len(),
-            data.len()
-        );
-        let err =
-            decompress(b"not gzip".to_vec(), Encoding::Gzip, 1 << 20, |_| Ok(())).unwrap_err();
+        assert_eq!(decompress(zs, Encoding::Zstd, data.len() as u64, |_| Ok(())).unwrap().len(), data.len());
+        let err = decompress(b"not gzip".to_vec(), Encoding::Gzip, 1 << 20, |_| Ok(())).unwrap_err();
         assert_eq!(err.status, 400);
-        assert!(
-            err.message.starts_with("body is not valid gzip"),
-            "{}",
-            err.message
-        );
-        let err =
-            decompress(b"not zstd".to_vec(), Encoding::Zstd, 1 << 20, |_| Ok(())).unwrap_err();
-        assert!(
-            err.message.starts_with("body is not valid zstd"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.starts_with("body is not valid gzip"), "{}", err.message);
+        let err = decompress(b"not zstd".to_vec(), Encoding::Zstd, 1 << 20, |_| Ok(())).unwrap_err();
+        assert!(err.message.starts_with("body is not valid zstd"), "{}", err.message);
     }
 }

@@ -66,15 +66,9 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
             ("ingest.body_bytes_max", self.body_bytes_max as f64),
-            (
-                "ingest.decompressed_bytes_max",
-                self.decompressed_bytes_max as f64,
-            ),
+            ("ingest.decompressed_bytes_max", self.decompressed_bytes_max as f64),
             ("ingest.memory_bytes_max", self.memory_bytes_max as f64),
-            (
-                "ingest.body_read_timeout_ms",
-                self.body_read_timeout_ms as f64,
-            ),
+            ("ingest.body_read_timeout_ms", self.body_read_timeout_ms as f64),
             ("ingest.rate.records_per_s", self.rate.records_per_s),
             ("ingest.rate.records_burst", self.rate.records_burst),
             ("ingest.rate.bytes_per_s", self.rate.bytes_per_s),
@@ -99,10 +93,7 @@ impl GatewayConfig {
             ));
         }
         if self.memory_bytes_max / 1024 > u64::from(u32::MAX) {
-            return Err(format!(
-                "ingest.memory_bytes_max {} is too large",
-                self.memory_bytes_max
-            ));
+            return Err(format!("ingest.memory_bytes_max {} is too large", self.memory_bytes_max));
         }
         Ok(())
     }

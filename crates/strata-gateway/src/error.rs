@@ -12,11 +12,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            retry_after_s: None,
-        }
+        ApiError { status, message: message.into(), retry_after_s: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -34,16 +30,10 @@ impl ApiError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
     }
     pub fn rate_limited(message: impl Into<String>, retry_after_s: u64) -> Self {
-        ApiError {
-            retry_after_s: Some(retry_after_s.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
-        }
+        ApiError { retry_after_s: Some(retry_after_s.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
     }
     pub fn overloaded(message: impl Into<String>, retry_after_s: u64) -> Self {
-        ApiError {
-            retry_after_s: Some(retry_after_s.max(1)),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
-        }
+        ApiError { retry_after_s: Some(retry_after_s.max(1)), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message) }
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
@@ -52,18 +42,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let mut resp = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
         if let Some(s) = self.retry_after_s {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
@@ -77,9 +61,7 @@ impl From<strata_log::Error> for ApiError {
             E::Closed => ApiError::overloaded("server is shutting down", 5),
             E::UnknownTopic(_) | E::UnknownPartition { .. } => ApiError::not_found(e.to_string()),
             E::OffsetOutOfRange { .. } | E::GroupName(_) => ApiError::bad_request(e.to_string()),
-            E::RecordTooLarge { .. } | E::BatchTooLarge { .. } => {
-                ApiError::too_large(e.to_string())
-            }
+            E::RecordTooLarge { .. } | E::BatchTooLarge { .. } => ApiError::too_large(e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }
     }

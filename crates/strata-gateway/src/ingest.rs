@@ -29,25 +29,14 @@ pub enum Format {
 
 impl Format {
     pub fn from_headers(headers: &HeaderMap) -> Result<Format, ApiError> {
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match mime.as_str() {
             "application/json" => Ok(Format::Json),
-            "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonlines"
-            | "application/x-jsonlines" => Ok(Format::Ndjson),
-            "" => Err(ApiError::unsupported(
-                "missing content type; use application/json or application/x-ndjson",
-            )),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonlines" | "application/x-jsonlines" => {
+                Ok(Format::Ndjson)
+            }
+            "" => Err(ApiError::unsupported("missing content type; use application/json or application/x-ndjson")),
             other => Err(ApiError::unsupported(format!(
                 "content type {other:?} is not supported; use application/json or application/x-ndjson"
             ))),
@@ -94,10 +83,7 @@ struct Decoded {
 }
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// Normalises one record and appends its stored form to `payload`; returns its source and time.
@@ -137,11 +123,7 @@ fn decode(
     partitions: u32,
 ) -> Result<Decoded, ApiError> {
     let now = now_ns();
-    let mut out = Decoded {
-        batches: BTreeMap::new(),
-        total: 0,
-        errors: Vec::new(),
-    };
+    let mut out = Decoded { batches: BTreeMap::new(), total: 0, errors: Vec::new() };
     let mut payload = Vec::with_capacity(2048);
     let mut handle = |out: &mut Decoded, index: usize, parsed: Result<Value, RecordError>| {
         out.total += 1;
@@ -149,22 +131,15 @@ fn decode(
         match result {
             Ok((source_id, ts)) => {
                 let p = partition_for(tenant.as_str(), &source_id, partitions);
-                let batch = out.batches.entry(p).or_insert_with(|| PartitionBatch {
-                    records: EncodedRecords::new(),
-                    indexes: Vec::new(),
-                });
-                match batch
-                    .records
-                    .push(ts, tenant.as_str(), &source_id, &[], &payload)
-                {
+                let batch = out
+                    .batches
+                    .entry(p)
+                    .or_insert_with(|| PartitionBatch { records: EncodedRecords::new(), indexes: Vec::new() });
+                match batch.records.push(ts, tenant.as_str(), &source_id, &[], &payload) {
                     Ok(()) => batch.indexes.push(index),
                     Err(_) => out.errors.push((
                         index,
-                        RecordError::TooLong {
-                            field: "record".into(),
-                            len: payload.len(),
-                            max: u32::MAX as usize,
-                        },
+                        RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize },
                     )),
                 }
             }
@@ -189,8 +164,7 @@ fn decode(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let parsed = serde_json::from_slice::<Value>(line)
-                .map_err(|e| RecordError::Json(strip_position(&e)));
+            let parsed = serde_json::from_slice::<Value>(line).map_err(|e| RecordError::Json(strip_position(&e)));
             handle(&mut out, index, parsed);
             index += 1;
         }
@@ -226,35 +200,19 @@ fn strip_position(e: &serde_json::Error) -> String {
 /// "invalid JSON at byte N (line L, column C): reason", with N counted from 0.
 fn json_error_message(body: &[u8], e: &serde_json::Error) -> String {
     let (line, column) = (e.line(), e.column());
-    let line_start: usize = body
-        .split(|&b| b == b'\n')
-        .take(line.saturating_sub(1))
-        .map(|l| l.len() + 1)
-        .sum();
+    let line_start: usize = body.split(|&b| b == b'\n').take(line.saturating_sub(1)).map(|l| l.len() + 1).sum();
     let byte = (line_start + column.saturating_sub(1)).min(body.len());
-    format!(
-        "invalid JSON at byte {byte} (line {line}, column {column}): {}",
-        strip_position(e)
-    )
+    format!("invalid JSON at byte {byte} (line {line}, column {column}): {}", strip_position(e))
 }
 
 /// `POST /ingest/v1/{logs,events,metrics}`.
-pub(crate) async fn ingest_records(
-    gw: Arc<Gateway>,
-    kind: Kind,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub(crate) async fn ingest_records(gw: Arc<Gateway>, kind: Kind, headers: HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
     let result = ingest_records_inner(&gw, kind, &headers, body).await;
     finish(kind, started, result)
 }
 
-fn finish(
-    kind: Kind,
-    started: std::time::Instant,
-    result: Result<(StatusCode, IngestResponse), ApiError>,
-) -> Response {
+fn finish(kind: Kind, started: std::time::Instant, result: Result<(StatusCode, IngestResponse), ApiError>) -> Response {
     let status = match &result {
         Ok((s, _)) => *s,
         Err(e) => e.status,
@@ -281,10 +239,7 @@ async fn ingest_records_inner(
     let mut permit = gw.reserve_body(headers).await?;
     let raw = gw.read_body(body, headers).await?;
     gw.rate.take(&tenant, 0, raw.len() as u64).map_err(|wait| {
-        ApiError::rate_limited(
-            format!("tenant {tenant} is over its ingest rate of bytes per second"),
-            wait,
-        )
+        ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate of bytes per second"), wait)
     })?;
     count_bytes(&tenant, kind, raw.len());
     let partitions = gw.log.partition_count(kind.topic())?;
@@ -292,9 +247,7 @@ async fn ingest_records_inner(
         let gw = gw.clone();
         let tenant = tenant.clone();
         tokio::task::spawn_blocking(move || {
-            let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| {
-                gw.grow(&mut permit, n)
-            })?;
+            let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(&mut permit, n))?;
             // The encoded records take about as much memory as the body they come from.
             gw.grow(&mut permit, body.len())?;
             let decoded = decode(kind, &tenant, &body, format, &gw.cfg.record, partitions)?;
@@ -310,24 +263,16 @@ async fn ingest_records_inner(
     }
     if valid > 0 {
         gw.rate.take(&tenant, valid as u64, 0).map_err(|wait| {
-            ApiError::rate_limited(
-                format!("tenant {tenant} is over its ingest rate of records per second"),
-                wait,
-            )
+            ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate of records per second"), wait)
         })?;
     }
     let mut errors: Vec<ItemError> = Vec::new();
     let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
     for (index, e) in &decoded.errors {
         *reasons.entry(e.reason()).or_default() += 1;
-        errors.push(ItemError {
-            index: *index,
-            error: e.to_string(),
-            retryable: false,
-        });
+        errors.push(ItemError { index: *index, error: e.to_string(), retryable: false });
     }
-    let (accepted, append_error) =
-        append_batches(gw, kind, decoded.batches, &mut errors, &mut reasons).await;
+    let (accepted, append_error) = append_batches(gw, kind, decoded.batches, &mut errors, &mut reasons).await;
     if accepted == 0
         && let Some(e) = append_error
     {
@@ -340,17 +285,8 @@ async fn ingest_records_inner(
     let rejected = errors.len();
     let omitted = rejected.saturating_sub(gw.cfg.errors_max);
     errors.truncate(gw.cfg.errors_max);
-    let resp = IngestResponse {
-        accepted,
-        rejected,
-        errors,
-        errors_omitted: omitted,
-    };
-    let status = if accepted == 0 {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let resp = IngestResponse { accepted, rejected, errors, errors_omitted: omitted };
+    let status = if accepted == 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     Ok((status, resp))
 }
 
@@ -389,11 +325,7 @@ async fn append_batches(
                 let api: ApiError = e.into();
                 *reasons.entry("log_unavailable").or_default() += indexes.len() as u64;
                 for index in indexes {
-                    errors.push(ItemError {
-                        index,
-                        error: api.message.clone(),
-                        retryable: true,
-                    });
+                    errors.push(ItemError { index, error: api.message.clone(), retryable: true });
                 }
                 last_err = Some(api);
             }
@@ -407,12 +339,7 @@ fn count_bytes(tenant: &TenantId, kind: Kind, bytes: usize) {
         .increment(bytes as u64);
 }
 
-fn count_records(
-    tenant: &TenantId,
-    kind: Kind,
-    accepted: usize,
-    reasons: &BTreeMap<&'static str, u64>,
-) {
+fn count_records(tenant: &TenantId, kind: Kind, accepted: usize, reasons: &BTreeMap<&'static str, u64>) {
     let t = tenant.to_string();
     if accepted > 0 {
         metrics::counter!("strata_ingest_records_accepted_total", "tenant" => t.clone(), "kind" => kind.as_str())
@@ -446,8 +373,7 @@ fn valid_stream(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 async fn ingest_raw_inner(
@@ -468,9 +394,7 @@ async fn ingest_raw_inner(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or(q.source_id)
-        .ok_or_else(|| {
-            ApiError::bad_request("a source id is required: X-Source-Id header or ?source_id=")
-        })?;
+        .ok_or_else(|| ApiError::bad_request("a source id is required: X-Source-Id header or ?source_id="))?;
     if source_id.is_empty() || source_id.len() > gw.cfg.record.id_bytes_max {
         return Err(ApiError::bad_request(format!(
             "source id must be 1 to {} bytes, got {}",
@@ -486,9 +410,9 @@ async fn ingest_raw_inner(
         .to_string();
     let mut permit = gw.reserve_body(headers).await?;
     let raw = gw.read_body(body, headers).await?;
-    gw.rate.take(&tenant, 1, raw.len() as u64).map_err(|wait| {
-        ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate"), wait)
-    })?;
+    gw.rate
+        .take(&tenant, 1, raw.len() as u64)
+        .map_err(|wait| ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate"), wait))?;
     count_bytes(&tenant, Kind::Raw, raw.len());
     let partitions = gw.log.partition_count(Kind::Raw.topic())?;
     let (records, _permit) = {
@@ -496,18 +420,12 @@ async fn ingest_raw_inner(
         let tenant = tenant.clone();
         let source_id = source_id.clone();
         tokio::task::spawn_blocking(move || {
-            let payload = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| {
-                gw.grow(&mut permit, n)
-            })?;
+            let payload = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(&mut permit, n))?;
             gw.grow(&mut permit, payload.len())?;
             let mut records = EncodedRecords::new();
-            let hdrs: [(&str, &[u8]); 2] = [
-                (record_headers::STREAM, stream.as_bytes()),
-                (record_headers::CONTENT_TYPE, content_type.as_bytes()),
-            ];
-            records
-                .push(now_ns(), tenant.as_str(), &source_id, &hdrs, &payload)
-                .map_err(ApiError::from)?;
+            let hdrs: [(&str, &[u8]); 2] =
+                [(record_headers::STREAM, stream.as_bytes()), (record_headers::CONTENT_TYPE, content_type.as_bytes())];
+            records.push(now_ns(), tenant.as_str(), &source_id, &hdrs, &payload).map_err(ApiError::from)?;
             Ok::<_, ApiError>((records, permit))
         })
         .await
@@ -516,15 +434,7 @@ async fn ingest_raw_inner(
     let p = partition_for(tenant.as_str(), &source_id, partitions);
     gw.log.append(Kind::Raw.topic(), p, records).await?;
     count_records(&tenant, Kind::Raw, 1, &BTreeMap::new());
-    Ok((
-        StatusCode::OK,
-        IngestResponse {
-            accepted: 1,
-            rejected: 0,
-            errors: Vec::new(),
-            errors_omitted: 0,
-        },
-    ))
+    Ok((StatusCode::OK, IngestResponse { accepted: 1, rejected: 0, errors: Vec::new(), errors_omitted: 0 }))
 }
 
 #[cfg(test)]
@@ -533,14 +443,7 @@ mod tests {
     use serde_json::json;
 
     fn run(kind: Kind, body: &str, format: Format) -> Result<Decoded, ApiError> {
-        decode(
-            kind,
-            &TenantId::new("t").unwrap(),
-            body.as_bytes(),
-            format,
-            &Limits::default(),
-            4,
-        )
+        decode(kind, &TenantId::new("t").unwrap(), body.as_bytes(), format, &Limits::default(), 4)
     }
 
     #[test]
@@ -554,42 +457,21 @@ mod tests {
         assert_eq!(d.total, 4);
         let accepted: usize = d.batches.values().map(|b| b.indexes.len()).sum();
         assert_eq!(accepted, 2);
-        let errs: Vec<(usize, String)> =
-            d.errors.iter().map(|(i, e)| (*i, e.to_string())).collect();
+        let errs: Vec<(usize, String)> = d.errors.iter().map(|(i, e)| (*i, e.to_string())).collect();
         assert_eq!(errs[0].0, 1);
-        assert!(
-            errs[0]
-                .1
-                .starts_with("record is not valid JSON: key must be a string"),
-            "{}",
-            errs[0].1
-        );
-        assert_eq!(
-            errs[1],
-            (3, "record must be a JSON object, got an array".to_string())
-        );
+        assert!(errs[0].1.starts_with("record is not valid JSON: key must be a string"), "{}", errs[0].1);
+        assert_eq!(errs[1], (3, "record must be a JSON object, got an array".to_string()));
     }
 
     #[test]
     fn a_broken_array_names_the_byte() {
-        let err = run(
-            Kind::Logs,
-            "[{\"source_id\": \"a\", \"message\": \"m\"},\n {\"a\": }]",
-            Format::Json,
-        )
-        .err()
-        .unwrap();
+        let err =
+            run(Kind::Logs, "[{\"source_id\": \"a\", \"message\": \"m\"},\n {\"a\": }]", Format::Json).err().unwrap();
         assert_eq!(err.status, 400);
-        assert!(
-            err.message
-                .starts_with("invalid JSON at byte 44 (line 2, column 8)"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.starts_with("invalid JSON at byte 44 (line 2, column 8)"), "{}", err.message);
         let err = run(Kind::Logs, "[{}", Format::Json).err().unwrap();
         assert!(
-            err.message
-                .starts_with("invalid JSON at byte 2 (line 1, column 3): EOF while parsing a list"),
+            err.message.starts_with("invalid JSON at byte 2 (line 1, column 3): EOF while parsing a list"),
             "{}",
             err.message
         );
@@ -597,15 +479,8 @@ mod tests {
 
     #[test]
     fn one_source_goes_to_one_partition() {
-        let body: Vec<Value> = (0..50)
-            .map(|i| json!({"source_id": format!("s{}", i % 3), "message": "m"}))
-            .collect();
-        let d = run(
-            Kind::Logs,
-            &serde_json::to_string(&body).unwrap(),
-            Format::Json,
-        )
-        .unwrap();
+        let body: Vec<Value> = (0..50).map(|i| json!({"source_id": format!("s{}", i % 3), "message": "m"})).collect();
+        let d = run(Kind::Logs, &serde_json::to_string(&body).unwrap(), Format::Json).unwrap();
         let total: u32 = d.batches.values().map(|b| b.records.count()).sum();
         assert_eq!(total, 50);
         for s in 0..3 {

@@ -75,10 +75,7 @@ impl Gateway {
             Ok(Ok(p)) => Ok(p),
             _ => {
                 metrics::counter!("strata_ingest_overloaded_total").increment(1);
-                Err(ApiError::overloaded(
-                    "ingest is at its memory limit; retry later",
-                    1,
-                ))
+                Err(ApiError::overloaded("ingest is at its memory limit; retry later", 1))
             }
         }
     }
@@ -86,16 +83,11 @@ impl Gateway {
     /// Reads a body within `body_bytes_max` and `body_read_timeout_ms`.
     async fn read_body(&self, body: Body, headers: &HeaderMap) -> Result<Vec<u8>, ApiError> {
         let limit = Duration::from_millis(self.cfg.body_read_timeout_ms);
-        match tokio::time::timeout(limit, read_limited(body, headers, self.cfg.body_bytes_max))
-            .await
-        {
+        match tokio::time::timeout(limit, read_limited(body, headers, self.cfg.body_bytes_max)).await {
             Ok(r) => r,
             Err(_) => Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "request body not received within body_read_timeout_ms ({} ms)",
-                    self.cfg.body_read_timeout_ms
-                ),
+                format!("request body not received within body_read_timeout_ms ({} ms)", self.cfg.body_read_timeout_ms),
             )),
         }
     }
@@ -110,10 +102,7 @@ impl Gateway {
             }
             Err(_) => {
                 metrics::counter!("strata_ingest_overloaded_total").increment(1);
-                Err(ApiError::overloaded(
-                    "ingest is at its memory limit; retry later",
-                    1,
-                ))
+                Err(ApiError::overloaded("ingest is at its memory limit; retry later", 1))
             }
         }
     }
@@ -138,18 +127,11 @@ async fn ingest_events(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body:
     ingest::ingest_records(gw, Kind::Events, headers, body).await
 }
 
-async fn ingest_metrics(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn ingest_metrics(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     ingest::ingest_records(gw, Kind::Metrics, headers, body).await
 }
 
-async fn list_tenants(
-    State(gw): State<Arc<Gateway>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn list_tenants(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Result<Response, ApiError> {
     gw.auth.admin(&headers)?;
     let tenants: Vec<serde_json::Value> = gw
         .auth
@@ -180,16 +162,11 @@ async fn create_tenant(
     match created {
         Ok((tenant, key)) => {
             tracing::info!(%tenant, "tenant created");
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(serde_json::json!({"tenant": tenant, "api_key": key})),
-            )
-                .into_response())
+            Ok((StatusCode::CREATED, axum::Json(serde_json::json!({"tenant": tenant, "api_key": key}))).into_response())
         }
-        Err(AuthError::Exists(name)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("tenant {name:?} already exists"),
-        )),
+        Err(AuthError::Exists(name)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, format!("tenant {name:?} already exists")))
+        }
         Err(AuthError::Name(e)) => Err(ApiError::bad_request(e.to_string())),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }

@@ -23,10 +23,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(cfg: RateConfig) -> Self {
-        RateLimiter {
-            cfg,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        RateLimiter { cfg, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes `records` and `bytes` from the tenant's buckets, or says how many seconds to wait.

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::groups::Groups;
 use crate::partition::{Partition, fsync_dir};
 use crate::{
-    AppendAck, EncodedRecords, Error, GroupOffset, Log, LogConfig, ReadResult, Result,
-    RetentionRemoved, TopicConfig, TopicInfo, io_err,
+    AppendAck, EncodedRecords, Error, GroupOffset, Log, LogConfig, ReadResult, Result, RetentionRemoved, TopicConfig,
+    TopicInfo, io_err,
 };
 
 const TOPIC_FILE_VERSION: u32 = 1;
@@ -44,12 +44,7 @@ impl EmbeddedLog {
         fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let lock_path = cfg.dir.join("LOCK");
         let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
-        lock.try_lock().map_err(|_| {
-            Error::Config(format!(
-                "{} is in use by another process",
-                cfg.dir.display()
-            ))
-        })?;
+        lock.try_lock().map_err(|_| Error::Config(format!("{} is in use by another process", cfg.dir.display())))?;
         let mut topics = BTreeMap::new();
         for tc in &cfg.topics {
             let dir = cfg.dir.join(&tc.name);
@@ -59,34 +54,18 @@ impl EmbeddedLog {
             for p in 0..tc.partitions {
                 partitions.push(Partition::open(&tc.name, p, dir.join(p.to_string()), &cfg)?);
             }
-            topics.insert(
-                tc.name.clone(),
-                Topic {
-                    config: tc.clone(),
-                    partitions,
-                },
-            );
+            topics.insert(tc.name.clone(), Topic { config: tc.clone(), partitions });
         }
         fsync_dir(&cfg.dir)?;
         let groups = Arc::new(Groups::open(cfg.dir.join("groups"))?);
-        Ok(EmbeddedLog {
-            topics,
-            groups,
-            _lock: lock,
-        })
+        Ok(EmbeddedLog { topics, groups, _lock: lock })
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<&Arc<Partition>> {
-        let t = self
-            .topics
-            .get(topic)
-            .ok_or_else(|| Error::UnknownTopic(topic.to_string()))?;
+        let t = self.topics.get(topic).ok_or_else(|| Error::UnknownTopic(topic.to_string()))?;
         t.partitions
             .get(partition as usize)
-            .ok_or_else(|| Error::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-            })
+            .ok_or_else(|| Error::UnknownPartition { topic: topic.to_string(), partition })
     }
 
     /// Stops every writer after it has made what it was given durable. Blocking.
@@ -114,33 +93,19 @@ fn validate(cfg: &LogConfig) -> Result<()> {
         let name_ok = !t.name.is_empty()
             && t.name.len() <= 64
             && t.name != "groups"
-            && t.name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            && t.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !name_ok {
-            return bad(format!(
-                "topic name {:?} must be 1 to 64 of [a-z0-9_-] and not \"groups\"",
-                t.name
-            ));
+            return bad(format!("topic name {:?} must be 1 to 64 of [a-z0-9_-] and not \"groups\"", t.name));
         }
         if t.partitions == 0 || t.partitions > 1024 {
-            return bad(format!(
-                "topic {:?}: partitions must be 1 to 1024, got {}",
-                t.name, t.partitions
-            ));
+            return bad(format!("topic {:?}: partitions must be 1 to 1024, got {}", t.name, t.partitions));
         }
     }
     if cfg.segment_bytes_max < 4096 || cfg.segment_bytes_max > (1 << 31) {
-        return bad(format!(
-            "segment_bytes_max must be 4096 to 2147483648, got {}",
-            cfg.segment_bytes_max
-        ));
+        return bad(format!("segment_bytes_max must be 4096 to 2147483648, got {}", cfg.segment_bytes_max));
     }
     if cfg.batch_bytes_max < 1024 || cfg.batch_bytes_max > (1 << 30) {
-        return bad(format!(
-            "batch_bytes_max must be 1024 to 1073741824, got {}",
-            cfg.batch_bytes_max
-        ));
+        return bad(format!("batch_bytes_max must be 1024 to 1073741824, got {}", cfg.batch_bytes_max));
     }
     Ok(())
 }
@@ -151,10 +116,7 @@ fn reconcile_partitions(dir: &Path, tc: &TopicConfig) -> Result<()> {
     let path = dir.join("topic.json");
     let crc = |n: u32| crc32c::crc32c(&n.to_le_bytes());
     if let Ok(bytes) = fs::read(&path) {
-        let bad = |reason: String| Error::Metadata {
-            path: path.clone(),
-            reason,
-        };
+        let bad = |reason: String| Error::Metadata { path: path.clone(), reason };
         let f: TopicFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if f.version != TOPIC_FILE_VERSION || f.crc32c != crc(f.partitions) {
             return Err(bad("unknown version or bad checksum".into()));
@@ -171,17 +133,10 @@ fn reconcile_partitions(dir: &Path, tc: &TopicConfig) -> Result<()> {
         }
         tracing::info!(topic = %tc.name, from = f.partitions, to = tc.partitions, "adding partitions");
     }
-    let f = TopicFile {
-        version: TOPIC_FILE_VERSION,
-        partitions: tc.partitions,
-        crc32c: crc(tc.partitions),
-    };
+    let f = TopicFile { version: TOPIC_FILE_VERSION, partitions: tc.partitions, crc32c: crc(tc.partitions) };
     let tmp: PathBuf = dir.join("topic.json.tmp");
-    fs::write(&tmp, serde_json::to_vec(&f).expect("topic file serialises"))
-        .map_err(io_err(&tmp))?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&tmp))?;
+    fs::write(&tmp, serde_json::to_vec(&f).expect("topic file serialises")).map_err(io_err(&tmp))?;
+    File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     fsync_dir(dir)
 }
@@ -199,18 +154,10 @@ impl Log for EmbeddedLog {
     }
 
     fn partition_count(&self, topic: &str) -> Result<u32> {
-        self.topics
-            .get(topic)
-            .map(|t| t.partitions.len() as u32)
-            .ok_or_else(|| Error::UnknownTopic(topic.to_string()))
+        self.topics.get(topic).map(|t| t.partitions.len() as u32).ok_or_else(|| Error::UnknownTopic(topic.to_string()))
     }
 
-    async fn append(
-        &self,
-        topic: &str,
-        partition: u32,
-        records: EncodedRecords,
-    ) -> Result<AppendAck> {
+    async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> Result<AppendAck> {
         self.partition(topic, partition)?.append(records).await
     }
 
@@ -218,13 +165,7 @@ impl Log for EmbeddedLog {
         self.partition(topic, partition)?.read(offset, bytes_max)
     }
 
-    async fn wait_for(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        timeout: Duration,
-    ) -> Result<u64> {
+    async fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration) -> Result<u64> {
         let mut rx = self.partition(topic, partition)?.subscribe();
         let reached = match tokio::time::timeout(timeout, rx.wait_for(|&end| end > offset)).await {
             Ok(Ok(end)) => Some(*end),
@@ -235,8 +176,7 @@ impl Log for EmbeddedLog {
     }
 
     fn offset_for_time(&self, topic: &str, partition: u32, append_time_ms: i64) -> Result<u64> {
-        self.partition(topic, partition)?
-            .offset_for_time(append_time_ms)
+        self.partition(topic, partition)?.offset_for_time(append_time_ms)
     }
 
     async fn commit_offsets(&self, group: &str, offsets: &[GroupOffset]) -> Result<()> {
@@ -244,9 +184,7 @@ impl Log for EmbeddedLog {
             self.partition(&o.topic, o.partition)?;
         }
         let (groups, group, offsets) = (self.groups.clone(), group.to_string(), offsets.to_vec());
-        tokio::task::spawn_blocking(move || groups.commit(&group, &offsets))
-            .await
-            .map_err(|_| Error::Closed)?
+        tokio::task::spawn_blocking(move || groups.commit(&group, &offsets)).await.map_err(|_| Error::Closed)?
     }
 
     fn committed_offsets(&self, group: &str) -> Result<Vec<GroupOffset>> {
@@ -261,26 +199,16 @@ impl Log for EmbeddedLog {
         let mut out = Vec::new();
         for t in self.topics.values() {
             for p in &t.partitions {
-                let (part, ms, bytes) =
-                    (p.clone(), t.config.retention_ms, t.config.retention_bytes);
-                let (segments, bytes) =
-                    tokio::task::spawn_blocking(move || part.enforce_retention(now_ms, ms, bytes))
-                        .await
-                        .map_err(|_| Error::Closed)?;
+                let (part, ms, bytes) = (p.clone(), t.config.retention_ms, t.config.retention_bytes);
+                let (segments, bytes) = tokio::task::spawn_blocking(move || part.enforce_retention(now_ms, ms, bytes))
+                    .await
+                    .map_err(|_| Error::Closed)?;
                 if segments > 0 {
-                    let labels = [
-                        ("topic", t.config.name.clone()),
-                        ("partition", p.id.to_string()),
-                    ];
+                    let labels = [("topic", t.config.name.clone()), ("partition", p.id.to_string())];
                     metrics::gauge!("strata_log_bytes", &labels).decrement(bytes as f64);
                     metrics::gauge!("strata_log_segments", &labels).decrement(segments as f64);
                     tracing::info!(topic = %t.config.name, partition = p.id, segments, bytes, "retention removed segments");
-                    out.push(RetentionRemoved {
-                        topic: t.config.name.clone(),
-                        partition: p.id,
-                        segments,
-                        bytes,
-                    });
+                    out.push(RetentionRemoved { topic: t.config.name.clone(), partition: p.id, segments, bytes });
                 }
             }
         }

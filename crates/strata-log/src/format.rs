@@ -37,12 +37,7 @@ pub struct EncodedRecords {
 
 impl EncodedRecords {
     pub fn new() -> Self {
-        EncodedRecords {
-            buf: Vec::new(),
-            count: 0,
-            min_ts: i64::MAX,
-            max_ts: i64::MIN,
-        }
+        EncodedRecords { buf: Vec::new(), count: 0, min_ts: i64::MAX, max_ts: i64::MIN }
     }
 
     /// Appends one record. Fails, leaving the batch as it was, when a field is too long for the format.
@@ -68,10 +63,7 @@ impl EncodedRecords {
             + 2
             + source_id.len()
             + 2
-            + headers
-                .iter()
-                .map(|(k, v)| 2 + k.len() + 4 + v.len())
-                .sum::<usize>()
+            + headers.iter().map(|(k, v)| 2 + k.len() + 4 + v.len()).sum::<usize>()
             + 4
             + payload.len();
         check_len("record", body_len, u32::MAX as usize)?;
@@ -99,18 +91,8 @@ impl EncodedRecords {
     }
 
     pub fn push_record(&mut self, r: &Record) -> Result<()> {
-        let headers: Vec<(&str, &[u8])> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
-        self.push(
-            r.timestamp_ns,
-            &r.tenant,
-            &r.source_id,
-            &headers,
-            &r.payload,
-        )
+        let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        self.push(r.timestamp_ns, &r.tenant, &r.source_id, &headers, &r.payload)
     }
 
     pub fn count(&self) -> u32 {
@@ -153,12 +135,7 @@ impl BatchHeader {
 }
 
 /// Writes a batch (header and records) to `out` and returns its header.
-pub fn encode_batch(
-    out: &mut Vec<u8>,
-    base_offset: u64,
-    append_time_ms: i64,
-    records: &EncodedRecords,
-) -> BatchHeader {
+pub fn encode_batch(out: &mut Vec<u8>, base_offset: u64, append_time_ms: i64, records: &EncodedRecords) -> BatchHeader {
     debug_assert!(records.count > 0);
     let start = out.len();
     let batch_len = (HEADER_BYTES + records.buf.len()) as u32;
@@ -202,10 +179,7 @@ impl std::fmt::Display for Invalid {
         match self {
             Invalid::Length(n) => write!(f, "batch length {n} is impossible"),
             Invalid::Version(v) => write!(f, "batch format version {v} is unknown"),
-            Invalid::Crc { stored, computed } => write!(
-                f,
-                "crc32c {computed:08x} does not match stored {stored:08x}"
-            ),
+            Invalid::Crc { stored, computed } => write!(f, "crc32c {computed:08x} does not match stored {stored:08x}"),
             Invalid::Count => write!(f, "batch has no records"),
             Invalid::Offset { expected, found } => {
                 write!(f, "batch base offset {found}, expected {expected}")
@@ -216,10 +190,7 @@ impl std::fmt::Display for Invalid {
 }
 
 /// Parses and checks the fixed header. The CRC is checked separately, once the whole batch is read.
-pub fn decode_header(
-    h: &[u8; HEADER_BYTES],
-    batch_bytes_max: u32,
-) -> std::result::Result<BatchHeader, Invalid> {
+pub fn decode_header(h: &[u8; HEADER_BYTES], batch_bytes_max: u32) -> std::result::Result<BatchHeader, Invalid> {
     let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
     let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
     let batch_len = u32_at(0);
@@ -248,10 +219,7 @@ pub fn decode_header(
 pub fn check_crc(header: &BatchHeader, bytes: &[u8]) -> std::result::Result<(), Invalid> {
     let computed = crc32c::crc32c(&bytes[8..]);
     if computed != header.crc {
-        return Err(Invalid::Crc {
-            stored: header.crc,
-            computed,
-        });
+        return Err(Invalid::Crc { stored: header.crc, computed });
     }
     Ok(())
 }
@@ -264,9 +232,7 @@ pub fn decode_records(
     from_offset: u64,
     mut f: impl FnMut(u64, Record),
 ) -> std::result::Result<(), Invalid> {
-    let mut r = Reader {
-        b: &bytes[HEADER_BYTES..],
-    };
+    let mut r = Reader { b: &bytes[HEADER_BYTES..] };
     for i in 0..header.record_count {
         let len = r.u32()? as usize;
         let mut rec = Reader { b: r.take(len)? };
@@ -289,16 +255,7 @@ pub fn decode_records(
         if !rec.b.is_empty() {
             return Err(Invalid::Records("trailing bytes in record"));
         }
-        f(
-            offset,
-            Record {
-                timestamp_ns,
-                tenant,
-                source_id,
-                headers,
-                payload,
-            },
-        );
+        f(offset, Record { timestamp_ns, tenant, source_id, headers, payload });
     }
     if !r.b.is_empty() {
         return Err(Invalid::Records("trailing bytes after records"));
@@ -320,24 +277,17 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     fn u16(&mut self) -> std::result::Result<u16, Invalid> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
     fn u32(&mut self) -> std::result::Result<u32, Invalid> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
     fn u64(&mut self) -> std::result::Result<u64, Invalid> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     fn string16(&mut self) -> std::result::Result<String, Invalid> {
         let n = usize::from(self.u16()?);
-        String::from_utf8(self.take(n)?.to_vec())
-            .map_err(|_| Invalid::Records("string is not utf-8"))
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Invalid::Records("string is not utf-8"))
     }
 }
 
@@ -351,24 +301,16 @@ mod tests {
             any::<i64>(),
             "[a-z0-9_-]{1,64}",
             ".{0,40}",
-            proptest::collection::vec(
-                (
-                    "[a-z-]{1,12}",
-                    proptest::collection::vec(any::<u8>(), 0..20),
-                ),
-                0..3,
-            ),
+            proptest::collection::vec(("[a-z-]{1,12}", proptest::collection::vec(any::<u8>(), 0..20)), 0..3),
             proptest::collection::vec(any::<u8>(), 0..300),
         )
-            .prop_map(
-                |(timestamp_ns, tenant, source_id, headers, payload)| Record {
-                    timestamp_ns,
-                    tenant,
-                    source_id,
-                    headers,
-                    payload,
-                },
-            )
+            .prop_map(|(timestamp_ns, tenant, source_id, headers, payload)| Record {
+                timestamp_ns,
+                tenant,
+                source_id,
+                headers,
+                payload,
+            })
     }
 
     proptest! {

@@ -18,14 +18,8 @@ pub fn validate_group_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::GroupName(name.to_string()))
-    }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok { Ok(()) } else { Err(Error::GroupName(name.to_string())) }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,19 +59,11 @@ impl Groups {
             };
             state.insert(group.to_string(), load(&path)?);
         }
-        Ok(Groups {
-            dir,
-            state: Mutex::new(state),
-        })
+        Ok(Groups { dir, state: Mutex::new(state) })
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .expect("groups lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.state.lock().expect("groups lock").keys().cloned().collect()
     }
 
     pub fn get(&self, group: &str) -> Result<Vec<GroupOffset>> {
@@ -97,16 +83,11 @@ impl Groups {
             positions.insert((o.topic.clone(), o.partition), o.offset);
         }
         let offsets = to_offsets(&positions);
-        let file = GroupFile {
-            version: GROUP_FILE_VERSION,
-            crc32c: crc(&offsets),
-            offsets,
-        };
+        let file = GroupFile { version: GROUP_FILE_VERSION, crc32c: crc(&offsets), offsets };
         let path = self.dir.join(format!("{group}.json"));
         let tmp = self.dir.join(format!("{group}.json.tmp"));
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&serde_json::to_vec(&file).expect("group file serialises"))
-            .map_err(io_err(&tmp))?;
+        f.write_all(&serde_json::to_vec(&file).expect("group file serialises")).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         fsync_dir(&self.dir)?;
@@ -117,19 +98,12 @@ impl Groups {
 
 fn to_offsets(p: &Positions) -> Vec<GroupOffset> {
     p.iter()
-        .map(|((topic, partition), &offset)| GroupOffset {
-            topic: topic.clone(),
-            partition: *partition,
-            offset,
-        })
+        .map(|((topic, partition), &offset)| GroupOffset { topic: topic.clone(), partition: *partition, offset })
         .collect()
 }
 
 fn load(path: &Path) -> Result<Positions> {
-    let bad = |reason: String| Error::Metadata {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| Error::Metadata { path: path.to_path_buf(), reason };
     let bytes = fs::read(path).map_err(io_err(path))?;
     let file: GroupFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     if file.version != GROUP_FILE_VERSION {
@@ -138,9 +112,5 @@ fn load(path: &Path) -> Result<Positions> {
     if crc(&file.offsets) != file.crc32c {
         return Err(bad("checksum does not match".to_string()));
     }
-    Ok(file
-        .offsets
-        .into_iter()
-        .map(|o| ((o.topic, o.partition), o.offset))
-        .collect())
+    Ok(file.offsets.into_iter().map(|o| ((o.topic, o.partition), o.offset)).collect())
 }

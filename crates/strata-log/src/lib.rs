@@ -28,10 +28,7 @@ pub struct Record {
 
 impl Record {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
     }
 }
 
@@ -168,54 +165,27 @@ pub enum Error {
     #[error("topic {topic:?} has no partition {partition}")]
     UnknownPartition { topic: String, partition: u32 },
     #[error("offset {requested} of {topic}/{partition} is outside [{earliest}, {latest}]")]
-    OffsetOutOfRange {
-        topic: String,
-        partition: u32,
-        requested: u64,
-        earliest: u64,
-        latest: u64,
-    },
+    OffsetOutOfRange { topic: String, partition: u32, requested: u64, earliest: u64, latest: u64 },
     #[error("append queue of {topic}/{partition} is full")]
     Overloaded { topic: String, partition: u32 },
     #[error("record {field} is {len} bytes, more than the format allows ({max})")]
-    RecordTooLarge {
-        field: &'static str,
-        len: usize,
-        max: usize,
-    },
+    RecordTooLarge { field: &'static str, len: usize, max: usize },
     #[error("batch is {len} bytes, more than batch_bytes_max ({max})")]
     BatchTooLarge { len: usize, max: u32 },
     #[error("corrupt batch in {path} at byte {position}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        position: u64,
-        reason: String,
-    },
-    #[error(
-        "partition {topic}/{partition} stopped after an i/o error and needs a restart: {reason}"
-    )]
-    Failed {
-        topic: String,
-        partition: u32,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, position: u64, reason: String },
+    #[error("partition {topic}/{partition} stopped after an i/o error and needs a restart: {reason}")]
+    Failed { topic: String, partition: u32, reason: String },
     #[error("the log is shut down")]
     Closed,
     #[error("i/o error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("consumer group name {0:?} must be 1 to 128 of [A-Za-z0-9._-] and not start with '.'")]
     GroupName(String),
     #[error(
         "topic {topic:?} has {existing} partitions on disk but the configuration asks for {configured}: partitions can be added, never removed"
     )]
-    PartitionShrink {
-        topic: String,
-        existing: u32,
-        configured: u32,
-    },
+    PartitionShrink { topic: String, existing: u32, configured: u32 },
     #[error("invalid log configuration: {0}")]
     Config(String),
     #[error("file {path} is not valid: {reason}")]
@@ -240,25 +210,14 @@ pub trait Log: Send + Sync + 'static {
     fn partition_count(&self, topic: &str) -> Result<u32>;
 
     /// Appends records to one partition as one batch. Resolves once they are durable.
-    async fn append(
-        &self,
-        topic: &str,
-        partition: u32,
-        records: EncodedRecords,
-    ) -> Result<AppendAck>;
+    async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> Result<AppendAck>;
 
     /// Reads records from `offset` on, about `bytes_max` bytes of them but always at least one
     /// batch when one is there. Blocking file I/O: call it off the async runtime's worker threads.
     fn read(&self, topic: &str, partition: u32, offset: u64, bytes_max: u64) -> Result<ReadResult>;
 
     /// Waits until the partition's end is past `offset`, or `timeout` passes. Returns the end.
-    async fn wait_for(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        timeout: std::time::Duration,
-    ) -> Result<u64>;
+    async fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: std::time::Duration) -> Result<u64>;
 
     /// The first offset whose batch was appended at or after `append_time_ms` (the end if none).
     fn offset_for_time(&self, topic: &str, partition: u32, append_time_ms: i64) -> Result<u64>;

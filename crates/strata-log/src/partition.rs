@@ -34,10 +34,7 @@ struct TimeEntry {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn segment_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
@@ -45,9 +42,7 @@ fn segment_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
 }
 
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 /// A segment file with its in-memory indexes. Sealed segments never change; the active one grows
@@ -70,33 +65,22 @@ impl Segment {
 
     /// The position and base offset of the last indexed batch at or before `offset`.
     fn floor(&self, offset: u64) -> (u64, u64) {
-        let rel = offset
-            .saturating_sub(self.base_offset)
-            .min(u64::from(u32::MAX)) as u32;
+        let rel = offset.saturating_sub(self.base_offset).min(u64::from(u32::MAX)) as u32;
         let index = self.index.read().expect("index lock");
         match index.partition_point(|e| e.rel <= rel) {
             0 => (0, self.base_offset),
-            i => (
-                u64::from(index[i - 1].position),
-                self.base_offset + u64::from(index[i - 1].rel),
-            ),
+            i => (u64::from(index[i - 1].position), self.base_offset + u64::from(index[i - 1].rel)),
         }
     }
 
     fn read_header(&self, pos: u64, batch_bytes_max: u32) -> Result<BatchHeader> {
         let mut h = [0u8; HEADER_BYTES];
-        self.file
-            .read_exact_at(&mut h, pos)
-            .map_err(io_err(&self.path))?;
+        self.file.read_exact_at(&mut h, pos).map_err(io_err(&self.path))?;
         format::decode_header(&h, batch_bytes_max).map_err(|e| self.corrupt(pos, e))
     }
 
     fn corrupt(&self, position: u64, reason: impl ToString) -> Error {
-        Error::Corrupt {
-            path: self.path.clone(),
-            position,
-            reason: reason.to_string(),
-        }
+        Error::Corrupt { path: self.path.clone(), position, reason: reason.to_string() }
     }
 }
 
@@ -137,11 +121,7 @@ impl Partition {
         let mut segments = Vec::with_capacity(bases.len());
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
-            let seg = if last {
-                recover_last(&dir, base, cfg)?
-            } else {
-                open_sealed(&dir, base, bases[i + 1], cfg)?
-            };
+            let seg = if last { recover_last(&dir, base, cfg)? } else { open_sealed(&dir, base, bases[i + 1], cfg)? };
             segments.push(Arc::new(seg));
         }
         let active = segments.last().expect("at least one segment").clone();
@@ -191,34 +171,19 @@ impl Partition {
 
     pub async fn append(&self, records: EncodedRecords) -> Result<AppendAck> {
         if let Some(reason) = self.failed.lock().expect("failed lock").clone() {
-            return Err(Error::Failed {
-                topic: self.topic.clone(),
-                partition: self.id,
-                reason,
-            });
+            return Err(Error::Failed { topic: self.topic.clone(), partition: self.id, reason });
         }
         let len = HEADER_BYTES + records.bytes_len();
         if len > self.batch_bytes_max as usize {
-            return Err(Error::BatchTooLarge {
-                len,
-                max: self.batch_bytes_max,
-            });
+            return Err(Error::BatchTooLarge { len, max: self.batch_bytes_max });
         }
-        let tx = self
-            .tx
-            .lock()
-            .expect("tx lock")
-            .clone()
-            .ok_or(Error::Closed)?;
+        let tx = self.tx.lock().expect("tx lock").clone().ok_or(Error::Closed)?;
         let started = Instant::now();
         let (reply, rx) = oneshot::channel();
         let req = AppendReq { records, reply };
         match tokio::time::timeout(self.append_wait, tx.send(req)).await {
             Err(_) => {
-                return Err(Error::Overloaded {
-                    topic: self.topic.clone(),
-                    partition: self.id,
-                });
+                return Err(Error::Overloaded { topic: self.topic.clone(), partition: self.id });
             }
             Ok(Err(_)) => return Err(Error::Closed),
             Ok(Ok(())) => {}
@@ -237,13 +202,7 @@ impl Partition {
     }
 
     fn out_of_range(&self, requested: u64, earliest: u64, latest: u64) -> Error {
-        Error::OffsetOutOfRange {
-            topic: self.topic.clone(),
-            partition: self.id,
-            requested,
-            earliest,
-            latest,
-        }
+        Error::OffsetOutOfRange { topic: self.topic.clone(), partition: self.id, requested, earliest, latest }
     }
 
     pub fn read(&self, offset: u64, bytes_max: u64) -> Result<ReadResult> {
@@ -253,18 +212,11 @@ impl Partition {
         if offset < earliest || offset > end {
             return Err(self.out_of_range(offset, earliest, end));
         }
-        let mut out = ReadResult {
-            records: Vec::new(),
-            next_offset: offset,
-            end_offset: end,
-            bytes: 0,
-        };
+        let mut out = ReadResult { records: Vec::new(), next_offset: offset, end_offset: end, bytes: 0 };
         if offset == end {
             return Ok(out);
         }
-        let mut i = segs
-            .partition_point(|s| s.base_offset <= offset)
-            .saturating_sub(1);
+        let mut i = segs.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
         let mut cursor = offset;
         while i < segs.len() {
             let seg = &segs[i];
@@ -279,29 +231,17 @@ impl Partition {
                     return Ok(out);
                 }
                 if h.base_offset != expected {
-                    return Err(seg.corrupt(
-                        pos,
-                        format::Invalid::Offset {
-                            expected,
-                            found: h.base_offset,
-                        },
-                    ));
+                    return Err(seg.corrupt(pos, format::Invalid::Offset { expected, found: h.base_offset }));
                 }
                 if pos + u64::from(h.batch_len) > durable {
                     return Err(seg.corrupt(pos, format::Invalid::Length(h.batch_len)));
                 }
                 if h.end_offset() > cursor {
                     let mut buf = vec![0u8; h.batch_len as usize];
-                    seg.file
-                        .read_exact_at(&mut buf, pos)
-                        .map_err(io_err(&seg.path))?;
+                    seg.file.read_exact_at(&mut buf, pos).map_err(io_err(&seg.path))?;
                     format::check_crc(&h, &buf).map_err(|e| seg.corrupt(pos, e))?;
                     format::decode_records(&h, &buf, cursor, |offset, record| {
-                        out.records.push(StoredRecord {
-                            offset,
-                            append_time_ms: h.append_time_ms,
-                            record,
-                        })
+                        out.records.push(StoredRecord { offset, append_time_ms: h.append_time_ms, record })
                     })
                     .map_err(|e| seg.corrupt(pos, e))?;
                     out.bytes += u64::from(h.batch_len);
@@ -363,9 +303,8 @@ impl Partition {
             // The active (last) segment is never deleted.
             while n + 1 < segs.len() {
                 let s = &segs[n];
-                let too_old = retention_ms.is_some_and(|r| {
-                    now_ms.saturating_sub(s.max_append_ms.load(Ordering::Acquire)) > r as i64
-                });
+                let too_old = retention_ms
+                    .is_some_and(|r| now_ms.saturating_sub(s.max_append_ms.load(Ordering::Acquire)) > r as i64);
                 let too_big = retention_bytes.is_some_and(|r| total > r);
                 if !(too_old || too_big) {
                     break;
@@ -379,11 +318,7 @@ impl Partition {
         for seg in &removed {
             bytes += seg.len();
             for ext in ["log", "index", "timeindex"] {
-                let p = segment_path(
-                    seg.path.parent().expect("segment has a dir"),
-                    seg.base_offset,
-                    ext,
-                );
+                let p = segment_path(seg.path.parent().expect("segment has a dir"), seg.base_offset, ext);
                 if let Err(e) = fs::remove_file(&p) {
                     tracing::warn!(path = %p.display(), error = %e, "cannot remove expired segment file");
                 }
@@ -412,23 +347,14 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
 fn create_segment_files(dir: &Path, base: u64) -> Result<()> {
     for ext in ["log", "index", "timeindex"] {
         let p = segment_path(dir, base, ext);
-        OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&p)
-            .map_err(io_err(&p))?;
+        OpenOptions::new().create(true).truncate(true).write(true).open(&p).map_err(io_err(&p))?;
     }
     Ok(())
 }
 
 fn open_segment(dir: &Path, base: u64) -> Result<(PathBuf, File)> {
     let path = segment_path(dir, base, "log");
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
     Ok((path, file))
 }
 
@@ -478,18 +404,13 @@ fn scan(file: &File, base: u64, file_len: u64, cfg: &LogConfig) -> Scan {
             }
         };
         if header.base_offset != s.end_offset {
-            s.stopped = Some(format!(
-                "batch at byte {pos} has base offset {}, expected {}",
-                header.base_offset, s.end_offset
-            ));
+            s.stopped =
+                Some(format!("batch at byte {pos} has base offset {}, expected {}", header.base_offset, s.end_offset));
             break;
         }
         let len = u64::from(header.batch_len);
         if pos + len > file_len {
-            s.stopped = Some(format!(
-                "torn batch at byte {pos}: {len} bytes, {} in the file",
-                file_len - pos
-            ));
+            s.stopped = Some(format!("torn batch at byte {pos}: {len} bytes, {} in the file", file_len - pos));
             break;
         }
         buf.resize(len as usize, 0);
@@ -503,14 +424,8 @@ fn scan(file: &File, base: u64, file_len: u64, cfg: &LogConfig) -> Scan {
         }
         let rel = (header.base_offset - base) as u32;
         if s.since_index >= cfg.index_interval_bytes {
-            s.index.push(IndexEntry {
-                rel,
-                position: pos as u32,
-            });
-            s.time_index.push(TimeEntry {
-                append_ms: header.append_time_ms,
-                rel,
-            });
+            s.index.push(IndexEntry { rel, position: pos as u32 });
+            s.time_index.push(TimeEntry { append_ms: header.append_time_ms, rel });
             s.since_index = 0;
         }
         s.since_index += len;
@@ -524,13 +439,7 @@ fn scan(file: &File, base: u64, file_len: u64, cfg: &LogConfig) -> Scan {
     s
 }
 
-fn write_index_files(
-    dir: &Path,
-    base: u64,
-    index: &[IndexEntry],
-    time_index: &[TimeEntry],
-    sync: bool,
-) -> Result<()> {
+fn write_index_files(dir: &Path, base: u64, index: &[IndexEntry], time_index: &[TimeEntry], sync: bool) -> Result<()> {
     let mut bytes = Vec::with_capacity(index.len() * INDEX_ENTRY_BYTES);
     for e in index {
         bytes.extend_from_slice(&e.rel.to_le_bytes());
@@ -543,12 +452,7 @@ fn write_index_files(
     }
     for (ext, data) in [("index", bytes), ("timeindex", tbytes)] {
         let p = segment_path(dir, base, ext);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&p)
-            .map_err(io_err(&p))?;
+        let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&p).map_err(io_err(&p))?;
         f.write_all(&data).map_err(io_err(&p))?;
         if sync {
             f.sync_data().map_err(io_err(&p))?;
@@ -595,12 +499,8 @@ fn open_sealed(dir: &Path, base: u64, next_base: u64, cfg: &LogConfig) -> Result
         time_index: RwLock::new(Vec::new()),
     };
     let loaded = read_index_files(dir, base).filter(|(index, time_index)| {
-        let ordered = index
-            .windows(2)
-            .all(|w| w[0].rel < w[1].rel && w[0].position < w[1].position)
-            && time_index
-                .windows(2)
-                .all(|w| w[0].rel <= w[1].rel && w[0].append_ms <= w[1].append_ms);
+        let ordered = index.windows(2).all(|w| w[0].rel < w[1].rel && w[0].position < w[1].position)
+            && time_index.windows(2).all(|w| w[0].rel <= w[1].rel && w[0].append_ms <= w[1].append_ms);
         let last_ok = match index.last() {
             None => true,
             Some(e) => {
@@ -619,19 +519,13 @@ fn open_sealed(dir: &Path, base: u64, next_base: u64, cfg: &LogConfig) -> Result
             let s = scan(&seg.file, base, len, cfg);
             let mut time_index = s.time_index;
             if s.valid_len > 0 {
-                time_index.push(TimeEntry {
-                    append_ms: s.max_append_ms,
-                    rel: s.last_batch_rel,
-                });
+                time_index.push(TimeEntry { append_ms: s.max_append_ms, rel: s.last_batch_rel });
             }
             write_index_files(dir, base, &s.index, &time_index, true)?;
             (s.index, time_index)
         }
     };
-    seg.max_append_ms.store(
-        time_index.last().map_or(i64::MIN, |e| e.append_ms),
-        Ordering::Release,
-    );
+    seg.max_append_ms.store(time_index.last().map_or(i64::MIN, |e| e.append_ms), Ordering::Release);
     *seg.index.write().expect("index lock") = index;
     *seg.time_index.write().expect("time index lock") = time_index;
     Ok(seg)
@@ -720,13 +614,7 @@ impl Writer {
         let max_append = active.max_append_ms.load(Ordering::Acquire);
         let topic = labels[0].1.clone();
         let nsegs = part.segments.read().expect("segments lock").len();
-        let total: u64 = part
-            .segments
-            .read()
-            .expect("segments lock")
-            .iter()
-            .map(|s| s.len())
-            .sum();
+        let total: u64 = part.segments.read().expect("segments lock").iter().map(|s| s.len()).sum();
         let metrics = WriterMetrics {
             fsync_seconds: metrics::histogram!("strata_log_fsync_seconds", "topic" => topic.clone()),
             group_requests: metrics::histogram!("strata_log_group_commit_requests", "topic" => topic.clone()),
@@ -797,18 +685,13 @@ impl Writer {
         let mut reqs = std::mem::take(group).into_iter();
         while let Some(req) = reqs.next() {
             if req.records.is_empty() {
-                let _ = req.reply.send(Ok(AppendAck {
-                    base_offset: self.next_offset,
-                    count: 0,
-                }));
+                let _ = req.reply.send(Ok(AppendAck { base_offset: self.next_offset, count: 0 }));
                 continue;
             }
             let batch_len = (HEADER_BYTES + req.records.bytes_len()) as u64;
             let cur = self.len + self.buf.len() as u64;
             let too_big = cur + batch_len > self.segment_bytes_max;
-            let too_old = self
-                .first_append_ms
-                .is_some_and(|t| now.saturating_sub(t) > self.segment_age_ms as i64);
+            let too_old = self.first_append_ms.is_some_and(|t| now.saturating_sub(t) > self.segment_age_ms as i64);
             if cur > 0 && (too_big || too_old) {
                 let rolled = self.flush().and_then(|()| self.roll());
                 match rolled {
@@ -819,10 +702,9 @@ impl Writer {
                     }
                     Err(e) => {
                         let msg = e.to_string();
-                        self.fail_all(
-                            staged.drain(..).map(|(r, _)| r).chain(std::iter::once(req)),
-                            || self.failed_error(&msg),
-                        );
+                        self.fail_all(staged.drain(..).map(|(r, _)| r).chain(std::iter::once(req)), || {
+                            self.failed_error(&msg)
+                        });
                         self.fail_all(reqs, || self.failed_error(&msg));
                         return;
                     }
@@ -831,22 +713,13 @@ impl Writer {
             let position = self.len + self.buf.len() as u64;
             let rel = (self.next_offset - self.active.base_offset) as u32;
             if self.since_index >= self.index_interval_bytes {
-                self.staged_index.push(IndexEntry {
-                    rel,
-                    position: position as u32,
-                });
-                self.staged_time.push(TimeEntry {
-                    append_ms: now,
-                    rel,
-                });
+                self.staged_index.push(IndexEntry { rel, position: position as u32 });
+                self.staged_time.push(TimeEntry { append_ms: now, rel });
                 self.since_index = 0;
             }
             self.since_index += batch_len;
             let header = format::encode_batch(&mut self.buf, self.next_offset, now, &req.records);
-            let ack = AppendAck {
-                base_offset: header.base_offset,
-                count: header.record_count,
-            };
+            let ack = AppendAck { base_offset: header.base_offset, count: header.record_count };
             self.next_offset = header.end_offset();
             self.first_append_ms.get_or_insert(now);
             self.last_append_ms = now;
@@ -862,19 +735,13 @@ impl Writer {
             }
             Err(e) => {
                 let msg = e.to_string();
-                self.fail_all(staged.into_iter().map(|(r, _)| r), || {
-                    self.failed_error(&msg)
-                });
+                self.fail_all(staged.into_iter().map(|(r, _)| r), || self.failed_error(&msg));
             }
         }
     }
 
     fn failed_error(&self, reason: &str) -> Error {
-        Error::Failed {
-            topic: self.part.topic.clone(),
-            partition: self.part.id,
-            reason: reason.to_string(),
-        }
+        Error::Failed { topic: self.part.topic.clone(), partition: self.part.id, reason: reason.to_string() }
     }
 
     /// Writes the staged batches, fsyncs, and only then makes them visible to readers.
@@ -892,9 +759,7 @@ impl Writer {
             // Nothing of this group was acknowledged: cut the partial write off and go on.
             self.discard_staged();
             if let Err(e2) = self.active.file.set_len(self.len) {
-                self.poison(format!(
-                    "write failed ({e}) and the tail could not be cut ({e2})"
-                ));
+                self.poison(format!("write failed ({e}) and the tail could not be cut ({e2})"));
             }
             return Err(Error::Io { path, source: e });
         }
@@ -910,13 +775,9 @@ impl Writer {
         self.len += written;
         self.buf.clear();
         self.publish_index();
-        self.active
-            .max_append_ms
-            .store(self.staged_max_append_ms, Ordering::Release);
+        self.active.max_append_ms.store(self.staged_max_append_ms, Ordering::Release);
         self.active.durable_len.store(self.len, Ordering::Release);
-        self.active
-            .end_offset
-            .store(self.next_offset, Ordering::Release);
+        self.active.end_offset.store(self.next_offset, Ordering::Release);
         let records = self.next_offset - *self.part.end.borrow();
         self.metrics.records.increment(records);
         self.metrics.bytes.increment(written as f64);
@@ -951,32 +812,17 @@ impl Writer {
             tbytes.extend_from_slice(&e.append_ms.to_le_bytes());
             tbytes.extend_from_slice(&e.rel.to_le_bytes());
         }
-        if let Err(e) = self
-            .index_file
-            .write_all(&bytes)
-            .and_then(|()| self.time_file.write_all(&tbytes))
-        {
+        if let Err(e) = self.index_file.write_all(&bytes).and_then(|()| self.time_file.write_all(&tbytes)) {
             tracing::warn!(segment = %self.active.path.display(), error = %e, "cannot write index entries");
         }
-        self.active
-            .index
-            .write()
-            .expect("index lock")
-            .append(&mut self.staged_index);
-        self.active
-            .time_index
-            .write()
-            .expect("time index lock")
-            .append(&mut self.staged_time);
+        self.active.index.write().expect("index lock").append(&mut self.staged_index);
+        self.active.time_index.write().expect("time index lock").append(&mut self.staged_time);
     }
 
     /// Seals the active segment and starts a new one at `next_offset`.
     fn roll(&mut self) -> Result<()> {
         // The last batch gets a time entry so retention and time seeks see the segment's newest time.
-        let last = TimeEntry {
-            append_ms: self.last_append_ms,
-            rel: self.last_batch_rel,
-        };
+        let last = TimeEntry { append_ms: self.last_append_ms, rel: self.last_batch_rel };
         let mut tbytes = Vec::with_capacity(TIME_ENTRY_BYTES);
         tbytes.extend_from_slice(&last.append_ms.to_le_bytes());
         tbytes.extend_from_slice(&last.rel.to_le_bytes());
@@ -984,11 +830,7 @@ impl Writer {
         self.time_file.write_all(&tbytes).map_err(io_err(&p))?;
         self.time_file.sync_data().map_err(io_err(&p))?;
         self.index_file.sync_data().map_err(io_err(&p))?;
-        self.active
-            .time_index
-            .write()
-            .expect("time index lock")
-            .push(last);
+        self.active.time_index.write().expect("time index lock").push(last);
 
         let base = self.next_offset;
         create_segment_files(&self.dir, base)?;
@@ -1022,11 +864,7 @@ impl Writer {
 fn open_index_appenders(dir: &Path, base: u64) -> Result<(File, File)> {
     let open = |ext: &str| {
         let p = segment_path(dir, base, ext);
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
-            .map_err(io_err(&p))
+        OpenOptions::new().create(true).append(true).open(&p).map_err(io_err(&p))
     };
     Ok((open("index")?, open("timeindex")?))
 }

@@ -5,18 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_log::{
-    EmbeddedLog, EncodedRecords, Error, GroupOffset, Log, LogConfig, Record, TopicConfig,
-};
+use strata_log::{EmbeddedLog, EncodedRecords, Error, GroupOffset, Log, LogConfig, Record, TopicConfig};
 
 fn config(dir: &Path, segment_bytes_max: u64) -> LogConfig {
     let mut cfg = LogConfig::new(dir, 1);
-    cfg.topics = vec![TopicConfig {
-        name: "logs".into(),
-        partitions: 1,
-        retention_ms: None,
-        retention_bytes: None,
-    }];
+    cfg.topics = vec![TopicConfig { name: "logs".into(), partitions: 1, retention_ms: None, retention_bytes: None }];
     cfg.segment_bytes_max = segment_bytes_max;
     cfg.index_interval_bytes = 256;
     cfg
@@ -42,10 +35,7 @@ fn batch(range: std::ops::Range<u64>) -> EncodedRecords {
 
 async fn append_batches(log: &EmbeddedLog, n: u64, per: u64) {
     for b in 0..n {
-        let ack = log
-            .append("logs", 0, batch(b * per..(b + 1) * per))
-            .await
-            .unwrap();
+        let ack = log.append("logs", 0, batch(b * per..(b + 1) * per)).await.unwrap();
         assert_eq!(ack.base_offset, b * per);
         assert_eq!(ack.count as u64, per);
     }
@@ -109,10 +99,7 @@ async fn appends_read_back_across_segments_and_restarts() {
 }
 
 async fn append_batches_from(log: &EmbeddedLog, start: u64, n: u64) {
-    let ack = log
-        .append("logs", 0, batch(start..start + n))
-        .await
-        .unwrap();
+    let ack = log.append("logs", 0, batch(start..start + n)).await.unwrap();
     assert_eq!(ack.base_offset, start);
 }
 
@@ -134,10 +121,7 @@ async fn index_files_are_rebuilt_when_missing_or_wrong() {
     let log = EmbeddedLog::open(config(dir.path(), 8192)).unwrap();
     assert_prefix(&read_all(&log).unwrap(), 200);
     for probe in [0, 17, 99, 150, 199] {
-        assert_eq!(
-            log.read("logs", 0, probe, 1).unwrap().records[0].record,
-            record(probe)
-        );
+        assert_eq!(log.read("logs", 0, probe, 1).unwrap().records[0].record, record(probe));
     }
 }
 
@@ -156,9 +140,7 @@ async fn prepared_log(dir: &Path) -> (std::path::PathBuf, u64, u64) {
     let mut last = 0u64;
     while pos < len {
         last = pos;
-        pos += u64::from(u32::from_le_bytes(
-            data[pos as usize..pos as usize + 4].try_into().unwrap(),
-        ));
+        pos += u64::from(u32::from_le_bytes(data[pos as usize..pos as usize + 4].try_into().unwrap()));
     }
     assert_eq!(pos, len);
     (seg, last, len)
@@ -185,20 +167,13 @@ async fn a_torn_tail_at_every_byte_keeps_every_complete_batch() {
     for cut in last..len {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(src.path(), dir.path());
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.path().join(&rel))
-            .unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(dir.path().join(&rel)).unwrap();
         f.set_len(cut).unwrap();
         drop(f);
         let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
         let records = read_all(&log).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_prefix(&records, 27);
-        assert_eq!(
-            std::fs::metadata(dir.path().join(&rel)).unwrap().len(),
-            last,
-            "tail truncated"
-        );
+        assert_eq!(std::fs::metadata(dir.path().join(&rel)).unwrap().len(), last, "tail truncated");
         // The log goes on from where the torn batch would have started.
         let ack = log.append("logs", 0, batch(27..30)).await.unwrap();
         assert_eq!(ack.base_offset, 27);
@@ -253,12 +228,7 @@ async fn concurrent_appends_get_unique_contiguous_offsets() {
             let mut acks = Vec::new();
             for i in 0..50u64 {
                 let id = t * 1000 + i;
-                acks.push(
-                    log.append("logs", 0, batch(id..id + 1))
-                        .await
-                        .unwrap()
-                        .base_offset,
-                );
+                acks.push(log.append("logs", 0, batch(id..id + 1)).await.unwrap().base_offset);
             }
             acks
         }));
@@ -270,14 +240,10 @@ async fn concurrent_appends_get_unique_contiguous_offsets() {
     all.sort_unstable();
     assert_eq!(all, (0..800).collect::<Vec<u64>>());
     let records = read_all(&log).unwrap();
-    let mut ids: Vec<u64> = records
-        .iter()
-        .map(|(_, r)| u64::from_le_bytes(r.headers[0].1[..].try_into().unwrap()))
-        .collect();
+    let mut ids: Vec<u64> =
+        records.iter().map(|(_, r)| u64::from_le_bytes(r.headers[0].1[..].try_into().unwrap())).collect();
     ids.sort_unstable();
-    let want: Vec<u64> = (0..16u64)
-        .flat_map(|t| (0..50).map(move |i| t * 1000 + i))
-        .collect();
+    let want: Vec<u64> = (0..16u64).flat_map(|t| (0..50).map(move |i| t * 1000 + i)).collect();
     assert_eq!(ids, want);
 }
 
@@ -287,41 +253,19 @@ async fn consumer_groups_commit_durably_and_can_rewind() {
     {
         let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
         append_batches(&log, 4, 5).await;
-        let o = |offset| {
-            vec![GroupOffset {
-                topic: "logs".into(),
-                partition: 0,
-                offset,
-            }]
-        };
+        let o = |offset| vec![GroupOffset { topic: "logs".into(), partition: 0, offset }];
         log.commit_offsets("search", &o(12)).await.unwrap();
         log.commit_offsets("search", &o(3)).await.unwrap();
-        assert!(matches!(
-            log.commit_offsets("../x", &o(1)).await,
-            Err(Error::GroupName(_))
-        ));
+        assert!(matches!(log.commit_offsets("../x", &o(1)).await, Err(Error::GroupName(_))));
         assert!(
-            log.commit_offsets(
-                "g",
-                &[GroupOffset {
-                    topic: "nope".into(),
-                    partition: 0,
-                    offset: 1
-                }]
-            )
-            .await
-            .is_err()
+            log.commit_offsets("g", &[GroupOffset { topic: "nope".into(), partition: 0, offset: 1 }]).await.is_err()
         );
     }
     let log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
     assert_eq!(log.groups(), vec!["search".to_string()]);
     assert_eq!(
         log.committed_offsets("search").unwrap(),
-        vec![GroupOffset {
-            topic: "logs".into(),
-            partition: 0,
-            offset: 3
-        }]
+        vec![GroupOffset { topic: "logs".into(), partition: 0, offset: 3 }]
     );
 }
 
@@ -331,29 +275,17 @@ async fn seek_by_time_and_wait_for_new_records() {
     let log = Arc::new(EmbeddedLog::open(config(dir.path(), 4096)).unwrap());
     append_batches(&log, 10, 5).await;
     tokio::time::sleep(Duration::from_millis(30)).await;
-    let cut = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let cut = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     tokio::time::sleep(Duration::from_millis(30)).await;
     append_batches_from(&log, 50, 5).await;
     assert_eq!(log.offset_for_time("logs", 0, cut).unwrap(), 50);
     assert_eq!(log.offset_for_time("logs", 0, 0).unwrap(), 0);
     assert_eq!(log.offset_for_time("logs", 0, i64::MAX).unwrap(), 55);
     // A waiter wakes when a record arrives and times out when none does.
-    assert_eq!(
-        log.wait_for("logs", 0, 55, Duration::from_millis(50))
-            .await
-            .unwrap(),
-        55
-    );
+    assert_eq!(log.wait_for("logs", 0, 55, Duration::from_millis(50)).await.unwrap(), 55);
     let waiter = {
         let log = log.clone();
-        tokio::spawn(async move {
-            log.wait_for("logs", 0, 55, Duration::from_secs(10))
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { log.wait_for("logs", 0, 55, Duration::from_secs(10)).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(20)).await;
     append_batches_from(&log, 55, 1).await;
@@ -371,10 +303,7 @@ async fn retention_deletes_whole_old_segments_only() {
     let removed = log.enforce_retention(i64::MAX / 2).await.unwrap();
     let after = log.topics()[0].partitions[0].clone();
     assert_eq!(removed.len(), 1);
-    assert!(
-        after.bytes <= 10_000 && after.bytes + 4096 > 10_000,
-        "{after:?}"
-    );
+    assert!(after.bytes <= 10_000 && after.bytes + 4096 > 10_000, "{after:?}");
     assert_eq!(before.bytes - after.bytes, removed[0].bytes);
     assert!(after.earliest_offset > 0);
     assert_eq!(after.latest_offset, 300);
@@ -382,10 +311,7 @@ async fn retention_deletes_whole_old_segments_only() {
     let rest = read_all(&log).unwrap();
     assert_eq!(rest.first().unwrap().0, after.earliest_offset);
     assert_eq!(rest.len() as u64, 300 - after.earliest_offset);
-    assert!(matches!(
-        log.read("logs", 0, 0, 10),
-        Err(Error::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read("logs", 0, 0, 10), Err(Error::OffsetOutOfRange { .. })));
     drop(log);
 
     // Age: with a retention of 0 ms every sealed segment goes, the active one stays.
@@ -393,10 +319,7 @@ async fn retention_deletes_whole_old_segments_only() {
     cfg.topics[0].retention_ms = Some(0);
     let log = EmbeddedLog::open(cfg).unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     log.enforce_retention(now).await.unwrap();
     let info = &log.topics()[0].partitions[0];
     assert_eq!(info.segments, 1);
@@ -407,13 +330,8 @@ async fn retention_deletes_whole_old_segments_only() {
 async fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
-    let err = EmbeddedLog::open(config(dir.path(), 1 << 20))
-        .err()
-        .expect("second open fails");
-    assert!(
-        err.to_string().contains("in use by another process"),
-        "{err}"
-    );
+    let err = EmbeddedLog::open(config(dir.path(), 1 << 20)).err().expect("second open fails");
+    assert!(err.to_string().contains("in use by another process"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -423,26 +341,10 @@ async fn partitions_can_be_added_but_not_removed() {
     cfg.topics[0].partitions = 2;
     drop(EmbeddedLog::open(cfg.clone()).unwrap());
     cfg.topics[0].partitions = 3;
-    assert_eq!(
-        EmbeddedLog::open(cfg.clone())
-            .unwrap()
-            .partition_count("logs")
-            .unwrap(),
-        3
-    );
+    assert_eq!(EmbeddedLog::open(cfg.clone()).unwrap().partition_count("logs").unwrap(), 3);
     cfg.topics[0].partitions = 1;
     let err = EmbeddedLog::open(cfg).err().expect("shrinking fails");
-    assert!(
-        matches!(
-            err,
-            Error::PartitionShrink {
-                existing: 3,
-                configured: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::PartitionShrink { existing: 3, configured: 1, .. }), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -454,9 +356,7 @@ async fn a_reader_never_gets_ahead_of_the_published_end() {
             let log = log.clone();
             tokio::spawn(async move {
                 for i in 0..300u64 {
-                    log.append("logs", 0, batch(t * 10_000 + i..t * 10_000 + i + 1))
-                        .await
-                        .unwrap();
+                    log.append("logs", 0, batch(t * 10_000 + i..t * 10_000 + i + 1)).await.unwrap();
                 }
             })
         })
@@ -469,12 +369,7 @@ async fn a_reader_never_gets_ahead_of_the_published_end() {
             while seen < 1200 {
                 // Out of range would mean an earlier read handed out an offset past the end.
                 let r = log.read("logs", 0, pos, 512).unwrap();
-                assert!(
-                    r.next_offset <= r.end_offset,
-                    "{} > {}",
-                    r.next_offset,
-                    r.end_offset
-                );
+                assert!(r.next_offset <= r.end_offset, "{} > {}", r.next_offset, r.end_offset);
                 seen += r.records.len() as u64;
                 pos = r.next_offset;
             }
@@ -484,10 +379,5 @@ async fn a_reader_never_gets_ahead_of_the_published_end() {
     for w in writers {
         w.await.unwrap();
     }
-    assert_eq!(
-        tokio::task::spawn_blocking(move || reader.join().unwrap())
-            .await
-            .unwrap(),
-        1200
-    );
+    assert_eq!(tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap(), 1200);
 }

@@ -17,17 +17,9 @@ pub enum RecordError {
     #[error("field {0:?} is required")]
     Missing(&'static str),
     #[error("field {field:?} must be {expected}, got {got}")]
-    Type {
-        field: String,
-        expected: &'static str,
-        got: &'static str,
-    },
+    Type { field: String, expected: &'static str, got: &'static str },
     #[error("field {field:?} is {len} bytes, more than the limit of {max}")]
-    TooLong {
-        field: String,
-        len: usize,
-        max: usize,
-    },
+    TooLong { field: String, len: usize, max: usize },
     #[error("field {0:?} must not be empty")]
     Empty(&'static str),
     #[error("unknown field {0:?}")]
@@ -53,17 +45,13 @@ impl RecordError {
     pub fn reason(&self) -> &'static str {
         match self {
             RecordError::Json(_) => "invalid_json",
-            RecordError::NotAnObject(_) | RecordError::Type { .. } | RecordError::Value(_) => {
-                "wrong_type"
-            }
+            RecordError::NotAnObject(_) | RecordError::Type { .. } | RecordError::Value(_) => "wrong_type",
             RecordError::Missing(_) | RecordError::Empty(_) => "missing_field",
             RecordError::TooLong { .. } => "too_long",
             RecordError::UnknownField(_) => "unknown_field",
             RecordError::Future { .. } => "future_timestamp",
             RecordError::Timestamp(_) => "invalid_timestamp",
-            RecordError::MetricName(_)
-            | RecordError::LabelName(_)
-            | RecordError::ReservedLabel(_) => "invalid_name",
+            RecordError::MetricName(_) | RecordError::LabelName(_) | RecordError::ReservedLabel(_) => "invalid_name",
             RecordError::TooManyLabels { .. } => "too_many_labels",
         }
     }
@@ -128,18 +116,8 @@ pub fn is_valid_label_name(name: &str) -> bool {
 }
 
 /// Fields a log line knows; every other top-level field of a log record becomes an attribute.
-const LOG_FIELDS: [&str; 10] = [
-    "timestamp",
-    "source_id",
-    "level",
-    "message",
-    "run_id",
-    "trace_id",
-    "service",
-    "host",
-    "attributes",
-    "tenant",
-];
+const LOG_FIELDS: [&str; 10] =
+    ["timestamp", "source_id", "level", "message", "run_id", "trace_id", "service", "host", "attributes", "tenant"];
 
 /// Validates a log record from a producer and turns it into the stored form.
 pub fn normalize_log(v: Value, now_ns: i64, limits: &Limits) -> Result<LogLine, RecordError> {
@@ -173,33 +151,15 @@ pub fn normalize_log(v: Value, now_ns: i64, limits: &Limits) -> Result<LogLine, 
         attributes.entry(k).or_insert(v);
     }
     if !attributes.is_empty() {
-        check_len(
-            "attributes",
-            json_len(&attributes),
-            limits.attributes_bytes_max,
-        )?;
+        check_len("attributes", json_len(&attributes), limits.attributes_bytes_max)?;
     }
-    Ok(LogLine {
-        timestamp_ns,
-        source_id,
-        level,
-        message,
-        run_id,
-        trace_id,
-        service,
-        host,
-        attributes,
-    })
+    Ok(LogLine { timestamp_ns, source_id, level, message, run_id, trace_id, service, host, attributes })
 }
 
 /// Validates a metric point (`name`/`metric_name`, `labels`/`tags`, `value`, `timestamp`,
 /// `source_id`) and turns it into the stored form. Without `source_id` the `instance` label, if
 /// any, names the source.
-pub fn normalize_metric(
-    v: Value,
-    now_ns: i64,
-    limits: &Limits,
-) -> Result<MetricPoint, RecordError> {
+pub fn normalize_metric(v: Value, now_ns: i64, limits: &Limits) -> Result<MetricPoint, RecordError> {
     let mut obj = into_object(v)?;
     let timestamp_ns = timestamp(&mut obj, now_ns, limits)?;
     let name = match take_alias(&mut obj, "name", "metric_name") {
@@ -217,10 +177,7 @@ pub fn normalize_metric(
         Some((field, other)) => return Err(type_err(field, "an object", &other)),
     };
     if labels_in.len() > limits.labels_per_series_max {
-        return Err(RecordError::TooManyLabels {
-            count: labels_in.len(),
-            max: limits.labels_per_series_max,
-        });
+        return Err(RecordError::TooManyLabels { count: labels_in.len(), max: limits.labels_per_series_max });
     }
     let mut labels = BTreeMap::new();
     for (k, v) in labels_in {
@@ -235,20 +192,12 @@ pub fn normalize_metric(
             Value::String(s) => s,
             other => return Err(type_err(&format!("labels.{k}"), "a string", &other)),
         };
-        check_len(
-            &format!("labels.{k}"),
-            v.len(),
-            limits.label_value_bytes_max,
-        )?;
+        check_len(&format!("labels.{k}"), v.len(), limits.label_value_bytes_max)?;
         labels.insert(k, v);
     }
     let value = match obj.remove("value") {
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .ok_or_else(|| RecordError::Value(n.to_string()))?,
-        Some(Value::String(s)) => {
-            parse_special_float(&s).ok_or(RecordError::Value(format!("{s:?}")))?
-        }
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(|| RecordError::Value(n.to_string()))?,
+        Some(Value::String(s)) => parse_special_float(&s).ok_or(RecordError::Value(format!("{s:?}")))?,
         Some(other) => return Err(RecordError::Value(type_name(&other).to_string())),
         None => return Err(RecordError::Missing("value")),
     };
@@ -259,13 +208,7 @@ pub fn normalize_metric(
     if let Some(k) = obj.keys().next() {
         return Err(RecordError::UnknownField(k.clone()));
     }
-    Ok(MetricPoint {
-        name,
-        labels,
-        value,
-        timestamp_ns,
-        source_id,
-    })
+    Ok(MetricPoint { name, labels, value, timestamp_ns, source_id })
 }
 
 /// Validates an event (`type`, `timestamp`, `source_id`, `event_id`, `data`) and turns it into the
@@ -287,13 +230,7 @@ pub fn normalize_event(v: Value, now_ns: i64, limits: &Limits) -> Result<Event, 
     if let Some(k) = obj.keys().next() {
         return Err(RecordError::UnknownField(k.clone()));
     }
-    Ok(Event {
-        event_type,
-        timestamp_ns,
-        source_id,
-        event_id,
-        data,
-    })
+    Ok(Event { event_type, timestamp_ns, source_id, event_id, data })
 }
 
 fn into_object(v: Value) -> Result<Map<String, Value>, RecordError> {
@@ -303,33 +240,20 @@ fn into_object(v: Value) -> Result<Map<String, Value>, RecordError> {
     }
 }
 
-fn timestamp(
-    obj: &mut Map<String, Value>,
-    now_ns: i64,
-    limits: &Limits,
-) -> Result<i64, RecordError> {
+fn timestamp(obj: &mut Map<String, Value>, now_ns: i64, limits: &Limits) -> Result<i64, RecordError> {
     let ts = match obj.remove("timestamp") {
         None | Some(Value::Null) => return Ok(now_ns),
         Some(v) => parse_timestamp(&v)?,
     };
     let ahead_ns = ts.saturating_sub(now_ns);
-    let max_ns = i64::try_from(limits.future_skew_ms)
-        .unwrap_or(i64::MAX / 1_000_000)
-        .saturating_mul(1_000_000);
+    let max_ns = i64::try_from(limits.future_skew_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
     if ahead_ns > max_ns {
-        return Err(RecordError::Future {
-            ahead_ms: ahead_ns / 1_000_000,
-            max_ms: limits.future_skew_ms,
-        });
+        return Err(RecordError::Future { ahead_ms: ahead_ns / 1_000_000, max_ms: limits.future_skew_ms });
     }
     Ok(ts)
 }
 
-fn required_id(
-    obj: &mut Map<String, Value>,
-    field: &'static str,
-    limits: &Limits,
-) -> Result<String, RecordError> {
+fn required_id(obj: &mut Map<String, Value>, field: &'static str, limits: &Limits) -> Result<String, RecordError> {
     optional_id(obj, field, limits)?.ok_or(RecordError::Missing(field))
 }
 
@@ -351,33 +275,19 @@ fn optional_id(
     }
 }
 
-fn take_alias(
-    obj: &mut Map<String, Value>,
-    name: &'static str,
-    alias: &'static str,
-) -> Option<(&'static str, Value)> {
-    obj.remove(name)
-        .map(|v| (name, v))
-        .or_else(|| obj.remove(alias).map(|v| (alias, v)))
+fn take_alias(obj: &mut Map<String, Value>, name: &'static str, alias: &'static str) -> Option<(&'static str, Value)> {
+    obj.remove(name).map(|v| (name, v)).or_else(|| obj.remove(alias).map(|v| (alias, v)))
 }
 
 fn check_len(field: &str, len: usize, max: usize) -> Result<(), RecordError> {
     if len > max {
-        return Err(RecordError::TooLong {
-            field: field.to_string(),
-            len,
-            max,
-        });
+        return Err(RecordError::TooLong { field: field.to_string(), len, max });
     }
     Ok(())
 }
 
 fn type_err(field: &str, expected: &'static str, got: &Value) -> RecordError {
-    RecordError::Type {
-        field: field.to_string(),
-        expected,
-        got: type_name(got),
-    }
+    RecordError::Type { field: field.to_string(), expected, got: type_name(got) }
 }
 
 fn json_len(m: &Map<String, Value>) -> usize {
@@ -419,12 +329,9 @@ mod json_f64 {
             Repr::Num(n) => Ok(n),
             Repr::Str(s) => {
                 if let Some(bits) = s.strip_prefix("NaN:") {
-                    return u64::from_str_radix(bits, 16)
-                        .map(f64::from_bits)
-                        .map_err(serde::de::Error::custom);
+                    return u64::from_str_radix(bits, 16).map(f64::from_bits).map_err(serde::de::Error::custom);
                 }
-                super::parse_special_float(&s)
-                    .ok_or_else(|| serde::de::Error::custom(format!("bad float {s:?}")))
+                super::parse_special_float(&s).ok_or_else(|| serde::de::Error::custom(format!("bad float {s:?}")))
             }
         }
     }
@@ -447,20 +354,14 @@ mod tests {
 
     #[test]
     fn log_lines_normalise() {
-        let l = log(
-            json!({"timestamp": 1_700_000_000_000i64, "source_id": "web-1", "level": "WARN",
-            "message": "disk full", "run_id": "r1", "attributes": {"user_id": 42}, "pod": "p-1"}),
-        )
+        let l = log(json!({"timestamp": 1_700_000_000_000i64, "source_id": "web-1", "level": "WARN",
+            "message": "disk full", "run_id": "r1", "attributes": {"user_id": 42}, "pod": "p-1"}))
         .unwrap();
         assert_eq!(l.timestamp_ns, NOW);
         assert_eq!(l.level, "warn");
         assert_eq!(l.run_id.as_deref(), Some("r1"));
         assert_eq!(l.attributes["user_id"], json!(42));
-        assert_eq!(
-            l.attributes["pod"],
-            json!("p-1"),
-            "unknown top-level fields become attributes"
-        );
+        assert_eq!(l.attributes["pod"], json!("p-1"), "unknown top-level fields become attributes");
         let no_ts = log(json!({"source_id": "a", "message": "m"})).unwrap();
         assert_eq!(no_ts.timestamp_ns, NOW, "receive time when absent");
         assert_eq!(no_ts.level, "unknown");
@@ -471,26 +372,11 @@ mod tests {
         let cases = [
             (json!({"message": "m"}), r#"field "source_id" is required"#),
             (json!({"source_id": "a"}), r#"field "message" is required"#),
-            (
-                json!({"source_id": 7, "message": "m"}),
-                r#"field "source_id" must be a string, got a number"#,
-            ),
-            (
-                json!({"source_id": "a", "message": ["m"]}),
-                r#"field "message" must be a string, got an array"#,
-            ),
-            (
-                json!({"source_id": "a", "message": "m", "timestamp": "soon"}),
-                r#"timestamp "soon" is not RFC 3339"#,
-            ),
-            (
-                json!({"source_id": "a", "message": "m", "tenant": "other"}),
-                r#"unknown field "tenant""#,
-            ),
-            (
-                json!({"source_id": "", "message": "m"}),
-                r#"field "source_id" must not be empty"#,
-            ),
+            (json!({"source_id": 7, "message": "m"}), r#"field "source_id" must be a string, got a number"#),
+            (json!({"source_id": "a", "message": ["m"]}), r#"field "message" must be a string, got an array"#),
+            (json!({"source_id": "a", "message": "m", "timestamp": "soon"}), r#"timestamp "soon" is not RFC 3339"#),
+            (json!({"source_id": "a", "message": "m", "tenant": "other"}), r#"unknown field "tenant""#),
+            (json!({"source_id": "", "message": "m"}), r#"field "source_id" must not be empty"#),
             (json!([1]), "record must be a JSON object, got an array"),
             (
                 json!({"source_id": "a", "message": "m", "timestamp": (NOW / 1_000_000) + 11 * 60 * 1000}),
@@ -502,38 +388,23 @@ mod tests {
         }
         let long = "x".repeat(256 * 1024 + 1);
         assert_eq!(
-            log(json!({"source_id": "a", "message": long}))
-                .unwrap_err()
-                .to_string(),
+            log(json!({"source_id": "a", "message": long})).unwrap_err().to_string(),
             r#"field "message" is 262145 bytes, more than the limit of 262144"#
         );
     }
 
     #[test]
     fn metrics_validate_names_and_labels() {
-        let m = metric(
-            json!({"metric_name": "http_requests_total", "tags": {"code": "200", "instance": "h:9"},
-            "value": 3, "timestamp": "2023-11-14T22:13:20Z"}),
-        )
+        let m = metric(json!({"metric_name": "http_requests_total", "tags": {"code": "200", "instance": "h:9"},
+            "value": 3, "timestamp": "2023-11-14T22:13:20Z"}))
         .unwrap();
         assert_eq!(m.name, "http_requests_total");
         assert_eq!(m.source_id, "h:9");
         assert_eq!(m.value, 3.0);
-        assert!(
-            metric(json!({"name": "up", "value": "NaN", "source_id": "s"}))
-                .unwrap()
-                .value
-                .is_nan()
-        );
+        assert!(metric(json!({"name": "up", "value": "NaN", "source_id": "s"})).unwrap().value.is_nan());
         let cases = [
-            (
-                json!({"name": "1up", "value": 1}),
-                r#"metric name "1up" is not a valid Prometheus metric name"#,
-            ),
-            (
-                json!({"name": "up", "labels": {"__x": "1"}, "value": 1}),
-                r#"label name "__x" is reserved"#,
-            ),
+            (json!({"name": "1up", "value": 1}), r#"metric name "1up" is not a valid Prometheus metric name"#),
+            (json!({"name": "up", "labels": {"__x": "1"}, "value": 1}), r#"label name "__x" is reserved"#),
             (
                 json!({"name": "up", "labels": {"a-b": "1"}, "value": 1}),
                 r#"label name "a-b" is not a valid Prometheus label name"#,
@@ -547,23 +418,14 @@ mod tests {
                 r#"metric value must be a number or one of "NaN", "+Inf", "-Inf", got "x""#,
             ),
             (json!({"name": "up"}), r#"field "value" is required"#),
-            (
-                json!({"name": "up", "value": 1, "extra": 1}),
-                r#"unknown field "extra""#,
-            ),
+            (json!({"name": "up", "value": 1, "extra": 1}), r#"unknown field "extra""#),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                metric(input.clone()).unwrap_err().to_string(),
-                want,
-                "{input}"
-            );
+            assert_eq!(metric(input.clone()).unwrap_err().to_string(), want, "{input}");
         }
         let many: Map<String, Value> = (0..31).map(|i| (format!("l{i}"), json!("v"))).collect();
         assert_eq!(
-            metric(json!({"name": "up", "labels": many, "value": 1}))
-                .unwrap_err()
-                .to_string(),
+            metric(json!({"name": "up", "labels": many, "value": 1})).unwrap_err().to_string(),
             "31 labels, more than the limit of 30"
         );
     }
@@ -571,16 +433,7 @@ mod tests {
     #[test]
     fn metric_values_round_trip_through_json() {
         let stale = f64::from_bits(0x7ff0_0000_0000_0002);
-        for v in [
-            1.5,
-            -0.0,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NAN,
-            stale,
-            f64::MAX,
-            f64::MIN_POSITIVE,
-        ] {
+        for v in [1.5, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, stale, f64::MAX, f64::MIN_POSITIVE] {
             let p = MetricPoint {
                 name: "m".into(),
                 labels: BTreeMap::new(),
@@ -588,8 +441,7 @@ mod tests {
                 timestamp_ns: 1,
                 source_id: "s".into(),
             };
-            let back: MetricPoint =
-                serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+            let back: MetricPoint = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
             assert_eq!(back.value.to_bits(), v.to_bits());
         }
     }
@@ -597,28 +449,16 @@ mod tests {
     #[test]
     fn events_normalise() {
         let limits = Limits::default();
-        let e = normalize_event(
-            json!({"type": "signup", "source_id": "api", "data": {"plan": "pro"}}),
-            NOW,
-            &limits,
-        )
-        .unwrap();
+        let e = normalize_event(json!({"type": "signup", "source_id": "api", "data": {"plan": "pro"}}), NOW, &limits)
+            .unwrap();
         assert_eq!(e.event_type, "signup");
         assert_eq!(e.data["plan"], json!("pro"));
         assert_eq!(
-            normalize_event(json!({"source_id": "api"}), NOW, &limits)
-                .unwrap_err()
-                .to_string(),
+            normalize_event(json!({"source_id": "api"}), NOW, &limits).unwrap_err().to_string(),
             r#"field "type" is required"#
         );
         assert_eq!(
-            normalize_event(
-                json!({"type": "t", "source_id": "api", "data": 3}),
-                NOW,
-                &limits
-            )
-            .unwrap_err()
-            .to_string(),
+            normalize_event(json!({"type": "t", "source_id": "api", "data": 3}), NOW, &limits).unwrap_err().to_string(),
             r#"field "data" must be an object, got a number"#
         );
     }

@@ -17,8 +17,7 @@ pub enum TimestampError {
 pub fn parse_timestamp(v: &Value) -> Result<i64, TimestampError> {
     match v {
         Value::String(s) => {
-            let t = OffsetDateTime::parse(s, &Rfc3339)
-                .map_err(|_| TimestampError::Rfc3339(s.clone()))?;
+            let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| TimestampError::Rfc3339(s.clone()))?;
             let ns = t.unix_timestamp_nanos();
             if ns < 0 || ns > i128::from(i64::MAX) {
                 return Err(TimestampError::Range(s.clone()));
@@ -26,14 +25,11 @@ pub fn parse_timestamp(v: &Value) -> Result<i64, TimestampError> {
             Ok(ns as i64)
         }
         Value::Number(n) => {
-            let ms = n
-                .as_i64()
-                .ok_or_else(|| TimestampError::Type(n.to_string()))?;
+            let ms = n.as_i64().ok_or_else(|| TimestampError::Type(n.to_string()))?;
             if ms < 0 {
                 return Err(TimestampError::Range(n.to_string()));
             }
-            ms.checked_mul(1_000_000)
-                .ok_or_else(|| TimestampError::Range(n.to_string()))
+            ms.checked_mul(1_000_000).ok_or_else(|| TimestampError::Range(n.to_string()))
         }
         other => Err(TimestampError::Type(type_name(other).to_string())),
     }
@@ -65,18 +61,9 @@ mod tests {
 
     #[test]
     fn parses_both_forms() {
-        assert_eq!(
-            parse_timestamp(&json!(1_700_000_000_123i64)).unwrap(),
-            1_700_000_000_123_000_000
-        );
-        assert_eq!(
-            parse_timestamp(&json!("2023-11-14T22:13:20.123456789Z")).unwrap(),
-            1_700_000_000_123_456_789
-        );
-        assert_eq!(
-            parse_timestamp(&json!("2023-11-14T23:13:20+01:00")).unwrap(),
-            1_700_000_000_000_000_000
-        );
+        assert_eq!(parse_timestamp(&json!(1_700_000_000_123i64)).unwrap(), 1_700_000_000_123_000_000);
+        assert_eq!(parse_timestamp(&json!("2023-11-14T22:13:20.123456789Z")).unwrap(), 1_700_000_000_123_456_789);
+        assert_eq!(parse_timestamp(&json!("2023-11-14T23:13:20+01:00")).unwrap(), 1_700_000_000_000_000_000);
         assert!(parse_timestamp(&json!("yesterday")).is_err());
         assert!(parse_timestamp(&json!(1.5)).is_err());
         assert!(parse_timestamp(&json!(-1)).is_err());
@@ -87,9 +74,6 @@ mod tests {
     #[test]
     fn formats_round_trip() {
         let ns = 1_700_000_000_123_456_789;
-        assert_eq!(
-            parse_timestamp(&json!(format_rfc3339_nanos(ns))).unwrap(),
-            ns
-        );
+        assert_eq!(parse_timestamp(&json!(format_rfc3339_nanos(ns))).unwrap(), ns);
     }
 }

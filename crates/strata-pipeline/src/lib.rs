@@ -18,15 +18,9 @@ pub type Positions = BTreeMap<(String, u32), u64>;
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("i/o error on {path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("state file {path} is not valid: {reason}")]
-    Corrupt {
-        path: std::path::PathBuf,
-        reason: String,
-    },
+    Corrupt { path: std::path::PathBuf, reason: String },
 }
 
 /// A materialised view fed from the log.
@@ -41,12 +35,7 @@ pub trait Sink: Send + 'static {
     fn committed(&mut self) -> Result<Positions, SinkError>;
 
     /// Takes records read from one partition. Nothing of them needs to be durable until `commit`.
-    fn write(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        records: &[StoredRecord],
-    ) -> Result<(), SinkError>;
+    fn write(&mut self, topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError>;
 
     /// Makes everything written so far durable, in one atomic step with `positions`.
     fn commit(&mut self, positions: &Positions) -> Result<(), SinkError>;

@@ -20,11 +20,7 @@ pub struct ConsumerConfig {
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        ConsumerConfig {
-            read_bytes_max: 1 << 20,
-            commit_interval_ms: 1000,
-            idle_poll_ms: 20,
-        }
+        ConsumerConfig { read_bytes_max: 1 << 20, commit_interval_ms: 1000, idle_poll_ms: 20 }
     }
 }
 
@@ -64,18 +60,10 @@ pub fn spawn_consumer(log: Arc<dyn Log>, sink: Box<dyn Sink>, cfg: ConsumerConfi
         .name(name)
         .spawn(move || run(log, sink, cfg, stopped))
         .expect("spawn consumer thread");
-    Consumer {
-        stop,
-        thread: Some(thread),
-    }
+    Consumer { stop, thread: Some(thread) }
 }
 
-fn run(
-    log: Arc<dyn Log>,
-    mut sink: Box<dyn Sink>,
-    cfg: ConsumerConfig,
-    stopped: watch::Receiver<bool>,
-) {
+fn run(log: Arc<dyn Log>, mut sink: Box<dyn Sink>, cfg: ConsumerConfig, stopped: watch::Receiver<bool>) {
     let group = sink.group().to_string();
     let mut positions = match sink.committed() {
         Ok(p) => p,
@@ -98,10 +86,7 @@ fn run(
             let key = (topic.clone(), p);
             if let std::collections::btree_map::Entry::Vacant(slot) = positions.entry(key) {
                 // A sink without its own position starts where the group was, else at the beginning.
-                let from_group = group_offsets
-                    .iter()
-                    .find(|o| o.topic == topic && o.partition == p)
-                    .map(|o| o.offset);
+                let from_group = group_offsets.iter().find(|o| o.topic == topic && o.partition == p).map(|o| o.offset);
                 let earliest = log
                     .topics()
                     .into_iter()
@@ -111,24 +96,14 @@ fn run(
                 slot.insert(from_group.unwrap_or(earliest));
             }
             let lag = metrics::gauge!("strata_consumer_lag_records", "group" => group.clone(), "topic" => topic.clone(), "partition" => p.to_string());
-            parts.push(PartitionState {
-                topic: topic.clone(),
-                partition: p,
-                lag,
-            });
+            parts.push(PartitionState { topic: topic.clone(), partition: p, lag });
         }
     }
-    let records_total =
-        metrics::counter!("strata_consumer_records_total", "group" => group.clone());
+    let records_total = metrics::counter!("strata_consumer_records_total", "group" => group.clone());
     let errors_total = metrics::counter!("strata_consumer_errors_total", "group" => group.clone());
-    let skipped_total =
-        metrics::counter!("strata_consumer_skipped_records_total", "group" => group.clone());
-    let commit_seconds =
-        metrics::histogram!("strata_consumer_commit_seconds", "group" => group.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("consumer runtime");
+    let skipped_total = metrics::counter!("strata_consumer_skipped_records_total", "group" => group.clone());
+    let commit_seconds = metrics::histogram!("strata_consumer_commit_seconds", "group" => group.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("consumer runtime");
     let mut dirty = false;
     let mut last_commit = Instant::now();
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
@@ -143,8 +118,7 @@ fn run(
             let pos = positions[&key];
             match log.read(&ps.topic, ps.partition, pos, cfg.read_bytes_max) {
                 Ok(r) => {
-                    ps.lag
-                        .set(r.end_offset.saturating_sub(r.next_offset) as f64);
+                    ps.lag.set(r.end_offset.saturating_sub(r.next_offset) as f64);
                     if r.records.is_empty() {
                         continue;
                     }
@@ -159,9 +133,7 @@ fn run(
                     progressed = true;
                     dirty = true;
                 }
-                Err(LogError::OffsetOutOfRange {
-                    earliest, latest, ..
-                }) => {
+                Err(LogError::OffsetOutOfRange { earliest, latest, .. }) => {
                     // Retention removed records this consumer had not read yet, or its position
                     // is past the end after a log was replaced: go to the nearest valid offset.
                     let to = if pos < earliest { earliest } else { latest };
@@ -177,7 +149,9 @@ fn run(
                 }
             }
         }
-        if dirty && (stopping || !progressed || last_commit.elapsed() >= commit_every) {
+        // Commits follow the interval even when idle, so a slow trickle of records does not turn
+        // into one commit per record.
+        if dirty && (stopping || last_commit.elapsed() >= commit_every) {
             let t = Instant::now();
             match sink.commit(&positions) {
                 Ok(()) => {
@@ -210,10 +184,6 @@ fn run(
 pub fn to_group_offsets(positions: &Positions) -> Vec<GroupOffset> {
     positions
         .iter()
-        .map(|((topic, partition), &offset)| GroupOffset {
-            topic: topic.clone(),
-            partition: *partition,
-            offset,
-        })
+        .map(|((topic, partition), &offset)| GroupOffset { topic: topic.clone(), partition: *partition, offset })
         .collect()
 }

@@ -45,19 +45,11 @@ impl StatsSink {
     pub const GROUP: &'static str = "stats";
 
     pub fn new(dir: &Path, topics: Vec<String>) -> StatsSink {
-        StatsSink {
-            path: dir.join("stats.json"),
-            topics,
-            counts: BTreeMap::new(),
-            published: BTreeMap::new(),
-        }
+        StatsSink { path: dir.join("stats.json"), topics, counts: BTreeMap::new(), published: BTreeMap::new() }
     }
 
     fn io(&self) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
-        move |source| SinkError::Io {
-            path: self.path.clone(),
-            source,
-        }
+        move |source| SinkError::Io { path: self.path.clone(), source }
     }
 
     fn publish(&mut self) {
@@ -91,45 +83,22 @@ impl Sink for StatsSink {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Positions::new()),
             Err(e) => {
-                return Err(SinkError::Io {
-                    path: self.path.clone(),
-                    source: e,
-                });
+                return Err(SinkError::Io { path: self.path.clone(), source: e });
             }
         };
-        let bad = |reason: String| SinkError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        };
+        let bad = |reason: String| SinkError::Corrupt { path: self.path.clone(), reason };
         let f: StatsFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if f.version != STATS_FILE_VERSION || f.crc32c != crc(&f.body) {
             return Err(bad("unknown version or bad checksum".into()));
         }
-        self.counts = f
-            .body
-            .counts
-            .into_iter()
-            .map(|(t, k, c)| ((t, k), c))
-            .collect();
+        self.counts = f.body.counts.into_iter().map(|(t, k, c)| ((t, k), c)).collect();
         self.publish();
-        Ok(f.body
-            .positions
-            .into_iter()
-            .map(|(t, p, o)| ((t, p), o))
-            .collect())
+        Ok(f.body.positions.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
     }
 
-    fn write(
-        &mut self,
-        topic: &str,
-        _partition: u32,
-        records: &[StoredRecord],
-    ) -> Result<(), SinkError> {
+    fn write(&mut self, topic: &str, _partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
         for r in records {
-            let c = self
-                .counts
-                .entry((r.record.tenant.clone(), topic.to_string()))
-                .or_default();
+            let c = self.counts.entry((r.record.tenant.clone(), topic.to_string())).or_default();
             c.records += 1;
             c.bytes += r.record.payload.len() as u64;
         }
@@ -138,34 +107,20 @@ impl Sink for StatsSink {
 
     fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
         let body = StatsBody {
-            positions: positions
-                .iter()
-                .map(|((t, p), o)| (t.clone(), *p, *o))
-                .collect(),
-            counts: self
-                .counts
-                .iter()
-                .map(|((t, k), c)| (t.clone(), k.clone(), c.clone()))
-                .collect(),
+            positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+            counts: self.counts.iter().map(|((t, k), c)| (t.clone(), k.clone(), c.clone())).collect(),
         };
-        let file = StatsFile {
-            version: STATS_FILE_VERSION,
-            crc32c: crc(&body),
-            body,
-        };
+        let file = StatsFile { version: STATS_FILE_VERSION, crc32c: crc(&body), body };
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).map_err(self.io())?;
         }
         let tmp = self.path.with_extension("json.tmp");
         let mut f = File::create(&tmp).map_err(self.io())?;
-        f.write_all(&serde_json::to_vec(&file).expect("stats serialise"))
-            .map_err(self.io())?;
+        f.write_all(&serde_json::to_vec(&file).expect("stats serialise")).map_err(self.io())?;
         f.sync_all().map_err(self.io())?;
         fs::rename(&tmp, &self.path).map_err(self.io())?;
         let dir = self.path.parent().expect("stats file has a dir");
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(self.io())?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(self.io())?;
         self.publish();
         Ok(())
     }

@@ -11,8 +11,7 @@ async fn append(log: &EmbeddedLog, tenant: &str, n: u32) {
     for p in 0..2 {
         let mut e = EncodedRecords::new();
         for i in 0..n {
-            e.push(0, tenant, &format!("s{i}"), &[], b"0123456789")
-                .unwrap();
+            e.push(0, tenant, &format!("s{i}"), &[], b"0123456789").unwrap();
         }
         log.append("logs", p, e).await.unwrap();
     }
@@ -28,11 +27,7 @@ fn committed(dir: &std::path::Path) -> (u64, u64) {
 fn wait_for(dir: &std::path::Path, records: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while committed(dir).0 != records {
-        assert!(
-            Instant::now() < deadline,
-            "stats reached {:?}, want {records}",
-            committed(dir)
-        );
+        assert!(Instant::now() < deadline, "stats reached {:?}, want {records}", committed(dir));
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -44,47 +39,24 @@ async fn counts_resume_from_the_sinks_own_commit() {
     cfg.topics.retain(|t| t.name == "logs");
     let log = Arc::new(EmbeddedLog::open(cfg).unwrap());
     let meta = dir.path().join("meta");
-    let cc = ConsumerConfig {
-        commit_interval_ms: 50,
-        ..ConsumerConfig::default()
-    };
+    let cc = ConsumerConfig { commit_interval_ms: 50, ..ConsumerConfig::default() };
 
     append(&log, "a", 50).await;
-    let consumer = spawn_consumer(
-        log.clone(),
-        Box::new(StatsSink::new(&meta, vec!["logs".into()])),
-        cc.clone(),
-    );
+    let consumer = spawn_consumer(log.clone(), Box::new(StatsSink::new(&meta, vec!["logs".into()])), cc.clone());
     wait_for(&meta, 100);
     append(&log, "b", 10).await;
     wait_for(&meta, 120);
-    tokio::task::spawn_blocking(move || consumer.stop())
-        .await
-        .unwrap();
-    assert_eq!(
-        committed(&meta),
-        (120, 120),
-        "positions are committed with the counts"
-    );
+    tokio::task::spawn_blocking(move || consumer.stop()).await.unwrap();
+    assert_eq!(committed(&meta), (120, 120), "positions are committed with the counts");
 
     // Records appended while no consumer ran are counted once the next one starts, and the ones
     // counted before are not counted again.
     append(&log, "a", 5).await;
-    let consumer = spawn_consumer(
-        log.clone(),
-        Box::new(StatsSink::new(&meta, vec!["logs".into()])),
-        cc,
-    );
+    let consumer = spawn_consumer(log.clone(), Box::new(StatsSink::new(&meta, vec!["logs".into()])), cc);
     wait_for(&meta, 130);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(committed(&meta), (130, 130));
-    tokio::task::spawn_blocking(move || consumer.stop())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || consumer.stop()).await.unwrap();
     let group = log.committed_offsets("stats").unwrap();
-    assert_eq!(
-        group.iter().map(|o| o.offset).sum::<u64>(),
-        130,
-        "the group copy follows the sink"
-    );
+    assert_eq!(group.iter().map(|o| o.offset).sum::<u64>(), 130, "the group copy follows the sink");
 }

@@ -15,10 +15,7 @@ use crate::server::App;
 
 const RECORDS_LIMIT_MAX: usize = 1000;
 
-pub async fn topics(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+pub async fn topics(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     app.auth.admin(&headers)?;
     Ok(Json(json!({ "topics": app.log.topics() })))
 }
@@ -40,9 +37,7 @@ pub async fn records(
     app.auth.admin(&headers)?;
     let limit = q.limit.unwrap_or(10);
     if limit == 0 || limit > RECORDS_LIMIT_MAX {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {RECORDS_LIMIT_MAX}, got {limit}"
-        )));
+        return Err(ApiError::bad_request(format!("limit must be 1 to {RECORDS_LIMIT_MAX}, got {limit}")));
     }
     let log = app.log.clone();
     let info = log
@@ -54,40 +49,33 @@ pub async fn records(
         .partitions
         .iter()
         .find(|p| p.partition == partition)
-        .ok_or_else(|| {
-            ApiError::not_found(format!("topic {topic:?} has no partition {partition}"))
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("topic {topic:?} has no partition {partition}")))?;
     let offset = match (&q.time, q.offset) {
         (Some(t), _) => {
-            let v = t
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or_else(|_| Value::String(t.clone()));
-            let ns = strata_model::parse_timestamp(&v)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let v = t.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(t.clone()));
+            let ns = strata_model::parse_timestamp(&v).map_err(|e| ApiError::bad_request(e.to_string()))?;
             log.offset_for_time(&topic, partition, ns / 1_000_000)?
         }
         (None, Some(o)) => o,
         (None, None) => p.earliest_offset,
     };
-    let (records, next) =
-        tokio::task::spawn_blocking(move || -> Result<(Vec<StoredRecord>, u64), ApiError> {
-            let mut out = Vec::new();
-            let mut next = offset;
-            while out.len() < limit {
-                let r = log.read(&topic, partition, next, 256 << 10)?;
-                if r.records.is_empty() {
-                    break;
-                }
-                next = r.next_offset;
-                out.extend(r.records);
+    let (records, next) = tokio::task::spawn_blocking(move || -> Result<(Vec<StoredRecord>, u64), ApiError> {
+        let mut out = Vec::new();
+        let mut next = offset;
+        while out.len() < limit {
+            let r = log.read(&topic, partition, next, 256 << 10)?;
+            if r.records.is_empty() {
+                break;
             }
-            out.truncate(limit);
-            let next = out.last().map_or(next, |r| r.offset + 1);
-            Ok((out, next))
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+            next = r.next_offset;
+            out.extend(r.records);
+        }
+        out.truncate(limit);
+        let next = out.last().map_or(next, |r| r.offset + 1);
+        Ok((out, next))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
     let records: Vec<Value> = records.iter().map(record_json).collect();
     Ok(Json(json!({ "records": records, "next_offset": next })))
 }
@@ -105,12 +93,7 @@ pub fn record_json(r: &StoredRecord) -> Value {
         .record
         .headers
         .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                Value::String(String::from_utf8_lossy(v).into_owned()),
-            )
-        })
+        .map(|(k, v)| (k.clone(), Value::String(String::from_utf8_lossy(v).into_owned())))
         .collect();
     json!({
         "offset": r.offset,
@@ -142,10 +125,7 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-pub async fn groups(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+pub async fn groups(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     app.auth.admin(&headers)?;
     let topics = app.log.topics();
     let mut groups = Vec::new();
@@ -177,13 +157,7 @@ pub async fn groups(
 mod tests {
     #[test]
     fn base64_matches_rfc4648() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
             assert_eq!(super::base64(i.as_bytes()), o);
         }
     }

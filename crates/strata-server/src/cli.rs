@@ -52,28 +52,19 @@ fn get(r: &Remote, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value
     let token = match &r.token {
         Some(t) => Some(t.clone()),
         None => std::env::var("STRATA_ADMIN_TOKEN").ok().or_else(|| {
-            std::fs::read_to_string(r.data_dir.join("meta/admin-token"))
-                .ok()
-                .map(|t| t.trim().to_string())
+            std::fs::read_to_string(r.data_dir.join("meta/admin-token")).ok().map(|t| t.trim().to_string())
         }),
     };
     let client = reqwest::blocking::Client::new();
-    let mut req = client
-        .get(format!("{}{path}", r.server.trim_end_matches('/')))
-        .query(query);
+    let mut req = client.get(format!("{}{path}", r.server.trim_end_matches('/'))).query(query);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req
-        .send()
-        .with_context(|| format!("cannot reach {}", r.server))?;
+    let resp = req.send().with_context(|| format!("cannot reach {}", r.server))?;
     let status = resp.status();
     let body: Value = resp.json().context("the server's answer is not JSON")?;
     if !status.is_success() {
-        bail!(
-            "{status}: {}",
-            body["error"].as_str().unwrap_or("unknown error")
-        );
+        bail!("{status}: {}", body["error"].as_str().unwrap_or("unknown error"));
     }
     Ok(body)
 }
@@ -108,10 +99,7 @@ pub fn consume(a: &ConsumeArgs) -> anyhow::Result<()> {
     if let Some(t) = &a.time {
         query.push(("time", t.clone()));
     }
-    let path = format!(
-        "/admin/v1/topics/{}/partitions/{}/records",
-        a.topic, a.partition
-    );
+    let path = format!("/admin/v1/topics/{}/partitions/{}/records", a.topic, a.partition);
     let v = get(&a.remote, &path, &query)?;
     for r in v["records"].as_array().into_iter().flatten() {
         println!("{r}");
@@ -121,10 +109,7 @@ pub fn consume(a: &ConsumeArgs) -> anyhow::Result<()> {
 
 pub fn groups(r: &Remote) -> anyhow::Result<()> {
     let v = get(r, "/admin/v1/consumer-groups", &[])?;
-    println!(
-        "{:<16} {:<10} {:>9} {:>15} {:>15} {:>10}",
-        "GROUP", "TOPIC", "PARTITION", "COMMITTED", "LATEST", "LAG"
-    );
+    println!("{:<16} {:<10} {:>9} {:>15} {:>15} {:>10}", "GROUP", "TOPIC", "PARTITION", "COMMITTED", "LATEST", "LAG");
     for g in v["groups"].as_array().into_iter().flatten() {
         for p in g["partitions"].as_array().into_iter().flatten() {
             println!(

@@ -21,6 +21,7 @@ pub struct Config {
     pub log: LogSection,
     pub ingest: GatewayConfig,
     pub pipeline: PipelineSection,
+    pub search: SearchSection,
 }
 
 impl Default for Config {
@@ -33,6 +34,7 @@ impl Default for Config {
             log: LogSection::default(),
             ingest: GatewayConfig::default(),
             pipeline: PipelineSection::default(),
+            search: SearchSection::default(),
         }
     }
 }
@@ -80,9 +82,42 @@ pub struct PipelineSection {
 
 impl Default for PipelineSection {
     fn default() -> Self {
-        PipelineSection {
+        PipelineSection { commit_interval_ms: 1000, read_bytes_max: 1 << 20 }
+    }
+}
+
+/// Log search: indexing, queries, live tail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchSection {
+    /// How often new lines are committed, i.e. how soon after acknowledgement they are searchable.
+    pub commit_interval_ms: u64,
+    /// Memory of one index writer.
+    pub writer_memory_bytes: usize,
+    /// Day indexes written at once.
+    pub writers_max: usize,
+    /// Day indexes older than this many days are deleted.
+    pub retention_days: u32,
+    /// Per-tenant retention, overriding `retention_days`.
+    pub tenant_retention_days: std::collections::BTreeMap<String, u32>,
+    pub query_timeout_ms: u64,
+    pub tail_connections_per_tenant_max: usize,
+    pub tail_buffer_lines: usize,
+    pub tail_poll_ms: u64,
+}
+
+impl Default for SearchSection {
+    fn default() -> Self {
+        SearchSection {
             commit_interval_ms: 1000,
-            read_bytes_max: 1 << 20,
+            writer_memory_bytes: 64 << 20,
+            writers_max: 8,
+            retention_days: 90,
+            tenant_retention_days: Default::default(),
+            query_timeout_ms: 30_000,
+            tail_connections_per_tenant_max: 10,
+            tail_buffer_lines: 1000,
+            tail_poll_ms: 100,
         }
     }
 }
@@ -106,8 +141,8 @@ impl Config {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-            let from_file: toml::Value = toml::from_str(&text)
-                .map_err(|e| format!("config file {} is not valid TOML: {e}", path.display()))?;
+            let from_file: toml::Value =
+                toml::from_str(&text).map_err(|e| format!("config file {} is not valid TOML: {e}", path.display()))?;
             merge(&mut value, from_file);
         }
         let mut keys = Vec::new();
@@ -120,22 +155,13 @@ impl Config {
             if rest == "ADMIN_TOKEN" || rest == "LOG" {
                 continue;
             }
-            let Some(key) = keys
-                .iter()
-                .find(|k| k.replace('.', "_").eq_ignore_ascii_case(rest))
-            else {
-                return Err(format!(
-                    "environment variable {name} is not a configuration key"
-                ));
+            let Some(key) = keys.iter().find(|k| k.replace('.', "_").eq_ignore_ascii_case(rest)) else {
+                return Err(format!("environment variable {name} is not a configuration key"));
             };
             set_path(&mut value, key, parse_env_value(&raw));
         }
         if let Some(d) = &flags.data_dir {
-            set_path(
-                &mut value,
-                "data_dir",
-                toml::Value::String(d.display().to_string()),
-            );
+            set_path(&mut value, "data_dir", toml::Value::String(d.display().to_string()));
         }
         if let Some(a) = &flags.http_addr {
             set_path(&mut value, "http_addr", toml::Value::String(a.clone()));
@@ -152,21 +178,15 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        self.http_addr.parse::<SocketAddr>().map_err(|e| {
-            format!(
-                "invalid configuration key http_addr: {:?} is not host:port ({e})",
-                self.http_addr
-            )
-        })?;
+        self.http_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("invalid configuration key http_addr: {:?} is not host:port ({e})", self.http_addr))?;
         if self.data_dir.as_os_str().is_empty() {
             return Err("invalid configuration key data_dir: must not be empty".into());
         }
         let l = &self.log;
         if !(1..=1024).contains(&l.partitions) {
-            return Err(format!(
-                "invalid configuration key log.partitions: must be 1 to 1024, got {}",
-                l.partitions
-            ));
+            return Err(format!("invalid configuration key log.partitions: must be 1 to 1024, got {}", l.partitions));
         }
         if !(1 << 20..=1 << 31).contains(&l.segment_bytes_max) {
             return Err(format!(
@@ -175,21 +195,39 @@ impl Config {
             ));
         }
         if l.append_queue_max == 0 {
-            return Err(
-                "invalid configuration key log.append_queue_max: must be at least 1".into(),
-            );
+            return Err("invalid configuration key log.append_queue_max: must be at least 1".into());
         }
         if l.retention_check_interval_ms == 0 {
-            return Err(
-                "invalid configuration key log.retention_check_interval_ms: must be at least 1"
-                    .into(),
-            );
+            return Err("invalid configuration key log.retention_check_interval_ms: must be at least 1".into());
         }
-        self.ingest
-            .validate()
-            .map_err(|e| format!("invalid configuration key {e}"))?;
+        self.ingest.validate().map_err(|e| format!("invalid configuration key {e}"))?;
+        let s = &self.search;
+        if s.writer_memory_bytes < 15_000_000 {
+            return Err(format!(
+                "invalid configuration key search.writer_memory_bytes: must be at least 15000000, got {}",
+                s.writer_memory_bytes
+            ));
+        }
+        for (key, v) in [
+            ("search.commit_interval_ms", s.commit_interval_ms),
+            ("search.writers_max", s.writers_max as u64),
+            ("search.retention_days", u64::from(s.retention_days)),
+            ("search.query_timeout_ms", s.query_timeout_ms),
+            ("search.tail_buffer_lines", s.tail_buffer_lines as u64),
+            ("search.tail_poll_ms", s.tail_poll_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("invalid configuration key {key}: must be at least 1"));
+            }
+        }
+        for tenant in s.tenant_retention_days.keys() {
+            strata_model::TenantId::new(tenant)
+                .map_err(|e| format!("invalid configuration key search.tenant_retention_days.{tenant}: {e}"))?;
+        }
         if self.pipeline.commit_interval_ms == 0 || self.pipeline.read_bytes_max == 0 {
-            return Err("invalid configuration key pipeline: commit_interval_ms and read_bytes_max must be positive".into());
+            return Err(
+                "invalid configuration key pipeline: commit_interval_ms and read_bytes_max must be positive".into()
+            );
         }
         Ok(())
     }
@@ -209,8 +247,7 @@ impl Config {
         c.append_queue_max = self.log.append_queue_max;
         c.group_commit_bytes_max = self.log.group_commit_bytes_max;
         // One request's records for one partition must fit one batch.
-        c.batch_bytes_max =
-            (self.ingest.decompressed_bytes_max * 3 / 2 + (1 << 20)).min(1 << 30) as u32;
+        c.batch_bytes_max = (self.ingest.decompressed_bytes_max * 3 / 2 + (1 << 20)).min(1 << 30) as u32;
         c
     }
 }
@@ -234,11 +271,7 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 fn leaf_keys(v: &toml::Value, prefix: String, out: &mut Vec<String>) {
     if let toml::Value::Table(t) = v {
         for (k, v) in t {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
             if v.is_table() {
                 leaf_keys(v, key, out);
             } else {
@@ -257,9 +290,7 @@ fn set_path(v: &mut toml::Value, path: &str, new: toml::Value) {
             t.insert(p.to_string(), new);
             return;
         }
-        cur = t
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
     }
 }
 
@@ -305,42 +336,22 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (
-                Some("[log]\npartitions = \"many\"\n"),
-                vec![],
-                "invalid configuration key log.partitions",
-            ),
-            (
-                Some("[log]\nparts = 3\n"),
-                vec![],
-                "invalid configuration key log",
-            ),
+            (Some("[log]\npartitions = \"many\"\n"), vec![], "invalid configuration key log.partitions"),
+            (Some("[log]\nparts = 3\n"), vec![], "invalid configuration key log"),
             (
                 Some("[log]\npartitions = 0\n"),
                 vec![],
                 "invalid configuration key log.partitions: must be 1 to 1024, got 0",
             ),
-            (
-                Some("http_addr = \"nowhere\"\n"),
-                vec![],
-                "invalid configuration key http_addr",
-            ),
-            (
-                Some("[ingest]\nbody_bytes_max = 0\n"),
-                vec![],
-                "invalid configuration key ingest.body_bytes_max",
-            ),
+            (Some("http_addr = \"nowhere\"\n"), vec![], "invalid configuration key http_addr"),
+            (Some("[ingest]\nbody_bytes_max = 0\n"), vec![], "invalid configuration key ingest.body_bytes_max"),
             (Some("this is not toml"), vec![], "is not valid TOML"),
             (
                 None,
                 vec![("STRATA_LOG_PARTITONS", "3")],
                 "environment variable STRATA_LOG_PARTITONS is not a configuration key",
             ),
-            (
-                None,
-                vec![("STRATA_LOG_PARTITIONS", "x")],
-                "invalid configuration key log.partitions",
-            ),
+            (None, vec![("STRATA_LOG_PARTITIONS", "x")], "invalid configuration key log.partitions"),
         ];
         for (file, env, want) in cases {
             let err = load(file, &env, Overrides::default()).unwrap_err();

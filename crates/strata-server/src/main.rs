@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod config;
+mod search;
 mod server;
 
 use std::path::PathBuf;
@@ -49,18 +50,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve {
-            data_dir,
-            http_addr,
-            config,
-            no_auth,
-        } => {
+        Command::Serve { data_dir, http_addr, config, no_auth } => {
             init_tracing();
-            let flags = config::Overrides {
-                data_dir,
-                http_addr,
-                no_auth,
-            };
+            let flags = config::Overrides { data_dir, http_addr, no_auth };
             let cfg = match config::Config::load(config.as_deref(), std::env::vars(), &flags) {
                 Ok(c) => c,
                 Err(e) => {
@@ -68,10 +60,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("strata")
-                .build();
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("strata").build();
             let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -15,16 +15,20 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use strata_gateway::{AdminTokenSource, ApiError, Auth, Gateway};
 use strata_log::{EmbeddedLog, Log};
 use strata_pipeline::{ConsumerConfig, StatsSink, spawn_consumer};
+use strata_search::{IndexerConfig, Indexes, SearchSink, TailConfig, TailHub};
 use tower::ServiceExt;
 
-use crate::admin;
 use crate::config::Config;
+use crate::{admin, search};
 
 /// Everything a request handler may need once the server is ready.
 pub struct App {
     pub log: Arc<dyn Log>,
     pub auth: Arc<Auth>,
     pub gateway: Arc<Gateway>,
+    pub indexes: Arc<Indexes>,
+    pub tail: TailHub,
+    pub search_cfg: crate::config::SearchSection,
 }
 
 /// The listener's view: health answers at once, everything else waits for readiness.
@@ -35,25 +39,13 @@ struct Shell {
 }
 
 fn install_metrics() -> anyhow::Result<PrometheusHandle> {
-    let latency = [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ];
-    let sizes = [
-        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-    ];
-    let bytes = [
-        1024.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
-    ];
+    let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+    let bytes = [1024.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0];
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)?
-        .set_buckets_for_metric(
-            Matcher::Full("strata_log_group_commit_requests".into()),
-            &sizes,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full("strata_log_group_commit_bytes".into()),
-            &bytes,
-        )?
+        .set_buckets_for_metric(Matcher::Full("strata_log_group_commit_requests".into()), &sizes)?
+        .set_buckets_for_metric(Matcher::Full("strata_log_group_commit_bytes".into()), &bytes)?
         .install_recorder()
         .context("cannot install the metrics recorder")
 }
@@ -68,11 +60,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "listening");
 
-    let shell = Arc::new(Shell {
-        metrics,
-        ready: OnceLock::new(),
-        app: OnceLock::new(),
-    });
+    let shell = Arc::new(Shell { metrics, ready: OnceLock::new(), app: OnceLock::new() });
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -97,18 +85,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     // Recovery may take a while on a large log; /healthz answers meanwhile, /readyz says 503.
     let log_cfg = cfg.log_config();
-    let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(log_cfg))
-        .await?
-        .context("cannot open the log")?;
+    let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(log_cfg)).await?.context("cannot open the log")?;
     let log = Arc::new(log);
     let meta = cfg.data_dir.join("meta");
-    let (auth, token_source) =
-        Auth::open(&meta, std::env::var("STRATA_ADMIN_TOKEN").ok(), cfg.no_auth)
-            .context("cannot open the tenant store")?;
+    let (auth, token_source) = Auth::open(&meta, std::env::var("STRATA_ADMIN_TOKEN").ok(), cfg.no_auth)
+        .context("cannot open the tenant store")?;
     if cfg.no_auth {
-        tracing::warn!(
-            "authentication is off: every request acts as tenant \"default\" with admin rights"
-        );
+        tracing::warn!("authentication is off: every request acts as tenant \"default\" with admin rights");
     } else {
         match token_source {
             AdminTokenSource::Environment => tracing::info!("admin token from STRATA_ADMIN_TOKEN"),
@@ -128,29 +111,44 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         commit_interval_ms: cfg.pipeline.commit_interval_ms,
         ..ConsumerConfig::default()
     };
-    let topics = strata_model::Kind::ALL
-        .iter()
-        .map(|k| k.topic().to_string())
-        .collect();
-    let stats = spawn_consumer(
+    let topics = strata_model::Kind::ALL.iter().map(|k| k.topic().to_string()).collect();
+    let stats = spawn_consumer(dyn_log.clone(), Box::new(StatsSink::new(&meta, topics)), consumer_cfg.clone());
+    let indexes = Arc::new(Indexes::new(cfg.data_dir.join("search")).context("cannot open the search directory")?);
+    let indexer_cfg = IndexerConfig {
+        writer_memory_bytes: cfg.search.writer_memory_bytes,
+        writers_max: cfg.search.writers_max,
+        ..IndexerConfig::default()
+    };
+    let search_consumer = spawn_consumer(
         dyn_log.clone(),
-        Box::new(StatsSink::new(&meta, topics)),
-        consumer_cfg,
+        Box::new(SearchSink::new(indexes.clone(), indexer_cfg)),
+        ConsumerConfig { commit_interval_ms: cfg.search.commit_interval_ms, ..consumer_cfg },
+    );
+    let tail = TailHub::start(
+        dyn_log.clone(),
+        TailConfig {
+            buffer_lines: cfg.search.tail_buffer_lines,
+            connections_per_tenant_max: cfg.search.tail_connections_per_tenant_max,
+            poll_ms: cfg.search.tail_poll_ms,
+        },
     );
 
     let app = Arc::new(App {
         log: dyn_log.clone(),
         auth: auth.clone(),
         gateway: gateway.clone(),
+        indexes: indexes.clone(),
+        tail: tail.clone(),
+        search_cfg: cfg.search.clone(),
     });
     let inner = strata_gateway::routes(gateway.clone()).merge(
         Router::new()
             .route("/admin/v1/topics", get(admin::topics))
-            .route(
-                "/admin/v1/topics/{topic}/partitions/{partition}/records",
-                get(admin::records),
-            )
+            .route("/admin/v1/topics/{topic}/partitions/{partition}/records", get(admin::records))
             .route("/admin/v1/consumer-groups", get(admin::groups))
+            .route("/query/v1/logs/search", get(search::search).post(search::search))
+            .route("/query/v1/logs/histogram", get(search::histogram).post(search::histogram))
+            .route("/query/v1/logs/tail", get(search::tail))
             .with_state(app.clone()),
     );
     let _ = shell.app.set(app);
@@ -159,6 +157,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let retention = {
         let log = log.clone();
+        let indexes = indexes.clone();
+        let search_cfg = cfg.search.clone();
         let every = Duration::from_millis(cfg.log.retention_check_interval_ms);
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
@@ -170,6 +170,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 if let Err(e) = log.enforce_retention(now_ms()).await {
                     tracing::error!(error = %e, "retention failed");
                 }
+                let (indexes, search_cfg) = (indexes.clone(), search_cfg.clone());
+                let _ = tokio::task::spawn_blocking(move || search_retention(&indexes, &search_cfg)).await;
             }
         })
     };
@@ -177,6 +179,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut stop_rx2 = stop_rx.clone();
     let _ = stop_rx2.wait_for(|s| *s).await;
     tracing::info!("shutting down: finishing in-flight requests");
+    // Live tails would otherwise hold the shutdown open.
+    tail.stop();
     match tokio::time::timeout(Duration::from_millis(cfg.shutdown_timeout_ms), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
@@ -187,6 +191,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     retention.abort();
     tokio::task::spawn_blocking(move || {
         stats.stop();
+        search_consumer.stop();
         log.close();
     })
     .await?;
@@ -194,11 +199,23 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes whole day indexes past each tenant's retention, and reports index sizes.
+fn search_retention(indexes: &Indexes, cfg: &crate::config::SearchSection) {
+    let today = strata_search::day_of(now_ms().saturating_mul(1_000_000));
+    for tenant in indexes.tenants() {
+        let days = cfg.tenant_retention_days.get(tenant.as_str()).copied().unwrap_or(cfg.retention_days);
+        let keep_from = today - time::Duration::days(i64::from(days) - 1);
+        let removed = indexes.remove_days_before(&tenant, keep_from);
+        if !removed.is_empty() {
+            tracing::info!(%tenant, days = removed.len(), "search retention removed day indexes");
+        }
+        metrics::gauge!("strata_search_index_bytes", "tenant" => tenant.to_string())
+            .set(indexes.tenant_size_bytes(&tenant) as f64);
+    }
+}
+
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 async fn wait_for_signal() {
@@ -228,10 +245,7 @@ async fn readyz(State(shell): State<Arc<Shell>>) -> Response {
             if failed.is_empty() {
                 (StatusCode::OK, "ready\n").into_response()
             } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("log partitions failed: {}\n", failed.join(", ")),
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, format!("log partitions failed: {}\n", failed.join(", ")))
                     .into_response()
             }
         }
@@ -241,8 +255,7 @@ async fn readyz(State(shell): State<Arc<Shell>>) -> Response {
 
 async fn metrics_text(State(shell): State<Arc<Shell>>) -> Response {
     if let Some(app) = shell.app.get() {
-        metrics::gauge!("strata_ingest_memory_available_bytes")
-            .set(app.gateway.memory_available_bytes() as f64);
+        metrics::gauge!("strata_ingest_memory_available_bytes").set(app.gateway.memory_available_bytes() as f64);
         for t in app.log.topics() {
             for p in &t.partitions {
                 metrics::gauge!("strata_log_end_offset", "topic" => t.name.clone(), "partition" => p.partition.to_string())
@@ -250,11 +263,7 @@ async fn metrics_text(State(shell): State<Arc<Shell>>) -> Response {
             }
         }
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shell.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shell.metrics.render()).into_response()
 }
 
 async fn forward(State(shell): State<Arc<Shell>>, req: Request<Body>) -> Response {
@@ -263,8 +272,6 @@ async fn forward(State(shell): State<Arc<Shell>>, req: Request<Body>) -> Respons
             Ok(resp) => resp,
             Err(never) => match never {},
         },
-        None => {
-            ApiError::overloaded("the server is starting: recovering the log", 1).into_response()
-        }
+        None => ApiError::overloaded("the server is starting: recovering the log", 1).into_response(),
     }
 }

@@ -20,8 +20,7 @@ const BATCH: u64 = 10;
 
 #[test]
 fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
-    let mut server =
-        Server::start("[log]\nsegment_bytes_max = 1048576\n[pipeline]\ncommit_interval_ms = 200\n");
+    let mut server = Server::start("[log]\nsegment_bytes_max = 1048576\n[pipeline]\ncommit_interval_ms = 200\n");
     let key = server.tenant_key("crash");
     let port = server.port;
     let stop = Arc::new(AtomicBool::new(false));
@@ -34,7 +33,9 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let body: String = (seq..seq + BATCH)
-                    .map(|n| format!("{}\n", json!({"source_id": format!("client-{c}"), "message": format!("c{c} n{n}")})))
+                    .map(|n| {
+                        format!("{}\n", json!({"source_id": format!("client-{c}"), "message": format!("c{c} n{n}")}))
+                    })
                     .collect();
                 let r = http
                     .post(format!("http://127.0.0.1:{port}/ingest/v1/logs"))
@@ -72,29 +73,15 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let total_in_log = loop {
         let topics = server.admin_get("/admin/v1/topics");
-        let logs = topics["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "logs")
-            .unwrap()
-            .clone();
-        let total: u64 = logs["partitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["latest_offset"].as_u64().unwrap())
-            .sum();
-        let counted = server
-            .metric("strata_stored_records_total{tenant=\"crash\",kind=\"logs\"}")
-            .unwrap_or(0.0) as u64;
+        let logs = topics["topics"].as_array().unwrap().iter().find(|t| t["name"] == "logs").unwrap().clone();
+        let total: u64 =
+            logs["partitions"].as_array().unwrap().iter().map(|p| p["latest_offset"].as_u64().unwrap()).sum();
+        let counted =
+            server.metric("strata_stored_records_total{tenant=\"crash\",kind=\"logs\"}").unwrap_or(0.0) as u64;
         if counted == total {
             break total;
         }
-        assert!(
-            Instant::now() < deadline,
-            "stats counted {counted} of {total} records"
-        );
+        assert!(Instant::now() < deadline, "stats counted {counted} of {total} records");
         assert!(
             counted < total,
             "stats counted {counted}, more than the {total} records in the log\ntopics: {}\ngroups: {}\n{}",
@@ -113,10 +100,7 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
 
     let acked = acked.lock().unwrap().clone();
     let acked_count: usize = acked.values().map(BTreeSet::len).sum();
-    assert!(
-        acked_count >= 2000,
-        "too few acknowledged records to mean anything: {acked_count}"
-    );
+    assert!(acked_count >= 2000, "too few acknowledged records to mean anything: {acked_count}");
 
     // Read the log files directly: every batch is CRC-checked on the way.
     let log = EmbeddedLog::open(LogConfig::new(server.data_dir().join("log"), 4)).unwrap();
@@ -125,9 +109,7 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
     for p in 0..4 {
         let mut offset = 0;
         loop {
-            let r = log
-                .read("logs", p, offset, 1 << 20)
-                .unwrap_or_else(|e| panic!("logs/{p} at {offset}: {e}"));
+            let r = log.read("logs", p, offset, 1 << 20).unwrap_or_else(|e| panic!("logs/{p} at {offset}: {e}"));
             if r.records.is_empty() {
                 break;
             }
@@ -147,19 +129,11 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
     for c in 0..CLIENTS {
         let got = seen.remove(&c).unwrap_or_default();
         // One client's records are in one partition, in the order it sent them, none twice.
-        assert!(
-            got.windows(2).all(|w| w[0] < w[1]),
-            "client {c}: out of order or duplicated"
-        );
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "client {c}: out of order or duplicated");
         let got: BTreeSet<u64> = got.into_iter().collect();
         let want = acked.get(&c).cloned().unwrap_or_default();
         let lost: Vec<&u64> = want.difference(&got).collect();
-        assert!(
-            lost.is_empty(),
-            "client {c} lost {} acknowledged records, first {:?}",
-            lost.len(),
-            lost.first()
-        );
+        assert!(lost.is_empty(), "client {c} lost {} acknowledged records, first {:?}", lost.len(), lost.first());
     }
     eprintln!("{KILLS} kills, {acked_count} records acknowledged, {records} in the log");
 }

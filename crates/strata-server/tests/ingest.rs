@@ -10,41 +10,20 @@ use std::time::Duration;
 use common::{ADMIN_TOKEN, Server};
 use serde_json::{Value, json};
 
-fn post(
-    s: &Server,
-    path: &str,
-    key: Option<&str>,
-    ct: &str,
-    body: Vec<u8>,
-) -> (u16, Option<String>, Value) {
-    let mut req = s
-        .http
-        .post(s.url(path))
-        .header("content-type", ct)
-        .body(body);
+fn post(s: &Server, path: &str, key: Option<&str>, ct: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
+    let mut req = s.http.post(s.url(path)).header("content-type", ct).body(body);
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
     let r = req.send().unwrap();
     let status = r.status().as_u16();
-    let retry = r
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
     let text = r.text().unwrap();
-    (
-        status,
-        retry,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, retry, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 fn ndjson(values: &[Value]) -> Vec<u8> {
-    values
-        .iter()
-        .map(|v| format!("{v}\n"))
-        .collect::<String>()
-        .into_bytes()
+    values.iter().map(|v| format!("{v}\n")).collect::<String>().into_bytes()
 }
 
 #[test]
@@ -56,31 +35,10 @@ fn logs_events_metrics_and_raw_payloads_land_in_the_log() {
          "run_id": "r7", "trace_id": "t1", "attributes": {"user_id": 42}},
         {"timestamp": 1767323045000i64, "source_id": "web-2", "level": "info", "message": "ok"}
     ]);
-    let (st, _, body) = post(
-        &s,
-        "/ingest/v1/logs",
-        Some(&key),
-        "application/json",
-        logs.to_string().into_bytes(),
-    );
-    assert_eq!(
-        (st, body.clone()),
-        (200, json!({"accepted": 2, "rejected": 0, "errors": []}))
-    );
-    let events = ndjson(&[
-        json!({"type": "signup", "source_id": "api", "event_id": "e1", "data": {"plan": "pro"}}),
-    ]);
-    assert_eq!(
-        post(
-            &s,
-            "/ingest/v1/events",
-            Some(&key),
-            "application/x-ndjson",
-            events
-        )
-        .0,
-        200
-    );
+    let (st, _, body) = post(&s, "/ingest/v1/logs", Some(&key), "application/json", logs.to_string().into_bytes());
+    assert_eq!((st, body.clone()), (200, json!({"accepted": 2, "rejected": 0, "errors": []})));
+    let events = ndjson(&[json!({"type": "signup", "source_id": "api", "event_id": "e1", "data": {"plan": "pro"}})]);
+    assert_eq!(post(&s, "/ingest/v1/events", Some(&key), "application/x-ndjson", events).0, 200);
     let metrics = ndjson(&[
         json!({"name": "http_requests_total", "labels": {"code": "200"}, "value": 5, "source_id": "web-1"}),
         json!({"metric_name": "cpu", "tags": {"core": "0"}, "value": 0.5, "source_id": "web-1"}),
@@ -100,11 +58,7 @@ fn logs_events_metrics_and_raw_payloads_land_in_the_log() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let zs = zstd::encode_all(
-        &ndjson(&[json!({"source_id": "z", "message": "zstd line"})])[..],
-        3,
-    )
-    .unwrap();
+    let zs = zstd::encode_all(&ndjson(&[json!({"source_id": "z", "message": "zstd line"})])[..], 3).unwrap();
     let r = s
         .http
         .post(s.url("/ingest/v1/logs"))
@@ -127,29 +81,20 @@ fn logs_events_metrics_and_raw_payloads_land_in_the_log() {
 
     let logs = s.all_records("logs");
     assert_eq!(logs.len(), 3);
-    let disk = logs
-        .iter()
-        .find(|r| r["payload"]["message"] == "disk full")
-        .unwrap();
+    let disk = logs.iter().find(|r| r["payload"]["message"] == "disk full").unwrap();
     assert_eq!(disk["tenant"], "acme");
     assert_eq!(disk["source_id"], "web-1");
     assert_eq!(disk["timestamp"], "2026-01-02T03:04:05.123456789Z");
     assert_eq!(disk["payload"]["level"], "error");
     assert_eq!(disk["payload"]["run_id"], "r7");
     assert_eq!(disk["payload"]["attributes"]["user_id"], 42);
-    let ok = logs
-        .iter()
-        .find(|r| r["payload"]["message"] == "ok")
-        .unwrap();
+    let ok = logs.iter().find(|r| r["payload"]["message"] == "ok").unwrap();
     assert_eq!(ok["timestamp"], "2026-01-02T03:04:05Z");
     let ev = s.all_records("events");
     assert_eq!(ev[0]["payload"]["type"], "signup");
     assert_eq!(ev[0]["payload"]["data"]["plan"], "pro");
     let m = s.all_records("metrics");
-    let mut names: Vec<&str> = m
-        .iter()
-        .map(|r| r["payload"]["name"].as_str().unwrap())
-        .collect();
+    let mut names: Vec<&str> = m.iter().map(|r| r["payload"]["name"].as_str().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["cpu", "http_requests_total"]);
     let raw = s.all_records("raw");
@@ -159,30 +104,15 @@ fn logs_events_metrics_and_raw_payloads_land_in_the_log() {
     assert_eq!(raw[0]["payload"], "AJ+Slv8=");
 
     // Every record of one source is in one partition, in order.
-    let lines: Vec<Value> = (0..50)
-        .map(|i| json!({"source_id": "ordered", "message": format!("n{i}")}))
-        .collect();
-    assert_eq!(
-        post(
-            &s,
-            "/ingest/v1/logs",
-            Some(&key),
-            "application/x-ndjson",
-            ndjson(&lines)
-        )
-        .0,
-        200
-    );
+    let lines: Vec<Value> = (0..50).map(|i| json!({"source_id": "ordered", "message": format!("n{i}")})).collect();
+    assert_eq!(post(&s, "/ingest/v1/logs", Some(&key), "application/x-ndjson", ndjson(&lines)).0, 200);
     let ordered: Vec<String> = s
         .all_records("logs")
         .into_iter()
         .filter(|r| r["source_id"] == "ordered")
         .map(|r| r["payload"]["message"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(
-        ordered,
-        (0..50).map(|i| format!("n{i}")).collect::<Vec<_>>()
-    );
+    assert_eq!(ordered, (0..50).map(|i| format!("n{i}")).collect::<Vec<_>>());
 }
 
 #[test]
@@ -198,13 +128,7 @@ fn bad_records_are_named_and_good_ones_kept() {
         json!({"source_id": "a", "message": "good 2"}),
         json!("just a string"),
     ]));
-    let (st, _, v) = post(
-        &s,
-        "/ingest/v1/logs",
-        Some(&key),
-        "application/x-ndjson",
-        body,
-    );
+    let (st, _, v) = post(&s, "/ingest/v1/logs", Some(&key), "application/x-ndjson", body);
     assert_eq!(st, 200);
     assert_eq!(v["accepted"], 2);
     assert_eq!(v["rejected"], 5);
@@ -212,44 +136,22 @@ fn bad_records_are_named_and_good_ones_kept() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e["index"].as_u64().unwrap(),
-                e["error"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|e| (e["index"].as_u64().unwrap(), e["error"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(errs[0].0, 1);
-    assert!(
-        errs[0].1.starts_with("record is not valid JSON"),
-        "{}",
-        errs[0].1
-    );
-    assert_eq!(
-        errs[1],
-        (
-            2,
-            r#"field "source_id" must be a string, got a number"#.to_string()
-        )
-    );
+    assert!(errs[0].1.starts_with("record is not valid JSON"), "{}", errs[0].1);
+    assert_eq!(errs[1], (2, r#"field "source_id" must be a string, got a number"#.to_string()));
     assert_eq!(errs[2], (3, r#"field "source_id" is required"#.to_string()));
     assert_eq!(errs[3].0, 4);
     assert!(errs[3].1.contains("in the future"), "{}", errs[3].1);
-    assert_eq!(
-        errs[4],
-        (6, "record must be a JSON object, got a string".to_string())
-    );
-    let kept: Vec<String> = s
-        .all_records("logs")
-        .iter()
-        .map(|r| r["payload"]["message"].as_str().unwrap().to_string())
-        .collect();
+    assert_eq!(errs[4], (6, "record must be a JSON object, got a string".to_string()));
+    let kept: Vec<String> =
+        s.all_records("logs").iter().map(|r| r["payload"]["message"].as_str().unwrap().to_string()).collect();
     assert_eq!(kept.len(), 2);
     assert!(kept.contains(&"good 0".to_string()) && kept.contains(&"good 2".to_string()));
 
     // Metric validation: names, labels, limits.
-    let many: serde_json::Map<String, Value> =
-        (0..31).map(|i| (format!("l{i}"), json!("v"))).collect();
+    let many: serde_json::Map<String, Value> = (0..31).map(|i| (format!("l{i}"), json!("v"))).collect();
     let body = ndjson(&[
         json!({"name": "ok_metric", "value": 1, "source_id": "a"}),
         json!({"name": "bad-name", "value": 1}),
@@ -257,21 +159,10 @@ fn bad_records_are_named_and_good_ones_kept() {
         json!({"name": "m", "labels": many, "value": 1}),
         json!({"name": "m", "labels": {"k": "x".repeat(2049)}, "value": 1}),
     ]);
-    let (st, _, v) = post(
-        &s,
-        "/ingest/v1/metrics",
-        Some(&key),
-        "application/x-ndjson",
-        body,
-    );
+    let (st, _, v) = post(&s, "/ingest/v1/metrics", Some(&key), "application/x-ndjson", body);
     assert_eq!(st, 200);
     assert_eq!(v["accepted"], 1);
-    let msgs: Vec<&str> = v["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["error"].as_str().unwrap())
-        .collect();
+    let msgs: Vec<&str> = v["errors"].as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap()).collect();
     assert_eq!(
         msgs,
         [
@@ -282,13 +173,8 @@ fn bad_records_are_named_and_good_ones_kept() {
         ]
     );
     // A body of which nothing could be accepted is a 400 with the same per-record errors.
-    let (st, _, v) = post(
-        &s,
-        "/ingest/v1/events",
-        Some(&key),
-        "application/x-ndjson",
-        ndjson(&[json!({"source_id": "a"})]),
-    );
+    let (st, _, v) =
+        post(&s, "/ingest/v1/events", Some(&key), "application/x-ndjson", ndjson(&[json!({"source_id": "a"})]));
     assert_eq!(st, 400);
     assert_eq!(v["errors"][0]["error"], r#"field "type" is required"#);
     assert!(s.is_up());
@@ -300,43 +186,16 @@ fn malformed_bodies_and_headers_get_clear_errors() {
     let key = s.tenant_key("acme");
     let k = Some(key.as_str());
     // A JSON array that does not parse names the byte.
-    let (st, _, v) = post(
-        &s,
-        "/ingest/v1/logs",
-        k,
-        "application/json",
-        b"[{\"source_id\": \"a\"}, {oops}]".to_vec(),
-    );
+    let (st, _, v) = post(&s, "/ingest/v1/logs", k, "application/json", b"[{\"source_id\": \"a\"}, {oops}]".to_vec());
     assert_eq!(st, 400);
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("invalid JSON at byte 22 (line 1, column 23)"),
-        "{v}"
-    );
-    let (st, _, v) = post(
-        &s,
-        "/ingest/v1/logs",
-        k,
-        "application/json",
-        b"   ".to_vec(),
-    );
-    assert_eq!(
-        (st, v["error"].as_str().unwrap()),
-        (400, "body contains no records")
-    );
+    assert!(v["error"].as_str().unwrap().starts_with("invalid JSON at byte 22 (line 1, column 23)"), "{v}");
+    let (st, _, v) = post(&s, "/ingest/v1/logs", k, "application/json", b"   ".to_vec());
+    assert_eq!((st, v["error"].as_str().unwrap()), (400, "body contains no records"));
     // Wrong and missing content types.
     for ct in ["text/plain", "application/x-www-form-urlencoded", ""] {
         let (st, _, v) = post(&s, "/ingest/v1/logs", k, ct, b"{}".to_vec());
         assert_eq!(st, 415, "{ct}: {v}");
-        assert!(
-            v["error"]
-                .as_str()
-                .unwrap()
-                .contains("application/x-ndjson"),
-            "{v}"
-        );
+        assert!(v["error"].as_str().unwrap().contains("application/x-ndjson"), "{v}");
     }
     let r = s
         .http
@@ -360,20 +219,10 @@ fn malformed_bodies_and_headers_get_clear_errors() {
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("body is not valid gzip"));
     // Oversized, declared and undeclared (chunked).
-    let (st, _, v) = post(
-        &s,
-        "/ingest/v1/logs",
-        k,
-        "application/x-ndjson",
-        vec![b' '; (1 << 20) + 1],
-    );
+    let (st, _, v) = post(&s, "/ingest/v1/logs", k, "application/x-ndjson", vec![b' '; (1 << 20) + 1]);
     assert_eq!(st, 413);
-    assert_eq!(
-        v["error"],
-        "request body is larger than body_bytes_max (1048576 bytes)"
-    );
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..40).map(|_| Ok(vec![b' '; 64 << 10])).collect();
+    assert_eq!(v["error"], "request body is larger than body_bytes_max (1048576 bytes)");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..40).map(|_| Ok(vec![b' '; 64 << 10])).collect();
     let r = s
         .http
         .post(s.url("/ingest/v1/logs"))
@@ -387,75 +236,29 @@ fn malformed_bodies_and_headers_get_clear_errors() {
         assert_eq!(r.status(), 413);
     }
     // Auth.
-    let (st, _, v) = post(
-        &s,
-        "/ingest/v1/logs",
-        None,
-        "application/json",
-        b"[]".to_vec(),
-    );
-    assert_eq!(
-        (st, v["error"].as_str().unwrap()),
-        (401, "missing bearer token")
-    );
-    let (st, _, v) = post(
-        &s,
-        "/ingest/v1/logs",
-        Some("strata_not_a_key"),
-        "application/json",
-        b"[]".to_vec(),
-    );
+    let (st, _, v) = post(&s, "/ingest/v1/logs", None, "application/json", b"[]".to_vec());
+    assert_eq!((st, v["error"].as_str().unwrap()), (401, "missing bearer token"));
+    let (st, _, v) = post(&s, "/ingest/v1/logs", Some("strata_not_a_key"), "application/json", b"[]".to_vec());
     assert_eq!((st, v["error"].as_str().unwrap()), (401, "unknown api key"));
-    let (st, _, _) = post(
-        &s,
-        "/admin/v1/tenants",
-        Some(&key),
-        "application/json",
-        br#"{"name":"x"}"#.to_vec(),
-    );
+    let (st, _, _) = post(&s, "/admin/v1/tenants", Some(&key), "application/json", br#"{"name":"x"}"#.to_vec());
     assert_eq!(st, 401, "a tenant key is not an admin token");
     // Tenant names are path components.
     for bad in ["..", "a/b", "../../etc", "UPPER", "", &"x".repeat(65)] {
         let r = s.create_tenant(bad);
         assert_eq!(r.status(), 400, "{bad:?}");
-        let msg = r.json::<Value>().unwrap()["error"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let msg = r.json::<Value>().unwrap()["error"].as_str().unwrap().to_string();
         assert!(msg.starts_with("tenant name"), "{msg}");
     }
     assert_eq!(s.create_tenant("acme").status(), 409);
-    let r = s
-        .http
-        .post(s.url("/admin/v1/tenants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .body("{")
-        .send()
-        .unwrap();
+    let r = s.http.post(s.url("/admin/v1/tenants")).bearer_auth(ADMIN_TOKEN).body("{").send().unwrap();
     assert_eq!(r.status(), 400);
     // Raw payloads need a source and a sane stream name.
-    let r = s
-        .http
-        .post(s.url("/ingest/v1/raw/s"))
-        .bearer_auth(&key)
-        .body("x")
-        .send()
-        .unwrap();
+    let r = s.http.post(s.url("/ingest/v1/raw/s")).bearer_auth(&key).body("x").send().unwrap();
     assert_eq!(r.status(), 400);
-    let r = s
-        .http
-        .post(s.url("/ingest/v1/raw/..hidden?source_id=a"))
-        .bearer_auth(&key)
-        .body("x")
-        .send()
-        .unwrap();
+    let r = s.http.post(s.url("/ingest/v1/raw/..hidden?source_id=a")).bearer_auth(&key).body("x").send().unwrap();
     assert_eq!(r.status(), 400);
     assert!(s.is_up());
-    assert_eq!(
-        s.all_records("logs").len(),
-        0,
-        "nothing of the bad requests was appended"
-    );
+    assert_eq!(s.all_records("logs").len(), 0, "nothing of the bad requests was appended");
 }
 
 fn bomb(encoding: &str, expanded_bytes: usize) -> Vec<u8> {
@@ -504,10 +307,7 @@ fn compression_bombs_stop_at_the_limit_with_memory_bounded() {
     }
     let after = s.peak_rss_bytes();
     // The 1 GiB expansions were cut at 64 MiB each: the peak grew by about that, not by gigabytes.
-    assert!(
-        after < before + (200 << 20),
-        "peak RSS went from {before} to {after} bytes"
-    );
+    assert!(after < before + (200 << 20), "peak RSS went from {before} to {after} bytes");
 }
 
 #[test]
@@ -515,50 +315,15 @@ fn over_the_rate_limit_gets_429_with_retry_after() {
     let s = Server::start("[ingest.rate]\nrecords_per_s = 5.0\nrecords_burst = 10.0\n");
     let key = s.tenant_key("acme");
     let other = s.tenant_key("other");
-    let body = ndjson(
-        &(0..20)
-            .map(|i| json!({"source_id": "a", "message": format!("{i}")}))
-            .collect::<Vec<_>>(),
-    );
-    assert_eq!(
-        post(
-            &s,
-            "/ingest/v1/logs",
-            Some(&key),
-            "application/x-ndjson",
-            body.clone()
-        )
-        .0,
-        200
-    );
-    let (st, retry, v) = post(
-        &s,
-        "/ingest/v1/logs",
-        Some(&key),
-        "application/x-ndjson",
-        body.clone(),
-    );
+    let body = ndjson(&(0..20).map(|i| json!({"source_id": "a", "message": format!("{i}")})).collect::<Vec<_>>());
+    assert_eq!(post(&s, "/ingest/v1/logs", Some(&key), "application/x-ndjson", body.clone()).0, 200);
+    let (st, retry, v) = post(&s, "/ingest/v1/logs", Some(&key), "application/x-ndjson", body.clone());
     assert_eq!(st, 429, "{v}");
     let retry: u64 = retry.expect("Retry-After").parse().unwrap();
     assert!((1..=4).contains(&retry), "{retry}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("tenant acme is over its ingest rate")
-    );
+    assert!(v["error"].as_str().unwrap().contains("tenant acme is over its ingest rate"));
     // Another tenant has its own budget.
-    assert_eq!(
-        post(
-            &s,
-            "/ingest/v1/logs",
-            Some(&other),
-            "application/x-ndjson",
-            body
-        )
-        .0,
-        200
-    );
+    assert_eq!(post(&s, "/ingest/v1/logs", Some(&other), "application/x-ndjson", body).0, 200);
     assert_eq!(s.all_records("logs").len(), 40);
 }
 
@@ -600,8 +365,5 @@ fn when_ingest_memory_is_exhausted_requests_get_503_and_slow_bodies_408() {
         "application/x-ndjson",
         ndjson(&[json!({"source_id": "a", "message": "m"})]),
     );
-    assert_eq!(
-        st, 200,
-        "memory is given back when the slow requests go away"
-    );
+    assert_eq!(st, 200, "memory is given back when the slow requests go away");
 }

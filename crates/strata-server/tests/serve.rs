@@ -16,44 +16,22 @@ fn serve_with(config: &str, env: &[(&str, &str)]) -> (i32, String) {
     let cfg = dir.path().join("strata.toml");
     std::fs::write(&cfg, config).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-    cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("d"))
-        .arg("--config")
-        .arg(&cfg);
+    cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("d")).arg("--config").arg(&cfg);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
 fn a_bad_configuration_fails_at_start_naming_the_key() {
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: [Case; 4] = [
-        (
-            "[log]\npartitions = 0\n",
-            &[],
-            "invalid configuration key log.partitions: must be 1 to 1024, got 0",
-        ),
-        (
-            "[ingest]\nbody_limit = 5\n",
-            &[],
-            "unknown field `body_limit`",
-        ),
-        (
-            "",
-            &[("STRATA_INGEST_BODY_BYTES_MAX", "lots")],
-            "invalid configuration key ingest.body_bytes_max",
-        ),
-        (
-            "",
-            &[("STRATA_HTTP_ADR", "x")],
-            "environment variable STRATA_HTTP_ADR is not a configuration key",
-        ),
+        ("[log]\npartitions = 0\n", &[], "invalid configuration key log.partitions: must be 1 to 1024, got 0"),
+        ("[ingest]\nbody_limit = 5\n", &[], "unknown field `body_limit`"),
+        ("", &[("STRATA_INGEST_BODY_BYTES_MAX", "lots")], "invalid configuration key ingest.body_bytes_max"),
+        ("", &[("STRATA_HTTP_ADR", "x")], "environment variable STRATA_HTTP_ADR is not a configuration key"),
     ];
     for (file, env, want) in cases {
         let (code, stderr) = serve_with(file, env);
@@ -67,10 +45,7 @@ fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let mut s = Server::start("");
     let key = s.tenant_key("acme");
     assert_eq!(s.http.get(s.url("/healthz")).send().unwrap().status(), 200);
-    assert_eq!(
-        s.http.get(s.url("/readyz")).send().unwrap().text().unwrap(),
-        "ready\n"
-    );
+    assert_eq!(s.http.get(s.url("/readyz")).send().unwrap().text().unwrap(), "ready\n");
     // A request whose body is still arriving when the signal comes.
     let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     write!(
@@ -109,13 +84,7 @@ fn without_auth_everything_is_the_default_tenant() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
-    let topics: Value = s
-        .http
-        .get(s.url("/admin/v1/topics"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let topics: Value = s.http.get(s.url("/admin/v1/topics")).send().unwrap().json().unwrap();
     assert!(topics["topics"].is_array());
     assert_eq!(s.all_records("logs")[0]["tenant"], "default");
     assert!(s.server_log().contains("authentication is off"));
@@ -130,21 +99,12 @@ fn self_metrics_cover_ingest_log_and_consumers() {
         .post(s.url("/ingest/v1/logs"))
         .bearer_auth(&key)
         .header("content-type", "application/x-ndjson")
-        .body(format!(
-            "{}\n{{bad\n",
-            json!({"source_id": "a", "message": "m"})
-        ))
+        .body(format!("{}\n{{bad\n", json!({"source_id": "a", "message": "m"})))
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
     std::thread::sleep(Duration::from_millis(1500));
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = s.http.get(s.url("/metrics")).send().unwrap().text().unwrap();
     for want in [
         r#"strata_ingest_records_accepted_total{tenant="acme",kind="logs"} 1"#,
         r#"strata_ingest_records_rejected_total{tenant="acme",kind="logs",reason="invalid_json"} 1"#,
@@ -168,14 +128,8 @@ fn self_metrics_cover_ingest_log_and_consumers() {
 fn inspection_commands_read_a_running_server() {
     let s = Server::start("");
     let key = s.tenant_key("acme");
-    let lines: String = (0..5)
-        .map(|i| {
-            format!(
-                "{}\n",
-                json!({"source_id": "only", "message": format!("line {i}")})
-            )
-        })
-        .collect();
+    let lines: String =
+        (0..5).map(|i| format!("{}\n", json!({"source_id": "only", "message": format!("line {i}")}))).collect();
     let r = s
         .http
         .post(s.url("/ingest/v1/logs"))
@@ -192,53 +146,33 @@ fn inspection_commands_read_a_running_server() {
             .args(["--server", &s.url(""), "--token", ADMIN_TOKEN])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     let topics = run(&["topics"]);
     let logs_rows: Vec<&str> = topics.lines().filter(|l| l.starts_with("logs ")).collect();
     assert_eq!(logs_rows.len(), 4, "{topics}");
-    let p = logs_rows
-        .iter()
-        .find(|l| l.split_whitespace().nth(3) == Some("5"))
-        .expect("a partition with 5 records");
+    let p = logs_rows.iter().find(|l| l.split_whitespace().nth(3) == Some("5")).expect("a partition with 5 records");
     let partition = p.split_whitespace().nth(1).unwrap().to_string();
     let consumed = run(&["consume", "logs", "-p", &partition, "-o", "2", "-n", "2"]);
-    let recs: Vec<Value> = consumed
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let recs: Vec<Value> = consumed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[0]["offset"], 2);
     assert_eq!(recs[0]["payload"]["message"], "line 2");
     assert_eq!(recs[1]["payload"]["message"], "line 3");
     let groups = run(&["groups"]);
     assert!(
-        groups.lines().any(|l| l.starts_with("stats")
-            && l.contains(" logs ")
-            && l.split_whitespace().nth(3) == Some("5")),
+        groups
+            .lines()
+            .any(|l| l.starts_with("stats") && l.contains(" logs ") && l.split_whitespace().nth(3) == Some("5")),
         "{groups}"
     );
     // Without a token the admin API refuses.
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "topics",
-            "--server",
-            &s.url(""),
-            "--data-dir",
-            "/nonexistent",
-        ])
+        .args(["topics", "--server", &s.url(""), "--data-dir", "/nonexistent"])
         .env_remove("STRATA_ADMIN_TOKEN")
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("401"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -21,11 +21,7 @@ pub struct Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Server {
@@ -41,10 +37,7 @@ impl Server {
             child: None,
             extra_config: extra_config.to_string(),
             no_auth,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
         };
         s.spawn();
         s
@@ -65,11 +58,8 @@ impl Server {
     pub fn spawn(&mut self) {
         let cfg = self.dir.path().join("strata.toml");
         std::fs::write(&cfg, &self.extra_config).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("server.log"))
-            .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.arg("serve")
             .arg("--data-dir")
@@ -92,26 +82,15 @@ impl Server {
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = self
-                .http
-                .get(self.url("/readyz"))
-                .timeout(Duration::from_secs(2))
-                .send()
+            if let Ok(r) = self.http.get(self.url("/readyz")).timeout(Duration::from_secs(2)).send()
                 && r.status() == 200
             {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "server exited with {status} before it was ready:\n{}",
-                    self.server_log()
-                );
+                panic!("server exited with {status} before it was ready:\n{}", self.server_log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "server not ready in time:\n{}",
-                self.server_log()
-            );
+            assert!(Instant::now() < deadline, "server not ready in time:\n{}", self.server_log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -141,19 +120,13 @@ impl Server {
             if let Some(s) = c.try_wait().unwrap() {
                 return s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not stop after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "server did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn is_up(&self) -> bool {
-        self.http
-            .get(self.url("/healthz"))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
+        self.http.get(self.url("/healthz")).send().is_ok_and(|r| r.status() == 200)
     }
 
     pub fn create_tenant(&self, name: &str) -> reqwest::blocking::Response {
@@ -169,19 +142,11 @@ impl Server {
     pub fn tenant_key(&self, name: &str) -> String {
         let r = self.create_tenant(name);
         assert_eq!(r.status(), 201);
-        r.json::<Value>().unwrap()["api_key"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        r.json::<Value>().unwrap()["api_key"].as_str().unwrap().to_string()
     }
 
     pub fn admin_get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .unwrap();
+        let r = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().unwrap();
         assert_eq!(r.status(), 200, "{path}");
         r.json().unwrap()
     }
@@ -189,13 +154,7 @@ impl Server {
     /// Every record of a topic, read through the admin API.
     pub fn all_records(&self, topic: &str) -> Vec<Value> {
         let topics = self.admin_get("/admin/v1/topics");
-        let t = topics["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == topic)
-            .unwrap()
-            .clone();
+        let t = topics["topics"].as_array().unwrap().iter().find(|t| t["name"] == topic).unwrap().clone();
         let mut out = Vec::new();
         for p in t["partitions"].as_array().unwrap() {
             let mut offset = p["earliest_offset"].as_u64().unwrap();
@@ -216,17 +175,8 @@ impl Server {
 
     /// The value of one sample of `/metrics`, by its full name with labels.
     pub fn metric(&self, series: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
-        text.lines().find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
+        let text = self.http.get(self.url("/metrics")).send().unwrap().text().unwrap();
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
     }
 
     /// Peak resident memory of the server process, in bytes.
@@ -247,11 +197,7 @@ impl Drop for Server {
 }
 
 pub fn signal(pid: u32, sig: i32) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
     assert!(status.success());
 }
 

@@ -1,0 +1,688 @@
+//! Searching the day indexes: query parsing, filters, newest-first pages with exact cursors,
+//! relevance pages, highlights, and histograms of matching lines over time.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use strata_model::{LogLine, TenantId, format_rfc3339_nanos};
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
+use tantivy::columnar::Column;
+use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::query_grammar::{Delimiter, Occur as UserOccur, UserInputAst, UserInputLeaf};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
+use time::Date;
+
+use crate::index::{DayIndex, Indexes, day_of};
+use crate::schema::LogSchema;
+use crate::{Error, Result};
+
+/// The total order of lines: (timestamp ns, partition, offset).
+type LineKey = (i64, u64, u64);
+
+/// Leaves one query may have.
+pub const QUERY_TERMS_MAX: usize = 64;
+/// Length of one wildcard or regex pattern.
+pub const PATTERN_BYTES_MAX: usize = 256;
+
+/// How hits are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sort {
+    Newest,
+    Relevance,
+}
+
+/// A position in a result list to continue from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// Newest first: the (timestamp, partition, offset) of the last hit returned.
+    After { timestamp_ns: i64, partition: u64, offset: u64 },
+    /// Relevance: hits already returned.
+    Skip(usize),
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        match self {
+            Cursor::After { timestamp_ns, partition, offset } => format!("t{timestamp_ns}.{partition}.{offset}"),
+            Cursor::Skip(n) => format!("r{n}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        if let Some(rest) = s.strip_prefix('t') {
+            let mut it = rest.split('.');
+            let c = Cursor::After {
+                timestamp_ns: it.next()?.parse().ok()?,
+                partition: it.next()?.parse().ok()?,
+                offset: it.next()?.parse().ok()?,
+            };
+            return it.next().is_none().then_some(c);
+        }
+        s.strip_prefix('r')?.parse().ok().map(Cursor::Skip)
+    }
+}
+
+/// A validated search.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub q: String,
+    pub source_ids: Vec<String>,
+    pub run_id: Option<String>,
+    pub levels: Vec<String>,
+    /// Inclusive start, Unix ns.
+    pub from_ns: i64,
+    /// Exclusive end, Unix ns.
+    pub to_ns: i64,
+    pub limit: usize,
+    pub sort: Sort,
+    pub cursor: Option<Cursor>,
+}
+
+/// One matching line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub timestamp: String,
+    pub timestamp_ns: i64,
+    pub source_id: String,
+    pub level: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// The message with matching terms in `<em>`, HTML-escaped; absent when no term matched it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highlight: Option<String>,
+    #[serde(skip)]
+    pub key: (i64, u64, u64),
+}
+
+impl Hit {
+    pub fn from_line(line: LogLine, key: (i64, u64, u64)) -> Hit {
+        Hit {
+            timestamp: format_rfc3339_nanos(line.timestamp_ns),
+            timestamp_ns: line.timestamp_ns,
+            source_id: line.source_id,
+            level: line.level,
+            message: line.message,
+            run_id: line.run_id,
+            trace_id: line.trace_id,
+            service: line.service,
+            host: line.host,
+            attributes: line.attributes,
+            highlight: None,
+            key,
+        }
+    }
+}
+
+/// The answer to a search.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResponse {
+    pub hits: Vec<Hit>,
+    pub next_cursor: Option<String>,
+    pub took_ms: u64,
+    /// Day indexes that could not be searched, with why; the hits come from the others.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Parses a Lucene-like query string. Bare wildcards (`time*`) search the message.
+pub fn parse_user_query(q: &str) -> Result<UserInputAst> {
+    if q.trim().is_empty() {
+        return Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::All)));
+    }
+    let ast = match tantivy::query_grammar::parse_query(q) {
+        Ok(ast) => ast,
+        Err(_) => {
+            let (_, errors) = tantivy::query_grammar::parse_query_lenient(q);
+            let (pos, reason) =
+                errors.first().map(|e| (e.pos, e.message.clone())).unwrap_or((0, "syntax error".to_string()));
+            return Err(Error::Query { position: pos, reason });
+        }
+    };
+    let mut leaves = 0;
+    let ast = rewrite(ast, &mut leaves)?;
+    if leaves > QUERY_TERMS_MAX {
+        return Err(Error::Query {
+            position: 0,
+            reason: format!("{leaves} terms, more than the limit of {QUERY_TERMS_MAX}"),
+        });
+    }
+    Ok(ast)
+}
+
+fn rewrite(ast: UserInputAst, leaves: &mut usize) -> Result<UserInputAst> {
+    Ok(match ast {
+        UserInputAst::Clause(clauses) => {
+            let mut clauses: Vec<(Option<UserOccur>, UserInputAst)> =
+                clauses.into_iter().map(|(o, a)| rewrite(a, leaves).map(|a| (o, a))).collect::<Result<_>>()?;
+            // `NOT disk` alone means every line without "disk", as in Lucene-based tools.
+            if !clauses.is_empty() && clauses.iter().all(|(o, _)| *o == Some(UserOccur::MustNot)) {
+                clauses.push((Some(UserOccur::Must), UserInputAst::Leaf(Box::new(UserInputLeaf::All))));
+            }
+            UserInputAst::Clause(clauses)
+        }
+        UserInputAst::Boost(a, b) => UserInputAst::Boost(Box::new(rewrite(*a, leaves)?), b),
+        UserInputAst::Leaf(leaf) => {
+            *leaves += 1;
+            UserInputAst::Leaf(Box::new(rewrite_leaf(*leaf)?))
+        }
+    })
+}
+
+fn too_long(pattern: &str) -> Result<()> {
+    if pattern.len() > PATTERN_BYTES_MAX {
+        return Err(Error::Query {
+            position: 0,
+            reason: format!("pattern of {} bytes, more than the limit of {PATTERN_BYTES_MAX}", pattern.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Wildcard terms (`time*`, `ti?e`) become regex queries on their field, the message by default.
+/// The message is indexed lowercased, so its patterns are lowercased too; other fields are exact.
+fn rewrite_leaf(leaf: UserInputLeaf) -> Result<UserInputLeaf> {
+    match leaf {
+        UserInputLeaf::Literal(lit)
+            if lit.delimiter == Delimiter::None && (lit.phrase.contains('*') || lit.phrase.contains('?')) =>
+        {
+            too_long(&lit.phrase)?;
+            let field = lit.field_name.unwrap_or_else(|| "message".to_string());
+            if field.starts_with("attributes") {
+                return Err(Error::Query { position: 0, reason: format!("wildcards are not supported in {field}") });
+            }
+            let text = if field == "message" { lit.phrase.to_lowercase() } else { lit.phrase };
+            let mut pattern = String::with_capacity(text.len() + 8);
+            for c in text.chars() {
+                match c {
+                    '*' => pattern.push_str(".*"),
+                    '?' => pattern.push('.'),
+                    c if c.is_alphanumeric() || c == '_' => pattern.push(c),
+                    c => {
+                        pattern.push('\\');
+                        pattern.push(c);
+                    }
+                }
+            }
+            Ok(UserInputLeaf::Regex { field: Some(field), pattern })
+        }
+        UserInputLeaf::Regex { field, pattern } => {
+            too_long(&pattern)?;
+            let (field, pattern) = match field {
+                None => (Some("message".to_string()), pattern.to_lowercase()),
+                Some(f) if f == "message" => (Some(f), pattern.to_lowercase()),
+                Some(f) => (Some(f), pattern),
+            };
+            Ok(UserInputLeaf::Regex { field, pattern })
+        }
+        other => Ok(other),
+    }
+}
+
+/// The full query for one day index: the user's query and the filters.
+fn build_query(day: &DayIndex, schema: &LogSchema, ast: &UserInputAst, req: &SearchRequest) -> Result<Box<dyn Query>> {
+    let mut parser = QueryParser::for_index(&day.index, vec![schema.message]);
+    parser.set_conjunction_by_default();
+    parser.allow_regexes();
+    let user = parser
+        .build_query_from_user_input_ast(ast.clone())
+        .map_err(|e| Error::Query { position: 0, reason: e.to_string() })?;
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, user)];
+    clauses.push((
+        Occur::Must,
+        Box::new(RangeQuery::new(
+            Bound::Included(Term::from_field_i64(schema.timestamp, req.from_ns)),
+            Bound::Excluded(Term::from_field_i64(schema.timestamp, req.to_ns)),
+        )),
+    ));
+    if !req.source_ids.is_empty() {
+        let terms = req.source_ids.iter().map(|s| Term::from_field_text(schema.source_id, s));
+        clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
+    }
+    if !req.levels.is_empty() {
+        let terms = req.levels.iter().map(|s| Term::from_field_text(schema.level, &s.to_ascii_lowercase()));
+        clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
+    }
+    if let Some(run) = &req.run_id {
+        clauses.push((
+            Occur::Must,
+            Box::new(TermQuery::new(Term::from_field_text(schema.run_id, run), IndexRecordOption::Basic)),
+        ));
+    }
+    Ok(Box::new(BooleanQuery::new(clauses)))
+}
+
+/// The days a time range touches, newest first, among those that have an index.
+fn days_in_range(indexes: &Indexes, tenant: &TenantId, from_ns: i64, to_ns: i64) -> Vec<Date> {
+    let (first, last) = (day_of(from_ns), day_of(to_ns.saturating_sub(1)));
+    let mut days: Vec<Date> = indexes.days(tenant).into_iter().filter(|d| *d >= first && *d <= last).collect();
+    days.reverse();
+    days
+}
+
+/// Runs a search over the tenant's day indexes that the time range touches.
+pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadline: Instant) -> Result<SearchResponse> {
+    let started = Instant::now();
+    let ast = parse_user_query(&req.q)?;
+    let schema = indexes.schema().clone();
+    let mut errors = Vec::new();
+    // (key or score, day index, address)
+    let mut found: Vec<(Hit, Arc<DayIndex>, DocAddress)> = Vec::new();
+    let mut scored: Vec<(Score, Arc<DayIndex>, DocAddress)> = Vec::new();
+    let skip = match req.cursor {
+        Some(Cursor::Skip(n)) => n,
+        _ => 0,
+    };
+    let cursor_key = match req.cursor {
+        Some(Cursor::After { timestamp_ns, partition, offset }) => Some((timestamp_ns, partition, offset)),
+        _ => None,
+    };
+    let mut queries = Vec::new();
+    for day in days_in_range(indexes, tenant, req.from_ns, req.to_ns) {
+        if Instant::now() > deadline {
+            return Err(Error::Timeout);
+        }
+        if let Some((ts, _, _)) = cursor_key
+            && day > day_of(ts)
+        {
+            continue;
+        }
+        let d = match indexes.open(tenant, day, false) {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let query = build_query(&d, &schema, &ast, req)?;
+        let searcher = d.reader.searcher();
+        match req.sort {
+            Sort::Newest => {
+                let collector = NewestFirst { limit: req.limit, before: cursor_key, deadline };
+                let keys = searcher
+                    .search(&*query, &collector)
+                    .map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
+                for (key, addr) in keys {
+                    found.push((Hit::from_line(empty_line(), key), d.clone(), addr));
+                }
+                found.sort_by_key(|(h, _, _)| Reverse(h.key));
+                found.truncate(req.limit);
+                // Days are disjoint in time: once a page is full, older days cannot beat it.
+                if found.len() >= req.limit {
+                    queries.push((d, query));
+                    break;
+                }
+            }
+            Sort::Relevance => {
+                let top = TopDocs::with_limit(req.limit + skip).order_by_score();
+                let docs =
+                    searcher.search(&*query, &top).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
+                for (score, addr) in docs {
+                    scored.push((score, d.clone(), addr));
+                }
+            }
+        }
+        queries.push((d, query));
+    }
+    if Instant::now() > deadline {
+        return Err(Error::Timeout);
+    }
+    let mut next_cursor = None;
+    let selected: Vec<(Arc<DayIndex>, DocAddress)> = match req.sort {
+        Sort::Newest => {
+            if found.len() == req.limit
+                && let Some((h, _, _)) = found.last()
+            {
+                let (timestamp_ns, partition, offset) = h.key;
+                next_cursor = Some(Cursor::After { timestamp_ns, partition, offset }.encode());
+            }
+            found.into_iter().map(|(_, d, a)| (d, a)).collect()
+        }
+        Sort::Relevance => {
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let total = scored.len();
+            let page: Vec<_> = scored.into_iter().skip(skip).take(req.limit).map(|(_, d, a)| (d, a)).collect();
+            if total >= skip + req.limit && !page.is_empty() {
+                next_cursor = Some(Cursor::Skip(skip + page.len()).encode());
+            }
+            page
+        }
+    };
+    let mut hits = Vec::with_capacity(selected.len());
+    for (d, addr) in selected {
+        let searcher = d.reader.searcher();
+        let doc: TantivyDocument = searcher.doc(addr).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
+        let raw = doc.get_first(schema.source).and_then(|v| v.as_bytes()).unwrap_or_default();
+        let line: LogLine = serde_json::from_slice(raw)
+            .map_err(|e| Error::Corrupt { path: d.dir.clone(), reason: format!("stored line does not decode: {e}") })?;
+        let key = doc_key(&searcher, &schema, addr).unwrap_or((line.timestamp_ns, 0, 0));
+        let mut hit = Hit::from_line(line, key);
+        if let Some((_, q)) = queries.iter().find(|(qd, _)| Arc::ptr_eq(qd, &d))
+            && let Ok(mut snippets) = SnippetGenerator::create(&searcher, &**q, schema.message)
+        {
+            snippets.set_max_num_chars(hit.message.len().clamp(1, 512));
+            let snippet = snippets.snippet(&hit.message);
+            if !snippet.highlighted().is_empty() {
+                hit.highlight = Some(snippet.to_html());
+            }
+        }
+        hits.push(hit);
+    }
+    Ok(SearchResponse { hits, next_cursor, took_ms: started.elapsed().as_millis() as u64, errors })
+}
+
+fn empty_line() -> LogLine {
+    LogLine {
+        timestamp_ns: 0,
+        source_id: String::new(),
+        level: String::new(),
+        message: String::new(),
+        run_id: None,
+        trace_id: None,
+        service: None,
+        host: None,
+        attributes: Default::default(),
+    }
+}
+
+fn doc_key(searcher: &tantivy::Searcher, schema: &LogSchema, addr: DocAddress) -> Option<(i64, u64, u64)> {
+    let seg = searcher.segment_reader(addr.segment_ord);
+    let ff = seg.fast_fields();
+    let ts = ff.i64(schema.schema.get_field_name(schema.timestamp)).ok()?.first(addr.doc_id)?;
+    let p = ff.u64("_partition").ok()?.first(addr.doc_id)?;
+    let o = ff.u64("_offset").ok()?.first(addr.doc_id)?;
+    Some((ts, p, o))
+}
+
+/// Collects the `limit` matching documents with the largest (timestamp, partition, offset) below
+/// a cursor. The key is unique per line, so a cursor continues exactly where a page ended, however
+/// many lines arrive meanwhile.
+struct NewestFirst {
+    limit: usize,
+    before: Option<(i64, u64, u64)>,
+    deadline: Instant,
+}
+
+struct NewestFirstSegment {
+    limit: usize,
+    before: Option<(i64, u64, u64)>,
+    deadline: Instant,
+    seen: u64,
+    segment: SegmentOrdinal,
+    ts: Column<i64>,
+    partition: Column<u64>,
+    offset: Column<u64>,
+    heap: BinaryHeap<Reverse<(LineKey, DocId)>>,
+}
+
+impl Collector for NewestFirst {
+    type Fruit = Vec<((i64, u64, u64), DocAddress)>;
+    type Child = NewestFirstSegment;
+
+    fn for_segment(&self, segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<NewestFirstSegment> {
+        let ff = reader.fast_fields();
+        Ok(NewestFirstSegment {
+            limit: self.limit,
+            before: self.before,
+            deadline: self.deadline,
+            seen: 0,
+            segment,
+            ts: ff.i64("timestamp")?,
+            partition: ff.u64("_partition")?,
+            offset: ff.u64("_offset")?,
+            heap: BinaryHeap::with_capacity(self.limit + 1),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<((i64, u64, u64), DocAddress)>>) -> tantivy::Result<Self::Fruit> {
+        let mut all: Vec<_> = fruits.into_iter().flatten().collect();
+        all.sort_by_key(|(k, _)| Reverse(*k));
+        all.truncate(self.limit);
+        Ok(all)
+    }
+}
+
+impl SegmentCollector for NewestFirstSegment {
+    type Fruit = Vec<((i64, u64, u64), DocAddress)>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        self.seen += 1;
+        // A query past its deadline stops collecting; the caller reports the timeout.
+        if self.seen.is_multiple_of(65_536) && Instant::now() > self.deadline {
+            self.limit = 0;
+            self.heap.clear();
+        }
+        if self.limit == 0 {
+            return;
+        }
+        let key = (
+            self.ts.first(doc).unwrap_or(i64::MIN),
+            self.partition.first(doc).unwrap_or(0),
+            self.offset.first(doc).unwrap_or(0),
+        );
+        if self.before.is_some_and(|b| key >= b) {
+            return;
+        }
+        if self.heap.len() < self.limit {
+            self.heap.push(Reverse((key, doc)));
+        } else if let Some(Reverse((min, _))) = self.heap.peek()
+            && key > *min
+        {
+            self.heap.pop();
+            self.heap.push(Reverse((key, doc)));
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        let segment = self.segment;
+        self.heap.into_iter().map(|Reverse((k, d))| (k, DocAddress::new(segment, d))).collect()
+    }
+}
+
+/// Counts of matching lines per time bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct Histogram {
+    pub interval_ms: i64,
+    pub buckets: Vec<Bucket>,
+    pub took_ms: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bucket {
+    pub start: String,
+    pub start_ms: i64,
+    pub count: u64,
+}
+
+/// Buckets one histogram may have.
+pub const BUCKETS_MAX: i64 = 1000;
+
+/// A bucket width that gives about 60 buckets over the range.
+pub fn auto_interval_ms(from_ns: i64, to_ns: i64) -> i64 {
+    const NICE: [i64; 16] = [
+        1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000,
+        10_800_000, 21_600_000, 86_400_000,
+    ];
+    let span_ms = (to_ns - from_ns).max(1) / 1_000_000;
+    NICE.into_iter().find(|i| span_ms / i <= 60).unwrap_or(86_400_000)
+}
+
+pub fn histogram(
+    indexes: &Indexes,
+    tenant: &TenantId,
+    req: &SearchRequest,
+    interval_ms: i64,
+    deadline: Instant,
+) -> Result<Histogram> {
+    let started = Instant::now();
+    let ast = parse_user_query(&req.q)?;
+    let schema = indexes.schema().clone();
+    let interval_ns = interval_ms.saturating_mul(1_000_000);
+    // Buckets align to multiples of the interval since the epoch, as Grafana and Kibana draw them.
+    let first = req.from_ns.div_euclid(interval_ns) * interval_ns;
+    let n = ((req.to_ns - first + interval_ns - 1) / interval_ns).max(0);
+    if n > BUCKETS_MAX {
+        return Err(Error::Request(format!(
+            "{n} buckets, more than the limit of {BUCKETS_MAX}; use a larger interval"
+        )));
+    }
+    let mut counts = vec![0u64; n as usize];
+    let mut errors = Vec::new();
+    for day in days_in_range(indexes, tenant, req.from_ns, req.to_ns) {
+        if Instant::now() > deadline {
+            return Err(Error::Timeout);
+        }
+        let d = match indexes.open(tenant, day, false) {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let query = build_query(&d, &schema, &ast, req)?;
+        let c = BucketCounter { first, interval_ns, n: n as usize };
+        let part =
+            d.reader.searcher().search(&*query, &c).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
+        for (a, b) in counts.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    let buckets = counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, count)| {
+            let start_ns = first + i as i64 * interval_ns;
+            Bucket { start: format_rfc3339_nanos(start_ns), start_ms: start_ns / 1_000_000, count }
+        })
+        .collect();
+    Ok(Histogram { interval_ms, buckets, took_ms: started.elapsed().as_millis() as u64, errors })
+}
+
+struct BucketCounter {
+    first: i64,
+    interval_ns: i64,
+    n: usize,
+}
+
+struct BucketCounterSegment {
+    first: i64,
+    interval_ns: i64,
+    ts: Column<i64>,
+    counts: Vec<u64>,
+}
+
+impl Collector for BucketCounter {
+    type Fruit = Vec<u64>;
+    type Child = BucketCounterSegment;
+
+    fn for_segment(&self, _: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<BucketCounterSegment> {
+        Ok(BucketCounterSegment {
+            first: self.first,
+            interval_ns: self.interval_ns,
+            ts: reader.fast_fields().i64("timestamp")?,
+            counts: vec![0; self.n],
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<u64>>) -> tantivy::Result<Vec<u64>> {
+        let mut out = vec![0; self.n];
+        for f in fruits {
+            for (a, b) in out.iter_mut().zip(f) {
+                *a += b;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SegmentCollector for BucketCounterSegment {
+    type Fruit = Vec<u64>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        if let Some(ts) = self.ts.first(doc) {
+            let i = (ts - self.first) / self.interval_ns;
+            if let Some(c) = usize::try_from(i).ok().and_then(|i| self.counts.get_mut(i)) {
+                *c += 1;
+            }
+        }
+    }
+
+    fn harvest(self) -> Vec<u64> {
+        self.counts
+    }
+}
+
+/// A query for matching lines that are not in an index yet (live tail): the same parser and
+/// filters, run over a small in-memory index of new lines.
+pub fn build_tail_query(index: &tantivy::Index, schema: &LogSchema, ast: &UserInputAst) -> Result<Box<dyn Query>> {
+    let mut parser = QueryParser::for_index(index, vec![schema.message]);
+    parser.set_conjunction_by_default();
+    parser.allow_regexes();
+    match ast {
+        UserInputAst::Leaf(l) if matches!(**l, UserInputLeaf::All) => Ok(Box::new(AllQuery)),
+        _ => parser
+            .build_query_from_user_input_ast(ast.clone())
+            .map_err(|e| Error::Query { position: 0, reason: e.to_string() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        for c in [Cursor::After { timestamp_ns: -5, partition: 3, offset: 99 }, Cursor::Skip(200)] {
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+        for bad in ["", "t1.2", "t1.2.3.4", "x", "r-1", "tA.1.1"] {
+            assert_eq!(Cursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        match parse_user_query("error AND (disk") {
+            Err(Error::Query { position, reason }) => {
+                assert!(position > 0 && !reason.is_empty(), "{position} {reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_user_query("").is_ok());
+        let many = (0..70).map(|i| format!("t{i}")).collect::<Vec<_>>().join(" ");
+        assert!(matches!(parse_user_query(&many), Err(Error::Query { .. })));
+    }
+
+    #[test]
+    fn intervals_are_nice() {
+        assert_eq!(auto_interval_ms(0, 3600 * 1_000_000_000), 60_000);
+        assert_eq!(auto_interval_ms(0, 60 * 1_000_000_000), 1_000);
+        assert_eq!(auto_interval_ms(0, 30 * 86_400 * 1_000_000_000), 86_400_000);
+    }
+}

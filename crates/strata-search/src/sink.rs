@@ -1,0 +1,210 @@
+//! The sink that indexes the `logs` topic into day indexes. Each index commit carries, as its
+//! payload, the log positions it covers; a sink-level state file records positions every index
+//! has reached. After a crash the sink resumes from the state file and skips, per index, the lines
+//! that index already committed: no gap, no duplicate.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_log::StoredRecord;
+use strata_model::{LogLine, TenantId};
+use strata_pipeline::{Positions, Sink, SinkError};
+use tantivy::{IndexWriter, TantivyDocument};
+use time::Date;
+
+use crate::index::{DayIndex, Indexes, day_of, encode_payload};
+
+const STATE_VERSION: u32 = 1;
+
+/// How the indexing sink uses memory and files.
+#[derive(Debug, Clone)]
+pub struct IndexerConfig {
+    /// Memory of one index writer before it flushes a segment.
+    pub writer_memory_bytes: usize,
+    /// Writers open at once; the least recently used is committed and closed past this.
+    pub writers_max: usize,
+    /// A writer unused this long is closed after the next commit.
+    pub writer_idle_ms: u64,
+}
+
+impl Default for IndexerConfig {
+    fn default() -> Self {
+        IndexerConfig { writer_memory_bytes: 64 << 20, writers_max: 8, writer_idle_ms: 60_000 }
+    }
+}
+
+struct Writer {
+    day: Arc<DayIndex>,
+    writer: IndexWriter<TantivyDocument>,
+    /// Positions of this index's last commit: lines before them are already in it.
+    committed: Positions,
+    dirty: bool,
+    last_used: Instant,
+}
+
+/// Indexes log lines; the consumer group is `search`.
+pub struct SearchSink {
+    indexes: Arc<Indexes>,
+    cfg: IndexerConfig,
+    state_path: PathBuf,
+    writers: HashMap<(TenantId, Date), Writer>,
+    /// Next offset per partition after every line handed to `write`.
+    seen: Positions,
+}
+
+fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
+    move |source| SinkError::Io { path: path.to_path_buf(), source }
+}
+
+fn index_err(day: &DayIndex, e: impl std::fmt::Display) -> SinkError {
+    SinkError::Corrupt { path: day.dir.clone(), reason: e.to_string() }
+}
+
+impl SearchSink {
+    pub const GROUP: &'static str = "search";
+
+    pub fn new(indexes: Arc<Indexes>, cfg: IndexerConfig) -> SearchSink {
+        let state_path = indexes.root().join("state.json");
+        SearchSink { indexes, cfg, state_path, writers: HashMap::new(), seen: Positions::new() }
+    }
+
+    fn writer(&mut self, tenant: &TenantId, day: Date) -> Result<&mut Writer, SinkError> {
+        let key = (tenant.clone(), day);
+        if !self.writers.contains_key(&key) {
+            if self.writers.len() >= self.cfg.writers_max {
+                self.evict_one()?;
+            }
+            let d = self
+                .indexes
+                .open(tenant, day, true)
+                .map_err(|e| SinkError::Corrupt { path: self.indexes.root().to_path_buf(), reason: e.to_string() })?
+                .expect("created");
+            let committed = d.committed_positions().map_err(|e| index_err(&d, e))?;
+            let writer =
+                d.index.writer_with_num_threads(1, self.cfg.writer_memory_bytes).map_err(|e| index_err(&d, e))?;
+            metrics::gauge!("strata_search_writers_open").increment(1.0);
+            self.writers
+                .insert(key.clone(), Writer { day: d, writer, committed, dirty: false, last_used: Instant::now() });
+        }
+        Ok(self.writers.get_mut(&key).expect("inserted"))
+    }
+
+    /// Commits (if needed) and closes the least recently used writer.
+    fn evict_one(&mut self) -> Result<(), SinkError> {
+        let Some(key) = self.writers.iter().min_by_key(|(_, w)| w.last_used).map(|(k, _)| k.clone()) else {
+            return Ok(());
+        };
+        let seen = self.seen.clone();
+        let mut w = self.writers.remove(&key).expect("present");
+        if w.dirty {
+            commit_writer(&mut w, &seen)?;
+        }
+        metrics::gauge!("strata_search_writers_open").decrement(1.0);
+        Ok(())
+    }
+}
+
+fn commit_writer(w: &mut Writer, positions: &Positions) -> Result<(), SinkError> {
+    let t = Instant::now();
+    let mut prepared = w.writer.prepare_commit().map_err(|e| index_err(&w.day, e))?;
+    prepared.set_payload(&encode_payload(positions));
+    prepared.commit().map_err(|e| index_err(&w.day, e))?;
+    w.day.reader.reload().map_err(|e| index_err(&w.day, e))?;
+    w.committed = positions.clone();
+    w.dirty = false;
+    metrics::histogram!("strata_search_commit_seconds").record(t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+impl Sink for SearchSink {
+    fn group(&self) -> &str {
+        Self::GROUP
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec!["logs".to_string()]
+    }
+
+    fn committed(&mut self) -> Result<Positions, SinkError> {
+        let bytes = match fs::read(&self.state_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Positions::new()),
+            Err(e) => return Err(SinkError::Io { path: self.state_path.clone(), source: e }),
+        };
+        let bad = |reason: String| SinkError::Corrupt { path: self.state_path.clone(), reason };
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if v["version"] != STATE_VERSION {
+            return Err(bad(format!("version {} is unknown", v["version"])));
+        }
+        let positions: Vec<(String, u32, u64)> =
+            serde_json::from_value(v["positions"].clone()).map_err(|e| bad(e.to_string()))?;
+        let p: Positions = positions.into_iter().map(|(t, part, o)| ((t, part), o)).collect();
+        self.seen = p.clone();
+        Ok(p)
+    }
+
+    fn write(&mut self, topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
+        let schema = self.indexes.schema().clone();
+        let key = (topic.to_string(), partition);
+        let mut indexed: HashMap<TenantId, u64> = HashMap::new();
+        for r in records {
+            let line: LogLine = match serde_json::from_slice(&r.record.payload) {
+                Ok(l) => l,
+                Err(e) => {
+                    metrics::counter!("strata_search_discarded_total", "reason" => "undecodable").increment(1);
+                    tracing::warn!(partition, offset = r.offset, error = %e, "log line does not decode; not indexed");
+                    self.seen.insert(key.clone(), r.offset + 1);
+                    continue;
+                }
+            };
+            let Ok(tenant) = TenantId::new(&r.record.tenant) else {
+                metrics::counter!("strata_search_discarded_total", "reason" => "tenant").increment(1);
+                self.seen.insert(key.clone(), r.offset + 1);
+                continue;
+            };
+            let w = self.writer(&tenant, day_of(line.timestamp_ns))?;
+            w.last_used = Instant::now();
+            // Replay after a crash: this index already committed the line.
+            if w.committed.get(&key).is_some_and(|&c| r.offset < c) {
+                self.seen.insert(key.clone(), r.offset + 1);
+                continue;
+            }
+            let doc = schema.document(&line, &r.record.payload, partition, r.offset);
+            w.writer.add_document(doc).map_err(|e| index_err(&w.day, e))?;
+            w.dirty = true;
+            *indexed.entry(tenant).or_default() += 1;
+            self.seen.insert(key.clone(), r.offset + 1);
+        }
+        for (tenant, n) in indexed {
+            metrics::counter!("strata_search_documents_indexed_total", "tenant" => tenant.to_string()).increment(n);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
+        debug_assert!(positions.iter().all(|(k, v)| self.seen.get(k).is_none_or(|s| s == v)));
+        let positions = positions.clone();
+        for w in self.writers.values_mut().filter(|w| w.dirty) {
+            commit_writer(w, &positions)?;
+        }
+        // Every index now has everything before `positions`: record that for the next start.
+        let state = serde_json::json!({
+            "version": STATE_VERSION,
+            "positions": positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect::<Vec<_>>(),
+        });
+        let tmp = self.state_path.with_extension("json.tmp");
+        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(state.to_string().as_bytes()).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &self.state_path).map_err(io_err(&self.state_path))?;
+        let idle = Duration::from_millis(self.cfg.writer_idle_ms);
+        let before = self.writers.len();
+        self.writers.retain(|_, w| w.dirty || w.last_used.elapsed() < idle);
+        metrics::gauge!("strata_search_writers_open").decrement((before - self.writers.len()) as f64);
+        Ok(())
+    }
+}
