@@ -37,6 +37,11 @@ fn parse_day(name: &str) -> Option<Date> {
     Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()
 }
 
+/// Today, UTC.
+pub fn today() -> Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
 /// One tenant's index of one UTC day.
 pub struct DayIndex {
     pub tenant: TenantId,
@@ -91,23 +96,64 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// How many days of indexes each tenant keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub days: u32,
+    pub tenant_days: BTreeMap<String, u32>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { days: 90, tenant_days: BTreeMap::new() }
+    }
+}
+
+impl Retention {
+    /// The oldest day `tenant` keeps when today is `today`.
+    pub fn keep_from(&self, tenant: &TenantId, today: Date) -> Date {
+        let days = self.tenant_days.get(tenant.as_str()).copied().unwrap_or(self.days).max(1);
+        today.checked_sub(time::Duration::days(i64::from(days) - 1)).unwrap_or(Date::MIN)
+    }
+}
+
 /// Every day index under one root.
 pub struct Indexes {
     root: PathBuf,
     schema: LogSchema,
+    retention: Retention,
     open: Mutex<HashMap<(TenantId, Date), Arc<DayIndex>>>,
     failed: Mutex<BTreeMap<PathBuf, String>>,
 }
 
 impl Indexes {
-    pub fn new(root: PathBuf) -> Result<Indexes> {
+    pub fn new(root: PathBuf, retention: Retention) -> Result<Indexes> {
         fs::create_dir_all(&root).map_err(|source| Error::Io { path: root.clone(), source })?;
         Ok(Indexes {
             root,
             schema: LogSchema::new(),
+            retention,
             open: Mutex::new(HashMap::new()),
             failed: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// True when `day` is past the tenant's retention: its lines are not indexed any more.
+    pub fn is_expired(&self, tenant: &TenantId, day: Date) -> bool {
+        day < self.retention.keep_from(tenant, today())
+    }
+
+    /// Deletes every tenant's day indexes past retention. Returns (tenant, days removed).
+    pub fn enforce_retention(&self) -> Vec<(TenantId, Vec<Date>)> {
+        let today = today();
+        self.tenants()
+            .into_iter()
+            .map(|t| {
+                let removed = self.remove_days_before(&t, self.retention.keep_from(&t, today));
+                (t, removed)
+            })
+            .filter(|(_, r)| !r.is_empty())
+            .collect()
     }
 
     pub fn schema(&self) -> &LogSchema {

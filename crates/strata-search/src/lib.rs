@@ -10,7 +10,7 @@ mod tail;
 
 use std::path::PathBuf;
 
-pub use index::{DayIndex, Indexes, day_name, day_of};
+pub use index::{DayIndex, Indexes, Retention, day_name, day_of, today};
 pub use query::{
     BUCKETS_MAX, Bucket, Cursor, Histogram, Hit, PATTERN_BYTES_MAX, QUERY_TERMS_MAX, SearchRequest, SearchResponse,
     Sort, auto_interval_ms, histogram, parse_user_query, search,

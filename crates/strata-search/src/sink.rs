@@ -120,6 +120,31 @@ fn commit_writer(w: &mut Writer, positions: &Positions) -> Result<(), SinkError>
     Ok(())
 }
 
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// A past day that stopped receiving lines is merged into one segment: fewer files to open and
+/// faster searches. Late lines for it later simply open a writer again.
+fn seal(w: Writer) {
+    let Writer { day, mut writer, .. } = w;
+    let t = Instant::now();
+    let merged = day
+        .index
+        .searchable_segment_ids()
+        .and_then(|ids| if ids.len() > 1 { writer.merge(&ids).wait().map(|_| ()) } else { Ok(()) });
+    let waited = writer.wait_merging_threads();
+    match merged.and(waited).and_then(|()| day.reader.reload()) {
+        Ok(()) => tracing::info!(
+            tenant = %day.tenant,
+            day = %crate::index::day_name(day.day),
+            seconds = t.elapsed().as_secs_f64(),
+            "sealed a past day index"
+        ),
+        Err(e) => tracing::warn!(path = %day.dir.display(), error = %e, "cannot merge a past day index"),
+    }
+}
+
 impl Sink for SearchSink {
     fn group(&self) -> &str {
         Self::GROUP
@@ -166,7 +191,22 @@ impl Sink for SearchSink {
                 self.seen.insert(key.clone(), r.offset + 1);
                 continue;
             };
-            let w = self.writer(&tenant, day_of(line.timestamp_ns))?;
+            let day = day_of(line.timestamp_ns);
+            if self.indexes.is_expired(&tenant, day) {
+                metrics::counter!("strata_search_discarded_total", "reason" => "expired").increment(1);
+                self.seen.insert(key.clone(), r.offset + 1);
+                continue;
+            }
+            let w = match self.writer(&tenant, day) {
+                Ok(w) => w,
+                Err(e) => {
+                    // One unusable day index must not stop indexing of every other line.
+                    metrics::counter!("strata_search_discarded_total", "reason" => "index_unavailable").increment(1);
+                    tracing::error!(%tenant, day = %crate::index::day_name(day), error = %e, "line not indexed");
+                    self.seen.insert(key.clone(), r.offset + 1);
+                    continue;
+                }
+            };
             w.last_used = Instant::now();
             // Replay after a crash: this index already committed the line.
             if w.committed.get(&key).is_some_and(|&c| r.offset < c) {
@@ -188,8 +228,21 @@ impl Sink for SearchSink {
     fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
         debug_assert!(positions.iter().all(|(k, v)| self.seen.get(k).is_none_or(|s| s == v)));
         let positions = positions.clone();
-        for w in self.writers.values_mut().filter(|w| w.dirty) {
-            commit_writer(w, &positions)?;
+        let mut gone = Vec::new();
+        for (key, w) in self.writers.iter_mut().filter(|(_, w)| w.dirty) {
+            if let Err(e) = commit_writer(w, &positions) {
+                // Retention may remove a day while its writer is open: its lines are expired anyway.
+                if self.indexes.is_expired(&key.0, key.1) || !w.day.dir.exists() {
+                    tracing::info!(tenant = %key.0, day = %crate::index::day_name(key.1), "dropping the writer of an expired day");
+                    gone.push(key.clone());
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+        for key in gone {
+            self.writers.remove(&key);
+            metrics::gauge!("strata_search_writers_open").decrement(1.0);
         }
         // Every index now has everything before `positions`: record that for the next start.
         let state = serde_json::json!({
@@ -202,9 +255,20 @@ impl Sink for SearchSink {
         f.sync_all().map_err(io_err(&tmp))?;
         fs::rename(&tmp, &self.state_path).map_err(io_err(&self.state_path))?;
         let idle = Duration::from_millis(self.cfg.writer_idle_ms);
-        let before = self.writers.len();
-        self.writers.retain(|_, w| w.dirty || w.last_used.elapsed() < idle);
-        metrics::gauge!("strata_search_writers_open").decrement((before - self.writers.len()) as f64);
+        let today = day_of(now_ns());
+        let closing: Vec<(TenantId, Date)> = self
+            .writers
+            .iter()
+            .filter(|(_, w)| !w.dirty && w.last_used.elapsed() >= idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in closing {
+            let w = self.writers.remove(&key).expect("present");
+            metrics::gauge!("strata_search_writers_open").decrement(1.0);
+            if key.1 < today {
+                seal(w);
+            }
+        }
         Ok(())
     }
 }

@@ -113,8 +113,10 @@ impl TailHub {
         TailHub { inner }
     }
 
+    /// Stops the hub and ends every tail stream (their senders are dropped).
     pub fn stop(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
+        self.inner.subs.lock().expect("tail lock").clear();
     }
 
     /// Subscribes to new lines of `tenant` matching `q` and `filter`.

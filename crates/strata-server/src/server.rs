@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use strata_gateway::{AdminTokenSource, ApiError, Auth, Gateway};
 use strata_log::{EmbeddedLog, Log};
 use strata_pipeline::{ConsumerConfig, StatsSink, spawn_consumer};
-use strata_search::{IndexerConfig, Indexes, SearchSink, TailConfig, TailHub};
+use strata_search::{IndexerConfig, Indexes, Retention, SearchSink, TailConfig, TailHub};
 use tower::ServiceExt;
 
 use crate::config::Config;
@@ -113,7 +113,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let topics = strata_model::Kind::ALL.iter().map(|k| k.topic().to_string()).collect();
     let stats = spawn_consumer(dyn_log.clone(), Box::new(StatsSink::new(&meta, topics)), consumer_cfg.clone());
-    let indexes = Arc::new(Indexes::new(cfg.data_dir.join("search")).context("cannot open the search directory")?);
+    let retention =
+        Retention { days: cfg.search.retention_days, tenant_days: cfg.search.tenant_retention_days.clone() };
+    let indexes =
+        Arc::new(Indexes::new(cfg.data_dir.join("search"), retention).context("cannot open the search directory")?);
     let indexer_cfg = IndexerConfig {
         writer_memory_bytes: cfg.search.writer_memory_bytes,
         writers_max: cfg.search.writers_max,
@@ -158,7 +161,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let retention = {
         let log = log.clone();
         let indexes = indexes.clone();
-        let search_cfg = cfg.search.clone();
         let every = Duration::from_millis(cfg.log.retention_check_interval_ms);
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
@@ -170,8 +172,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 if let Err(e) = log.enforce_retention(now_ms()).await {
                     tracing::error!(error = %e, "retention failed");
                 }
-                let (indexes, search_cfg) = (indexes.clone(), search_cfg.clone());
-                let _ = tokio::task::spawn_blocking(move || search_retention(&indexes, &search_cfg)).await;
+                let indexes = indexes.clone();
+                let _ = tokio::task::spawn_blocking(move || search_retention(&indexes)).await;
             }
         })
     };
@@ -200,15 +202,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// Deletes whole day indexes past each tenant's retention, and reports index sizes.
-fn search_retention(indexes: &Indexes, cfg: &crate::config::SearchSection) {
-    let today = strata_search::day_of(now_ms().saturating_mul(1_000_000));
+fn search_retention(indexes: &Indexes) {
+    for (tenant, removed) in indexes.enforce_retention() {
+        tracing::info!(%tenant, days = removed.len(), "search retention removed day indexes");
+    }
     for tenant in indexes.tenants() {
-        let days = cfg.tenant_retention_days.get(tenant.as_str()).copied().unwrap_or(cfg.retention_days);
-        let keep_from = today - time::Duration::days(i64::from(days) - 1);
-        let removed = indexes.remove_days_before(&tenant, keep_from);
-        if !removed.is_empty() {
-            tracing::info!(%tenant, days = removed.len(), "search retention removed day indexes");
-        }
         metrics::gauge!("strata_search_index_bytes", "tenant" => tenant.to_string())
             .set(indexes.tenant_size_bytes(&tenant) as f64);
     }

@@ -442,3 +442,68 @@ fn sigkill_during_ingest_leaves_each_acknowledged_line_searchable_exactly_once()
     assert_eq!(counts.len() as u64, in_log, "every line of the log is indexed once");
     eprintln!("{} acknowledged, {} in the log and the index", acked.len(), in_log);
 }
+
+#[test]
+fn retention_deletes_whole_old_days_per_tenant_and_search_is_in_the_metrics() {
+    let mut s = Server::start("[log]\nretention_check_interval_ms = 300\n[search]\nretention_days = 90\n");
+    let long = s.tenant_key("long");
+    let short = s.tenant_key("short");
+    let day_ms = 86_400_000;
+    let now = now_ms();
+    for key in [&long, &short] {
+        ingest(
+            &s,
+            key,
+            &[
+                json!({"timestamp": now - 100 * day_ms, "source_id": "a", "message": "ancient"}),
+                json!({"timestamp": now - 10 * day_ms, "source_id": "a", "message": "recent"}),
+                json!({"timestamp": now, "source_id": "a", "message": "today"}),
+            ],
+        );
+    }
+    let everything = [p("from", 0), p("limit", 100)];
+    let wait_for = |s: &Server, key: &str, want: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = messages(&search(s, key, &everything));
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "got {got:?}, want {want:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Lines older than the retention are not indexed at all.
+    wait_for(&s, &long, &["today", "recent"]);
+    wait_for(&s, &short, &["today", "recent"]);
+    let days = |s: &Server, tenant: &str| -> usize {
+        std::fs::read_dir(s.data_dir().join("search").join(tenant))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count()
+    };
+    assert_eq!((days(&s, "long"), days(&s, "short")), (2, 2));
+
+    let _tail = open_tail(&s, &long, "");
+    std::thread::sleep(Duration::from_millis(500));
+    let text = s.http.get(s.url("/metrics")).send().unwrap().text().unwrap();
+    for want in [
+        r#"strata_search_documents_indexed_total{tenant="long"} 2"#,
+        r#"strata_search_discarded_total{reason="expired"} 2"#,
+        "strata_search_commit_seconds_count",
+        r#"strata_search_index_bytes{tenant="long"}"#,
+        r#"strata_search_request_seconds_bucket{endpoint="search",status="200""#,
+        r#"strata_search_tail_connections{tenant="long"} 1"#,
+        r#"strata_consumer_lag_records{group="search",topic="logs",partition="0"} 0"#,
+    ] {
+        assert!(text.contains(want), "missing {want}");
+    }
+
+    // A shorter retention for one tenant removes its older day directory whole.
+    assert!(s.terminate().success());
+    s.extra_config.push_str("[search.tenant_retention_days]\nshort = 2\n");
+    s.spawn();
+    wait_for(&s, &short, &["today"]);
+    wait_for(&s, &long, &["today", "recent"]);
+    assert_eq!((days(&s, "long"), days(&s, "short")), (2, 1));
+}
