@@ -5,9 +5,13 @@
 
 mod args;
 mod generate;
+mod index;
 mod ingest;
 mod log_append;
 mod process;
+mod search_latency;
+mod searchable;
+mod summary;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +33,12 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Append to the embedded log alone, with fsync, beside `dd conv=fdatasync` on the same disk.
     LogAppend(log_append::LogAppendArgs),
+    /// Index generated log lines in process with the search sink; report throughput, index size and memory.
+    Index(index::IndexArgs),
+    /// Time searches over indexes written by `index`: a rare term, a common term, a phrase, a filter.
+    SearchLatency(search_latency::SearchLatencyArgs),
+    /// Measure how long after its ingest acknowledgement a line is found by a server's search API.
+    Searchable(searchable::SearchableArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +46,8 @@ fn main() -> anyhow::Result<()> {
         Command::Gen(args) => generate::run(&args),
         Command::Ingest(args) => ingest::run(args),
         Command::LogAppend(args) => log_append::run(args),
+        Command::Index(args) => index::run(args),
+        Command::SearchLatency(args) => search_latency::run(args),
+        Command::Searchable(args) => searchable::run(args),
     }
 }

@@ -234,7 +234,13 @@ fn rewrite_leaf(leaf: UserInputLeaf) -> Result<UserInputLeaf> {
 }
 
 /// The full query for one day index: the user's query and the filters.
-fn build_query(day: &DayIndex, schema: &LogSchema, ast: &UserInputAst, req: &SearchRequest) -> Result<Box<dyn Query>> {
+fn build_query(
+    day: &DayIndex,
+    schema: &LogSchema,
+    ast: &UserInputAst,
+    req: &SearchRequest,
+    (from_ns, to_ns): (i64, i64),
+) -> Result<Box<dyn Query>> {
     let mut parser = QueryParser::for_index(&day.index, vec![schema.message]);
     parser.set_conjunction_by_default();
     parser.allow_regexes();
@@ -245,8 +251,8 @@ fn build_query(day: &DayIndex, schema: &LogSchema, ast: &UserInputAst, req: &Sea
     clauses.push((
         Occur::Must,
         Box::new(RangeQuery::new(
-            Bound::Included(Term::from_field_i64(schema.timestamp, req.from_ns)),
-            Bound::Excluded(Term::from_field_i64(schema.timestamp, req.to_ns)),
+            Bound::Included(Term::from_field_i64(schema.timestamp, from_ns)),
+            Bound::Excluded(Term::from_field_i64(schema.timestamp, to_ns)),
         )),
     ));
     if !req.source_ids.is_empty() {
@@ -264,6 +270,14 @@ fn build_query(day: &DayIndex, schema: &LogSchema, ast: &UserInputAst, req: &Sea
         ));
     }
     Ok(Box::new(BooleanQuery::new(clauses)))
+}
+
+const DAY_NS: i64 = 86_400 * 1_000_000_000;
+/// The first window a newest-first search looks at, back from the end of its range.
+const FIRST_WINDOW_NS: i64 = 60 * 1_000_000_000;
+
+fn day_start_ns(day: Date) -> i64 {
+    day.midnight().assume_utc().unix_timestamp_nanos() as i64
 }
 
 /// The days a time range touches, newest first, among those that have an index.
@@ -309,16 +323,34 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
                 continue;
             }
         };
-        let query = build_query(&d, &schema, &ast, req)?;
+        let query = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns))?;
         let searcher = d.reader.searcher();
         match req.sort {
             Sort::Newest => {
-                let collector = NewestFirst { limit: req.limit, before: cursor_key, deadline };
-                let keys = searcher
-                    .search(&*query, &collector)
-                    .map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
-                for (key, addr) in keys {
-                    found.push((Hit::from_line(empty_line(), key), d.clone(), addr));
+                // Newest first, the page is usually full long before the start of the range: search
+                // windows back from the end, each four times the last, and stop once it is full.
+                let day_start = day_start_ns(day);
+                let start = req.from_ns.max(day_start);
+                let mut hi = req.to_ns.min(day_start.saturating_add(DAY_NS));
+                if let Some((ts, _, _)) = cursor_key {
+                    hi = hi.min(ts.saturating_add(1));
+                }
+                let mut window = FIRST_WINDOW_NS;
+                while hi > start && found.len() < req.limit {
+                    if Instant::now() > deadline {
+                        return Err(Error::Timeout);
+                    }
+                    let lo = hi.saturating_sub(window).max(start);
+                    let windowed = build_query(&d, &schema, &ast, req, (lo, hi))?;
+                    let collector = NewestFirst { limit: req.limit - found.len(), before: cursor_key, deadline };
+                    let keys = searcher
+                        .search(&*windowed, &collector)
+                        .map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
+                    for (key, addr) in keys {
+                        found.push((Hit::from_line(empty_line(), key), d.clone(), addr));
+                    }
+                    hi = lo;
+                    window = window.saturating_mul(4);
                 }
                 found.sort_by_key(|(h, _, _)| Reverse(h.key));
                 found.truncate(req.limit);
@@ -561,7 +593,7 @@ pub fn histogram(
                 continue;
             }
         };
-        let query = build_query(&d, &schema, &ast, req)?;
+        let query = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns))?;
         let c = BucketCounter { first, interval_ns, n: n as usize };
         let part =
             d.reader.searcher().search(&*query, &c).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Benchmarks of log search: the indexer alone on 10 million generated lines (throughput, index size,
+# memory), search latency over that index, then how soon a line ingested into a running server can
+# be found through its search API. Usage: scripts/bench-search.sh [work-dir]   (work-dir on the disk
+# to measure; the index of 10 million lines needs about 10 GB there)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${1:-./strata-bench-data}
+lines=${STRATA_BENCH_LINES:-10000000}
+mkdir -p "$work"
+cargo build --release -q -p strata-server -p strata-bench
+bench=target/release/strata-bench
+index="$work/search-index"
+srv="$work/search-srv"
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+  rm -rf "$index" "$srv"
+}
+trap cleanup EXIT
+
+# The first port from 7900 nobody listens on, unless STRATA_BENCH_PORT names one.
+free_port() {
+  for p in $(seq 7900 7999); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free port in 7900-7999" >&2
+  return 1
+}
+
+echo "== machine"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "disk: $(df -h "$work" | awk 'NR==2 {print $1, $2}')"
+
+rm -rf "$index"
+echo "== index ($lines lines of about 1 KiB over 6 h, 4 partitions, 1 MiB writes, a commit a second, in process)"
+$bench index --dir "$index" --lines "$lines" --json
+echo "== search-latency (50 runs per query after 3 warm-up runs, limit 100, newest first)"
+$bench search-latency --dir "$index" --json
+
+port=${STRATA_BENCH_PORT:-$(free_port)}
+rm -rf "$srv"
+# The server refuses STRATA_* variables that are not configuration keys, so it does not see this
+# script's own.
+env -u STRATA_BENCH_LINES -u STRATA_BENCH_PORT \
+  target/release/strata serve --data-dir "$srv/data" --http-addr "127.0.0.1:$port" --no-auth 2>"$work/search-serve.log" &
+pid=$!
+url="http://127.0.0.1:$port"
+for _ in $(seq 100); do
+  curl -sf "$url/readyz" >/dev/null && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+if ! curl -sf "$url/readyz" >/dev/null; then
+  echo "the server did not become ready on $url:" >&2
+  cat "$work/search-serve.log" >&2
+  exit 1
+fi
+echo "== searchable (100 probes every 200 ms under 5,000 background lines/s, search polled every 20 ms)"
+$bench searchable --url "$url" --rate 5000 --probes 100 --json
+kill -TERM "$pid"
+wait "$pid" || true
+pid=
+rm -rf "$srv" "$work/search-serve.log"
+rm -rf "$index"
+trap - EXIT
