@@ -247,29 +247,44 @@ fn build_query(
     let user = parser
         .build_query_from_user_input_ast(ast.clone())
         .map_err(|e| Error::Query { position: 0, reason: e.to_string() })?;
+    Ok(with_filters(user, schema, &req.source_ids, &req.levels, req.run_id.as_deref(), Some((from_ns, to_ns))))
+}
+
+/// The user's query restricted to sources, levels, a run and a time range `[from, to)`: what
+/// search, histogram and tail all apply.
+pub(crate) fn with_filters(
+    user: Box<dyn Query>,
+    schema: &LogSchema,
+    source_ids: &[String],
+    levels: &[String],
+    run_id: Option<&str>,
+    range: Option<(i64, i64)>,
+) -> Box<dyn Query> {
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, user)];
-    clauses.push((
-        Occur::Must,
-        Box::new(RangeQuery::new(
-            Bound::Included(Term::from_field_i64(schema.timestamp, from_ns)),
-            Bound::Excluded(Term::from_field_i64(schema.timestamp, to_ns)),
-        )),
-    ));
-    if !req.source_ids.is_empty() {
-        let terms = req.source_ids.iter().map(|s| Term::from_field_text(schema.source_id, s));
+    if let Some((from_ns, to_ns)) = range {
+        clauses.push((
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_i64(schema.timestamp, from_ns)),
+                Bound::Excluded(Term::from_field_i64(schema.timestamp, to_ns)),
+            )),
+        ));
+    }
+    if !source_ids.is_empty() {
+        let terms = source_ids.iter().map(|s| Term::from_field_text(schema.source_id, s));
         clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
     }
-    if !req.levels.is_empty() {
-        let terms = req.levels.iter().map(|s| Term::from_field_text(schema.level, &s.to_ascii_lowercase()));
+    if !levels.is_empty() {
+        let terms = levels.iter().map(|s| Term::from_field_text(schema.level, &s.to_ascii_lowercase()));
         clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
     }
-    if let Some(run) = &req.run_id {
+    if let Some(run) = run_id {
         clauses.push((
             Occur::Must,
             Box::new(TermQuery::new(Term::from_field_text(schema.run_id, run), IndexRecordOption::Basic)),
         ));
     }
-    Ok(Box::new(BooleanQuery::new(clauses)))
+    Box::new(BooleanQuery::new(clauses))
 }
 
 const DAY_NS: i64 = 86_400 * 1_000_000_000;

@@ -10,13 +10,12 @@ use std::time::Duration;
 use strata_log::{Log, StoredRecord};
 use strata_model::{LogLine, TenantId};
 use tantivy::collector::DocSetCollector;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery, TermSetQuery};
+use tantivy::query::Query;
 use tantivy::query_grammar::UserInputAst;
-use tantivy::schema::IndexRecordOption;
-use tantivy::{Index, TantivyDocument, Term};
+use tantivy::{Index, TantivyDocument};
 use tokio::sync::mpsc;
 
-use crate::query::{Hit, build_tail_query, parse_user_query};
+use crate::query::{Hit, build_tail_query, parse_user_query, with_filters};
 use crate::schema::LogSchema;
 use crate::{Error, Result};
 
@@ -250,20 +249,5 @@ fn send(sub: &Subscriber, hit: Hit) {
 }
 
 fn filtered(user: Box<dyn Query>, schema: &LogSchema, f: &TailFilter) -> Box<dyn Query> {
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, user)];
-    if !f.source_ids.is_empty() {
-        let terms = f.source_ids.iter().map(|s| Term::from_field_text(schema.source_id, s));
-        clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
-    }
-    if !f.levels.is_empty() {
-        let terms = f.levels.iter().map(|s| Term::from_field_text(schema.level, &s.to_ascii_lowercase()));
-        clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
-    }
-    if let Some(run) = &f.run_id {
-        clauses.push((
-            Occur::Must,
-            Box::new(TermQuery::new(Term::from_field_text(schema.run_id, run), IndexRecordOption::Basic)),
-        ));
-    }
-    Box::new(BooleanQuery::new(clauses))
+    with_filters(user, schema, &f.source_ids, &f.levels, f.run_id.as_deref(), None)
 }
