@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use strata_log::EncodedRecords;
 use strata_model::{Kind, Limits, RecordError, TenantId, headers as record_headers, partition_for};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use crate::body::{Encoding, decompress};
@@ -70,16 +71,46 @@ fn is_zero(n: &usize) -> bool {
 }
 
 /// The records of one partition, with the request indexes they came from.
-struct PartitionBatch {
+pub(crate) struct PartitionBatch {
     records: EncodedRecords,
     indexes: Vec<usize>,
 }
 
 /// A decoded and validated body, ready to append.
-struct Decoded {
-    batches: BTreeMap<u32, PartitionBatch>,
-    total: usize,
-    errors: Vec<(usize, RecordError)>,
+pub(crate) struct Decoded {
+    pub batches: BTreeMap<u32, PartitionBatch>,
+    pub total: usize,
+    pub errors: Vec<(usize, RecordError)>,
+}
+
+impl Decoded {
+    pub fn new() -> Decoded {
+        Decoded { batches: BTreeMap::new(), total: 0, errors: Vec::new() }
+    }
+
+    /// Adds one valid record's stored form to its partition's batch.
+    pub fn push(
+        &mut self,
+        index: usize,
+        tenant: &TenantId,
+        source_id: &str,
+        timestamp_ns: i64,
+        payload: &[u8],
+        partitions: u32,
+    ) {
+        let p = partition_for(tenant.as_str(), source_id, partitions);
+        let batch = self
+            .batches
+            .entry(p)
+            .or_insert_with(|| PartitionBatch { records: EncodedRecords::new(), indexes: Vec::new() });
+        match batch.records.push(timestamp_ns, tenant.as_str(), source_id, &[], payload) {
+            Ok(()) => batch.indexes.push(index),
+            Err(_) => self.errors.push((
+                index,
+                RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize },
+            )),
+        }
+    }
 }
 
 fn now_ns() -> i64 {
@@ -123,26 +154,13 @@ fn decode(
     partitions: u32,
 ) -> Result<Decoded, ApiError> {
     let now = now_ns();
-    let mut out = Decoded { batches: BTreeMap::new(), total: 0, errors: Vec::new() };
+    let mut out = Decoded::new();
     let mut payload = Vec::with_capacity(2048);
     let mut handle = |out: &mut Decoded, index: usize, parsed: Result<Value, RecordError>| {
         out.total += 1;
         let result = parsed.and_then(|v| normalize(kind, v, now, limits, &mut payload));
         match result {
-            Ok((source_id, ts)) => {
-                let p = partition_for(tenant.as_str(), &source_id, partitions);
-                let batch = out
-                    .batches
-                    .entry(p)
-                    .or_insert_with(|| PartitionBatch { records: EncodedRecords::new(), indexes: Vec::new() });
-                match batch.records.push(ts, tenant.as_str(), &source_id, &[], &payload) {
-                    Ok(()) => batch.indexes.push(index),
-                    Err(_) => out.errors.push((
-                        index,
-                        RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize },
-                    )),
-                }
-            }
+            Ok((source_id, ts)) => out.push(index, tenant, &source_id, ts, &payload, partitions),
             Err(e) => out.errors.push((index, e)),
         }
     };
@@ -233,9 +251,34 @@ async fn ingest_records_inner(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, IngestResponse), ApiError> {
-    let tenant = gw.auth.tenant(headers)?;
     let format = Format::from_headers(headers)?;
     let encoding = Encoding::from_headers(headers)?;
+    ingest_decoded(gw, kind, headers, body, false, move |gw, raw, permit, tenant, partitions| {
+        let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(permit, n))?;
+        // The encoded records take about as much memory as the body they come from.
+        gw.grow(permit, body.len())?;
+        decode(kind, tenant, &body, format, &gw.cfg.record, partitions)
+    })
+    .await
+}
+
+/// What every record ingest path shares once it knows how to decode a body: authentication, the
+/// memory budget, the body limit, rate limits, appending, counting and the answer. `decode` runs
+/// on a blocking thread with the raw body, and may grow the request's memory share.
+pub(crate) async fn ingest_decoded<F>(
+    gw: &Arc<Gateway>,
+    kind: Kind,
+    headers: &HeaderMap,
+    body: Body,
+    empty_ok: bool,
+    decode: F,
+) -> Result<(StatusCode, IngestResponse), ApiError>
+where
+    F: FnOnce(&Gateway, Vec<u8>, &mut OwnedSemaphorePermit, &TenantId, u32) -> Result<Decoded, ApiError>
+        + Send
+        + 'static,
+{
+    let tenant = gw.auth.tenant(headers)?;
     let mut permit = gw.reserve_body(headers).await?;
     let raw = gw.read_body(body, headers).await?;
     gw.rate.take(&tenant, 0, raw.len() as u64).map_err(|wait| {
@@ -243,20 +286,22 @@ async fn ingest_records_inner(
     })?;
     count_bytes(&tenant, kind, raw.len());
     let partitions = gw.log.partition_count(kind.topic())?;
-    let decoded = {
+    let (decoded, _permit) = {
         let gw = gw.clone();
         let tenant = tenant.clone();
         tokio::task::spawn_blocking(move || {
-            let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(&mut permit, n))?;
-            // The encoded records take about as much memory as the body they come from.
-            gw.grow(&mut permit, body.len())?;
-            let decoded = decode(kind, &tenant, &body, format, &gw.cfg.record, partitions)?;
+            let decoded = decode(&gw, raw, &mut permit, &tenant, partitions)?;
             Ok::<_, ApiError>((decoded, permit))
         })
         .await
         .map_err(|e| ApiError::internal(format!("decoding task failed: {e}")))??
     };
-    let (decoded, _permit) = decoded;
+    if decoded.total == 0 && empty_ok {
+        return Ok((
+            StatusCode::OK,
+            IngestResponse { accepted: 0, rejected: 0, errors: Vec::new(), errors_omitted: 0 },
+        ));
+    }
     let valid = decoded.total - decoded.errors.len();
     if decoded.total == 0 {
         return Err(ApiError::bad_request("body contains no records"));

@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod ingest;
 mod rate;
+pub mod remote_write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +116,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/ingest/v1/events", post(ingest_events))
         .route("/ingest/v1/metrics", post(ingest_metrics))
         .route("/ingest/v1/raw/{stream}", post(ingest::ingest_raw))
+        .route("/api/v1/write", post(remote_write::write))
         .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
         .with_state(gw)
 }

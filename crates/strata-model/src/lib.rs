@@ -13,8 +13,8 @@ mod timestamp;
 pub use hash::{partition_for, stable_hash};
 pub use limits::Limits;
 pub use record::{
-    Event, LogLine, MetricPoint, RecordError, is_valid_label_name, is_valid_metric_name, normalize_event,
-    normalize_log, normalize_metric,
+    Event, LogLine, MetricPoint, RecordError, check_timestamp, is_valid_label_name, is_valid_metric_name,
+    normalize_event, normalize_log, normalize_metric, validate_series,
 };
 pub use tenant::{TenantError, TenantId};
 pub use timestamp::{TimestampError, format_rfc3339_nanos, parse_timestamp};

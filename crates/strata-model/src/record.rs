@@ -34,6 +34,8 @@ pub enum RecordError {
     LabelName(String),
     #[error("label name {0:?} is reserved")]
     ReservedLabel(String),
+    #[error("label name {0:?} appears more than once")]
+    DuplicateLabel(String),
     #[error("{count} labels, more than the limit of {max}")]
     TooManyLabels { count: usize, max: usize },
     #[error("metric value must be a number or one of \"NaN\", \"+Inf\", \"-Inf\", got {0}")]
@@ -52,6 +54,7 @@ impl RecordError {
             RecordError::Future { .. } => "future_timestamp",
             RecordError::Timestamp(_) => "invalid_timestamp",
             RecordError::MetricName(_) | RecordError::LabelName(_) | RecordError::ReservedLabel(_) => "invalid_name",
+            RecordError::DuplicateLabel(_) => "duplicate_label",
             RecordError::TooManyLabels { .. } => "too_many_labels",
         }
     }
@@ -167,34 +170,20 @@ pub fn normalize_metric(v: Value, now_ns: i64, limits: &Limits) -> Result<Metric
         Some((field, other)) => return Err(type_err(field, "a string", &other)),
         None => return Err(RecordError::Missing("name")),
     };
-    check_len("name", name.len(), limits.metric_name_bytes_max)?;
-    if !is_valid_metric_name(&name) {
-        return Err(RecordError::MetricName(name));
-    }
     let labels_in = match take_alias(&mut obj, "labels", "tags") {
         None | Some((_, Value::Null)) => Map::new(),
         Some((_, Value::Object(m))) => m,
         Some((field, other)) => return Err(type_err(field, "an object", &other)),
     };
-    if labels_in.len() > limits.labels_per_series_max {
-        return Err(RecordError::TooManyLabels { count: labels_in.len(), max: limits.labels_per_series_max });
-    }
-    let mut labels = BTreeMap::new();
+    let mut pairs = Vec::with_capacity(labels_in.len());
     for (k, v) in labels_in {
-        check_len("label name", k.len(), limits.label_name_bytes_max)?;
-        if !is_valid_label_name(&k) {
-            return Err(RecordError::LabelName(k));
-        }
-        if k.starts_with("__") {
-            return Err(RecordError::ReservedLabel(k));
-        }
-        let v = match v {
-            Value::String(s) => s,
+        match v {
+            Value::String(s) => pairs.push((k, s)),
             other => return Err(type_err(&format!("labels.{k}"), "a string", &other)),
-        };
-        check_len(&format!("labels.{k}"), v.len(), limits.label_value_bytes_max)?;
-        labels.insert(k, v);
+        }
     }
+    validate_series(&name, &pairs, limits)?;
+    let labels: BTreeMap<String, String> = pairs.into_iter().collect();
     let value = match obj.remove("value") {
         Some(Value::Number(n)) => n.as_f64().ok_or_else(|| RecordError::Value(n.to_string()))?,
         Some(Value::String(s)) => parse_special_float(&s).ok_or(RecordError::Value(format!("{s:?}")))?,
@@ -209,6 +198,42 @@ pub fn normalize_metric(v: Value, now_ns: i64, limits: &Limits) -> Result<Metric
         return Err(RecordError::UnknownField(k.clone()));
     }
     Ok(MetricPoint { name, labels, value, timestamp_ns, source_id })
+}
+
+/// Checks a metric name and its labels (without `__name__`) against the limits: valid Prometheus
+/// names, no reserved or repeated label name, lengths and count. Every metric ingest path uses it.
+pub fn validate_series(name: &str, labels: &[(String, String)], limits: &Limits) -> Result<(), RecordError> {
+    check_len("name", name.len(), limits.metric_name_bytes_max)?;
+    if !is_valid_metric_name(name) {
+        return Err(RecordError::MetricName(name.to_string()));
+    }
+    if labels.len() > limits.labels_per_series_max {
+        return Err(RecordError::TooManyLabels { count: labels.len(), max: limits.labels_per_series_max });
+    }
+    for (i, (k, v)) in labels.iter().enumerate() {
+        check_len("label name", k.len(), limits.label_name_bytes_max)?;
+        if !is_valid_label_name(k) {
+            return Err(RecordError::LabelName(k.clone()));
+        }
+        if k.starts_with("__") {
+            return Err(RecordError::ReservedLabel(k.clone()));
+        }
+        if labels[..i].iter().any(|(other, _)| other == k) {
+            return Err(RecordError::DuplicateLabel(k.clone()));
+        }
+        check_len(&format!("labels.{k}"), v.len(), limits.label_value_bytes_max)?;
+    }
+    Ok(())
+}
+
+/// Checks a timestamp against the future skew limit.
+pub fn check_timestamp(timestamp_ns: i64, now_ns: i64, limits: &Limits) -> Result<i64, RecordError> {
+    let ahead_ns = timestamp_ns.saturating_sub(now_ns);
+    let max_ns = i64::try_from(limits.future_skew_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
+    if ahead_ns > max_ns {
+        return Err(RecordError::Future { ahead_ms: ahead_ns / 1_000_000, max_ms: limits.future_skew_ms });
+    }
+    Ok(timestamp_ns)
 }
 
 /// Validates an event (`type`, `timestamp`, `source_id`, `event_id`, `data`) and turns it into the
@@ -245,12 +270,7 @@ fn timestamp(obj: &mut Map<String, Value>, now_ns: i64, limits: &Limits) -> Resu
         None | Some(Value::Null) => return Ok(now_ns),
         Some(v) => parse_timestamp(&v)?,
     };
-    let ahead_ns = ts.saturating_sub(now_ns);
-    let max_ns = i64::try_from(limits.future_skew_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
-    if ahead_ns > max_ns {
-        return Err(RecordError::Future { ahead_ms: ahead_ns / 1_000_000, max_ms: limits.future_skew_ms });
-    }
-    Ok(ts)
+    check_timestamp(ts, now_ns, limits)
 }
 
 fn required_id(obj: &mut Map<String, Value>, field: &'static str, limits: &Limits) -> Result<String, RecordError> {

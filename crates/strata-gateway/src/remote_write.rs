@@ -1,0 +1,165 @@
+//! Prometheus remote write 1.0: `POST /api/v1/write`, a snappy-compressed (block format) protobuf
+//! `WriteRequest`. Every sample becomes a metric point in the `metrics` topic, like the native path.
+//! Answers follow the protocol: 204 when all samples were stored; 400 when some or all were bad
+//! (the good ones are stored; a sender drops a 400 batch rather than retrying it); 429 and 503 with
+//! `Retry-After` when the sender should retry.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use strata_model::{Kind, MetricPoint, RecordError, check_timestamp, validate_series};
+
+use crate::ingest::{Decoded, ingest_decoded};
+use crate::{ApiError, Gateway};
+
+/// The remote write 1.0 messages, as in Prometheus' `prompb/types.proto` and `remote.proto`.
+pub mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        /// Unix milliseconds.
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Decodes and validates a remote write body into per-partition batches.
+fn decode(
+    gw: &Gateway,
+    raw: Vec<u8>,
+    permit: &mut tokio::sync::OwnedSemaphorePermit,
+    tenant: &strata_model::TenantId,
+    partitions: u32,
+) -> Result<Decoded, ApiError> {
+    let max = gw.cfg.decompressed_bytes_max;
+    let len = snap::raw::decompress_len(&raw)
+        .map_err(|e| ApiError::bad_request(format!("body is not snappy block format: {e}")))?;
+    // The length is declared up front: a bomb is refused before anything is allocated.
+    if len as u64 > max {
+        return Err(ApiError::too_large(format!(
+            "decompressed body of {len} bytes is larger than decompressed_bytes_max ({max} bytes)"
+        )));
+    }
+    gw.grow(permit, len.saturating_mul(2))?;
+    let body = snap::raw::Decoder::new()
+        .decompress_vec(&raw)
+        .map_err(|e| ApiError::bad_request(format!("body is not snappy block format: {e}")))?;
+    drop(raw);
+    let req = <proto::WriteRequest as prost::Message>::decode(&body[..])
+        .map_err(|e| ApiError::bad_request(format!("body is not a remote write WriteRequest: {e}")))?;
+    let now = now_ns();
+    let limits = &gw.cfg.record;
+    let mut out = Decoded::new();
+    let mut payload = Vec::with_capacity(256);
+    let mut index = 0usize;
+    for series in req.timeseries {
+        let mut name = None;
+        let mut repeated_name = false;
+        let mut labels = Vec::with_capacity(series.labels.len());
+        for l in series.labels {
+            if l.name == "__name__" {
+                repeated_name |= name.replace(l.value).is_some();
+            } else {
+                labels.push((l.name, l.value));
+            }
+        }
+        let checked = match name {
+            _ if repeated_name => Err(RecordError::DuplicateLabel("__name__".to_string())),
+            None => Err(RecordError::Missing("__name__")),
+            Some(n) => validate_series(&n, &labels, limits).map(|()| n),
+        };
+        let name = match checked {
+            Ok(n) => n,
+            Err(e) => {
+                for _ in &series.samples {
+                    out.total += 1;
+                    out.errors.push((index, e.clone()));
+                    index += 1;
+                }
+                continue;
+            }
+        };
+        let source_id = labels.iter().find(|(k, _)| k == "instance").map(|(_, v)| v.clone()).unwrap_or_default();
+        let labels: std::collections::BTreeMap<String, String> = labels.into_iter().collect();
+        for s in series.samples {
+            out.total += 1;
+            let ts = s
+                .timestamp
+                .checked_mul(1_000_000)
+                .filter(|t| *t >= 0)
+                .ok_or(RecordError::Timestamp(strata_model::TimestampError::Range(s.timestamp.to_string())));
+            match ts.and_then(|t| check_timestamp(t, now, limits)) {
+                Ok(timestamp_ns) => {
+                    let point = MetricPoint {
+                        name: name.clone(),
+                        labels: labels.clone(),
+                        value: s.value,
+                        timestamp_ns,
+                        source_id: source_id.clone(),
+                    };
+                    payload.clear();
+                    serde_json::to_writer(&mut payload, &point).expect("metric points serialise");
+                    out.push(index, tenant, &source_id, timestamp_ns, &payload, partitions);
+                }
+                Err(e) => out.errors.push((index, e)),
+            }
+            index += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /api/v1/write`.
+pub(crate) async fn write(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("snappy");
+    let result = if !encoding.eq_ignore_ascii_case("snappy") {
+        Err(ApiError::unsupported(format!("content encoding {encoding:?} is not supported; remote write uses snappy")))
+    } else {
+        ingest_decoded(&gw, Kind::Metrics, &headers, body, true, decode).await
+    };
+    let response = match result {
+        Ok((_, r)) if r.rejected == 0 => StatusCode::NO_CONTENT.into_response(),
+        Ok((_, r)) => {
+            let first = r.errors.first().map(|e| e.error.as_str()).unwrap_or("");
+            let msg = format!("{} of {} samples rejected; first: {first}", r.rejected, r.rejected + r.accepted);
+            ApiError::bad_request(msg).into_response()
+        }
+        Err(e) => e.into_response(),
+    };
+    metrics::counter!("strata_ingest_requests_total", "kind" => "remote_write", "status" => response.status().as_str().to_string())
+        .increment(1);
+    metrics::histogram!("strata_ingest_request_seconds", "kind" => "remote_write")
+        .record(started.elapsed().as_secs_f64());
+    response
+}
