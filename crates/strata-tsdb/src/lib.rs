@@ -1,9 +1,13 @@
-//! Time-series storage for float samples. This first part is the chunk codec every block and
-//! head chunk will use; the series index, head, blocks and query paths build on it.
+//! Time-series storage for float samples: the chunk codec, the series index with Prometheus
+//! matchers, and the in-memory head. Blocks on disk and the query paths build on them.
 
 pub mod chunk;
+pub mod head;
+pub mod index;
 
 pub use chunk::{Chunk, ChunkError, ChunkIter, encode};
+pub use head::{AppendError, Head, SeriesSamples};
+pub use index::{LabelSet, Matcher, MatcherError, SeriesId, SeriesIndex};
 
 /// A Prometheus staleness marker: a NaN with this exact bit pattern. Chunks keep NaN payloads, so
 /// it survives encoding.

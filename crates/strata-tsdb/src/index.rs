@@ -1,0 +1,216 @@
+//! Series identity and the inverted index from label pairs to series, with Prometheus matchers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A series' identity within a tenant: its label set, `__name__` included, sorted by name.
+pub type LabelSet = Vec<(String, String)>;
+
+/// A series number, dense from 0 within one index.
+pub type SeriesId = u32;
+
+/// Anchored regexes longer than this are refused.
+pub const MATCHER_REGEX_BYTES_MAX: usize = 4096;
+
+/// Why a matcher cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("regex {pattern:?} is not valid: {reason}")]
+    Regex { pattern: String, reason: String },
+    #[error("regex of {0} bytes, more than the limit of {MATCHER_REGEX_BYTES_MAX}")]
+    RegexTooLong(usize),
+}
+
+/// `name op value`, as in `{job="api", code=~"5.."}`.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Equal(String, String),
+    NotEqual(String, String),
+    Regex(String, regex::Regex),
+    NotRegex(String, regex::Regex),
+}
+
+impl Matcher {
+    /// A regex matcher; like Prometheus, the pattern is anchored at both ends.
+    pub fn regex(name: &str, pattern: &str, negate: bool) -> Result<Matcher, MatcherError> {
+        if pattern.len() > MATCHER_REGEX_BYTES_MAX {
+            return Err(MatcherError::RegexTooLong(pattern.len()));
+        }
+        let re = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| MatcherError::Regex { pattern: pattern.to_string(), reason: e.to_string() })?;
+        Ok(if negate { Matcher::NotRegex(name.to_string(), re) } else { Matcher::Regex(name.to_string(), re) })
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Matcher::Equal(n, _) | Matcher::NotEqual(n, _) | Matcher::Regex(n, _) | Matcher::NotRegex(n, _) => n,
+        }
+    }
+
+    /// Whether a label value (empty when the label is absent, as Prometheus treats it) matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Equal(_, v) => value == v,
+            Matcher::NotEqual(_, v) => value != v,
+            Matcher::Regex(_, re) => re.is_match(value),
+            Matcher::NotRegex(_, re) => !re.is_match(value),
+        }
+    }
+}
+
+/// Series of one tenant and the postings of each label pair.
+#[derive(Default)]
+pub struct SeriesIndex {
+    ids: HashMap<LabelSet, SeriesId>,
+    series: Vec<LabelSet>,
+    postings: BTreeMap<String, BTreeMap<String, BTreeSet<SeriesId>>>,
+}
+
+impl SeriesIndex {
+    /// The id of a label set, adding it if new. Labels are sorted here.
+    pub fn get_or_insert(&mut self, mut labels: LabelSet) -> (SeriesId, bool) {
+        labels.sort();
+        if let Some(&id) = self.ids.get(&labels) {
+            return (id, false);
+        }
+        let id = self.series.len() as SeriesId;
+        for (n, v) in &labels {
+            self.postings.entry(n.clone()).or_default().entry(v.clone()).or_default().insert(id);
+        }
+        self.ids.insert(labels.clone(), id);
+        self.series.push(labels);
+        (id, true)
+    }
+
+    pub fn get(&self, labels: &LabelSet) -> Option<SeriesId> {
+        let mut sorted = labels.clone();
+        sorted.sort();
+        self.ids.get(&sorted).copied()
+    }
+
+    pub fn labels(&self, id: SeriesId) -> &LabelSet {
+        &self.series[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Series matching every matcher. With no matcher that can only be satisfied by a non-empty
+    /// value, Prometheus refuses the selector; callers check that before asking.
+    pub fn select(&self, matchers: &[Matcher]) -> BTreeSet<SeriesId> {
+        let mut result: Option<BTreeSet<SeriesId>> = None;
+        // Matchers that need a non-empty value narrow through postings; the others filter.
+        let (narrowing, filtering): (Vec<&Matcher>, Vec<&Matcher>) = matchers.iter().partition(|m| !m.matches(""));
+        for m in &narrowing {
+            let mut ids = BTreeSet::new();
+            if let Some(values) = self.postings.get(m.name()) {
+                for (v, posting) in values {
+                    if m.matches(v) {
+                        ids.extend(posting.iter().copied());
+                    }
+                }
+            }
+            result = Some(match result {
+                None => ids,
+                Some(r) => r.intersection(&ids).copied().collect(),
+            });
+        }
+        let candidates: Box<dyn Iterator<Item = SeriesId>> = match result {
+            Some(r) => Box::new(r.into_iter()),
+            None => Box::new(0..self.series.len() as SeriesId),
+        };
+        candidates
+            .filter(|&id| {
+                let labels = &self.series[id as usize];
+                filtering.iter().all(|m| {
+                    let v = labels.iter().find(|(n, _)| n == m.name()).map_or("", |(_, v)| v.as_str());
+                    m.matches(v)
+                })
+            })
+            .collect()
+    }
+
+    /// Label names used by any of `ids`, sorted.
+    pub fn label_names(&self, ids: &BTreeSet<SeriesId>) -> BTreeSet<String> {
+        ids.iter().flat_map(|&id| self.series[id as usize].iter().map(|(n, _)| n.clone())).collect()
+    }
+
+    /// Values of `name` among `ids`, sorted.
+    pub fn label_values(&self, name: &str, ids: &BTreeSet<SeriesId>) -> BTreeSet<String> {
+        ids.iter()
+            .filter_map(|&id| self.series[id as usize].iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ls(pairs: &[(&str, &str)]) -> LabelSet {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    fn index() -> SeriesIndex {
+        let mut ix = SeriesIndex::default();
+        for (name, job, code) in [
+            ("http", "api", "200"),
+            ("http", "api", "500"),
+            ("http", "web", "503"),
+            ("up", "api", ""),
+            ("up", "web", ""),
+        ] {
+            let mut l = ls(&[("__name__", name), ("job", job)]);
+            if !code.is_empty() {
+                l.push(("code".into(), code.into()));
+            }
+            ix.get_or_insert(l);
+        }
+        ix
+    }
+
+    fn names(ix: &SeriesIndex, m: &[Matcher]) -> Vec<String> {
+        ix.select(m)
+            .into_iter()
+            .map(|id| ix.labels(id).iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(","))
+            .collect()
+    }
+
+    #[test]
+    fn identity_ignores_label_order() {
+        let mut ix = SeriesIndex::default();
+        let (a, new_a) = ix.get_or_insert(ls(&[("__name__", "m"), ("b", "2"), ("a", "1")]));
+        let (b, new_b) = ix.get_or_insert(ls(&[("a", "1"), ("__name__", "m"), ("b", "2")]));
+        assert_eq!((a, new_a, new_b), (b, true, false));
+        assert_eq!(ix.get(&ls(&[("b", "2"), ("a", "1"), ("__name__", "m")])), Some(a));
+    }
+
+    #[test]
+    fn matchers_select_like_prometheus() {
+        let ix = index();
+        let eq = |n: &str, v: &str| Matcher::Equal(n.into(), v.into());
+        assert_eq!(names(&ix, &[eq("__name__", "http"), eq("job", "api")]).len(), 2);
+        assert_eq!(
+            names(&ix, &[eq("__name__", "http"), Matcher::regex("code", "5..", false).unwrap()]),
+            ["__name__=http,code=500,job=api", "__name__=http,code=503,job=web"]
+        );
+        // Anchored: "5" alone does not match "500".
+        assert!(names(&ix, &[Matcher::regex("code", "5", false).unwrap()]).is_empty());
+        assert_eq!(names(&ix, &[eq("__name__", "http"), Matcher::NotEqual("job".into(), "api".into())]).len(), 1);
+        assert_eq!(names(&ix, &[eq("__name__", "http"), Matcher::regex("code", "2..", true).unwrap()]).len(), 2);
+        // An absent label is the empty string: `code=""` selects the series without it.
+        assert_eq!(names(&ix, &[eq("code", "")]).len(), 2);
+        assert_eq!(names(&ix, &[Matcher::regex("job", "api|web", false).unwrap(), eq("code", "")]).len(), 2);
+        assert!(Matcher::regex("x", "(", false).is_err());
+        assert!(matches!(Matcher::regex("x", &"a".repeat(5000), false), Err(MatcherError::RegexTooLong(5000))));
+        let all = ix.select(&[Matcher::regex("__name__", ".+", false).unwrap()]);
+        assert_eq!(ix.label_names(&all).into_iter().collect::<Vec<_>>(), ["__name__", "code", "job"]);
+        assert_eq!(ix.label_values("job", &all).into_iter().collect::<Vec<_>>(), ["api", "web"]);
+    }
+}
