@@ -19,7 +19,7 @@ use strata_search::{IndexerConfig, Indexes, Retention, SearchSink, TailConfig, T
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::{admin, search};
+use crate::{admin, prom, search};
 
 /// Everything a request handler may need once the server is ready.
 pub struct App {
@@ -29,6 +29,7 @@ pub struct App {
     pub indexes: Arc<Indexes>,
     pub tail: TailHub,
     pub search_cfg: crate::config::SearchSection,
+    pub tsdb: Arc<strata_tsdb::Store>,
 }
 
 /// The listener's view: health answers at once, everything else waits for readiness.
@@ -127,6 +128,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Box::new(SearchSink::new(indexes.clone(), indexer_cfg)),
         ConsumerConfig { commit_interval_ms: cfg.search.commit_interval_ms, ..consumer_cfg },
     );
+    let tsdb = Arc::new(strata_tsdb::Store::new(strata_tsdb::TsdbConfig::default()));
+    let tsdb_consumer = spawn_consumer(
+        dyn_log.clone(),
+        Box::new(strata_tsdb::TsdbSink::new(tsdb.clone())),
+        ConsumerConfig { commit_interval_ms: cfg.pipeline.commit_interval_ms, ..ConsumerConfig::default() },
+    );
     let tail = TailHub::start(
         dyn_log.clone(),
         TailConfig {
@@ -143,6 +150,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         indexes: indexes.clone(),
         tail: tail.clone(),
         search_cfg: cfg.search.clone(),
+        tsdb,
     });
     let inner = strata_gateway::routes(gateway.clone()).merge(
         Router::new()
@@ -152,6 +160,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .route("/query/v1/logs/search", get(search::search).post(search::search))
             .route("/query/v1/logs/histogram", get(search::histogram).post(search::histogram))
             .route("/query/v1/logs/tail", get(search::tail))
+            .route("/api/v1/series", get(prom::series).post(prom::series))
+            .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+            .route("/api/v1/label/{name}/values", get(prom::label_values))
+            .route("/api/v1/status/buildinfo", get(prom::buildinfo))
             .with_state(app.clone()),
     );
     let _ = shell.app.set(app);
@@ -194,6 +206,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || {
         stats.stop();
         search_consumer.stop();
+        tsdb_consumer.stop();
         log.close();
     })
     .await?;

@@ -133,3 +133,79 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
     assert_eq!(write(&s, &key, encode(&WriteRequest { timeseries: vec![] })).0, 204);
     assert!(s.is_up());
 }
+
+fn prom_get(s: &Server, key: &str, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    let r = s.http.get(s.url(path)).bearer_auth(key).query(params).send().unwrap();
+    (r.status().as_u16(), r.json().unwrap())
+}
+
+/// Waits until the metric store has consumed what was written.
+fn wait_for_series(s: &Server, key: &str, selector: &str, n: usize) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (st, v) = prom_get(s, key, "/api/v1/series", &[("match[]", selector)]);
+        assert_eq!(st, 200, "{v}");
+        if v["data"].as_array().unwrap().len() == n {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn series_and_labels_apis_answer_in_prometheus_format_and_survive_a_kill() {
+    let mut s = Server::start("");
+    let key = s.tenant_key("prom");
+    let other = s.tenant_key("other");
+    let t = now_ms();
+    let req = WriteRequest {
+        timeseries: vec![
+            series(&[("__name__", "http_requests_total"), ("job", "api"), ("code", "200")], &[(t, 1.0)]),
+            series(&[("__name__", "http_requests_total"), ("job", "api"), ("code", "500")], &[(t, 2.0)]),
+            series(&[("__name__", "up"), ("job", "web")], &[(t, 1.0)]),
+        ],
+    };
+    assert_eq!(write(&s, &key, encode(&req)).0, 204);
+    let v = wait_for_series(&s, &key, r#"http_requests_total{code=~"5.."}"#, 1);
+    assert_eq!(
+        v,
+        serde_json::json!({"status": "success", "data": [{"__name__": "http_requests_total", "code": "500", "job": "api"}]})
+    );
+    let (_, v) = prom_get(&s, &key, "/api/v1/labels", &[]);
+    assert_eq!(v["data"], serde_json::json!(["__name__", "code", "job"]));
+    let (_, v) = prom_get(&s, &key, "/api/v1/label/job/values", &[]);
+    assert_eq!(v["data"], serde_json::json!(["api", "web"]));
+    let (_, v) = prom_get(&s, &key, "/api/v1/label/__name__/values", &[("match[]", r#"{job="web"}"#)]);
+    assert_eq!(v["data"], serde_json::json!(["up"]));
+    let (_, v) = prom_get(&s, &other, "/api/v1/label/__name__/values", &[]);
+    assert_eq!(v["data"], serde_json::json!([]), "another tenant sees nothing");
+    let (st, v) = prom_get(&s, &key, "/api/v1/series", &[]);
+    assert_eq!((st, v["errorType"].as_str()), (400, Some("bad_data")));
+    let (st, _) = prom_get(&s, &key, "/api/v1/series", &[("match[]", r#"{job=""}"#)]);
+    assert_eq!(st, 400, "a selector matching everything is refused");
+    let (st, _) = prom_get(&s, &key, "/api/v1/series", &[("match[]", "up"), ("start", "yesterday")]);
+    assert_eq!(st, 400);
+    let (_, v) =
+        prom_get(&s, &key, "/api/v1/series", &[("match[]", "up"), ("end", &format!("{}", (t - 60_000) / 1000))]);
+    assert_eq!(v["data"], serde_json::json!([]), "no sample before the range's end");
+    let (st, v) = prom_get(&s, &key, "/api/v1/status/buildinfo", &[]);
+    assert_eq!((st, v["status"].as_str()), (200, Some("success")));
+    // POST with a form body, as Grafana sends it.
+    let v: Value = s
+        .http
+        .post(s.url("/api/v1/series"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("match%5B%5D=up")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+
+    // The store is rebuilt from the log after a SIGKILL.
+    s.kill();
+    s.spawn();
+    wait_for_series(&s, &key, r#"{__name__=~".+"}"#, 3);
+}

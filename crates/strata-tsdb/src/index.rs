@@ -20,6 +20,10 @@ pub enum MatcherError {
     RegexTooLong(usize),
 }
 
+pub(crate) fn is_label_name(s: &str) -> bool {
+    strata_model::is_valid_label_name(s)
+}
+
 /// `name op value`, as in `{job="api", code=~"5.."}`.
 #[derive(Debug, Clone)]
 pub enum Matcher {
