@@ -295,6 +295,17 @@ fn day_start_ns(day: Date) -> i64 {
     day.midnight().assume_utc().unix_timestamp_nanos() as i64
 }
 
+/// A day's index for reading; one that fails to open is noted in `errors` and skipped.
+fn open_day(indexes: &Indexes, tenant: &TenantId, day: Date, errors: &mut Vec<String>) -> Option<Arc<DayIndex>> {
+    match indexes.open(tenant, day, false) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
+    }
+}
+
 /// The days a time range touches, newest first, among those that have an index.
 fn days_in_range(indexes: &Indexes, tenant: &TenantId, from_ns: i64, to_ns: i64) -> Vec<Date> {
     let (first, last) = (day_of(from_ns), day_of(to_ns.saturating_sub(1)));
@@ -330,14 +341,7 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
         {
             continue;
         }
-        let d = match indexes.open(tenant, day, false) {
-            Ok(Some(d)) => d,
-            Ok(None) => continue,
-            Err(e) => {
-                errors.push(e.to_string());
-                continue;
-            }
-        };
+        let Some(d) = open_day(indexes, tenant, day, &mut errors) else { continue };
         let query = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns))?;
         let searcher = d.reader.searcher();
         match req.sort {
@@ -600,14 +604,7 @@ pub fn histogram(
         if Instant::now() > deadline {
             return Err(Error::Timeout);
         }
-        let d = match indexes.open(tenant, day, false) {
-            Ok(Some(d)) => d,
-            Ok(None) => continue,
-            Err(e) => {
-                errors.push(e.to_string());
-                continue;
-            }
-        };
+        let Some(d) = open_day(indexes, tenant, day, &mut errors) else { continue };
         let query = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns))?;
         let c = BucketCounter { first, interval_ns, n: n as usize };
         let part =
