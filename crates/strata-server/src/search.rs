@@ -141,19 +141,25 @@ fn request(p: &Params) -> Result<SearchRequest, ApiError> {
     })
 }
 
+/// Runs a search off the async workers within the query timeout, and records its latency.
 async fn run_blocking<T: Send + 'static>(
     app: &App,
+    endpoint: &'static str,
+    started: Instant,
     f: impl FnOnce(Instant) -> strata_search::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     let timeout = Duration::from_millis(app.search_cfg.query_timeout_ms);
     let deadline = Instant::now() + timeout;
-    match tokio::time::timeout(timeout + Duration::from_millis(100), tokio::task::spawn_blocking(move || f(deadline)))
-        .await
-    {
+    let work = tokio::task::spawn_blocking(move || f(deadline));
+    let result = match tokio::time::timeout(timeout + Duration::from_millis(100), work).await {
         Ok(Ok(r)) => r.map_err(to_api),
         Ok(Err(e)) => Err(ApiError::internal(format!("search task failed: {e}"))),
         Err(_) => Err(to_api(SearchError::Timeout)),
-    }
+    };
+    let status = if result.is_ok() { "200" } else { "error" };
+    metrics::histogram!("strata_search_request_seconds", "endpoint" => endpoint, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    result
 }
 
 fn tenant(app: &App, headers: &HeaderMap) -> Result<TenantId, ApiError> {
@@ -171,11 +177,10 @@ pub async fn search(
     let tenant = tenant(&app, &headers)?;
     let req = request(&Params::from_request(&method, query, &body)?)?;
     let indexes = app.indexes.clone();
-    let result = run_blocking(&app, move |deadline| strata_search::search(&indexes, &tenant, &req, deadline)).await;
-    let status = if result.is_ok() { "200" } else { "error" };
-    metrics::histogram!("strata_search_request_seconds", "endpoint" => "search", "status" => status)
-        .record(started.elapsed().as_secs_f64());
-    Ok(Json(result?).into_response())
+    let result =
+        run_blocking(&app, "search", started, move |deadline| strata_search::search(&indexes, &tenant, &req, deadline))
+            .await?;
+    Ok(Json(result).into_response())
 }
 
 pub async fn histogram(
@@ -196,13 +201,11 @@ pub async fn histogram(
         })?,
     };
     let indexes = app.indexes.clone();
-    let result =
-        run_blocking(&app, move |deadline| strata_search::histogram(&indexes, &tenant, &req, interval_ms, deadline))
-            .await;
-    let status = if result.is_ok() { "200" } else { "error" };
-    metrics::histogram!("strata_search_request_seconds", "endpoint" => "histogram", "status" => status)
-        .record(started.elapsed().as_secs_f64());
-    Ok(Json(result?).into_response())
+    let result = run_blocking(&app, "histogram", started, move |deadline| {
+        strata_search::histogram(&indexes, &tenant, &req, interval_ms, deadline)
+    })
+    .await?;
+    Ok(Json(result).into_response())
 }
 
 fn parse_interval_ms(s: &str) -> Option<i64> {
