@@ -23,6 +23,8 @@ pub struct GatewayConfig {
     pub rate: RateConfig,
     /// What one record may contain.
     pub record: Limits,
+    /// Series limits of metrics.
+    pub metrics: crate::SeriesLimits,
 }
 
 impl Default for GatewayConfig {
@@ -36,6 +38,7 @@ impl Default for GatewayConfig {
             body_read_timeout_ms: 30_000,
             rate: RateConfig::default(),
             record: Limits::default(),
+            metrics: crate::SeriesLimits::default(),
         }
     }
 }
@@ -78,6 +81,11 @@ impl GatewayConfig {
             if v.is_nan() || v <= 0.0 {
                 return Err(format!("{key} must be greater than 0, got {v}"));
             }
+        }
+        if self.metrics.active_series_max == 0 || self.metrics.active_series_idle_ms < 1000 {
+            return Err(
+                "ingest.metrics.active_series_max must be at least 1 and active_series_idle_ms at least 1000".into()
+            );
         }
         if self.decompressed_bytes_max < self.body_bytes_max {
             return Err(format!(

@@ -76,6 +76,60 @@ pub(crate) struct PartitionBatch {
     indexes: Vec<usize>,
 }
 
+/// Metric samples of one request grouped into one batch record per source (`MetricBatch`).
+pub(crate) struct MetricBatches {
+    by_source: BTreeMap<String, (strata_model::MetricBatchBuilder, Vec<usize>)>,
+    series: Arc<std::sync::Mutex<crate::series::TenantSeries>>,
+    now_s: u32,
+}
+
+impl MetricBatches {
+    pub fn new(gw: &crate::Gateway, tenant: &TenantId) -> MetricBatches {
+        MetricBatches {
+            by_source: BTreeMap::new(),
+            series: gw.series.tenant(tenant.as_str()),
+            now_s: crate::series::now_s(),
+        }
+    }
+
+    /// Adds the samples of one series, validated, with the request indexes they came from; labels
+    /// are sorted and without `__name__`. Refused if the series is new and the tenant is at its
+    /// limit of active series.
+    pub fn add(
+        &mut self,
+        source_id: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        samples: &[(i64, f64)],
+        indexes: impl Iterator<Item = usize>,
+    ) -> Result<(), RecordError> {
+        let fp = strata_model::series_fingerprint(name, labels.iter().copied());
+        let mut series = self.series.lock().expect("tenant series lock");
+        if !series.admit(fp, self.now_s) {
+            return Err(RecordError::SeriesLimit(series.max()));
+        }
+        drop(series);
+        let entry = match self.by_source.get_mut(source_id) {
+            Some(e) => e,
+            None => self
+                .by_source
+                .entry(source_id.to_string())
+                .or_insert_with(|| (strata_model::MetricBatchBuilder::new(), Vec::new())),
+        };
+        entry.0.add_series(name, labels.iter().copied(), samples);
+        entry.1.extend(indexes);
+        Ok(())
+    }
+
+    /// One record per source into `out`.
+    pub fn finish(self, out: &mut Decoded, tenant: &TenantId, partitions: u32) {
+        for (source_id, (batch, indexes)) in self.by_source {
+            let ts_ns = batch.max_ts_ms().saturating_mul(1_000_000);
+            out.push_many(indexes, tenant, &source_id, ts_ns, &batch.finish(), partitions);
+        }
+    }
+}
+
 /// A decoded and validated body, ready to append.
 pub(crate) struct Decoded {
     pub batches: BTreeMap<u32, PartitionBatch>,
@@ -109,6 +163,30 @@ impl Decoded {
                 index,
                 RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize },
             )),
+        }
+    }
+
+    /// Adds one record that carries the items `indexes` of the request (a metric batch).
+    pub fn push_many(
+        &mut self,
+        indexes: Vec<usize>,
+        tenant: &TenantId,
+        source_id: &str,
+        timestamp_ns: i64,
+        payload: &[u8],
+        partitions: u32,
+    ) {
+        let p = partition_for(tenant.as_str(), source_id, partitions);
+        let batch = self
+            .batches
+            .entry(p)
+            .or_insert_with(|| PartitionBatch { records: EncodedRecords::new(), indexes: Vec::new() });
+        match batch.records.push(timestamp_ns, tenant.as_str(), source_id, &[], payload) {
+            Ok(()) => batch.indexes.extend(indexes),
+            Err(_) => {
+                let e = RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize };
+                self.errors.extend(indexes.into_iter().map(|i| (i, e.clone())));
+            }
         }
     }
 }
@@ -145,6 +223,7 @@ fn normalize(
 }
 
 /// Decodes a JSON or NDJSON body into per-partition batches. CPU-bound: runs on a blocking thread.
+/// Metric points go into `metrics`, one batch record per source.
 fn decode(
     kind: Kind,
     tenant: &TenantId,
@@ -152,12 +231,24 @@ fn decode(
     format: Format,
     limits: &Limits,
     partitions: u32,
+    mut metrics: Option<MetricBatches>,
 ) -> Result<Decoded, ApiError> {
     let now = now_ns();
     let mut out = Decoded::new();
     let mut payload = Vec::with_capacity(2048);
     let mut handle = |out: &mut Decoded, index: usize, parsed: Result<Value, RecordError>| {
         out.total += 1;
+        if let Some(batches) = metrics.as_mut() {
+            let added = parsed.and_then(|v| strata_model::normalize_metric(v, now, limits)).and_then(|m| {
+                let labels: Vec<(&str, &str)> = m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let ts_ms = m.timestamp_ns.div_euclid(1_000_000);
+                batches.add(&m.source_id, &m.name, &labels, &[(ts_ms, m.value)], std::iter::once(index))
+            });
+            if let Err(e) = added {
+                out.errors.push((index, e));
+            }
+            return;
+        }
         let result = parsed.and_then(|v| normalize(kind, v, now, limits, &mut payload));
         match result {
             Ok((source_id, ts)) => out.push(index, tenant, &source_id, ts, &payload, partitions),
@@ -186,6 +277,9 @@ fn decode(
             handle(&mut out, index, parsed);
             index += 1;
         }
+    }
+    if let Some(batches) = metrics {
+        batches.finish(&mut out, tenant, partitions);
     }
     Ok(out)
 }
@@ -257,7 +351,8 @@ async fn ingest_records_inner(
         let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(permit, n))?;
         // The encoded records take about as much memory as the body they come from.
         gw.grow(permit, body.len())?;
-        decode(kind, tenant, &body, format, &gw.cfg.record, partitions)
+        let metrics = (kind == Kind::Metrics).then(|| MetricBatches::new(gw, tenant));
+        decode(kind, tenant, &body, format, &gw.cfg.record, partitions, metrics)
     })
     .await
 }
@@ -348,7 +443,7 @@ async fn append_batches(
     for (p, batch) in batches {
         let log = gw.log.clone();
         set.spawn(async move {
-            let n = batch.records.count() as usize;
+            let n = batch.indexes.len();
             let r = log.append(kind.topic(), p, batch.records).await;
             (r.map(|_| n), batch.indexes)
         });
@@ -488,7 +583,7 @@ mod tests {
     use serde_json::json;
 
     fn run(kind: Kind, body: &str, format: Format) -> Result<Decoded, ApiError> {
-        decode(kind, &TenantId::new("t").unwrap(), body.as_bytes(), format, &Limits::default(), 4)
+        decode(kind, &TenantId::new("t").unwrap(), body.as_bytes(), format, &Limits::default(), 4, None)
     }
 
     #[test]

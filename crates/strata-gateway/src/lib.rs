@@ -8,6 +8,7 @@ mod error;
 mod ingest;
 mod rate;
 pub mod remote_write;
+mod series;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub use config::{GatewayConfig, RateConfig};
 pub use error::ApiError;
 pub use ingest::{Format, IngestResponse, ItemError};
 pub use rate::RateLimiter;
+pub use series::{SeriesLimiter, SeriesLimits};
 
 /// The memory budget is counted in KiB so that 4 TiB fits a semaphore's permits.
 const BUDGET_UNIT: u64 = 1024;
@@ -39,18 +41,36 @@ pub struct Gateway {
     cfg: GatewayConfig,
     rate: RateLimiter,
     memory: Arc<Semaphore>,
+    series: SeriesLimiter,
 }
 
 impl Gateway {
-    pub fn new(log: Arc<dyn Log>, auth: Arc<Auth>, cfg: GatewayConfig) -> Arc<Gateway> {
+    /// The gateway; `series_path` is where the active series of every tenant are saved.
+    pub fn new(
+        log: Arc<dyn Log>,
+        auth: Arc<Auth>,
+        cfg: GatewayConfig,
+        series_path: Option<std::path::PathBuf>,
+    ) -> Arc<Gateway> {
         let permits = (cfg.memory_bytes_max / BUDGET_UNIT) as usize;
         Arc::new(Gateway {
             log,
             auth,
             rate: RateLimiter::new(cfg.rate.clone()),
             memory: Arc::new(Semaphore::new(permits)),
+            series: SeriesLimiter::new(cfg.metrics.clone(), series_path),
             cfg,
         })
+    }
+
+    /// Saves the active series (call it now and then and at shutdown), and reports them.
+    pub fn save_series(&self) {
+        for (tenant, n) in self.series.active() {
+            metrics::gauge!("strata_ingest_active_series", "tenant" => tenant).set(n as f64);
+        }
+        if let Err(e) = self.series.save() {
+            tracing::warn!(error = %e, "cannot save the active series");
+        }
     }
 
     pub fn auth(&self) -> &Arc<Auth> {

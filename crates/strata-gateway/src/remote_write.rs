@@ -10,9 +10,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use strata_model::{Kind, MetricPoint, RecordError, check_timestamp, validate_series};
+use strata_model::{Kind, RecordError, check_timestamp, validate_series};
 
-use crate::ingest::{Decoded, ingest_decoded};
+use crate::ingest::{Decoded, MetricBatches, ingest_decoded};
 use crate::{ApiError, Gateway};
 
 /// The remote write 1.0 messages, as in Prometheus' `prompb/types.proto` and `remote.proto`.
@@ -80,9 +80,13 @@ fn decode(
     let now = now_ns();
     let limits = &gw.cfg.record;
     let mut out = Decoded::new();
-    let mut payload = Vec::with_capacity(256);
+    let mut batches = MetricBatches::new(gw, tenant);
     let mut index = 0usize;
+    let mut samples = Vec::new();
     for series in req.timeseries {
+        let first = index;
+        index += series.samples.len();
+        out.total += series.samples.len();
         let mut name = None;
         let mut repeated_name = false;
         let mut labels = Vec::with_capacity(series.labels.len());
@@ -101,41 +105,37 @@ fn decode(
         let name = match checked {
             Ok(n) => n,
             Err(e) => {
-                for _ in &series.samples {
-                    out.total += 1;
-                    out.errors.push((index, e.clone()));
-                    index += 1;
-                }
+                out.errors.extend((first..index).map(|i| (i, e.clone())));
                 continue;
             }
         };
-        let source_id = labels.iter().find(|(k, _)| k == "instance").map(|(_, v)| v.clone()).unwrap_or_default();
-        let labels: std::collections::BTreeMap<String, String> = labels.into_iter().collect();
-        for s in series.samples {
-            out.total += 1;
+        labels.sort_unstable();
+        let source_id = labels.iter().find(|(k, _)| k == "instance").map_or("", |(_, v)| v.as_str());
+        samples.clear();
+        let mut taken = Vec::with_capacity(series.samples.len());
+        for (i, s) in series.samples.iter().enumerate() {
             let ts = s
                 .timestamp
                 .checked_mul(1_000_000)
                 .filter(|t| *t >= 0)
                 .ok_or(RecordError::Timestamp(strata_model::TimestampError::Range(s.timestamp.to_string())));
             match ts.and_then(|t| check_timestamp(t, now, limits)) {
-                Ok(timestamp_ns) => {
-                    let point = MetricPoint {
-                        name: name.clone(),
-                        labels: labels.clone(),
-                        value: s.value,
-                        timestamp_ns,
-                        source_id: source_id.clone(),
-                    };
-                    payload.clear();
-                    serde_json::to_writer(&mut payload, &point).expect("metric points serialise");
-                    out.push(index, tenant, &source_id, timestamp_ns, &payload, partitions);
+                Ok(_) => {
+                    samples.push((s.timestamp, s.value));
+                    taken.push(first + i);
                 }
-                Err(e) => out.errors.push((index, e)),
+                Err(e) => out.errors.push((first + i, e)),
             }
-            index += 1;
+        }
+        if samples.is_empty() {
+            continue;
+        }
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Err(e) = batches.add(source_id, &name, &pairs, &samples, taken.iter().copied()) {
+            out.errors.extend(taken.into_iter().map(|i| (i, e.clone())));
         }
     }
+    batches.finish(&mut out, tenant, partitions);
     Ok(out)
 }
 

@@ -18,6 +18,27 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// The identity of a series within a tenant as a number: its name, then its other labels
+/// (sorted by name, without `__name__`). Equal series get equal fingerprints in every process;
+/// unequal ones differ but for a 64-bit hash's collisions, which users of it must check for when
+/// it matters.
+pub fn series_fingerprint<'a>(name: &str, labels: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = stable_hash(&[name.as_bytes()]);
+    for (n, v) in labels {
+        for part in [n.as_bytes(), v.as_bytes()] {
+            // A separator byte that is not valid UTF-8 keeps ("ab","c") apart from ("a","bc").
+            h ^= 0xff;
+            h = h.wrapping_mul(PRIME);
+            for &b in part {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(PRIME);
+            }
+        }
+    }
+    h
+}
+
 /// The partition of `(tenant, source_id)` among `partitions`: every record of one source lands in
 /// one partition, which keeps that source in order.
 pub fn partition_for(tenant: &str, source_id: &str, partitions: u32) -> u32 {

@@ -6,12 +6,14 @@
 
 mod hash;
 mod limits;
+mod metric_batch;
 mod record;
 mod tenant;
 mod timestamp;
 
-pub use hash::{partition_for, stable_hash};
+pub use hash::{partition_for, series_fingerprint, stable_hash};
 pub use limits::Limits;
+pub use metric_batch::{BatchError, BatchSeries, METRIC_BATCH_VERSION, MetricBatch, MetricBatchBuilder};
 pub use record::{
     Event, LogLine, MetricPoint, RecordError, check_timestamp, is_valid_label_name, is_valid_metric_name,
     normalize_event, normalize_log, normalize_metric, validate_series,

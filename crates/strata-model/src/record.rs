@@ -40,6 +40,8 @@ pub enum RecordError {
     TooManyLabels { count: usize, max: usize },
     #[error("metric value must be a number or one of \"NaN\", \"+Inf\", \"-Inf\", got {0}")]
     Value(String),
+    #[error("series is new and the tenant has reached its limit of {0} active series")]
+    SeriesLimit(usize),
 }
 
 impl RecordError {
@@ -56,6 +58,7 @@ impl RecordError {
             RecordError::MetricName(_) | RecordError::LabelName(_) | RecordError::ReservedLabel(_) => "invalid_name",
             RecordError::DuplicateLabel(_) => "duplicate_label",
             RecordError::TooManyLabels { .. } => "too_many_labels",
+            RecordError::SeriesLimit(_) => "series_limit",
         }
     }
 }

@@ -37,6 +37,15 @@ pub trait Sink: Send + 'static {
     /// Takes records read from one partition. Nothing of them needs to be durable until `commit`.
     fn write(&mut self, topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError>;
 
-    /// Makes everything written so far durable, in one atomic step with `positions`.
+    /// Makes everything written so far durable, in one atomic step with `positions`. A sink whose
+    /// data can be rebuilt from the log may persist less often than it is asked to (and resume
+    /// from older positions), as long as `committed` then returns the positions of what it did.
     fn commit(&mut self, positions: &Positions) -> Result<(), SinkError>;
+
+    /// Called once when the consumer stops, after the last `commit`: a sink that persists less
+    /// often than `commit` is called persists everything here, so a restart replays little.
+    fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {
+        let _ = positions;
+        Ok(())
+    }
 }

@@ -172,6 +172,9 @@ fn run(log: Arc<dyn Log>, mut sink: Box<dyn Sink>, cfg: ConsumerConfig, stopped:
             }
         }
         if stopping && !dirty {
+            if let Err(e) = sink.stop(&positions) {
+                tracing::error!(%group, error = %e, "sink could not persist its state at stop");
+            }
             return;
         }
         if !progressed && !stopping {

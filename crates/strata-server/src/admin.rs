@@ -80,13 +80,18 @@ pub async fn records(
     Ok(Json(json!({ "records": records, "next_offset": next })))
 }
 
-/// A record as JSON: a JSON payload inline, text as a string, anything else in base64.
+/// A record as JSON: a JSON payload inline, a metric batch as its series, text as a string,
+/// anything else in base64.
 pub fn record_json(r: &StoredRecord) -> Value {
+    let batch = || strata_model::MetricBatch::decode(&r.record.payload).and_then(|b| b.to_json()).ok();
     let (payload, encoding) = match serde_json::from_slice::<Value>(&r.record.payload) {
         Ok(v) => (v, "json"),
-        Err(_) => match std::str::from_utf8(&r.record.payload) {
-            Ok(s) => (Value::String(s.to_string()), "utf8"),
-            Err(_) => (Value::String(base64(&r.record.payload)), "base64"),
+        Err(_) => match batch() {
+            Some(v) => (v, "metric_batch"),
+            None => match std::str::from_utf8(&r.record.payload) {
+                Ok(s) => (Value::String(s.to_string()), "utf8"),
+                Err(_) => (Value::String(base64(&r.record.payload)), "base64"),
+            },
         },
     };
     let headers: serde_json::Map<String, Value> = r

@@ -22,6 +22,7 @@ pub struct Config {
     pub ingest: GatewayConfig,
     pub pipeline: PipelineSection,
     pub search: SearchSection,
+    pub tsdb: TsdbSection,
 }
 
 impl Default for Config {
@@ -35,6 +36,7 @@ impl Default for Config {
             ingest: GatewayConfig::default(),
             pipeline: PipelineSection::default(),
             search: SearchSection::default(),
+            tsdb: TsdbSection::default(),
         }
     }
 }
@@ -118,6 +120,34 @@ impl Default for SearchSection {
             tail_connections_per_tenant_max: 10,
             tail_buffer_lines: 1000,
             tail_poll_ms: 100,
+        }
+    }
+}
+
+/// The metric store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TsdbSection {
+    /// How far behind a series' newest sample a late sample is still merged.
+    pub ooo_window_ms: u64,
+    /// Blocks of samples older than this many days are deleted.
+    pub retention_days: u32,
+    /// Per-tenant retention, overriding `retention_days`.
+    pub tenant_retention_days: std::collections::BTreeMap<String, u32>,
+    /// How often closed 2-hour ranges are written to blocks and the manifest is updated.
+    pub checkpoint_interval_ms: u64,
+    /// A tenant without samples for this long has its whole head written to blocks.
+    pub head_idle_ms: u64,
+}
+
+impl Default for TsdbSection {
+    fn default() -> Self {
+        TsdbSection {
+            ooo_window_ms: 3_600_000,
+            retention_days: 30,
+            tenant_retention_days: Default::default(),
+            checkpoint_interval_ms: 30_000,
+            head_idle_ms: 2 * 3_600_000,
         }
     }
 }
@@ -224,6 +254,26 @@ impl Config {
             strata_model::TenantId::new(tenant)
                 .map_err(|e| format!("invalid configuration key search.tenant_retention_days.{tenant}: {e}"))?;
         }
+        let t = &self.tsdb;
+        for (key, v) in [
+            ("tsdb.retention_days", u64::from(t.retention_days)),
+            ("tsdb.checkpoint_interval_ms", t.checkpoint_interval_ms),
+            ("tsdb.head_idle_ms", t.head_idle_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("invalid configuration key {key}: must be at least 1"));
+            }
+        }
+        if t.ooo_window_ms > 24 * 3_600_000 {
+            return Err(format!(
+                "invalid configuration key tsdb.ooo_window_ms: must be at most 86400000 (a day), got {}",
+                t.ooo_window_ms
+            ));
+        }
+        for tenant in t.tenant_retention_days.keys() {
+            strata_model::TenantId::new(tenant)
+                .map_err(|e| format!("invalid configuration key tsdb.tenant_retention_days.{tenant}: {e}"))?;
+        }
         if self.pipeline.commit_interval_ms == 0 || self.pipeline.read_bytes_max == 0 {
             return Err(
                 "invalid configuration key pipeline: commit_interval_ms and read_bytes_max must be positive".into()
@@ -234,6 +284,18 @@ impl Config {
 
     pub fn addr(&self) -> SocketAddr {
         self.http_addr.parse().expect("validated")
+    }
+
+    pub fn tsdb_config(&self) -> strata_tsdb::TsdbConfig {
+        let day_ms = |d: u32| i64::from(d) * 24 * 3_600_000;
+        let t = &self.tsdb;
+        let mut c = strata_tsdb::TsdbConfig::new(self.data_dir.join("tsdb"));
+        c.ooo_window_ms = t.ooo_window_ms as i64;
+        c.retention_ms = day_ms(t.retention_days);
+        c.tenant_retention_ms = t.tenant_retention_days.iter().map(|(k, &d)| (k.clone(), day_ms(d))).collect();
+        c.checkpoint_interval_ms = t.checkpoint_interval_ms;
+        c.head_idle_ms = t.head_idle_ms;
+        c
     }
 
     pub fn log_config(&self) -> strata_log::LogConfig {

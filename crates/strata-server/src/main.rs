@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod config;
+mod metrics_query;
 mod prom;
 mod search;
 mod server;

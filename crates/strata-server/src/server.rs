@@ -19,7 +19,7 @@ use strata_search::{IndexerConfig, Indexes, Retention, SearchSink, TailConfig, T
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::{admin, prom, search};
+use crate::{admin, metrics_query, prom, search};
 
 /// Everything a request handler may need once the server is ready.
 pub struct App {
@@ -106,7 +106,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let auth = Arc::new(auth);
     let dyn_log: Arc<dyn Log> = log.clone();
-    let gateway = Gateway::new(dyn_log.clone(), auth.clone(), cfg.ingest.clone());
+    let gateway = Gateway::new(dyn_log.clone(), auth.clone(), cfg.ingest.clone(), Some(meta.join("active-series.bin")));
     let consumer_cfg = ConsumerConfig {
         read_bytes_max: cfg.pipeline.read_bytes_max,
         commit_interval_ms: cfg.pipeline.commit_interval_ms,
@@ -128,7 +128,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Box::new(SearchSink::new(indexes.clone(), indexer_cfg)),
         ConsumerConfig { commit_interval_ms: cfg.search.commit_interval_ms, ..consumer_cfg },
     );
-    let tsdb = Arc::new(strata_tsdb::Store::new(strata_tsdb::TsdbConfig::default()));
+    let tsdb = Arc::new(strata_tsdb::Store::new(cfg.tsdb_config()));
     let tsdb_consumer = spawn_consumer(
         dyn_log.clone(),
         Box::new(strata_tsdb::TsdbSink::new(tsdb.clone())),
@@ -164,6 +164,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .route("/api/v1/labels", get(prom::labels).post(prom::labels))
             .route("/api/v1/label/{name}/values", get(prom::label_values))
             .route("/api/v1/status/buildinfo", get(prom::buildinfo))
+            .route("/query/v1/metrics", get(metrics_query::query).post(metrics_query::query))
             .with_state(app.clone()),
     );
     let _ = shell.app.set(app);
@@ -173,6 +174,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let retention = {
         let log = log.clone();
         let indexes = indexes.clone();
+        let gateway = gateway.clone();
         let every = Duration::from_millis(cfg.log.retention_check_interval_ms);
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
@@ -186,6 +188,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 }
                 let indexes = indexes.clone();
                 let _ = tokio::task::spawn_blocking(move || search_retention(&indexes)).await;
+                let gateway = gateway.clone();
+                let _ = tokio::task::spawn_blocking(move || gateway.save_series()).await;
             }
         })
     };
@@ -204,6 +208,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     signal.abort();
     retention.abort();
     tokio::task::spawn_blocking(move || {
+        gateway.save_series();
         stats.stop();
         search_consumer.stop();
         tsdb_consumer.stop();

@@ -93,8 +93,14 @@ fn logs_events_metrics_and_raw_payloads_land_in_the_log() {
     let ev = s.all_records("events");
     assert_eq!(ev[0]["payload"]["type"], "signup");
     assert_eq!(ev[0]["payload"]["data"]["plan"], "pro");
+    // Metric points are stored as batches of series, one record per source and request.
     let m = s.all_records("metrics");
-    let mut names: Vec<&str> = m.iter().map(|r| r["payload"]["name"].as_str().unwrap()).collect();
+    assert!(m.iter().all(|r| r["payload_encoding"] == "metric_batch"), "{m:?}");
+    let mut names: Vec<&str> = m
+        .iter()
+        .flat_map(|r| r["payload"].as_array().unwrap().iter())
+        .map(|series| series["labels"]["__name__"].as_str().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["cpu", "http_requests_total"]);
     let raw = s.all_records("raw");

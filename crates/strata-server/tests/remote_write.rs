@@ -5,7 +5,7 @@ mod common;
 
 use common::Server;
 use prost::Message;
-use serde_json::Value;
+use serde_json::{Value, json};
 use strata_gateway::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
 
 fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
@@ -57,17 +57,22 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
         ],
     };
     assert_eq!(write(&s, &key, encode(&good)), (204, String::new()));
+    // One batch record per source (the `instance` label) and request.
     let records = s.all_records("metrics");
-    assert_eq!(records.len(), 4);
-    let mut http: Vec<&Value> = records.iter().filter(|r| r["payload"]["name"] == "http_requests_total").collect();
-    http.sort_by_key(|r| r["payload"]["timestamp_ns"].as_i64().unwrap());
-    assert_eq!(http[0]["payload"]["value"], 10.0);
-    assert_eq!(http[1]["payload"]["value"], 12.5);
-    assert_eq!(http[2]["payload"]["value"], "NaN:7ff0000000000002", "the staleness marker keeps its bits");
-    assert_eq!(http[0]["payload"]["timestamp_ns"], (t - 30_000) * 1_000_000);
-    assert_eq!(http[0]["payload"]["labels"]["code"], "200");
-    assert_eq!(http[0]["source_id"], "h1:9090");
-    assert_eq!(http[0]["tenant"], "prom");
+    assert_eq!(records.len(), 2);
+    let h1 = records.iter().find(|r| r["source_id"] == "h1:9090").unwrap();
+    assert_eq!(h1["tenant"], "prom");
+    assert_eq!(h1["payload_encoding"], "metric_batch");
+    let http = &h1["payload"][0];
+    assert_eq!(
+        http["labels"],
+        json!({"__name__": "http_requests_total", "code": "200", "instance": "h1:9090", "job": "api"})
+    );
+    assert_eq!(http["samples"], json!([[t - 30_000, 10.0], [t - 15_000, 12.5], [t, "NaN"]]));
+    // The store has the values (queries leave NaNs, staleness markers included, out).
+    let stored = wait_for_samples(&s, &key, "http_requests_total", t - 60_000, t + 1000, 2);
+    let values: Vec<&Value> = stored.iter().map(|p| &p[1]).collect();
+    assert_eq!(values, [&json!(10.0), &json!(12.5)], "{stored:?}");
 
     // Bodies that are not what the protocol says.
     let (st, body) = write(&s, &key, b"definitely not snappy".to_vec());
@@ -119,7 +124,7 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
         assert!(body.contains(want), "{want}: {body}");
         assert!(body.contains("1 of 2 samples rejected"), "{body}");
     }
-    let kept = s.all_records("metrics").iter().filter(|r| r["payload"]["name"] == "kept").count();
+    let kept = stored_samples(&s.all_records("metrics"), "kept");
     assert_eq!(kept, 7, "the good series of each mixed request was stored");
 
     // A snappy body that declares a gigantic length is refused before anything is allocated.
@@ -131,6 +136,87 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
     assert!(body.contains("larger than decompressed_bytes_max"), "{body}");
     // An empty request is fine.
     assert_eq!(write(&s, &key, encode(&WriteRequest { timeseries: vec![] })).0, 204);
+    assert!(s.is_up());
+}
+
+/// Samples of metric `name` in batch records.
+fn stored_samples(records: &[Value], name: &str) -> usize {
+    records
+        .iter()
+        .flat_map(|r| r["payload"].as_array().unwrap().iter())
+        .filter(|series| series["labels"]["__name__"] == name)
+        .map(|series| series["samples"].as_array().unwrap().len())
+        .sum()
+}
+
+/// The points of `name` in `[from, to]` at a 1 s step, once there are `n` of them.
+fn wait_for_samples(s: &Server, key: &str, name: &str, from: i64, to: i64, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r: Value = s
+            .http
+            .get(s.url("/query/v1/metrics"))
+            .bearer_auth(key)
+            .query(&[("name", name), ("step", "1s"), ("limit", "10")])
+            .query(&[("from", from), ("to", to)])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let points: Vec<Value> = r["series"]
+            .as_array()
+            .map(|a| a.iter().flat_map(|s| s["points"].as_array().unwrap().clone()).collect())
+            .unwrap_or_default();
+        if points.len() >= n {
+            return points;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name}: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn new_series_past_the_tenant_limit_are_refused_and_known_ones_kept() {
+    let s =
+        Server::start("[ingest.metrics]\nactive_series_max = 3\n[ingest.metrics.tenant_active_series_max]\nbig = 5\n");
+    let key = s.tenant_key("prom");
+    let t = now_ms();
+    let one = |name: &str| series(&[("__name__", name), ("instance", "h:1")], &[(t, 1.0)]);
+    let req = WriteRequest { timeseries: vec![one("a"), one("b"), one("c")] };
+    assert_eq!(write(&s, &key, encode(&req)).0, 204);
+    let req = WriteRequest { timeseries: vec![one("a"), one("d")] };
+    let (st, body) = write(&s, &key, encode(&req));
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("1 of 2 samples rejected"), "{body}");
+    assert!(body.contains("limit of 3 active series"), "{body}");
+    // The native path answers the same, per record.
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/metrics"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(
+            json!([{"name": "b", "labels": {"instance": "h:1"}, "value": 2, "source_id": "h:1"},
+                     {"name": "e", "value": 1, "source_id": "h:1"}])
+            .to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().unwrap();
+    assert_eq!(answer["accepted"], 1);
+    assert!(answer["errors"][0]["error"].as_str().unwrap().contains("limit of 3 active series"), "{answer}");
+    // Another tenant has its own count, and its own limit.
+    let big = s.tenant_key("big");
+    let req = WriteRequest { timeseries: vec![one("a"), one("b"), one("c"), one("d"), one("e")] };
+    assert_eq!(write(&s, &big, encode(&req)).0, 204);
+    let records = s.all_records("metrics");
+    assert_eq!(stored_samples(&records, "d"), 1, "only the other tenant's d");
+    assert_eq!(stored_samples(&records, "a"), 3);
+    let refused = s
+        .metric(r#"strata_ingest_records_rejected_total{tenant="prom",kind="metrics",reason="series_limit"}"#)
+        .unwrap_or(0.0);
+    assert_eq!(refused, 2.0);
     assert!(s.is_up());
 }
 

@@ -31,6 +31,7 @@ pub enum ChunkError {
     Truncated(u32),
 }
 
+#[derive(Debug, Clone)]
 struct BitWriter {
     bytes: Vec<u8>,
     /// Bits used in the last byte (0 = a new byte is needed).
@@ -38,16 +39,22 @@ struct BitWriter {
 }
 
 impl BitWriter {
+    /// Writes the low `bits` bits of `value`, most significant first, a byte's worth at a time.
     fn write(&mut self, value: u64, bits: u8) {
         debug_assert!(bits <= 64);
-        for i in (0..bits).rev() {
+        let mut remaining = bits;
+        while remaining > 0 {
             if self.used == 0 {
                 self.bytes.push(0);
             }
-            let bit = ((value >> i) & 1) as u8;
+            let free = 8 - self.used;
+            let take = free.min(remaining);
+            let shift = remaining - take;
+            let part = ((value >> shift) & ((1u64 << take) - 1)) as u8;
             let last = self.bytes.last_mut().expect("pushed above");
-            *last |= bit << (7 - self.used);
-            self.used = (self.used + 1) % 8;
+            *last |= part << (free - take);
+            self.used = (self.used + take) % 8;
+            remaining -= take;
         }
     }
 }
@@ -90,66 +97,128 @@ fn sign_extend(v: u64, bits: u8) -> i64 {
 
 /// Encodes samples `(timestamp, value)` into a chunk.
 pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
-    let mut w = BitWriter { bytes: Vec::with_capacity(samples.len() * 2 + 16), used: 0 };
-    let (mut prev_ts, mut prev_delta, mut prev_bits) = (0i64, 0i64, 0u64);
-    let (mut leading, mut trailing) = (u8::MAX, 0u8);
-    for (i, &(ts, v)) in samples.iter().enumerate() {
+    let mut a = ChunkAppender::new();
+    for &(ts, v) in samples {
+        a.append(ts, v);
+    }
+    a.to_chunk()
+}
+
+/// A chunk being written, one sample at a time: the head's open chunk. It holds only the bit
+/// stream and the state needed to continue it, so an open chunk costs what a sealed one does.
+#[derive(Debug, Clone)]
+pub struct ChunkAppender {
+    w: BitWriter,
+    count: u32,
+    prev_ts: i64,
+    prev_delta: i64,
+    prev_bits: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl Default for ChunkAppender {
+    fn default() -> Self {
+        ChunkAppender::new()
+    }
+}
+
+impl ChunkAppender {
+    pub fn new() -> ChunkAppender {
+        ChunkAppender {
+            w: BitWriter { bytes: Vec::new(), used: 0 },
+            count: 0,
+            prev_ts: 0,
+            prev_delta: 0,
+            prev_bits: 0,
+            leading: u8::MAX,
+            trailing: 0,
+        }
+    }
+
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The newest timestamp appended (meaningless when empty).
+    pub fn last_timestamp(&self) -> i64 {
+        self.prev_ts
+    }
+
+    /// Bytes of the bit stream so far.
+    pub fn bytes_len(&self) -> usize {
+        self.w.bytes.len()
+    }
+
+    pub fn append(&mut self, ts: i64, v: f64) {
         let bits = v.to_bits();
-        match i {
-            0 => {
-                w.write(ts as u64, 64);
-                w.write(bits, 64);
+        let w = &mut self.w;
+        if self.count == 0 {
+            w.write(ts as u64, 64);
+            w.write(bits, 64);
+        } else {
+            let delta = ts.wrapping_sub(self.prev_ts);
+            let dod = if self.count == 1 { delta } else { delta.wrapping_sub(self.prev_delta) };
+            if dod == 0 {
+                w.write(0, 1);
+            } else if fits(dod, 7) {
+                w.write(0b10, 2);
+                w.write(dod as u64 & 0x7f, 7);
+            } else if fits(dod, 9) {
+                w.write(0b110, 3);
+                w.write(dod as u64 & 0x1ff, 9);
+            } else if fits(dod, 12) {
+                w.write(0b1110, 4);
+                w.write(dod as u64 & 0xfff, 12);
+            } else {
+                w.write(0b1111, 4);
+                w.write(dod as u64, 64);
             }
-            _ => {
-                let delta = ts.wrapping_sub(prev_ts);
-                let dod = if i == 1 { delta } else { delta.wrapping_sub(prev_delta) };
-                if dod == 0 {
-                    w.write(0, 1);
-                } else if fits(dod, 7) {
+            self.prev_delta = delta;
+            let xor = bits ^ self.prev_bits;
+            if xor == 0 {
+                w.write(0, 1);
+            } else {
+                let lz = xor.leading_zeros().min(63) as u8;
+                let tz = xor.trailing_zeros() as u8;
+                if self.leading != u8::MAX && lz >= self.leading && tz >= self.trailing {
                     w.write(0b10, 2);
-                    w.write(dod as u64 & 0x7f, 7);
-                } else if fits(dod, 9) {
-                    w.write(0b110, 3);
-                    w.write(dod as u64 & 0x1ff, 9);
-                } else if fits(dod, 12) {
-                    w.write(0b1110, 4);
-                    w.write(dod as u64 & 0xfff, 12);
+                    let len = 64 - self.leading - self.trailing;
+                    w.write(xor >> self.trailing, len);
                 } else {
-                    w.write(0b1111, 4);
-                    w.write(dod as u64, 64);
-                }
-                prev_delta = delta;
-                let xor = bits ^ prev_bits;
-                if xor == 0 {
-                    w.write(0, 1);
-                } else {
-                    let lz = xor.leading_zeros().min(63) as u8;
-                    let tz = xor.trailing_zeros() as u8;
-                    if leading != u8::MAX && lz >= leading && tz >= trailing {
-                        w.write(0b10, 2);
-                        let len = 64 - leading - trailing;
-                        w.write(xor >> trailing, len);
-                    } else {
-                        leading = lz;
-                        trailing = tz;
-                        let len = 64 - lz - tz;
-                        w.write(0b11, 2);
-                        w.write(u64::from(lz), 6);
-                        w.write(u64::from(len - 1), 6);
-                        w.write(xor >> tz, len);
-                    }
+                    self.leading = lz;
+                    self.trailing = tz;
+                    let len = 64 - lz - tz;
+                    w.write(0b11, 2);
+                    w.write(u64::from(lz), 6);
+                    w.write(u64::from(len - 1), 6);
+                    w.write(xor >> tz, len);
                 }
             }
         }
-        prev_ts = ts;
-        prev_bits = bits;
+        self.prev_ts = ts;
+        self.prev_bits = bits;
+        self.count += 1;
     }
-    let mut out = Vec::with_capacity(HEADER_BYTES + w.bytes.len());
-    out.push(VERSION);
-    out.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&w.bytes).to_le_bytes());
-    out.extend_from_slice(&w.bytes);
-    out
+
+    /// The samples appended so far. The stream was written by this process, so it decodes.
+    pub fn samples(&self) -> Vec<(i64, f64)> {
+        Chunk { count: self.count, stream: &self.w.bytes }.decode().expect("a chunk this process wrote decodes")
+    }
+
+    /// The chunk with its header, as `Chunk::new` reads it.
+    pub fn to_chunk(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_BYTES + self.w.bytes.len());
+        out.push(VERSION);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&self.w.bytes).to_le_bytes());
+        out.extend_from_slice(&self.w.bytes);
+        out
+    }
 }
 
 /// A checked chunk, ready to iterate.

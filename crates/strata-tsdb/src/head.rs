@@ -1,8 +1,25 @@
-//! The head: recent samples of every series in memory. Late samples inside the out-of-order window
-//! are merged in order; a sample at a timestamp the series already has replaces it (the last
-//! written wins), so replaying the log into the head changes nothing.
+//! The head: recent samples of every series in memory, as compressed chunks. Late samples inside
+//! the out-of-order window are merged in order; a sample at a timestamp the series already has
+//! replaces it (the last written wins), so replaying the log into the head changes nothing.
+//!
+//! Each series keeps sealed chunks and one open chunk, sorted and disjoint in time, and never
+//! spanning two block ranges, so that cutting a block takes whole chunks. In-order samples are
+//! appended to the open chunk's bit stream; a late one decodes the one chunk it falls into, merges
+//! and encodes it again.
 
+use crate::chunk::{Chunk, ChunkAppender, encode};
 use crate::index::SeriesId;
+
+/// The time range of a block cut from the head: 2 hours, aligned to the Unix epoch.
+pub const BLOCK_RANGE_MS: i64 = 2 * 3600 * 1000;
+
+/// Samples in a chunk before it is sealed: 30 minutes at a 15 s interval, as Prometheus does.
+pub const CHUNK_SAMPLES_MAX: u32 = 120;
+
+/// The start of the block range holding `ts`.
+pub fn range_start(ts: i64) -> i64 {
+    ts.div_euclid(BLOCK_RANGE_MS).saturating_mul(BLOCK_RANGE_MS)
+}
 
 /// Why a sample was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -11,44 +28,189 @@ pub enum AppendError {
     TooOld { timestamp_ms: i64, newest_ms: i64, window_ms: i64 },
 }
 
-/// The samples of one series, sorted by timestamp, one per timestamp.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
+struct Sealed {
+    min_t: i64,
+    max_t: i64,
+    count: u32,
+    /// A chunk with its header (`chunk::encode`).
+    bytes: Box<[u8]>,
+}
+
+impl Sealed {
+    fn new(samples: &[(i64, f64)]) -> Sealed {
+        Sealed {
+            min_t: samples.first().expect("a sealed chunk has samples").0,
+            max_t: samples.last().expect("a sealed chunk has samples").0,
+            count: samples.len() as u32,
+            bytes: encode(samples).into_boxed_slice(),
+        }
+    }
+
+    fn samples(&self) -> Vec<(i64, f64)> {
+        Chunk::new(&self.bytes).and_then(|c| c.decode()).expect("a chunk this process wrote decodes")
+    }
+}
+
+/// Inserts a sample into sorted samples, replacing one at the same timestamp.
+fn merge(samples: &mut Vec<(i64, f64)>, ts: i64, v: f64) {
+    match samples.binary_search_by_key(&ts, |s| s.0) {
+        Ok(i) => samples[i].1 = v,
+        Err(i) => samples.insert(i, (ts, v)),
+    }
+}
+
+/// The samples of one series in the head.
+#[derive(Debug, Clone)]
 pub struct SeriesSamples {
-    samples: Vec<(i64, f64)>,
+    sealed: Vec<Sealed>,
+    open: ChunkAppender,
+    open_min_t: i64,
+    /// The newest timestamp ever appended, kept after the samples are cut into a block: the
+    /// out-of-order window is measured from it.
+    max_t: i64,
+}
+
+impl Default for SeriesSamples {
+    fn default() -> Self {
+        SeriesSamples { sealed: Vec::new(), open: ChunkAppender::new(), open_min_t: 0, max_t: i64::MIN }
+    }
 }
 
 impl SeriesSamples {
     /// Adds a sample; `window_ms` bounds how far behind the newest sample it may be.
-    pub fn append(&mut self, timestamp_ms: i64, value: f64, window_ms: i64) -> Result<(), AppendError> {
-        match self.samples.last() {
-            None => self.samples.push((timestamp_ms, value)),
-            Some(&(newest, _)) if timestamp_ms > newest => self.samples.push((timestamp_ms, value)),
-            Some(&(newest, _)) => {
-                if newest - timestamp_ms > window_ms {
-                    return Err(AppendError::TooOld { timestamp_ms, newest_ms: newest, window_ms });
+    pub fn append(&mut self, ts: i64, value: f64, window_ms: i64) -> Result<(), AppendError> {
+        if self.max_t != i64::MIN && ts < self.max_t.saturating_sub(window_ms) {
+            return Err(AppendError::TooOld { timestamp_ms: ts, newest_ms: self.max_t, window_ms });
+        }
+        self.max_t = self.max_t.max(ts);
+        let last_sealed_max = self.sealed.last().map_or(i64::MIN, |c| c.max_t);
+        if ts > last_sealed_max {
+            if self.open.is_empty() {
+                self.open.append(ts, value);
+                self.open_min_t = ts;
+            } else if range_start(ts) == range_start(self.open_min_t) {
+                if ts > self.open.last_timestamp() {
+                    self.open.append(ts, value);
+                } else {
+                    let mut samples = self.open.samples();
+                    merge(&mut samples, ts, value);
+                    self.open = ChunkAppender::new();
+                    for &(t, v) in &samples {
+                        self.open.append(t, v);
+                    }
+                    self.open_min_t = samples[0].0;
                 }
-                match self.samples.binary_search_by_key(&timestamp_ms, |s| s.0) {
-                    Ok(i) => self.samples[i].1 = value,
-                    Err(i) => self.samples.insert(i, (timestamp_ms, value)),
-                }
+            } else if ts > self.open.last_timestamp() {
+                self.seal();
+                self.open.append(ts, value);
+                self.open_min_t = ts;
+            } else {
+                // Later than every sealed chunk, in an earlier range than the open one.
+                self.sealed.push(Sealed::new(&[(ts, value)]));
             }
+            if self.open.len() >= CHUNK_SAMPLES_MAX {
+                self.seal();
+            }
+        } else {
+            self.merge_sealed(ts, value);
         }
         Ok(())
     }
 
-    /// Samples with `from_ms <= t <= to_ms`.
-    pub fn range(&self, from_ms: i64, to_ms: i64) -> &[(i64, f64)] {
-        let start = self.samples.partition_point(|s| s.0 < from_ms);
-        let end = self.samples.partition_point(|s| s.0 <= to_ms);
-        &self.samples[start..end.max(start)]
+    fn seal(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let bytes = self.open.to_chunk().into_boxed_slice();
+        let (min_t, max_t, count) = (self.open_min_t, self.open.last_timestamp(), self.open.len());
+        self.sealed.push(Sealed { min_t, max_t, count, bytes });
+        self.open = ChunkAppender::new();
     }
 
-    pub fn len(&self) -> usize {
-        self.samples.len()
+    /// Merges a sample no later than the newest sealed chunk into the chunk of its range that
+    /// covers it, or the nearest one of that range, or a new chunk.
+    fn merge_sealed(&mut self, ts: i64, value: f64) {
+        let range = range_start(ts);
+        let in_range = |c: &Sealed| range_start(c.min_t) == range;
+        let target = self
+            .sealed
+            .iter()
+            .rposition(|c| in_range(c) && c.min_t <= ts)
+            .or_else(|| self.sealed.iter().position(in_range));
+        match target {
+            Some(i) => {
+                let mut samples = self.sealed[i].samples();
+                merge(&mut samples, ts, value);
+                self.sealed[i] = Sealed::new(&samples);
+            }
+            None => {
+                let at = self.sealed.partition_point(|c| c.min_t < ts);
+                self.sealed.insert(at, Sealed::new(&[(ts, value)]));
+            }
+        }
+    }
+
+    /// Samples with `from_ms <= t <= to_ms`, sorted.
+    pub fn range(&self, from_ms: i64, to_ms: i64) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        for c in self.sealed.iter().filter(|c| c.max_t >= from_ms && c.min_t <= to_ms) {
+            out.extend(c.samples().into_iter().filter(|s| s.0 >= from_ms && s.0 <= to_ms));
+        }
+        if !self.open.is_empty() && self.open_min_t <= to_ms && self.open.last_timestamp() >= from_ms {
+            out.extend(self.open.samples().into_iter().filter(|s| s.0 >= from_ms && s.0 <= to_ms));
+        }
+        out
+    }
+
+    /// Whether the series has a sample in `[from_ms, to_ms]`, judged by chunk bounds.
+    pub fn overlaps(&self, from_ms: i64, to_ms: i64) -> bool {
+        self.sealed.iter().any(|c| c.max_t >= from_ms && c.min_t <= to_ms)
+            || (!self.open.is_empty() && self.open_min_t <= to_ms && self.open.last_timestamp() >= from_ms)
+    }
+
+    /// Removes and returns the samples of the block range starting at `range`, sorted.
+    pub fn take_range(&mut self, range: i64) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        let mut kept = Vec::with_capacity(self.sealed.len());
+        for c in self.sealed.drain(..) {
+            if range_start(c.min_t) == range {
+                out.extend(c.samples());
+            } else {
+                kept.push(c);
+            }
+        }
+        self.sealed = kept;
+        if !self.open.is_empty() && range_start(self.open_min_t) == range {
+            out.extend(self.open.samples());
+            self.open = ChunkAppender::new();
+        }
+        out
+    }
+
+    /// The block ranges the series has samples in.
+    pub fn ranges(&self) -> impl Iterator<Item = i64> + '_ {
+        let open = (!self.open.is_empty()).then(|| range_start(self.open_min_t));
+        self.sealed.iter().map(|c| range_start(c.min_t)).chain(open)
+    }
+
+    /// The newest timestamp ever appended, `i64::MIN` if none.
+    pub fn max_t(&self) -> i64 {
+        self.max_t
     }
 
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
+        self.sealed.is_empty() && self.open.is_empty()
+    }
+
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        self.sealed.iter().map(|c| c.count as usize).sum::<usize>() + self.open.len() as usize
+    }
+
+    /// Bytes of compressed samples held.
+    pub fn bytes(&self) -> usize {
+        self.sealed.iter().map(|c| c.bytes.len()).sum::<usize>() + self.open.bytes_len()
     }
 }
 
@@ -70,11 +232,21 @@ impl Head {
     pub fn series(&self, id: SeriesId) -> Option<&SeriesSamples> {
         self.series.get(id as usize)
     }
+
+    /// Every series with its id.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (SeriesId, &mut SeriesSamples)> {
+        self.series.iter_mut().enumerate().map(|(i, s)| (i as SeriesId, s))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SeriesId, &SeriesSamples)> {
+        self.series.iter().enumerate().map(|(i, s)| (i as SeriesId, s))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn late_samples_merge_and_duplicates_keep_the_last() {
@@ -101,7 +273,46 @@ mod tests {
             }
         }
         assert_eq!(h.series(0).unwrap().range(0, 100), [(10, 1.0), (15, 4.0), (20, 3.0)]);
-        assert_eq!(h.series(1).unwrap().len(), 1);
+        assert_eq!(h.series(1).unwrap().range(0, 100).len(), 1);
         assert!(h.series(7).is_none());
+    }
+
+    #[test]
+    fn chunks_never_span_two_block_ranges_and_cutting_takes_one_range() {
+        let mut s = SeriesSamples::default();
+        let start = 10 * BLOCK_RANGE_MS - 30 * 60_000;
+        // An hour of 15 s samples across a range boundary, then a late sample in the first range.
+        for i in 0..240 {
+            s.append(start + i * 15_000, i as f64, 3_600_000).unwrap();
+        }
+        s.append(start + 7, -1.0, 3_600_000).unwrap();
+        let ranges: std::collections::BTreeSet<i64> = s.ranges().collect();
+        assert_eq!(ranges.into_iter().collect::<Vec<_>>(), [9 * BLOCK_RANGE_MS, 10 * BLOCK_RANGE_MS]);
+        let first = s.take_range(9 * BLOCK_RANGE_MS);
+        assert_eq!(first.len(), 121);
+        assert!(first.iter().all(|x| x.0 < 10 * BLOCK_RANGE_MS));
+        assert_eq!(s.range(i64::MIN, i64::MAX).len(), 120);
+        // The window still counts from the newest sample, even after its range was cut.
+        assert_eq!(s.max_t(), start + 239 * 15_000);
+    }
+
+    proptest! {
+        /// Whatever the order of appends, the head holds what a sorted map with last-write-wins
+        /// holds, for samples inside the window.
+        #[test]
+        fn the_head_is_a_last_write_wins_map(
+            appends in proptest::collection::vec((0i64..(3 * BLOCK_RANGE_MS), -5i32..5), 0..400),
+        ) {
+            let mut s = SeriesSamples::default();
+            let mut model = std::collections::BTreeMap::new();
+            for (i, &(t, v)) in appends.iter().enumerate() {
+                let v = f64::from(v) + i as f64 * 1e-3;
+                if s.append(t, v, i64::MAX / 4).is_ok() {
+                    model.insert(t, v);
+                }
+            }
+            let expected: Vec<(i64, f64)> = model.into_iter().collect();
+            prop_assert_eq!(s.range(i64::MIN, i64::MAX), expected);
+        }
     }
 }

@@ -63,34 +63,60 @@ impl Matcher {
     }
 }
 
+fn same(stored: &LabelSet, labels: &[(&str, &str)]) -> bool {
+    stored.len() == labels.len() && stored.iter().zip(labels).all(|((a, b), (c, d))| a == c && b == d)
+}
+
 /// Series of one tenant and the postings of each label pair.
 #[derive(Default)]
 pub struct SeriesIndex {
-    ids: HashMap<LabelSet, SeriesId>,
+    /// Series by fingerprint; more than one only when fingerprints collide.
+    ids: HashMap<u64, Vec<SeriesId>>,
     series: Vec<LabelSet>,
-    postings: BTreeMap<String, BTreeMap<String, BTreeSet<SeriesId>>>,
+    /// Ids ascending: a new series always has the largest id, so postings only ever grow at the end.
+    postings: BTreeMap<String, BTreeMap<String, Vec<SeriesId>>>,
+}
+
+/// The fingerprint of sorted labels that include `__name__`.
+fn fingerprint<'a>(labels: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> u64 {
+    let name = labels.clone().find(|(n, _)| *n == "__name__").map_or("", |(_, v)| v);
+    strata_model::series_fingerprint(name, labels.filter(|(n, _)| *n != "__name__"))
 }
 
 impl SeriesIndex {
     /// The id of a label set, adding it if new. Labels are sorted here.
     pub fn get_or_insert(&mut self, mut labels: LabelSet) -> (SeriesId, bool) {
         labels.sort();
-        if let Some(&id) = self.ids.get(&labels) {
-            return (id, false);
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let before = self.series.len();
+        let id = self.get_or_insert_sorted(&pairs);
+        (id, self.series.len() > before)
+    }
+
+    /// The id of a label set sorted by name, adding it if new, without allocating when the series
+    /// is known: the path of every sample.
+    pub fn get_or_insert_sorted(&mut self, labels: &[(&str, &str)]) -> SeriesId {
+        let fp = fingerprint(labels.iter().copied());
+        if let Some(ids) = self.ids.get(&fp)
+            && let Some(&id) = ids.iter().find(|&&id| same(&self.series[id as usize], labels))
+        {
+            return id;
         }
         let id = self.series.len() as SeriesId;
-        for (n, v) in &labels {
-            self.postings.entry(n.clone()).or_default().entry(v.clone()).or_default().insert(id);
+        for (n, v) in labels {
+            self.postings.entry(n.to_string()).or_default().entry(v.to_string()).or_default().push(id);
         }
-        self.ids.insert(labels.clone(), id);
-        self.series.push(labels);
-        (id, true)
+        self.ids.entry(fp).or_default().push(id);
+        self.series.push(labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect());
+        id
     }
 
     pub fn get(&self, labels: &LabelSet) -> Option<SeriesId> {
         let mut sorted = labels.clone();
         sorted.sort();
-        self.ids.get(&sorted).copied()
+        let pairs: Vec<(&str, &str)> = sorted.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let ids = self.ids.get(&fingerprint(pairs.iter().copied()))?;
+        ids.iter().copied().find(|&id| same(&self.series[id as usize], &pairs))
     }
 
     pub fn labels(&self, id: SeriesId) -> &LabelSet {

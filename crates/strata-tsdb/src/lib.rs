@@ -1,17 +1,23 @@
-//! Time-series storage for float samples: the chunk codec, the series index with Prometheus
-//! matchers, and the in-memory head. Blocks on disk and the query paths build on them.
+//! Time-series storage for float samples: the series index with Prometheus matchers, the head
+//! of recent samples in Gorilla chunks, immutable blocks on disk in Pcodec columns, the manifest
+//! that ties blocks to log positions, and the read paths queries build on.
 
+pub mod block;
 pub mod chunk;
+pub mod codec;
 pub mod head;
 pub mod index;
+pub mod manifest;
+pub mod query;
 pub mod selector;
 pub mod store;
 
-pub use chunk::{Chunk, ChunkError, ChunkIter, encode};
-pub use head::{AppendError, Head, SeriesSamples};
+pub use chunk::{Chunk, ChunkAppender, ChunkError, ChunkIter, encode};
+pub use head::{AppendError, BLOCK_RANGE_MS, Head, SeriesSamples};
 pub use index::{LabelSet, Matcher, MatcherError, SeriesId, SeriesIndex};
+pub use query::{Agg, Limits as QueryLimits, NativeQuery, QueryAnswer, QueryError, QuerySeries};
 pub use selector::parse_selector;
-pub use store::{Reject, Store, TsdbConfig, TsdbSink};
+pub use store::{Error, Reject, SelectError, SeriesData, Store, TsdbConfig, TsdbSink};
 
 /// A Prometheus staleness marker: a NaN with this exact bit pattern. Chunks keep NaN payloads, so
 /// it survives encoding.
