@@ -12,6 +12,11 @@ for tool in cargo rustc; do
 done
 # The tests use dd and kill from coreutils/procps, present on any Linux.
 
+# The Prometheus integration test (crates/strata-server/tests/prometheus.rs) runs the real
+# Prometheus 2.42 against Strata, and fails when it is missing rather than passing unseen.
+echo "== scripts/install-prometheus.sh"
+scripts/install-prometheus.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -41,7 +41,7 @@ impl Default for SeriesLimits {
 /// The active series of one tenant: fingerprint to the second it was last seen.
 #[derive(Default)]
 pub struct TenantSeries {
-    seen: HashMap<u64, u32>,
+    seen: HashMap<u64, u32, strata_model::FastHash>,
     max: usize,
     swept_at: u32,
     idle_s: u32,
@@ -114,7 +114,7 @@ impl SeriesLimiter {
 
     fn new_tenant(&self, tenant: &str) -> TenantSeries {
         TenantSeries {
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             max: self.limits.tenant_active_series_max.get(tenant).copied().unwrap_or(self.limits.active_series_max),
             swept_at: 0,
             idle_s: (self.limits.active_series_idle_ms / 1000).clamp(1, u64::from(u32::MAX)) as u32,
@@ -179,7 +179,7 @@ impl SeriesLimiter {
 }
 
 /// Saved series per tenant: fingerprint to last seen.
-type Saved = Vec<(String, HashMap<u64, u32>)>;
+type Saved = Vec<(String, HashMap<u64, u32, strata_model::FastHash>)>;
 
 fn load(path: &Path) -> Result<Saved, String> {
     let bytes = match fs::read(path) {
@@ -211,7 +211,7 @@ fn load(path: &Path) -> Result<Saved, String> {
         let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
         let name = String::from_utf8(take(len)?.to_vec()).map_err(|e| e.to_string())?;
         let n = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
-        let mut seen = HashMap::with_capacity(n.min(body.len() / 12));
+        let mut seen = HashMap::with_capacity_and_hasher(n.min(body.len() / 12), Default::default());
         for _ in 0..n {
             let fp = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
             let last = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));

@@ -11,7 +11,7 @@ mod record;
 mod tenant;
 mod timestamp;
 
-pub use hash::{partition_for, series_fingerprint, stable_hash};
+pub use hash::{FastHash, FastHasher, partition_for, series_fingerprint, stable_hash};
 pub use limits::Limits;
 pub use metric_batch::{BatchError, BatchSeries, METRIC_BATCH_VERSION, MetricBatch, MetricBatchBuilder};
 pub use record::{

@@ -37,7 +37,7 @@ pub enum BatchError {
 /// Builds one batch. Labels must already be validated; they are sorted here.
 #[derive(Debug, Default)]
 pub struct MetricBatchBuilder {
-    symbols: HashMap<String, u64>,
+    symbols: HashMap<String, u64, crate::FastHash>,
     symbol_bytes: Vec<u8>,
     symbol_count: u64,
     series: Vec<u8>,
@@ -242,14 +242,15 @@ impl<'a> MetricBatch<'a> {
     }
 
     /// The batch as JSON, for people: `[{"labels": {...}, "samples": [[ts_ms, value], ...]}]`,
-    /// non-finite values as Prometheus writes them ("NaN", "+Inf", "-Inf").
+    /// infinities as Prometheus writes them ("+Inf", "-Inf") and NaNs with their payload bits
+    /// ("NaN:7ff0000000000002" is a staleness marker), as native points are written.
     pub fn to_json(&self) -> Result<serde_json::Value, BatchError> {
         use serde_json::{Value, json};
         let value = |v: f64| {
             if v.is_finite() {
                 json!(v)
             } else if v.is_nan() {
-                json!("NaN")
+                json!(format!("NaN:{:016x}", v.to_bits()))
             } else if v > 0.0 {
                 json!("+Inf")
             } else {
@@ -290,7 +291,7 @@ mod tests {
         assert!(series[0].samples[1].1.is_nan());
         assert_eq!(series[1].labels, [("__name__", "a_metric"), ("zone", "ü")]);
         assert_eq!(series[2].labels, [("__name__", "__x")]);
-        assert_eq!(batch.to_json().unwrap()[0]["samples"][1][1], "NaN");
+        assert_eq!(batch.to_json().unwrap()[0]["samples"][1][1], format!("NaN:{:016x}", f64::NAN.to_bits()));
     }
 
     proptest! {

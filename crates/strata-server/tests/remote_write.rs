@@ -68,7 +68,7 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
         http["labels"],
         json!({"__name__": "http_requests_total", "code": "200", "instance": "h1:9090", "job": "api"})
     );
-    assert_eq!(http["samples"], json!([[t - 30_000, 10.0], [t - 15_000, 12.5], [t, "NaN"]]));
+    assert_eq!(http["samples"], json!([[t - 30_000, 10.0], [t - 15_000, 12.5], [t, "NaN:7ff0000000000002"]]));
     // The store has the values (queries leave NaNs, staleness markers included, out).
     let stored = wait_for_samples(&s, &key, "http_requests_total", t - 60_000, t + 1000, 2);
     let values: Vec<&Value> = stored.iter().map(|p| &p[1]).collect();

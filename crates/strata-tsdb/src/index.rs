@@ -71,7 +71,7 @@ fn same(stored: &LabelSet, labels: &[(&str, &str)]) -> bool {
 #[derive(Default)]
 pub struct SeriesIndex {
     /// Series by fingerprint; more than one only when fingerprints collide.
-    ids: HashMap<u64, Vec<SeriesId>>,
+    ids: HashMap<u64, Vec<SeriesId>, strata_model::FastHash>,
     series: Vec<LabelSet>,
     /// Ids ascending: a new series always has the largest id, so postings only ever grow at the end.
     postings: BTreeMap<String, BTreeMap<String, Vec<SeriesId>>>,

@@ -621,13 +621,7 @@ impl Store {
     /// Merges the blocks of the oldest settled day with more than one block: a day no head range
     /// touches (after this checkpoint's cuts) and that the out-of-order window has closed. Returns
     /// the new block and the sequences of the blocks it replaces.
-    fn merge_day(
-        &self,
-        t: &Tenant,
-        cut_now: &[i64],
-        expired: &[u64],
-        seq: &mut u64,
-    ) -> Result<Option<Merged>, Error> {
+    fn merge_day(&self, t: &Tenant, cut_now: &[i64], expired: &[u64], seq: &mut u64) -> Result<Option<Merged>, Error> {
         let in_head = |day: i64| t.head_offsets.keys().any(|&r| !cut_now.contains(&r) && r >= day && r < day + DAY_MS);
         let mut days: BTreeMap<i64, Vec<&Arc<Block>>> = BTreeMap::new();
         for b in t.blocks.iter().filter(|b| !expired.contains(&b.reference.seq)) {
