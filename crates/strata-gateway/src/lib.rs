@@ -9,6 +9,7 @@ mod ingest;
 mod rate;
 pub mod remote_write;
 mod series;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

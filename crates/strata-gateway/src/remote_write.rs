@@ -75,32 +75,36 @@ fn decode(
         .decompress_vec(&raw)
         .map_err(|e| ApiError::bad_request(format!("body is not snappy block format: {e}")))?;
     drop(raw);
-    let req = <proto::WriteRequest as prost::Message>::decode(&body[..])
+    let req = crate::wire::parse(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not a remote write WriteRequest: {e}")))?;
     let now = now_ns();
     let limits = &gw.cfg.record;
     let mut out = Decoded::new();
     let mut batches = MetricBatches::new(gw, tenant);
     let mut index = 0usize;
+    // Reused for every series: this loop runs for every series of every request.
+    let mut labels: Vec<(&str, &str)> = Vec::new();
     let mut samples = Vec::new();
-    for series in req.timeseries {
+    let mut taken = Vec::new();
+    for (label_range, sample_range) in &req.series {
+        let series_samples = &req.samples[sample_range.clone()];
         let first = index;
-        index += series.samples.len();
-        out.total += series.samples.len();
+        index += series_samples.len();
+        out.total += series_samples.len();
         let mut name = None;
         let mut repeated_name = false;
-        let mut labels = Vec::with_capacity(series.labels.len());
-        for l in series.labels {
-            if l.name == "__name__" {
-                repeated_name |= name.replace(l.value).is_some();
+        labels.clear();
+        for &(n, v) in &req.labels[label_range.clone()] {
+            if n == "__name__" {
+                repeated_name |= name.replace(v).is_some();
             } else {
-                labels.push((l.name, l.value));
+                labels.push((n, v));
             }
         }
         let checked = match name {
             _ if repeated_name => Err(RecordError::DuplicateLabel("__name__".to_string())),
             None => Err(RecordError::Missing("__name__")),
-            Some(n) => validate_series(&n, &labels, limits).map(|()| n),
+            Some(n) => validate_series(n, &labels, limits).map(|()| n),
         };
         let name = match checked {
             Ok(n) => n,
@@ -110,18 +114,18 @@ fn decode(
             }
         };
         labels.sort_unstable();
-        let source_id = labels.iter().find(|(k, _)| k == "instance").map_or("", |(_, v)| v.as_str());
+        let source_id = labels.iter().find(|(k, _)| *k == "instance").map_or("", |(_, v)| *v);
         samples.clear();
-        let mut taken = Vec::with_capacity(series.samples.len());
-        for (i, s) in series.samples.iter().enumerate() {
-            let ts = s
-                .timestamp
+        taken.clear();
+        for (i, &(ts, value)) in series_samples.iter().enumerate() {
+            let checked = ts
                 .checked_mul(1_000_000)
                 .filter(|t| *t >= 0)
-                .ok_or(RecordError::Timestamp(strata_model::TimestampError::Range(s.timestamp.to_string())));
-            match ts.and_then(|t| check_timestamp(t, now, limits)) {
+                .ok_or(RecordError::Timestamp(strata_model::TimestampError::Range(ts.to_string())))
+                .and_then(|t| check_timestamp(t, now, limits));
+            match checked {
                 Ok(_) => {
-                    samples.push((s.timestamp, s.value));
+                    samples.push((ts, value));
                     taken.push(first + i);
                 }
                 Err(e) => out.errors.push((first + i, e)),
@@ -130,9 +134,8 @@ fn decode(
         if samples.is_empty() {
             continue;
         }
-        let pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        if let Err(e) = batches.add(source_id, &name, &pairs, &samples, taken.iter().copied()) {
-            out.errors.extend(taken.into_iter().map(|i| (i, e.clone())));
+        if let Err(e) = batches.add(source_id, name, &labels, &samples, taken.iter().copied()) {
+            out.errors.extend(taken.iter().map(|&i| (i, e.clone())));
         }
     }
     batches.finish(&mut out, tenant, partitions);

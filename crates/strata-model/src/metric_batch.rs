@@ -176,6 +176,9 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What `walk` calls with each series: its labels and its raw samples.
+type SeriesVisitor<'a, 'f> = dyn FnMut(&[(&'a str, &'a str)], &'a [u8]) + 'f;
+
 /// One series of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchSeries<'a> {
@@ -204,6 +207,46 @@ impl<'a> MetricBatch<'a> {
         }
         let series_count = r.varint()?;
         Ok(MetricBatch { symbols, series: r.b, series_count })
+    }
+
+    /// Calls `f` with each series' labels and samples, without allocating per series. The whole
+    /// batch is checked first, so `f` sees all of it or none of it.
+    pub fn for_each_series(
+        &self,
+        mut f: impl FnMut(&[(&'a str, &'a str)], &mut dyn Iterator<Item = (i64, f64)>),
+    ) -> Result<(), BatchError> {
+        self.walk(&mut |_, _| {})?;
+        self.walk(&mut |labels, samples| {
+            let mut it = samples.chunks_exact(16).map(|c| {
+                let ts = i64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+                let v = f64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
+                (ts, v)
+            });
+            f(labels, &mut it)
+        })
+    }
+
+    fn walk(&self, f: &mut SeriesVisitor<'a, '_>) -> Result<(), BatchError> {
+        let mut r = Reader { b: self.series };
+        let sym = |n: u64| self.symbols.get(n as usize).copied().ok_or(BatchError::Symbol(n));
+        let mut labels = Vec::new();
+        for _ in 0..self.series_count {
+            let n_labels = r.varint()?;
+            if n_labels > r.b.len() as u64 {
+                return Err(BatchError::Truncated);
+            }
+            labels.clear();
+            for _ in 0..n_labels {
+                labels.push((sym(r.varint()?)?, sym(r.varint()?)?));
+            }
+            let n_samples = r.varint()?;
+            let bytes = r.take(n_samples.checked_mul(16).ok_or(BatchError::Truncated)?)?;
+            f(&labels, bytes);
+        }
+        if !r.b.is_empty() {
+            return Err(BatchError::Trailing(r.b.len()));
+        }
+        Ok(())
     }
 
     /// Every series, in the order they were added.
@@ -291,6 +334,14 @@ mod tests {
         assert!(series[0].samples[1].1.is_nan());
         assert_eq!(series[1].labels, [("__name__", "a_metric"), ("zone", "ü")]);
         assert_eq!(series[2].labels, [("__name__", "__x")]);
+        let mut visited = Vec::new();
+        batch.for_each_series(|labels, samples| visited.push((labels.to_vec(), samples.collect::<Vec<_>>()))).unwrap();
+        let bits = |s: &[(i64, f64)]| s.iter().map(|(t, v)| (*t, v.to_bits())).collect::<Vec<_>>();
+        assert_eq!(visited.len(), 3);
+        for (v, s) in visited.iter().zip(&series) {
+            assert_eq!(v.0, s.labels);
+            assert_eq!(bits(&v.1), bits(&s.samples));
+        }
         assert_eq!(batch.to_json().unwrap()[0]["samples"][1][1], format!("NaN:{:016x}", f64::NAN.to_bits()));
     }
 
@@ -300,7 +351,11 @@ mod tests {
             let mut b = vec![METRIC_BATCH_VERSION];
             b.extend_from_slice(&bytes);
             if let Ok(batch) = MetricBatch::decode(&b) {
-                let _ = batch.series();
+                let whole = batch.series().is_ok();
+                let mut calls = 0;
+                let visited = batch.for_each_series(|_, _| calls += 1).is_ok();
+                prop_assert_eq!(whole, visited);
+                prop_assert!(visited || calls == 0, "a bad batch is not visited in part");
             }
         }
     }

@@ -205,7 +205,7 @@ pub fn normalize_metric(v: Value, now_ns: i64, limits: &Limits) -> Result<Metric
 
 /// Checks a metric name and its labels (without `__name__`) against the limits: valid Prometheus
 /// names, no reserved or repeated label name, lengths and count. Every metric ingest path uses it.
-pub fn validate_series(name: &str, labels: &[(String, String)], limits: &Limits) -> Result<(), RecordError> {
+pub fn validate_series<S: AsRef<str>>(name: &str, labels: &[(S, S)], limits: &Limits) -> Result<(), RecordError> {
     check_len("name", name.len(), limits.metric_name_bytes_max)?;
     if !is_valid_metric_name(name) {
         return Err(RecordError::MetricName(name.to_string()));
@@ -214,17 +214,21 @@ pub fn validate_series(name: &str, labels: &[(String, String)], limits: &Limits)
         return Err(RecordError::TooManyLabels { count: labels.len(), max: limits.labels_per_series_max });
     }
     for (i, (k, v)) in labels.iter().enumerate() {
+        let (k, v) = (k.as_ref(), v.as_ref());
         check_len("label name", k.len(), limits.label_name_bytes_max)?;
         if !is_valid_label_name(k) {
-            return Err(RecordError::LabelName(k.clone()));
+            return Err(RecordError::LabelName(k.to_string()));
         }
         if k.starts_with("__") {
-            return Err(RecordError::ReservedLabel(k.clone()));
+            return Err(RecordError::ReservedLabel(k.to_string()));
         }
-        if labels[..i].iter().any(|(other, _)| other == k) {
-            return Err(RecordError::DuplicateLabel(k.clone()));
+        if labels[..i].iter().any(|(other, _)| other.as_ref() == k) {
+            return Err(RecordError::DuplicateLabel(k.to_string()));
         }
-        check_len(&format!("labels.{k}"), v.len(), limits.label_value_bytes_max)?;
+        // The field name is built only for the error: this runs for every series ingested.
+        if v.len() > limits.label_value_bytes_max {
+            check_len(&format!("labels.{k}"), v.len(), limits.label_value_bytes_max)?;
+        }
     }
     Ok(())
 }

@@ -741,8 +741,8 @@ impl Sink for TsdbSink {
         let mut current: Option<(&str, Arc<RwLock<Tenant>>)> = None;
         for r in records {
             let tenant = r.record.tenant.as_str();
-            let series = match MetricBatch::decode(&r.record.payload).and_then(|b| b.series()) {
-                Ok(s) => s,
+            let batch = match MetricBatch::decode(&r.record.payload) {
+                Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(tenant, partition, offset = r.offset, error = %e, "undecodable metric record");
                     *rejected.entry((tenant, "undecodable")).or_default() += 1;
@@ -755,19 +755,31 @@ impl Sink for TsdbSink {
             let t = &current.as_ref().expect("set above").1;
             let mut t = t.write().expect("tenant lock");
             t.last_append = Instant::now();
-            for s in series {
+            let (mut n_appended, mut n_skipped) = (0u64, 0u64);
+            let mut n_rejected: Vec<&'static str> = Vec::new();
+            let applied = batch.for_each_series(|labels, samples| {
                 let mut id = None;
-                for &(ts, v) in &s.samples {
+                for (ts, v) in samples {
                     if t.in_blocks(partition, r.offset, ts) {
-                        skipped += 1;
+                        n_skipped += 1;
                         continue;
                     }
-                    let id = *id.get_or_insert_with(|| t.index.get_or_insert_sorted(&s.labels));
+                    let id = *id.get_or_insert_with(|| t.index.get_or_insert_sorted(labels));
                     match self.store.append_id(&mut t, id, ts, v, partition, r.offset) {
-                        Ok(()) => *appended.entry(tenant).or_default() += 1,
-                        Err(e) => *rejected.entry((tenant, e.reason())).or_default() += 1,
+                        Ok(()) => n_appended += 1,
+                        Err(e) => n_rejected.push(e.reason()),
                     }
                 }
+            });
+            if let Err(e) = applied {
+                tracing::warn!(tenant, partition, offset = r.offset, error = %e, "undecodable metric record");
+                *rejected.entry((tenant, "undecodable")).or_default() += 1;
+                continue;
+            }
+            *appended.entry(tenant).or_default() += n_appended;
+            skipped += n_skipped;
+            for reason in n_rejected {
+                *rejected.entry((tenant, reason)).or_default() += 1;
             }
         }
         for (tenant, n) in appended {
