@@ -8,7 +8,9 @@ mod generate;
 mod index;
 mod ingest;
 mod log_append;
+mod metrics_workload;
 mod process;
+mod remote_write;
 mod search_latency;
 mod searchable;
 mod summary;
@@ -39,6 +41,8 @@ enum Command {
     SearchLatency(search_latency::SearchLatencyArgs),
     /// Measure how long after its ingest acknowledgement a line is found by a server's search API.
     Searchable(searchable::SearchableArgs),
+    /// Send hours of a node-exporter-like fleet to a Prometheus remote write endpoint; report throughput.
+    RemoteWrite(remote_write::RemoteWriteArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Index(args) => index::run(args),
         Command::SearchLatency(args) => search_latency::run(args),
         Command::Searchable(args) => searchable::run(args),
+        Command::RemoteWrite(args) => remote_write::run(args),
     }
 }

@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Metrics beside Prometheus 2.42, in one run on the same generated workload (node-exporter-like,
+# about 1,000 series per host, 15 s interval, the past N hours): remote-write ingest samples/s,
+# bytes per sample on disk once the head has been compacted into blocks, and peak RSS. Prometheus
+# goes first, then Strata; each gets a fresh data directory and the same requests.
+#
+# Usage: scripts/bench-metrics.sh [work-dir]   (work-dir on the disk to measure)
+# Environment (defaults in brackets):
+#   STRATA_BENCH_HOSTS [100]          hosts, ~984 series each
+#   STRATA_BENCH_HOURS [6]            hours of data; Prometheus cuts a block once its head spans 3 h
+#   STRATA_BENCH_CONNECTIONS [8]      concurrent remote-write connections (Prometheus's shards)
+#   STRATA_BENCH_SEED [1]             generator seed
+#   STRATA_BENCH_JITTER [0.25]        share of scrapes whose timestamp is a few ms off the interval
+#   STRATA_BENCH_SETTLE_S [75]        block figures must hold still this long to count as compacted
+#   STRATA_BENCH_COMPACT_WAIT_S [900] longest wait for compaction, per server
+#   STRATA_BENCH_KEEP=1               keep both data directories afterwards
+#   STRATA_BENCH_FORCE=1              run even if the free-space estimate says the disk is too small
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${1:-./strata-bench-data}
+hosts=${STRATA_BENCH_HOSTS:-100}
+hours=${STRATA_BENCH_HOURS:-6}
+connections=${STRATA_BENCH_CONNECTIONS:-8}
+seed=${STRATA_BENCH_SEED:-1}
+jitter=${STRATA_BENCH_JITTER:-0.25}
+settle_s=${STRATA_BENCH_SETTLE_S:-75}
+compact_wait_s=${STRATA_BENCH_COMPACT_WAIT_S:-900}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+prom_dir="$work/prom"
+strata_dir="$work/strata"
+
+log() { echo "bench-metrics: $*" >&2; }
+
+scripts/install-prometheus.sh
+cargo build --release -q -p strata-server -p strata-bench
+bin="${CARGO_TARGET_DIR:-target}/release"
+bench="$bin/strata-bench"
+
+prom_pid=
+strata_pid=
+# Stops one server: SIGTERM, then SIGKILL if it is still there after 60 s.
+stop() {
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 600); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  log "pid $pid ignored SIGTERM for 60 s: killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  stop "$prom_pid"
+  stop "$strata_pid"
+  if [ "${STRATA_BENCH_KEEP:-0}" != 1 ]; then rm -rf "$prom_dir" "$strata_dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The first port from $1 nobody listens on.
+free_port() {
+  for p in $(seq "$1" $(($1 + 99))); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  log "no free port in $1-$(($1 + 99))"
+  return 1
+}
+
+# Waits up to 60 s for $2 to answer 2xx while pid $1 lives.
+wait_ready() {
+  for _ in $(seq 600); do
+    curl -sf "$2" >/dev/null && return 0
+    kill -0 "$1" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# The value of the first sample named $2 (with optional label matcher text $3) in exposition file $1,
+# summed over all its series.
+metric_sum() {
+  awk -v name="$2" -v match_text="${3:-}" '
+    $0 !~ /^#/ {
+      split($0, parts, /[{ ]/)
+      if (parts[1] == name && (match_text == "" || index($0, match_text) > 0)) { sum += $NF; found = 1 }
+    }
+    END { if (found) printf "%.0f\n", sum; else print "" }' "$1"
+}
+
+# A number from a flat JSON object: the first "key":number in file $1.
+json_num() {
+  grep -o "\"$2\":[-0-9.eE+]*" "$1" | head -n 1 | cut -d: -f2
+}
+
+peak_rss() { awk '/^VmHWM:/ {print $2 * 1024}' "/proc/$1/status"; }
+
+mib() { awk -v b="$1" 'BEGIN { if (b == "") print "n/a"; else printf "%.1f MiB", b / 1048576 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+per() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.3f", a / b }'; }
+dec() { awk -v a="$1" 'BEGIN { if (a == "") print "n/a"; else printf "%.1f", a }'; }
+num() { awk -v a="$1" 'BEGIN { if (a == "") print "n/a"; else printf "%.0f", a }'; }
+dir_bytes() { if [ -d "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
+
+# Samples expected, for the disk estimate: ~984 series per host, one sample per interval.
+samples_estimate=$(awk -v h="$hosts" -v d="$hours" 'BEGIN { printf "%.0f", h * 984 * d * 240 }')
+# Strata's log keeps every record (about 40 bytes a sample when measured) and both stores need a few
+# bytes more; 100 bytes a sample leaves room.
+need_bytes=$(awk -v s="$samples_estimate" 'BEGIN { printf "%.0f", s * 100 }')
+avail_bytes=$(df -B1 --output=avail "$work" | tail -n 1 | tr -d ' ')
+
+echo "== machine"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "disk: $(df -h "$work" | awk 'NR==2 {print $1, $2, "size,", $4, "free"}')"
+echo "prometheus: $(prometheus --version 2>&1 | head -n 1)"
+echo "workload: $hosts hosts, $hours h, ~$samples_estimate samples; about $((need_bytes / 1000000000)) GB of disk needed"
+if [ "$avail_bytes" -lt "$need_bytes" ] && [ "${STRATA_BENCH_FORCE:-0}" != 1 ]; then
+  log "only $((avail_bytes / 1000000000)) GB free in $work: use fewer hosts or hours, another disk, or STRATA_BENCH_FORCE=1"
+  exit 1
+fi
+
+common=(--hosts "$hosts" --hours "$hours" --connections "$connections" --seed "$seed" --jitter-share "$jitter" --json)
+
+# ---------------------------------------------------------------------------------------------------
+echo "== prometheus: remote-write receiver"
+rm -rf "$prom_dir"
+mkdir -p "$prom_dir"
+# No scrape jobs: everything it stores comes from the benchmark. The out-of-order window stays at its
+# default (off), as in a stock install.
+printf 'global:\n  scrape_interval: 15s\n' >"$work/prometheus.yml"
+prom_port=$(free_port 9190)
+prom_url="http://127.0.0.1:$prom_port"
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$prom_dir" \
+  --web.listen-address="127.0.0.1:$prom_port" --web.enable-remote-write-receiver \
+  2>"$work/prometheus.log" &
+prom_pid=$!
+if ! wait_ready "$prom_pid" "$prom_url/-/ready"; then
+  log "prometheus did not become ready:"
+  tail -n 20 "$work/prometheus.log" >&2
+  exit 1
+fi
+$bench remote-write --url "$prom_url/api/v1/write" --label prometheus --server-pid "$prom_pid" "${common[@]}" \
+  | tee "$work/metrics-prometheus.json"
+
+# Prometheus cuts a 2 h block once its head spans more than 3 h, and may then merge blocks. It is
+# done when the head spans at most 3 h and its compaction, truncation and block counts have held
+# still for settle_s.
+log "waiting for prometheus to compact its head (up to ${compact_wait_s} s)"
+last_compactions=
+still_since=$SECONDS
+deadline=$((SECONDS + compact_wait_s))
+while [ $SECONDS -lt $deadline ]; do
+  curl -sf "$prom_url/metrics" >"$work/prom-metrics.txt" || true
+  head_min=$(metric_sum "$work/prom-metrics.txt" prometheus_tsdb_head_min_time)
+  head_max=$(metric_sum "$work/prom-metrics.txt" prometheus_tsdb_head_max_time)
+  compactions="$(metric_sum "$work/prom-metrics.txt" prometheus_tsdb_compactions_total)"
+  compactions+="/$(metric_sum "$work/prom-metrics.txt" prometheus_tsdb_head_truncations_total)"
+  compactions+="/$(metric_sum "$work/prom-metrics.txt" prometheus_tsdb_blocks_loaded)"
+  if [ "$compactions" != "$last_compactions" ]; then last_compactions=$compactions; still_since=$SECONDS; fi
+  span_ms=$(( ${head_max:-0} - ${head_min:-0} ))
+  if [ "$span_ms" -le 10800000 ] && [ $((SECONDS - still_since)) -ge "$settle_s" ]; then break; fi
+  sleep 2
+done
+if [ $SECONDS -ge $deadline ]; then log "prometheus was still compacting after ${compact_wait_s} s; figures are as they stand"; fi
+prom_appended=$(metric_sum "$work/prom-metrics.txt" prometheus_tsdb_head_samples_appended_total)
+prom_out_of_bounds=$(metric_sum "$work/prom-metrics.txt" prometheus_tsdb_out_of_bound_samples_total)
+prom_out_of_order=$(metric_sum "$work/prom-metrics.txt" prometheus_tsdb_out_of_order_samples_total)
+prom_rss_peak=$(peak_rss "$prom_pid")
+stop "$prom_pid"
+prom_pid=
+# promtool prints, per block: ULID, min time, max time, duration, samples, chunks, series, bytes.
+promtool tsdb list "$prom_dir" >"$work/prom-blocks.txt"
+cat "$work/prom-blocks.txt"
+prom_blocks=$(awk 'NR > 1 && NF >= 8 {n++} END {print n + 0}' "$work/prom-blocks.txt")
+prom_block_samples=$(awk 'NR > 1 && NF >= 8 {s += $5} END {printf "%.0f\n", s}' "$work/prom-blocks.txt")
+prom_block_bytes=$(awk 'NR > 1 && NF >= 8 {s += $8} END {printf "%.0f\n", s}' "$work/prom-blocks.txt")
+prom_dir_bytes=$(dir_bytes "$prom_dir")
+prom_wal_bytes=$(( $(dir_bytes "$prom_dir/wal") + $(dir_bytes "$prom_dir/chunks_head") ))
+
+# ---------------------------------------------------------------------------------------------------
+echo "== strata: remote write, then until its metric store has consumed every sample"
+rm -rf "$strata_dir"
+strata_port=$(free_port 7900)
+strata_url="http://127.0.0.1:$strata_port"
+# The server refuses STRATA_* variables that are not configuration keys, so it does not see this
+# script's own.
+unset_own=()
+for name in $(compgen -e | grep '^STRATA_BENCH_' || true); do unset_own+=(-u "$name"); done
+env "${unset_own[@]}" "$bin/strata" serve --no-auth --data-dir "$strata_dir" --http-addr "127.0.0.1:$strata_port" \
+  2>"$work/strata.log" &
+strata_pid=$!
+if ! wait_ready "$strata_pid" "$strata_url/readyz"; then
+  log "strata did not become ready:"
+  tail -n 20 "$work/strata.log" >&2
+  exit 1
+fi
+$bench remote-write --url "$strata_url/api/v1/write" --label strata --server-pid "$strata_pid" \
+  --wait-url "$strata_url/metrics" "${common[@]}" | tee "$work/metrics-strata.json"
+
+# Strata's store checkpoints on an interval; it is done when the samples in its blocks have held
+# still for settle_s.
+log "waiting for strata to write its blocks (up to ${compact_wait_s} s)"
+last_block_samples=
+still_since=$SECONDS
+deadline=$((SECONDS + compact_wait_s))
+while [ $SECONDS -lt $deadline ]; do
+  curl -sf "$strata_url/metrics" >"$work/strata-metrics.txt" || true
+  block_samples=$(metric_sum "$work/strata-metrics.txt" strata_tsdb_block_samples)
+  if [ "$block_samples" != "$last_block_samples" ]; then last_block_samples=$block_samples; still_since=$SECONDS; fi
+  if [ -n "$block_samples" ] && [ "$block_samples" != 0 ] && [ $((SECONDS - still_since)) -ge "$settle_s" ]; then break; fi
+  if [ -z "$block_samples" ] && [ $((SECONDS - still_since)) -ge "$settle_s" ]; then break; fi
+  sleep 2
+done
+strata_block_samples=$(metric_sum "$work/strata-metrics.txt" strata_tsdb_block_samples)
+strata_block_bytes=$(metric_sum "$work/strata-metrics.txt" strata_tsdb_block_bytes)
+strata_blocks=$(metric_sum "$work/strata-metrics.txt" strata_tsdb_blocks)
+strata_rejected=$(metric_sum "$work/strata-metrics.txt" strata_tsdb_samples_rejected_total)
+strata_rss_peak=$(peak_rss "$strata_pid")
+stop "$strata_pid"
+strata_pid=
+strata_tsdb_bytes=$(dir_bytes "$strata_dir/tsdb")
+strata_log_bytes=$(dir_bytes "$strata_dir/log")
+strata_block_note=""
+if [ -z "$strata_block_samples" ]; then
+  strata_block_note=" (no strata_tsdb_block_* gauges on /metrics: du of tsdb/ over every sample acknowledged, which leaves out whatever the store holds only in memory and its log)"
+  strata_block_bytes=$strata_tsdb_bytes
+  strata_block_samples=$(json_num "$work/metrics-strata.json" samples_acknowledged)
+fi
+
+# ---------------------------------------------------------------------------------------------------
+p_json="$work/metrics-prometheus.json"
+s_json="$work/metrics-strata.json"
+p_sent=$(json_num "$p_json" samples_sent)
+s_sent=$(json_num "$s_json" samples_sent)
+p_ack=$(json_num "$p_json" samples_acknowledged)
+s_ack=$(json_num "$s_json" samples_acknowledged)
+p_rate=$(json_num "$p_json" acknowledged_samples_per_s)
+s_rate=$(json_num "$s_json" acknowledged_samples_per_s)
+# Prometheus has a sample in its head, queryable, when it answers; Strata once its store consumed it.
+s_e2e=$(grep -o '"caught_up":{[^}]*' "$s_json" | grep -o '"samples_per_s":[-0-9.eE+]*' | cut -d: -f2)
+s_caught=$(grep -o '"caught_up":{"complete":[a-z]*' "$s_json" | cut -d: -f3)
+p_p99=$(grep -o '"latency_ms":{[^}]*' "$p_json" | grep -o '"p99":[-0-9.eE+]*' | cut -d: -f2)
+s_p99=$(grep -o '"latency_ms":{[^}]*' "$s_json" | grep -o '"p99":[-0-9.eE+]*' | cut -d: -f2)
+p_bps=$(per "$prom_block_bytes" "$prom_block_samples")
+s_bps=$(per "$strata_block_bytes" "$strata_block_samples")
+p_total_bps=$(per "$prom_dir_bytes" "$p_ack")
+s_total_bps=$(per "$strata_tsdb_bytes" "$s_ack")
+
+echo
+echo "## Metrics beside Prometheus ($(date -u +%Y-%m-%d), $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB)"
+echo
+echo "Workload: $(json_num "$s_json" hosts) hosts, $(json_num "$s_json" series) series, $hours h every 15 s ending now:"
+echo "$(json_num "$s_json" samples_generated) samples in requests of 2,000 over $connections connections (seed $seed; a share of $jitter of the scrapes jittered by up to 4 ms)."
+echo
+echo "| figure | Prometheus 2.42 | Strata | Strata / Prometheus |"
+echo "|---|---|---|---|"
+echo "| samples acknowledged (of sent) | $(num "$p_ack") of $(num "$p_sent") | $(num "$s_ack") of $(num "$s_sent") | |"
+echo "| acknowledged samples/s | $(num "$p_rate") | $(num "$s_rate") | $(ratio "$s_rate" "$p_rate") |"
+echo "| queryable samples/s (Strata: until its store caught up, complete: ${s_caught:-n/a}) | $(num "$p_rate") | $(num "$s_e2e") | $(ratio "$s_e2e" "$p_rate") |"
+echo "| request latency p99 | $(dec "$p_p99") ms | $(dec "$s_p99") ms | |"
+echo "| bytes/sample in blocks | $p_bps ($prom_blocks blocks, $(num "$prom_block_samples") samples) | $s_bps (${strata_blocks:-n/a} blocks, $(num "$strata_block_samples") samples)$strata_block_note | $(ratio "$s_bps" "$p_bps") |"
+echo "| whole store / samples acknowledged | $p_total_bps ($(mib "$prom_dir_bytes"), of which WAL and head chunks $(mib "$prom_wal_bytes")) | $s_total_bps (tsdb/ $(mib "$strata_tsdb_bytes")) | $(ratio "$s_total_bps" "$p_total_bps") |"
+echo "| peak RSS (VmHWM, ingest and compaction) | $(mib "$prom_rss_peak") | $(mib "$strata_rss_peak") | $(ratio "$strata_rss_peak" "$prom_rss_peak") |"
+echo
+echo "Strata's log (its write-ahead storage, kept by retention): $(mib "$strata_log_bytes"), $(per "$strata_log_bytes" "$s_ack") bytes per sample."
+echo "Prometheus head: $(num "$prom_appended") samples appended, out of bounds $(num "${prom_out_of_bounds:-0}"), out of order $(num "${prom_out_of_order:-0}")."
+echo "Strata store: $(num "${strata_rejected:-0}") samples rejected."
+echo "Targets: Strata >= 2x Prometheus and >= 500,000 samples/s; bytes/sample <= 0.5x Prometheus."
