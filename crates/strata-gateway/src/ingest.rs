@@ -116,7 +116,7 @@ impl MetricBatches {
                 .entry(source_id.to_string())
                 .or_insert_with(|| (strata_model::MetricBatchBuilder::new(), Vec::new())),
         };
-        entry.0.add_series(name, labels.iter().copied(), samples);
+        entry.0.add_series(fp, name, labels.iter().copied(), samples);
         entry.1.extend(indexes);
         Ok(())
     }

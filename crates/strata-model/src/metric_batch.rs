@@ -10,6 +10,7 @@
 //! varint  series count, then each:
 //!           varint label count, then each: varint name symbol, varint value symbol
 //!             (sorted by name, `__name__` included)
+//!           u64 the series' fingerprint (`series_fingerprint`), so the store need not hash again
 //!           varint sample count, then each: i64 timestamp in ms, f64 value (little endian)
 //! ```
 //! `strata consume` and the admin API show a batch as JSON through [`MetricBatch::to_json`].
@@ -57,7 +58,13 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 impl MetricBatchBuilder {
     pub fn new() -> MetricBatchBuilder {
-        MetricBatchBuilder { min_ts_ms: i64::MAX, max_ts_ms: i64::MIN, ..MetricBatchBuilder::default() }
+        MetricBatchBuilder {
+            // Sized for a source's label names and common values, so that it rarely grows.
+            symbols: HashMap::with_capacity_and_hasher(256, Default::default()),
+            min_ts_ms: i64::MAX,
+            max_ts_ms: i64::MIN,
+            ..MetricBatchBuilder::default()
+        }
     }
 
     fn symbol(&mut self, s: &str) -> u64 {
@@ -73,9 +80,10 @@ impl MetricBatchBuilder {
     }
 
     /// Adds a series: `name` becomes the `__name__` label; `labels` are sorted by name and
-    /// contain no `__name__`.
+    /// contain no `__name__`; `fingerprint` is `series_fingerprint(name, labels)`.
     pub fn add_series<'a>(
         &mut self,
+        fingerprint: u64,
         name: &str,
         labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
         samples: &[(i64, f64)],
@@ -92,6 +100,7 @@ impl MetricBatchBuilder {
         if !name_written {
             self.put_label("__name__", name);
         }
+        self.series.extend_from_slice(&fingerprint.to_le_bytes());
         put_varint_len(&mut self.series, samples.len());
         for &(ts, v) in samples {
             self.series.extend_from_slice(&ts.to_le_bytes());
@@ -177,13 +186,14 @@ impl<'a> Reader<'a> {
 }
 
 /// What `walk` calls with each series: its labels and its raw samples.
-type SeriesVisitor<'a, 'f> = dyn FnMut(&[(&'a str, &'a str)], &'a [u8]) + 'f;
+type SeriesVisitor<'a, 'f> = dyn FnMut(u64, &[(&'a str, &'a str)], &'a [u8]) + 'f;
 
 /// One series of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchSeries<'a> {
     /// Sorted by name, `__name__` included.
     pub labels: Vec<(&'a str, &'a str)>,
+    pub fingerprint: u64,
     pub samples: Vec<(i64, f64)>,
 }
 
@@ -213,16 +223,16 @@ impl<'a> MetricBatch<'a> {
     /// batch is checked first, so `f` sees all of it or none of it.
     pub fn for_each_series(
         &self,
-        mut f: impl FnMut(&[(&'a str, &'a str)], &mut dyn Iterator<Item = (i64, f64)>),
+        mut f: impl FnMut(u64, &[(&'a str, &'a str)], &mut dyn Iterator<Item = (i64, f64)>),
     ) -> Result<(), BatchError> {
-        self.walk(&mut |_, _| {})?;
-        self.walk(&mut |labels, samples| {
+        self.walk(&mut |_, _, _| {})?;
+        self.walk(&mut |fingerprint, labels, samples| {
             let mut it = samples.chunks_exact(16).map(|c| {
                 let ts = i64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
                 let v = f64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
                 (ts, v)
             });
-            f(labels, &mut it)
+            f(fingerprint, labels, &mut it)
         })
     }
 
@@ -239,9 +249,10 @@ impl<'a> MetricBatch<'a> {
             for _ in 0..n_labels {
                 labels.push((sym(r.varint()?)?, sym(r.varint()?)?));
             }
+            let fingerprint = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
             let n_samples = r.varint()?;
             let bytes = r.take(n_samples.checked_mul(16).ok_or(BatchError::Truncated)?)?;
-            f(&labels, bytes);
+            f(fingerprint, &labels, bytes);
         }
         if !r.b.is_empty() {
             return Err(BatchError::Trailing(r.b.len()));
@@ -266,6 +277,7 @@ impl<'a> MetricBatch<'a> {
             for _ in 0..n_labels {
                 labels.push((sym(r.varint()?)?, sym(r.varint()?)?));
             }
+            let fingerprint = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
             let n_samples = r.varint()?;
             let bytes = r.take(n_samples.checked_mul(16).ok_or(BatchError::Truncated)?)?;
             let samples = bytes
@@ -276,7 +288,7 @@ impl<'a> MetricBatch<'a> {
                     (ts, v)
                 })
                 .collect();
-            out.push(BatchSeries { labels, samples });
+            out.push(BatchSeries { labels, fingerprint, samples });
         }
         if !r.b.is_empty() {
             return Err(BatchError::Trailing(r.b.len()));
@@ -322,9 +334,9 @@ mod tests {
     #[test]
     fn batches_round_trip_with_the_name_among_sorted_labels() {
         let mut b = MetricBatchBuilder::new();
-        b.add_series("up", [("instance", "h:9100"), ("job", "node")].into_iter(), &[(1000, 1.0), (2000, f64::NAN)]);
-        b.add_series("a_metric", [("zone", "ü")].into_iter(), &[(5, -0.0)]);
-        b.add_series("__x", std::iter::empty(), &[]);
+        b.add_series(7, "up", [("instance", "h:9100"), ("job", "node")].into_iter(), &[(1000, 1.0), (2000, f64::NAN)]);
+        b.add_series(8, "a_metric", [("zone", "ü")].into_iter(), &[(5, -0.0)]);
+        b.add_series(9, "__x", std::iter::empty(), &[]);
         assert_eq!((b.samples(), b.max_ts_ms()), (3, 2000));
         let bytes = b.finish();
         let batch = MetricBatch::decode(&bytes).unwrap();
@@ -335,13 +347,17 @@ mod tests {
         assert_eq!(series[1].labels, [("__name__", "a_metric"), ("zone", "ü")]);
         assert_eq!(series[2].labels, [("__name__", "__x")]);
         let mut visited = Vec::new();
-        batch.for_each_series(|labels, samples| visited.push((labels.to_vec(), samples.collect::<Vec<_>>()))).unwrap();
+        batch
+            .for_each_series(|fp, labels, samples| visited.push((fp, labels.to_vec(), samples.collect::<Vec<_>>())))
+            .unwrap();
         let bits = |s: &[(i64, f64)]| s.iter().map(|(t, v)| (*t, v.to_bits())).collect::<Vec<_>>();
         assert_eq!(visited.len(), 3);
         for (v, s) in visited.iter().zip(&series) {
-            assert_eq!(v.0, s.labels);
-            assert_eq!(bits(&v.1), bits(&s.samples));
+            assert_eq!(v.0, s.fingerprint);
+            assert_eq!(v.1, s.labels);
+            assert_eq!(bits(&v.2), bits(&s.samples));
         }
+        assert_eq!(series[0].fingerprint, 7);
         assert_eq!(batch.to_json().unwrap()[0]["samples"][1][1], format!("NaN:{:016x}", f64::NAN.to_bits()));
     }
 
@@ -353,7 +369,7 @@ mod tests {
             if let Ok(batch) = MetricBatch::decode(&b) {
                 let whole = batch.series().is_ok();
                 let mut calls = 0;
-                let visited = batch.for_each_series(|_, _| calls += 1).is_ok();
+                let visited = batch.for_each_series(|_, _, _| calls += 1).is_ok();
                 prop_assert_eq!(whole, visited);
                 prop_assert!(visited || calls == 0, "a bad batch is not visited in part");
             }

@@ -96,7 +96,11 @@ impl SeriesIndex {
     /// The id of a label set sorted by name, adding it if new, without allocating when the series
     /// is known: the path of every sample.
     pub fn get_or_insert_sorted(&mut self, labels: &[(&str, &str)]) -> SeriesId {
-        let fp = fingerprint(labels.iter().copied());
+        self.get_or_insert_fingerprinted(fingerprint(labels.iter().copied()), labels)
+    }
+
+    /// As `get_or_insert_sorted`, with the fingerprint the gateway computed (`series_fingerprint`).
+    pub fn get_or_insert_fingerprinted(&mut self, fp: u64, labels: &[(&str, &str)]) -> SeriesId {
         if let Some(ids) = self.ids.get(&fp)
             && let Some(&id) = ids.iter().find(|&&id| same(&self.series[id as usize], labels))
         {

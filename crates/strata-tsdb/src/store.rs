@@ -757,14 +757,14 @@ impl Sink for TsdbSink {
             t.last_append = Instant::now();
             let (mut n_appended, mut n_skipped) = (0u64, 0u64);
             let mut n_rejected: Vec<&'static str> = Vec::new();
-            let applied = batch.for_each_series(|labels, samples| {
+            let applied = batch.for_each_series(|fingerprint, labels, samples| {
                 let mut id = None;
                 for (ts, v) in samples {
                     if t.in_blocks(partition, r.offset, ts) {
                         n_skipped += 1;
                         continue;
                     }
-                    let id = *id.get_or_insert_with(|| t.index.get_or_insert_sorted(labels));
+                    let id = *id.get_or_insert_with(|| t.index.get_or_insert_fingerprinted(fingerprint, labels));
                     match self.store.append_id(&mut t, id, ts, v, partition, r.offset) {
                         Ok(()) => n_appended += 1,
                         Err(e) => n_rejected.push(e.reason()),

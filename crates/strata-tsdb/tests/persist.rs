@@ -45,7 +45,8 @@ fn stored(offset: u64, tenant: &str, p: &MetricPoint) -> StoredRecord {
 fn batch(p: &MetricPoint) -> Vec<u8> {
     let mut b = MetricBatchBuilder::new();
     let labels: Vec<(&str, &str)> = p.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    b.add_series(&p.name, labels.into_iter(), &[(p.timestamp_ns / 1_000_000, p.value)]);
+    let fp = strata_model::series_fingerprint(&p.name, labels.iter().copied());
+    b.add_series(fp, &p.name, labels.into_iter(), &[(p.timestamp_ns / 1_000_000, p.value)]);
     b.finish()
 }
 
