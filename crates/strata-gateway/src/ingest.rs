@@ -152,24 +152,13 @@ impl Decoded {
         payload: &[u8],
         partitions: u32,
     ) {
-        let p = partition_for(tenant.as_str(), source_id, partitions);
-        let batch = self
-            .batches
-            .entry(p)
-            .or_insert_with(|| PartitionBatch { records: EncodedRecords::new(), indexes: Vec::new() });
-        match batch.records.push(timestamp_ns, tenant.as_str(), source_id, &[], payload) {
-            Ok(()) => batch.indexes.push(index),
-            Err(_) => self.errors.push((
-                index,
-                RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize },
-            )),
-        }
+        self.push_many(std::iter::once(index), tenant, source_id, timestamp_ns, payload, partitions)
     }
 
     /// Adds one record that carries the items `indexes` of the request (a metric batch).
     pub fn push_many(
         &mut self,
-        indexes: Vec<usize>,
+        indexes: impl IntoIterator<Item = usize>,
         tenant: &TenantId,
         source_id: &str,
         timestamp_ns: i64,

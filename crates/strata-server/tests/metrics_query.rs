@@ -39,17 +39,8 @@ fn remote_write(s: &Server, key: &str, series: &[Series]) {
             .collect(),
     };
     let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap();
-    let r = s
-        .http
-        .post(s.url("/api/v1/write"))
-        .bearer_auth(key)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "snappy")
-        .header("x-prometheus-remote-write-version", "0.1.0")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204, "{}", r.text().unwrap());
+    let (status, text) = s.remote_write(key, body);
+    assert_eq!(status, 204, "{text}");
 }
 
 fn query(s: &Server, key: &str, params: &[(&str, &str)]) -> (u16, Value) {

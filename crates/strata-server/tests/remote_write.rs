@@ -19,24 +19,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-fn write(s: &Server, key: &str, body: Vec<u8>) -> (u16, String) {
-    let r = s
-        .http
-        .post(s.url("/api/v1/write"))
-        .bearer_auth(key)
-        .header("content-type", "application/x-protobuf")
-        .header("content-encoding", "snappy")
-        .header("x-prometheus-remote-write-version", "0.1.0")
-        .body(body)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().unwrap();
-    // Errors are JSON `{"error": ...}`; compare their message.
-    let msg = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_string));
-    (status, msg.unwrap_or(text))
-}
-
 fn encode(req: &WriteRequest) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap()
 }
@@ -56,7 +38,7 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
             series(&[("__name__", "up"), ("job", "api"), ("instance", "h2:9090")], &[(t, 1.0)]),
         ],
     };
-    assert_eq!(write(&s, &key, encode(&good)), (204, String::new()));
+    assert_eq!(s.remote_write(&key, encode(&good)), (204, String::new()));
     // One batch record per source (the `instance` label) and request.
     let records = s.all_records("metrics");
     assert_eq!(records.len(), 2);
@@ -75,12 +57,12 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
     assert_eq!(values, [&json!(10.0), &json!(12.5)], "{stored:?}");
 
     // Bodies that are not what the protocol says.
-    let (st, body) = write(&s, &key, b"definitely not snappy".to_vec());
+    let (st, body) = s.remote_write(&key, b"definitely not snappy".to_vec());
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("snappy"), "{body}");
     let full = good.encode_to_vec();
     let truncated = snap::raw::Encoder::new().compress_vec(&full[..full.len() - 7]).unwrap();
-    let (st, body) = write(&s, &key, truncated);
+    let (st, body) = s.remote_write(&key, truncated);
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("not a remote write WriteRequest"), "{body}");
     let r = s
@@ -119,7 +101,7 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
     ];
     for (bad, want) in cases {
         let req = WriteRequest { timeseries: vec![series(&[("__name__", "kept")], &[(t, 7.0)]), bad] };
-        let (st, body) = write(&s, &key, encode(&req));
+        let (st, body) = s.remote_write(&key, encode(&req));
         assert_eq!(st, 400, "{want}: {body}");
         assert!(body.contains(want), "{want}: {body}");
         assert!(body.contains("1 of 2 samples rejected"), "{body}");
@@ -131,11 +113,11 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
     // (The snappy header is the uncompressed length as a varint: 1 GiB here.)
     let mut bomb = vec![0x80, 0x80, 0x80, 0x80, 0x04];
     bomb.extend_from_slice(&[0u8; 16]);
-    let (st, body) = write(&s, &key, bomb);
+    let (st, body) = s.remote_write(&key, bomb);
     assert_eq!(st, 413, "{body}");
     assert!(body.contains("larger than decompressed_bytes_max"), "{body}");
     // An empty request is fine.
-    assert_eq!(write(&s, &key, encode(&WriteRequest { timeseries: vec![] })).0, 204);
+    assert_eq!(s.remote_write(&key, encode(&WriteRequest { timeseries: vec![] })).0, 204);
     assert!(s.is_up());
 }
 
@@ -183,9 +165,9 @@ fn new_series_past_the_tenant_limit_are_refused_and_known_ones_kept() {
     let t = now_ms();
     let one = |name: &str| series(&[("__name__", name), ("instance", "h:1")], &[(t, 1.0)]);
     let req = WriteRequest { timeseries: vec![one("a"), one("b"), one("c")] };
-    assert_eq!(write(&s, &key, encode(&req)).0, 204);
+    assert_eq!(s.remote_write(&key, encode(&req)).0, 204);
     let req = WriteRequest { timeseries: vec![one("a"), one("d")] };
-    let (st, body) = write(&s, &key, encode(&req));
+    let (st, body) = s.remote_write(&key, encode(&req));
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("1 of 2 samples rejected"), "{body}");
     assert!(body.contains("limit of 3 active series"), "{body}");
@@ -209,7 +191,7 @@ fn new_series_past_the_tenant_limit_are_refused_and_known_ones_kept() {
     // Another tenant has its own count, and its own limit.
     let big = s.tenant_key("big");
     let req = WriteRequest { timeseries: vec![one("a"), one("b"), one("c"), one("d"), one("e")] };
-    assert_eq!(write(&s, &big, encode(&req)).0, 204);
+    assert_eq!(s.remote_write(&big, encode(&req)).0, 204);
     let records = s.all_records("metrics");
     assert_eq!(stored_samples(&records, "d"), 1, "only the other tenant's d");
     assert_eq!(stored_samples(&records, "a"), 3);
@@ -252,7 +234,7 @@ fn series_and_labels_apis_answer_in_prometheus_format_and_survive_a_kill() {
             series(&[("__name__", "up"), ("job", "web")], &[(t, 1.0)]),
         ],
     };
-    assert_eq!(write(&s, &key, encode(&req)).0, 204);
+    assert_eq!(s.remote_write(&key, encode(&req)).0, 204);
     let v = wait_for_series(&s, &key, r#"http_requests_total{code=~"5.."}"#, 1);
     assert_eq!(
         v,

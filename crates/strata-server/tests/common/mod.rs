@@ -145,6 +145,25 @@ impl Server {
         r.json::<Value>().unwrap()["api_key"].as_str().unwrap().to_string()
     }
 
+    /// Posts a snappy-compressed remote write body as Prometheus does; the status, and the
+    /// error message of a JSON error answer (else the body).
+    pub fn remote_write(&self, key: &str, body: Vec<u8>) -> (u16, String) {
+        let r = self
+            .http
+            .post(self.url("/api/v1/write"))
+            .bearer_auth(key)
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "snappy")
+            .header("x-prometheus-remote-write-version", "0.1.0")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        let msg = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_string));
+        (status, msg.unwrap_or(text))
+    }
+
     pub fn admin_get(&self, path: &str) -> Value {
         let r = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().unwrap();
         assert_eq!(r.status(), 200, "{path}");
