@@ -277,3 +277,30 @@ fn series_and_labels_apis_answer_in_prometheus_format_and_survive_a_kill() {
     s.spawn();
     wait_for_series(&s, &key, r#"{__name__=~".+"}"#, 3);
 }
+
+#[test]
+fn late_samples_inside_the_window_are_merged_and_older_ones_counted() {
+    let s = Server::start("");
+    let key = s.tenant_key("late");
+    let t = now_ms() / 1000 * 1000;
+    let send = |samples: &[(i64, f64)]| {
+        let req = WriteRequest { timeseries: vec![series(&[("__name__", "late"), ("instance", "h:1")], samples)] };
+        assert_eq!(s.remote_write(&key, encode(&req)).0, 204);
+    };
+    send(&[(t, 1.0)]);
+    // Behind the newest sample but inside the hour's window: merged in order.
+    send(&[(t - 30_000, 2.0)]);
+    // Another late one, and a second value for t - 30 s: the last written wins.
+    send(&[(t - 10_000, 3.0), (t - 30_000, 2.5)]);
+    // Two hours behind: the log takes it (the gateway cannot know), the store refuses and counts it.
+    send(&[(t - 2 * 3_600_000, 9.0)]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rejected = r#"strata_tsdb_samples_rejected_total{tenant="late",reason="too_old"}"#;
+    while s.metric(rejected).is_none() {
+        assert!(std::time::Instant::now() < deadline, "the too-old sample was not counted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(s.metric(rejected), Some(1.0));
+    let points = wait_for_samples(&s, &key, "late", t - 3 * 3_600_000, t + 1000, 3);
+    assert_eq!(points, [json!([t - 30_000, 2.5]), json!([t - 10_000, 3.0]), json!([t, 1.0])]);
+}
