@@ -51,8 +51,8 @@ fn hash_words(mut h: u64, bytes: &[u8]) -> u64 {
 }
 
 /// A `Hasher` for in-memory maps keyed by short strings or by numbers that are already hashes
-/// (fingerprints): FNV-1a, which costs a few cycles on a label value where the standard library's
-/// SipHash costs tens of nanoseconds. Not resistant to chosen collisions: use it only where keys
+/// (fingerprints): a multiply-rotate over eight-byte words, which costs a few cycles on a label
+/// value where the standard library's SipHash costs tens of nanoseconds. Not resistant to chosen collisions: use it only where keys
 /// are bounded by a limit, as label sets and fingerprints of a tenant are.
 #[derive(Debug, Clone, Copy)]
 pub struct FastHasher(u64);
@@ -69,10 +69,7 @@ impl std::hash::Hasher for FastHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.0 = hash_words(self.0, bytes);
     }
 
     fn write_u64(&mut self, n: u64) {

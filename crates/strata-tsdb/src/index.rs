@@ -70,8 +70,10 @@ fn same(stored: &LabelSet, labels: &[(&str, &str)]) -> bool {
 /// Series of one tenant and the postings of each label pair.
 #[derive(Default)]
 pub struct SeriesIndex {
-    /// Series by fingerprint; more than one only when fingerprints collide.
-    ids: HashMap<u64, Vec<SeriesId>, strata_model::FastHash>,
+    /// Series by fingerprint: the first series of each fingerprint here, any other with the same
+    /// fingerprint (a 64-bit collision) in `collided`, so the common lookup is one probe.
+    ids: HashMap<u64, SeriesId, strata_model::FastHash>,
+    collided: HashMap<u64, Vec<SeriesId>, strata_model::FastHash>,
     series: Vec<LabelSet>,
     /// Ids ascending: a new series always has the largest id, so postings only ever grow at the end.
     postings: BTreeMap<String, BTreeMap<String, Vec<SeriesId>>>,
@@ -101,16 +103,19 @@ impl SeriesIndex {
 
     /// As `get_or_insert_sorted`, with the fingerprint the gateway computed (`series_fingerprint`).
     pub fn get_or_insert_fingerprinted(&mut self, fp: u64, labels: &[(&str, &str)]) -> SeriesId {
-        if let Some(ids) = self.ids.get(&fp)
-            && let Some(&id) = ids.iter().find(|&&id| same(&self.series[id as usize], labels))
-        {
+        if let Some(id) = self.find(fp, labels) {
             return id;
         }
         let id = self.series.len() as SeriesId;
         for (n, v) in labels {
             self.postings.entry(n.to_string()).or_default().entry(v.to_string()).or_default().push(id);
         }
-        self.ids.entry(fp).or_default().push(id);
+        match self.ids.entry(fp) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => self.collided.entry(fp).or_default().push(id),
+        }
         self.series.push(labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect());
         id
     }
@@ -119,8 +124,15 @@ impl SeriesIndex {
         let mut sorted = labels.clone();
         sorted.sort();
         let pairs: Vec<(&str, &str)> = sorted.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        let ids = self.ids.get(&fingerprint(pairs.iter().copied()))?;
-        ids.iter().copied().find(|&id| same(&self.series[id as usize], &pairs))
+        self.find(fingerprint(pairs.iter().copied()), &pairs)
+    }
+
+    fn find(&self, fp: u64, labels: &[(&str, &str)]) -> Option<SeriesId> {
+        let &first = self.ids.get(&fp)?;
+        if same(&self.series[first as usize], labels) {
+            return Some(first);
+        }
+        self.collided.get(&fp)?.iter().copied().find(|&id| same(&self.series[id as usize], labels))
     }
 
     pub fn labels(&self, id: SeriesId) -> &LabelSet {
@@ -214,6 +226,17 @@ mod tests {
             .into_iter()
             .map(|id| ix.labels(id).iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(","))
             .collect()
+    }
+
+    #[test]
+    fn colliding_fingerprints_keep_series_apart() {
+        let mut ix = SeriesIndex::default();
+        let a = ix.get_or_insert_fingerprinted(42, &[("__name__", "a")]);
+        let b = ix.get_or_insert_fingerprinted(42, &[("__name__", "b")]);
+        let c = ix.get_or_insert_fingerprinted(42, &[("__name__", "c")]);
+        assert_eq!((a, b, c), (0, 1, 2));
+        assert_eq!(ix.get_or_insert_fingerprinted(42, &[("__name__", "b")]), 1);
+        assert_eq!(ix.get_or_insert_fingerprinted(42, &[("__name__", "c")]), 2);
     }
 
     #[test]
