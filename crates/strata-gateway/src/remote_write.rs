@@ -86,7 +86,13 @@ fn decode(
     let mut labels: Vec<(&str, &str)> = Vec::new();
     let mut samples = Vec::new();
     let mut taken = Vec::new();
-    for (label_range, sample_range) in &req.series {
+    for ((label_range, sample_range), &histograms) in req.series.iter().zip(&req.histograms) {
+        // Native histogram samples are refused by name: stored nowhere, they must not vanish.
+        for _ in 0..histograms {
+            out.errors.push((index, RecordError::Unsupported("native histogram samples")));
+            out.total += 1;
+            index += 1;
+        }
         let series_samples = &req.samples[sample_range.clone()];
         let first = index;
         index += series_samples.len();

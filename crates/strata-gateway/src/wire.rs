@@ -1,7 +1,8 @@
 //! A remote write `WriteRequest` read in place: label strings are borrowed from the decompressed
 //! body and every series lands in three shared vectors, where decoding into the `proto` types
-//! costs two allocations per label. Only what remote write 1.0 defines is read (series, their
-//! labels and float samples); other fields (metadata, exemplars, native histograms) are skipped.
+//! costs two allocations per label. Series, their labels and float samples are read; native
+//! histogram samples are counted so that they can be refused by name rather than dropped
+//! unseen; exemplars and metadata, which no query of Strata uses, are skipped.
 
 use std::ops::Range;
 
@@ -11,6 +12,8 @@ pub struct Parsed<'a> {
     pub labels: Vec<(&'a str, &'a str)>,
     pub samples: Vec<(i64, f64)>,
     pub series: Vec<(Range<usize>, Range<usize>)>,
+    /// Native histogram samples of each series, which Strata does not store.
+    pub histograms: Vec<usize>,
 }
 
 struct Reader<'a> {
@@ -98,6 +101,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, String> {
 
 fn series<'a>(b: &'a [u8], out: &mut Parsed<'a>) -> Result<(), String> {
     let (l0, s0) = (out.labels.len(), out.samples.len());
+    let mut histograms = 0;
     let mut r = Reader { b };
     while !r.b.is_empty() {
         match r.key()? {
@@ -139,10 +143,16 @@ fn series<'a>(b: &'a [u8], out: &mut Parsed<'a>) -> Result<(), String> {
                 }
                 out.samples.push((timestamp, value));
             }
+            (4, wire) => {
+                expect("histograms", wire, LEN)?;
+                r.bytes()?;
+                histograms += 1;
+            }
             (_, wire) => r.skip(wire)?,
         }
     }
     out.series.push((l0..out.labels.len(), s0..out.samples.len()));
+    out.histograms.push(histograms);
     Ok(())
 }
 

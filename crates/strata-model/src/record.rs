@@ -42,6 +42,8 @@ pub enum RecordError {
     Value(String),
     #[error("series is new and the tenant has reached its limit of {0} active series")]
     SeriesLimit(usize),
+    #[error("{0} are not supported")]
+    Unsupported(&'static str),
 }
 
 impl RecordError {
@@ -59,6 +61,7 @@ impl RecordError {
             RecordError::DuplicateLabel(_) => "duplicate_label",
             RecordError::TooManyLabels { .. } => "too_many_labels",
             RecordError::SeriesLimit(_) => "series_limit",
+            RecordError::Unsupported(_) => "unsupported",
         }
     }
 }

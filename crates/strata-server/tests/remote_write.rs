@@ -304,3 +304,25 @@ fn late_samples_inside_the_window_are_merged_and_older_ones_counted() {
     let points = wait_for_samples(&s, &key, "late", t - 3 * 3_600_000, t + 1000, 3);
     assert_eq!(points, [json!([t - 30_000, 2.5]), json!([t - 10_000, 3.0]), json!([t, 1.0])]);
 }
+
+#[test]
+fn native_histogram_samples_are_refused_by_name_and_floats_kept() {
+    let s = Server::start("");
+    let key = s.tenant_key("hist");
+    let t = now_ms();
+    // A series with one float sample and one native histogram sample (field 4; its contents do
+    // not matter to a store that does not keep histograms).
+    let mut ts = series(&[("__name__", "mixed"), ("instance", "h:1")], &[(t, 5.0)]).encode_to_vec();
+    ts.extend_from_slice(&[0x22, 0x02, 0x08, 0x01]);
+    let mut req = vec![0x0a];
+    prost::encoding::encode_varint(ts.len() as u64, &mut req);
+    req.extend_from_slice(&ts);
+    let body = snap::raw::Encoder::new().compress_vec(&req).unwrap();
+    let (st, msg) = s.remote_write(&key, body);
+    assert_eq!(st, 400, "{msg}");
+    assert!(msg.contains("1 of 2 samples rejected; first: native histogram samples are not supported"), "{msg}");
+    assert_eq!(stored_samples(&s.all_records("metrics"), "mixed"), 1, "the float sample is kept");
+    let counted =
+        s.metric(r#"strata_ingest_records_rejected_total{tenant="hist",kind="metrics",reason="unsupported"}"#);
+    assert_eq!(counted, Some(1.0));
+}
