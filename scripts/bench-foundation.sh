@@ -7,7 +7,8 @@ work=${1:-./strata-bench-data}
 port=${STRATA_BENCH_PORT:-7899}
 mkdir -p "$work"
 cargo build --release -q -p strata-server -p strata-bench
-bench=target/release/strata-bench
+release="${CARGO_TARGET_DIR:-target}/release"
+bench="$release/strata-bench"
 
 echo "== machine"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -21,7 +22,7 @@ echo "== log-append, one appender on one partition"
 $bench log-append --dir "$work" --writers 1 --partitions 1 --json
 
 rm -rf "$work/srv"
-target/release/strata serve --data-dir "$work/srv" --http-addr "127.0.0.1:$port" --no-auth 2>"$work/serve.log" &
+"$release/strata" serve --data-dir "$work/srv" --http-addr "127.0.0.1:$port" --no-auth 2>"$work/serve.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done

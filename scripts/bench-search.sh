@@ -9,7 +9,8 @@ work=${1:-./strata-bench-data}
 lines=${STRATA_BENCH_LINES:-10000000}
 mkdir -p "$work"
 cargo build --release -q -p strata-server -p strata-bench
-bench=target/release/strata-bench
+release="${CARGO_TARGET_DIR:-target}/release"
+bench="$release/strata-bench"
 index="$work/search-index"
 srv="$work/search-srv"
 pid=
@@ -45,7 +46,7 @@ rm -rf "$srv"
 # The server refuses STRATA_* variables that are not configuration keys, so it does not see this
 # script's own.
 env -u STRATA_BENCH_LINES -u STRATA_BENCH_PORT \
-  target/release/strata serve --data-dir "$srv/data" --http-addr "127.0.0.1:$port" --no-auth 2>"$work/search-serve.log" &
+  "$release/strata" serve --data-dir "$srv/data" --http-addr "127.0.0.1:$port" --no-auth 2>"$work/search-serve.log" &
 pid=$!
 url="http://127.0.0.1:$port"
 for _ in $(seq 100); do
