@@ -80,6 +80,29 @@ impl WorkloadArgs {
     }
 }
 
+/// An HTTP client with `headers` and, given a key, a bearer token sent with every request.
+/// `one_connection` keeps one idle connection per host, so that a task with its own client
+/// really has its own TCP connection.
+pub fn http_client(
+    mut headers: reqwest::header::HeaderMap,
+    bearer: Option<&str>,
+    timeout: std::time::Duration,
+    one_connection: bool,
+) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    if let Some(key) = bearer {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the api key contains characters not allowed in an http header")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let mut builder = reqwest::Client::builder().default_headers(headers).timeout(timeout);
+    if one_connection {
+        builder = builder.pool_max_idle_per_host(1);
+    }
+    builder.build().context("failed to build the http client")
+}
+
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

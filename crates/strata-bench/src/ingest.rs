@@ -16,7 +16,7 @@ use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use strata_client::{Compression, RecordKind};
 use tokio::time::Instant;
@@ -347,18 +347,7 @@ async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Repor
 fn http_client(args: &IngestArgs) -> anyhow::Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-    if let Some(key) = &args.api_key {
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-            .context("the api key contains characters not allowed in an http header")?;
-        value.set_sensitive(true);
-        headers.insert(AUTHORIZATION, value);
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(1)
-        .timeout(Duration::from_millis(args.timeout_ms))
-        .build()
-        .context("failed to build the http client")
+    crate::args::http_client(headers, args.api_key.as_deref(), Duration::from_millis(args.timeout_ms), true)
 }
 
 /// Sends requests one after another on one connection until the run is over.

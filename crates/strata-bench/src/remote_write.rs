@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
 use clap::Args;
-use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -597,18 +597,7 @@ fn http_client(args: &RemoteWriteArgs) -> anyhow::Result<reqwest::Client> {
     headers.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
     headers.insert("X-Prometheus-Remote-Write-Version", HeaderValue::from_static("0.1.0"));
     headers.insert(USER_AGENT, HeaderValue::from_static("strata-bench-remote-write"));
-    if let Some(token) = &args.bearer_token {
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .context("the bearer token contains characters not allowed in an http header")?;
-        value.set_sensitive(true);
-        headers.insert(AUTHORIZATION, value);
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(1)
-        .timeout(Duration::from_millis(args.timeout_ms))
-        .build()
-        .context("failed to build the http client")
+    crate::args::http_client(headers, args.bearer_token.as_deref(), Duration::from_millis(args.timeout_ms), true)
 }
 
 /// Sends one shard's requests in order, each once it is within the order window of every shard.

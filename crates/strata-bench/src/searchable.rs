@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use bytes::Bytes;
 use clap::Args;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use strata_client::RecordKind;
@@ -263,18 +263,7 @@ fn ms(duration: Duration) -> f64 {
 }
 
 fn http_client(args: &SearchableArgs) -> anyhow::Result<reqwest::Client> {
-    let mut headers = HeaderMap::new();
-    if let Some(key) = &args.api_key {
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-            .context("the api key contains characters not allowed in an http header")?;
-        value.set_sensitive(true);
-        headers.insert(AUTHORIZATION, value);
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .context("failed to build the http client")
+    crate::args::http_client(HeaderMap::new(), args.api_key.as_deref(), REQUEST_TIMEOUT, false)
 }
 
 /// Fails before the run when the search API cannot be used (not listening, wrong key, ...).
