@@ -103,6 +103,14 @@ pub fn http_client(
     builder.build().context("failed to build the http client")
 }
 
+/// Checks that `url` parses and is plain http (the servers under test listen on 127.0.0.1).
+pub fn check_url(url: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid url {url:?}"))?;
+    anyhow::ensure!(parsed.scheme() == "http", "invalid url {url:?}: the scheme must be http");
+    Ok(())
+}
+
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

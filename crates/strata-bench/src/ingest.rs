@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -240,7 +240,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<()> {
 }
 
 fn validate(args: &IngestArgs) -> anyhow::Result<()> {
-    check_url(&args.url)?;
+    crate::args::check_url(&args.url)?;
     ensure!(args.rate.is_finite() && args.rate >= 0.0, "rate must be 0 or more records/s, got {}", args.rate);
     ensure!(args.duration_s >= 1, "duration-s must be at least 1, got {}", args.duration_s);
     ensure!(args.connections >= 1, "connections must be at least 1, got {}", args.connections);
@@ -463,13 +463,4 @@ fn print_summary(report: &Report) {
     if report.requests_sent == 0 {
         eprintln!("warning: no request was sent");
     }
-}
-
-/// Refuses a URL that is not `http://host[:port][/prefix]` before any work is done.
-fn check_url(url: &str) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid url {url:?}"))?;
-    if parsed.scheme() != "http" {
-        bail!("invalid url {url:?}: the scheme must be http");
-    }
-    Ok(())
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use bytes::Bytes;
 use clap::Args;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
@@ -324,9 +324,9 @@ pub fn run(args: RemoteWriteArgs) -> anyhow::Result<()> {
 }
 
 fn validate(args: &RemoteWriteArgs) -> anyhow::Result<()> {
-    check_url(&args.url)?;
+    crate::args::check_url(&args.url)?;
     if let Some(url) = &args.wait_url {
-        check_url(url)?;
+        crate::args::check_url(url)?;
     }
     ensure!(args.hosts >= 1, "hosts must be at least 1, got {}", args.hosts);
     ensure!(args.hours.is_finite() && args.hours > 0.0, "hours must be more than 0, got {}", args.hours);
@@ -916,15 +916,6 @@ fn print_summary(report: &Report) {
             );
         }
     }
-}
-
-/// Refuses a URL that is not `http://...` before any work is done.
-fn check_url(url: &str) -> anyhow::Result<()> {
-    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid url {url:?}"))?;
-    if parsed.scheme() != "http" {
-        bail!("invalid url {url:?}: the scheme must be http");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -159,8 +159,7 @@ pub fn run(args: SearchableArgs) -> anyhow::Result<()> {
 }
 
 fn validate(args: &SearchableArgs) -> anyhow::Result<()> {
-    let url = Url::parse(&args.url).with_context(|| format!("invalid url {:?}", args.url))?;
-    ensure!(url.scheme() == "http", "invalid url {:?}: the scheme must be http", args.url);
+    crate::args::check_url(&args.url)?;
     ensure!(args.rate.is_finite() && args.rate >= 0.0, "rate must be 0 or more lines/s, got {}", args.rate);
     ensure!(args.batch_lines >= 1, "batch-lines must be at least 1, got {}", args.batch_lines);
     ensure!(args.probes >= 1, "probes must be at least 1, got {}", args.probes);
