@@ -37,6 +37,11 @@ pub fn series_fingerprint<'a>(name: &str, labels: impl Iterator<Item = (&'a str,
     h ^ (h >> 31)
 }
 
+/// A fast hash of a string for in-memory maps that key on it (see `FastHasher`).
+pub(crate) fn string_hash(s: &str) -> u64 {
+    hash_words(0x5354_5241_5441_0002, s.as_bytes())
+}
+
 fn hash_words(mut h: u64, bytes: &[u8]) -> u64 {
     let mix = |h: u64, w: u64| (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
     let mut chunks = bytes.chunks_exact(8);

@@ -38,9 +38,16 @@ pub enum BatchError {
 /// Builds one batch. Labels must already be validated; they are sorted here.
 #[derive(Debug, Default)]
 pub struct MetricBatchBuilder {
-    symbols: HashMap<String, u64, crate::FastHash>,
+    /// The symbol of each string added so far, by the string's hash; a hit is confirmed against
+    /// the symbol's bytes, so keys need no copy of the string.
+    symbols: HashMap<u64, u64, crate::FastHash>,
+    /// Where each symbol's bytes are in `symbol_bytes`.
+    symbol_at: Vec<(usize, usize)>,
     symbol_bytes: Vec<u8>,
-    symbol_count: u64,
+    /// The symbols of the last series, label by label: consecutive series of a source mostly
+    /// share names and many values position by position, and comparing a few bytes is cheaper
+    /// than hashing them.
+    previous: Vec<(u64, u64)>,
     series: Vec<u8>,
     series_count: u64,
     samples: usize,
@@ -67,15 +74,34 @@ impl MetricBatchBuilder {
         }
     }
 
-    fn symbol(&mut self, s: &str) -> u64 {
-        if let Some(&n) = self.symbols.get(s) {
+    fn is_symbol(&self, n: u64, s: &str) -> bool {
+        let (at, len) = self.symbol_at[n as usize];
+        &self.symbol_bytes[at..at + len] == s.as_bytes()
+    }
+
+    /// The symbol of `s`, added if it is new; `guess` is checked first.
+    fn symbol(&mut self, s: &str, guess: Option<u64>) -> u64 {
+        if let Some(n) = guess
+            && self.is_symbol(n, s)
+        {
             return n;
         }
-        let n = self.symbol_count;
-        self.symbol_count += 1;
+        let key = crate::hash::string_hash(s);
+        let known = self.symbols.get(&key).copied();
+        if let Some(n) = known
+            && self.is_symbol(n, s)
+        {
+            return n;
+        }
+        let n = self.symbol_at.len() as u64;
         put_varint(&mut self.symbol_bytes, s.len() as u64);
+        self.symbol_at.push((self.symbol_bytes.len(), s.len()));
         self.symbol_bytes.extend_from_slice(s.as_bytes());
-        self.symbols.insert(s.to_string(), n);
+        // Two strings with one hash: the later one is written again wherever it occurs, which
+        // costs bytes, never correctness.
+        if known.is_none() {
+            self.symbols.insert(key, n);
+        }
         n
     }
 
@@ -89,16 +115,19 @@ impl MetricBatchBuilder {
         samples: &[(i64, f64)],
     ) {
         put_varint_len(&mut self.series, labels.len() + 1);
+        let mut position = 0;
         let mut name_written = false;
         for (n, v) in labels {
             if !name_written && n > "__name__" {
-                self.put_label("__name__", name);
+                self.put_label(position, "__name__", name);
+                position += 1;
                 name_written = true;
             }
-            self.put_label(n, v);
+            self.put_label(position, n, v);
+            position += 1;
         }
         if !name_written {
-            self.put_label("__name__", name);
+            self.put_label(position, "__name__", name);
         }
         self.series.extend_from_slice(&fingerprint.to_le_bytes());
         put_varint_len(&mut self.series, samples.len());
@@ -112,8 +141,14 @@ impl MetricBatchBuilder {
         self.samples += samples.len();
     }
 
-    fn put_label(&mut self, n: &str, v: &str) {
-        let (n, v) = (self.symbol(n), self.symbol(v));
+    fn put_label(&mut self, position: usize, n: &str, v: &str) {
+        let previous = self.previous.get(position).copied();
+        let n = self.symbol(n, previous.map(|p| p.0));
+        let v = self.symbol(v, previous.map(|p| p.1));
+        match self.previous.get_mut(position) {
+            Some(p) => *p = (n, v),
+            None => self.previous.push((n, v)),
+        }
         put_varint(&mut self.series, n);
         put_varint(&mut self.series, v);
     }
@@ -136,7 +171,7 @@ impl MetricBatchBuilder {
     pub fn finish(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12 + self.symbol_bytes.len() + self.series.len());
         out.push(METRIC_BATCH_VERSION);
-        put_varint(&mut out, self.symbol_count);
+        put_varint(&mut out, self.symbol_at.len() as u64);
         out.extend_from_slice(&self.symbol_bytes);
         put_varint(&mut out, self.series_count);
         out.extend_from_slice(&self.series);
@@ -362,6 +397,35 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever series are added, in whatever order and with whatever repeats, they come back
+        /// as added, and each distinct string is in the symbol table once.
+        #[test]
+        fn series_round_trip_with_each_string_written_once(
+            series in proptest::collection::vec(
+                ("[a-c]{1,2}", proptest::collection::btree_map("[a-d_]{1,3}", "[a-c]{0,2}", 0..5)),
+                0..12,
+            ),
+        ) {
+            let mut b = MetricBatchBuilder::new();
+            let mut want = Vec::new();
+            let mut strings = std::collections::BTreeSet::new();
+            for (i, (name, labels)) in series.iter().enumerate() {
+                let labels: Vec<(&str, &str)> =
+                    labels.iter().filter(|(n, _)| *n != "__name__").map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                b.add_series(i as u64, name, labels.iter().copied(), &[(i as i64, 0.5)]);
+                let mut all = labels.clone();
+                all.push(("__name__", name));
+                all.sort_unstable();
+                strings.extend(all.iter().flat_map(|(n, v)| [*n, *v]));
+                want.push(all);
+            }
+            let bytes = b.finish();
+            let batch = MetricBatch::decode(&bytes).unwrap();
+            let got: Vec<Vec<(&str, &str)>> = batch.series().unwrap().into_iter().map(|s| s.labels).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(batch.symbols.len(), strings.len());
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let mut b = vec![METRIC_BATCH_VERSION];
