@@ -366,7 +366,7 @@ impl Store {
         let Some(t) = self.tenant(tenant) else { return Vec::new() };
         let t = t.read().expect("tenant lock");
         let mut out: Vec<LabelSet> =
-            t.matching(selectors, from_ms, to_ms).into_iter().map(|id| t.index.labels(id).clone()).collect();
+            t.matching(selectors, from_ms, to_ms).into_iter().map(|id| t.index.labels(id)).collect();
         out.sort();
         out
     }
@@ -428,7 +428,7 @@ impl Store {
                     return Err(SelectError::TooManySeries { max: series_max });
                 }
                 let head = t.head.series(id).map(|s| s.range(from_ms, to_ms)).unwrap_or_default();
-                wanted.push((id, t.index.labels(id).clone(), head));
+                wanted.push((id, t.index.labels(id), head));
             }
             t.blocks.iter().filter(|b| b.file.stats.max_t >= from_ms && b.file.stats.min_t <= to_ms).cloned().collect()
         };
@@ -603,7 +603,7 @@ impl Store {
             if samples.is_empty() {
                 continue;
             }
-            w.add(t.index.labels(id), &samples)?;
+            w.add(&t.index.labels(id), &samples)?;
             series.push(id);
         }
         let stats = w.finish()?;
@@ -658,7 +658,7 @@ impl Store {
                 }
             }
             let samples = merge_runs(runs);
-            w.add(t.index.labels(id), &samples)?;
+            w.add(&t.index.labels(id), &samples)?;
             series.push(id);
         }
         let stats = w.finish()?;
