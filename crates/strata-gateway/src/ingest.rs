@@ -104,11 +104,31 @@ impl MetricBatches {
         indexes: impl Iterator<Item = usize>,
     ) -> Result<(), RecordError> {
         let fp = strata_model::series_fingerprint(name, labels.iter().copied());
+        self.admit(&[fp]).pop().expect("one answer per fingerprint")?;
+        self.add_admitted(source_id, fp, name, labels, samples, indexes);
+        Ok(())
+    }
+
+    /// Admits series by fingerprint against the tenant's active-series limit, in one lock.
+    pub fn admit(&self, fingerprints: &[u64]) -> Vec<Result<(), RecordError>> {
         let mut series = self.series.lock().expect("tenant series lock");
-        if !series.admit(fp, self.now_s) {
-            return Err(RecordError::SeriesLimit(series.max()));
-        }
-        drop(series);
+        let refused = RecordError::SeriesLimit(series.max());
+        fingerprints
+            .iter()
+            .map(|&fp| if series.admit(fp, self.now_s) { Ok(()) } else { Err(refused.clone()) })
+            .collect()
+    }
+
+    /// Adds a series that `admit` took, as `add` does.
+    pub fn add_admitted(
+        &mut self,
+        source_id: &str,
+        fingerprint: u64,
+        name: &str,
+        labels: &[(&str, &str)],
+        samples: &[(i64, f64)],
+        indexes: impl Iterator<Item = usize>,
+    ) {
         let entry = match self.by_source.get_mut(source_id) {
             Some(e) => e,
             None => self
@@ -116,9 +136,8 @@ impl MetricBatches {
                 .entry(source_id.to_string())
                 .or_insert_with(|| (strata_model::MetricBatchBuilder::new(), Vec::new())),
         };
-        entry.0.add_series(fp, name, labels.iter().copied(), samples);
+        entry.0.add_series(fingerprint, name, labels.iter().copied(), samples);
         entry.1.extend(indexes);
-        Ok(())
     }
 
     /// One record per source into `out`.
@@ -371,14 +390,13 @@ where
     count_bytes(&tenant, kind, raw.len());
     let partitions = gw.log.partition_count(kind.topic())?;
     let (decoded, _permit) = {
-        let gw = gw.clone();
         let tenant = tenant.clone();
-        tokio::task::spawn_blocking(move || {
-            let decoded = decode(&gw, raw, &mut permit, &tenant, partitions)?;
-            Ok::<_, ApiError>((decoded, permit))
+        let worker = gw.clone();
+        gw.decode_blocking(move || {
+            let decoded = decode(&worker, raw, &mut permit, &tenant, partitions)?;
+            Ok((decoded, permit))
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("decoding task failed: {e}")))??
+        .await?
     };
     if decoded.total == 0 && empty_ok {
         return Ok((
@@ -545,20 +563,20 @@ async fn ingest_raw_inner(
     count_bytes(&tenant, Kind::Raw, raw.len());
     let partitions = gw.log.partition_count(Kind::Raw.topic())?;
     let (records, _permit) = {
-        let gw = gw.clone();
         let tenant = tenant.clone();
         let source_id = source_id.clone();
-        tokio::task::spawn_blocking(move || {
+        let worker = gw.clone();
+        gw.decode_blocking(move || {
+            let gw = worker;
             let payload = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(&mut permit, n))?;
             gw.grow(&mut permit, payload.len())?;
             let mut records = EncodedRecords::new();
             let hdrs: [(&str, &[u8]); 2] =
                 [(record_headers::STREAM, stream.as_bytes()), (record_headers::CONTENT_TYPE, content_type.as_bytes())];
             records.push(now_ns(), tenant.as_str(), &source_id, &hdrs, &payload).map_err(ApiError::from)?;
-            Ok::<_, ApiError>((records, permit))
+            Ok((records, permit))
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("decoding task failed: {e}")))??
+        .await?
     };
     let p = partition_for(tenant.as_str(), &source_id, partitions);
     gw.log.append(Kind::Raw.topic(), p, records).await?;

@@ -42,6 +42,9 @@ pub struct Gateway {
     cfg: GatewayConfig,
     rate: RateLimiter,
     memory: Arc<Semaphore>,
+    /// One permit per core: bodies are decoded on blocking threads, and more of them at once
+    /// than there are cores only adds threads, switches and per-thread allocator caches.
+    decoders: Arc<Semaphore>,
     series: SeriesLimiter,
 }
 
@@ -59,6 +62,7 @@ impl Gateway {
             auth,
             rate: RateLimiter::new(cfg.rate.clone()),
             memory: Arc::new(Semaphore::new(permits)),
+            decoders: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
             series: SeriesLimiter::new(cfg.metrics.clone(), series_path),
             cfg,
         })
@@ -100,6 +104,15 @@ impl Gateway {
                 Err(ApiError::overloaded("ingest is at its memory limit; retry later", 1))
             }
         }
+    }
+
+    /// Runs `work` (decoding a body) on a blocking thread, no more of them at once than cores.
+    async fn decode_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _slot = self.decoders.acquire().await.map_err(|_| ApiError::internal("decoders closed"))?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(format!("decoding task failed: {e}")))?
     }
 
     /// Reads a body within `body_bytes_max` and `body_read_timeout_ms`.

@@ -53,6 +53,15 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
+/// A valid series of a request: ranges of the shared label, sample and index vectors.
+struct Valid<'a> {
+    name: &'a str,
+    fingerprint: u64,
+    labels: std::ops::Range<usize>,
+    samples: std::ops::Range<usize>,
+    taken: std::ops::Range<usize>,
+}
+
 /// Decodes and validates a remote write body into per-partition batches.
 fn decode(
     gw: &Gateway,
@@ -81,11 +90,14 @@ fn decode(
     let limits = &gw.cfg.record;
     let mut out = Decoded::new();
     let mut batches = MetricBatches::new(gw, tenant);
+    // First every series is validated and fingerprinted, then the request's series are admitted
+    // against the active-series limit together, then batched. Labels (sorted, without the name),
+    // samples and request indexes of valid series go into shared vectors.
+    let mut valid: Vec<Valid> = Vec::with_capacity(req.series.len());
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(req.labels.len());
+    let mut samples = Vec::with_capacity(req.samples.len());
+    let mut taken = Vec::with_capacity(req.samples.len());
     let mut index = 0usize;
-    // Reused for every series: this loop runs for every series of every request.
-    let mut labels: Vec<(&str, &str)> = Vec::new();
-    let mut samples = Vec::new();
-    let mut taken = Vec::new();
     for ((label_range, sample_range), &histograms) in req.series.iter().zip(&req.histograms) {
         // Native histogram samples are refused by name: stored nowhere, they must not vanish.
         for _ in 0..histograms {
@@ -99,7 +111,7 @@ fn decode(
         out.total += series_samples.len();
         let mut name = None;
         let mut repeated_name = false;
-        labels.clear();
+        let l0 = labels.len();
         for &(n, v) in &req.labels[label_range.clone()] {
             if n == "__name__" {
                 repeated_name |= name.replace(v).is_some();
@@ -110,19 +122,17 @@ fn decode(
         let checked = match name {
             _ if repeated_name => Err(RecordError::DuplicateLabel("__name__".to_string())),
             None => Err(RecordError::Missing("__name__")),
-            Some(n) => validate_series(n, &labels, limits).map(|()| n),
+            Some(n) => validate_series(n, &labels[l0..], limits).map(|()| n),
         };
         let name = match checked {
             Ok(n) => n,
             Err(e) => {
+                labels.truncate(l0);
                 out.errors.extend((first..index).map(|i| (i, e.clone())));
                 continue;
             }
         };
-        labels.sort_unstable();
-        let source_id = labels.iter().find(|(k, _)| *k == "instance").map_or("", |(_, v)| *v);
-        samples.clear();
-        taken.clear();
+        let (s0, t0) = (samples.len(), taken.len());
         for (i, &(ts, value)) in series_samples.iter().enumerate() {
             let checked = ts
                 .checked_mul(1_000_000)
@@ -137,11 +147,31 @@ fn decode(
                 Err(e) => out.errors.push((first + i, e)),
             }
         }
-        if samples.is_empty() {
+        if samples.len() == s0 {
+            labels.truncate(l0);
             continue;
         }
-        if let Err(e) = batches.add(source_id, name, &labels, &samples, taken.iter().copied()) {
-            out.errors.extend(taken.iter().map(|&i| (i, e.clone())));
+        let series_labels = &mut labels[l0..];
+        series_labels.sort_unstable();
+        let fingerprint = strata_model::series_fingerprint(name, series_labels.iter().copied());
+        valid.push(Valid {
+            name,
+            fingerprint,
+            labels: l0..labels.len(),
+            samples: s0..samples.len(),
+            taken: t0..taken.len(),
+        });
+    }
+    let fingerprints: Vec<u64> = valid.iter().map(|v| v.fingerprint).collect();
+    for (v, admitted) in valid.iter().zip(batches.admit(&fingerprints)) {
+        let taken = taken[v.taken.clone()].iter().copied();
+        match admitted {
+            Ok(()) => {
+                let labels = &labels[v.labels.clone()];
+                let source_id = labels.iter().find(|(k, _)| *k == "instance").map_or("", |(_, v)| *v);
+                batches.add_admitted(source_id, v.fingerprint, v.name, labels, &samples[v.samples.clone()], taken);
+            }
+            Err(e) => out.errors.extend(taken.map(|i| (i, e.clone()))),
         }
     }
     batches.finish(&mut out, tenant, partitions);

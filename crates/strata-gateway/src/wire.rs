@@ -78,8 +78,13 @@ fn expect(field: &str, wire: u64, want: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, String> {
-    std::str::from_utf8(b).map_err(|_| format!("{what} is not valid UTF-8"))
+/// `field`, the part of a message that ends at byte `end`, as text: cut from `whole` (the message
+/// already checked as UTF-8) where there is one, else checked on its own.
+fn text<'a>(whole: Option<&'a str>, end: usize, field: &'a [u8], what: &str) -> Result<&'a str, String> {
+    match whole.and_then(|w| w.get(end - field.len()..end)) {
+        Some(s) => Ok(s),
+        None => std::str::from_utf8(field).map_err(|_| format!("{what} is not valid UTF-8")),
+    }
 }
 
 /// Reads a whole `WriteRequest`, or says what is wrong with it.
@@ -107,17 +112,23 @@ fn series<'a>(b: &'a [u8], out: &mut Parsed<'a>) -> Result<(), String> {
         match r.key()? {
             (1, wire) => {
                 expect("labels", wire, LEN)?;
-                let mut l = Reader { b: r.bytes()? };
+                let message = r.bytes()?;
+                // A label's message is UTF-8 as a whole when its strings are and their lengths
+                // are below 128 (the common case): then one check covers both strings.
+                let whole = std::str::from_utf8(message).ok();
+                let mut l = Reader { b: message };
                 let (mut name, mut value) = ("", "");
                 while !l.b.is_empty() {
                     match l.key()? {
                         (1, w) => {
                             expect("label name", w, LEN)?;
-                            name = utf8(l.bytes()?, "label name")?;
+                            let field = l.bytes()?;
+                            name = text(whole, message.len() - l.b.len(), field, "label name")?;
                         }
                         (2, w) => {
                             expect("label value", w, LEN)?;
-                            value = utf8(l.bytes()?, "label value")?;
+                            let field = l.bytes()?;
+                            value = text(whole, message.len() - l.b.len(), field, "label value")?;
                         }
                         (_, w) => l.skip(w)?,
                     }
