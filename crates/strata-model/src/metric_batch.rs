@@ -245,11 +245,23 @@ impl<'a> MetricBatch<'a> {
         if n > r.b.len() as u64 {
             return Err(BatchError::Truncated);
         }
-        let mut symbols = Vec::with_capacity(n as usize);
+        let table = r.b;
+        let mut ends = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let len = r.varint()?;
-            symbols.push(std::str::from_utf8(r.take(len)?).map_err(|_| BatchError::Utf8)?);
+            r.take(len)?;
+            ends.push((table.len() - r.b.len(), len as usize));
         }
+        // The table is UTF-8 as a whole when its symbols are and their lengths are below 128 (the
+        // common case): one check then covers every symbol.
+        let whole = std::str::from_utf8(&table[..table.len() - r.b.len()]).ok();
+        let symbols = ends
+            .into_iter()
+            .map(|(end, len)| match whole.and_then(|w| w.get(end - len..end)) {
+                Some(s) => Ok(s),
+                None => std::str::from_utf8(&table[end - len..end]).map_err(|_| BatchError::Utf8),
+            })
+            .collect::<Result<Vec<&str>, BatchError>>()?;
         let series_count = r.varint()?;
         Ok(MetricBatch { symbols, series: r.b, series_count })
     }
@@ -293,6 +305,28 @@ impl<'a> MetricBatch<'a> {
             return Err(BatchError::Trailing(r.b.len()));
         }
         Ok(())
+    }
+
+    /// The fingerprint of every series in order, read without resolving labels, into `out`. A
+    /// damaged batch gives the fingerprints before the damage.
+    pub fn fingerprints(&self, out: &mut Vec<u64>) {
+        out.clear();
+        let mut r = Reader { b: self.series };
+        for _ in 0..self.series_count {
+            let Ok(n_labels) = r.varint() else { return };
+            // Each varint takes a byte at least, so a huge count ends at the batch's end.
+            for _ in 0..n_labels.saturating_mul(2) {
+                if r.varint().is_err() {
+                    return;
+                }
+            }
+            let Ok(fp) = r.take(8) else { return };
+            out.push(u64::from_le_bytes(fp.try_into().expect("8 bytes")));
+            let Ok(n) = r.varint() else { return };
+            if n.checked_mul(16).is_none_or(|len| r.take(len).is_err()) {
+                return;
+            }
+        }
     }
 
     /// Every series, in the order they were added.
@@ -393,7 +427,29 @@ mod tests {
             assert_eq!(bits(&v.2), bits(&s.samples));
         }
         assert_eq!(series[0].fingerprint, 7);
+        let mut fps = Vec::new();
+        batch.fingerprints(&mut fps);
+        assert_eq!(fps, [7, 8, 9]);
+        MetricBatch::decode(&bytes[..bytes.len() - 9]).unwrap().fingerprints(&mut fps);
+        assert_eq!(fps, [7, 8], "a cut batch gives the fingerprints before the cut");
         assert_eq!(batch.to_json().unwrap()[0]["samples"][1][1], format!("NaN:{:016x}", f64::NAN.to_bits()));
+    }
+
+    #[test]
+    fn symbols_are_checked_as_utf8_whatever_their_length() {
+        let long = "é".repeat(100);
+        let mut b = MetricBatchBuilder::new();
+        b.add_series(1, "m", [("long", long.as_str()), ("short", "ü")].into_iter(), &[(1, 1.0)]);
+        let bytes = b.finish();
+        let series = MetricBatch::decode(&bytes).unwrap().series().unwrap();
+        assert_eq!(series[0].labels, [("__name__", "m"), ("long", long.as_str()), ("short", "ü")]);
+        assert_eq!(MetricBatch::decode(&[1, 1, 1, 0xff, 0]).unwrap_err(), BatchError::Utf8);
+        // One symbol of 200 bytes (a two-byte length), with a lead byte and no continuation.
+        let mut long_bad = vec![1, 1, 0xc8, 0x01];
+        long_bad.extend(std::iter::repeat_n(b'a', 200));
+        long_bad[104] = 0xc3;
+        long_bad.push(0);
+        assert_eq!(MetricBatch::decode(&long_bad).unwrap_err(), BatchError::Utf8);
     }
 
     proptest! {

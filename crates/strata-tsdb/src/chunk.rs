@@ -39,22 +39,27 @@ struct BitWriter {
 }
 
 impl BitWriter {
-    /// Writes the low `bits` bits of `value`, most significant first, a byte's worth at a time.
+    /// Writes the low `bits` bits of `value`, most significant first: the rest of the last byte,
+    /// then whole bytes, then the start of a new one.
     fn write(&mut self, value: u64, bits: u8) {
         debug_assert!(bits <= 64);
         let mut remaining = bits;
-        while remaining > 0 {
-            if self.used == 0 {
-                self.bytes.push(0);
-            }
+        if self.used != 0 && remaining > 0 {
             let free = 8 - self.used;
             let take = free.min(remaining);
-            let shift = remaining - take;
-            let part = ((value >> shift) & ((1u64 << take) - 1)) as u8;
-            let last = self.bytes.last_mut().expect("pushed above");
-            *last |= part << (free - take);
+            let part = ((value >> (remaining - take)) & ((1u64 << take) - 1)) as u8;
+            *self.bytes.last_mut().expect("a byte is in use") |= part << (free - take);
             self.used = (self.used + take) % 8;
             remaining -= take;
+        }
+        while remaining >= 8 {
+            remaining -= 8;
+            self.bytes.push((value >> remaining) as u8);
+        }
+        if remaining > 0 {
+            // The low `remaining` bits, at the top of the byte.
+            self.bytes.push((value << (8 - remaining)) as u8);
+            self.used = remaining;
         }
     }
 }
@@ -70,10 +75,16 @@ impl BitReader<'_> {
             return None;
         }
         let mut v = 0u64;
-        for _ in 0..bits {
+        let mut remaining = bits;
+        // Up to a byte at a step: what is left of the current byte, or as much as is wanted.
+        while remaining > 0 {
             let byte = self.bytes[self.pos / 8];
-            v = (v << 1) | u64::from((byte >> (7 - (self.pos % 8))) & 1);
-            self.pos += 1;
+            let left = 8 - (self.pos % 8) as u8;
+            let take = left.min(remaining);
+            let part = (byte >> (left - take)) & (((1u16 << take) - 1) as u8);
+            v = (v << take) | u64::from(part);
+            self.pos += usize::from(take);
+            remaining -= take;
         }
         Some(v)
     }
@@ -147,6 +158,11 @@ impl ChunkAppender {
     /// The newest timestamp appended (meaningless when empty).
     pub fn last_timestamp(&self) -> i64 {
         self.prev_ts
+    }
+
+    /// The byte the next sample will be written into (0 when there is none yet).
+    pub fn last_byte(&self) -> u8 {
+        self.w.bytes.last().copied().unwrap_or(0)
     }
 
     /// Bytes of the bit stream so far.
@@ -405,6 +421,29 @@ mod tests {
     }
 
     proptest! {
+        /// The bit writer lays out bits as writing them one at a time would, and the reader
+        /// gives back each value, for any mix of widths.
+        #[test]
+        fn bits_are_written_and_read_as_one_at_a_time(fields in proptest::collection::vec((any::<u64>(), 0u8..=64), 0..40)) {
+            let mut w = BitWriter { bytes: Vec::new(), used: 0 };
+            let mut naive: Vec<bool> = Vec::new();
+            for &(value, bits) in &fields {
+                w.write(value, bits);
+                naive.extend((0..bits).rev().map(|i| (value >> i) & 1 == 1));
+            }
+            let packed: Vec<u8> = naive
+                .chunks(8)
+                .map(|c| c.iter().enumerate().fold(0u8, |b, (i, &bit)| b | (u8::from(bit) << (7 - i))))
+                .collect();
+            prop_assert_eq!(&w.bytes, &packed);
+            let mut r = BitReader { bytes: &w.bytes, pos: 0 };
+            for &(value, bits) in &fields {
+                let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+                prop_assert_eq!(r.read(bits), Some(value & mask));
+            }
+            prop_assert_eq!(r.read(8 - (r.pos % 8) as u8 + 1), None);
+        }
+
         #[test]
         fn any_series_round_trips(samples in proptest::collection::vec((any::<i64>(), any::<u64>()), 0..200)) {
             let samples: Vec<(i64, f64)> = samples.into_iter().map(|(t, b)| (t, f64::from_bits(b))).collect();

@@ -702,13 +702,16 @@ impl Store {
 pub struct TsdbSink {
     store: Arc<Store>,
     last_checkpoint: Instant,
+    /// Reused for every batch: its series' fingerprints and the ids already known.
+    fingerprints: Vec<u64>,
+    ids: Vec<SeriesId>,
 }
 
 impl TsdbSink {
     pub const GROUP: &'static str = "tsdb";
 
     pub fn new(store: Arc<Store>) -> TsdbSink {
-        TsdbSink { store, last_checkpoint: Instant::now() }
+        TsdbSink { store, last_checkpoint: Instant::now(), fingerprints: Vec::new(), ids: Vec::new() }
     }
 
     fn checkpoint(&mut self, positions: &Positions) -> Result<(), SinkError> {
@@ -755,6 +758,9 @@ impl Sink for TsdbSink {
             let t = &current.as_ref().expect("set above").1;
             let mut t = t.write().expect("tenant lock");
             t.last_append = Instant::now();
+            batch.fingerprints(&mut self.fingerprints);
+            t.index.warm(&self.fingerprints, &mut self.ids);
+            t.head.warm(&self.ids);
             let (mut n_appended, mut n_skipped) = (0u64, 0u64);
             let mut n_rejected: Vec<&'static str> = Vec::new();
             let applied = batch.for_each_series(|fingerprint, labels, samples| {
