@@ -27,6 +27,13 @@ const FIXED32: u64 = 5;
 
 impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, String> {
+        // Field keys and most lengths are one byte.
+        if let Some((&byte, rest)) = self.b.split_first()
+            && byte < 0x80
+        {
+            self.b = rest;
+            return Ok(u64::from(byte));
+        }
         let mut v = 0u64;
         for i in 0..10 {
             let (&byte, rest) = self.b.split_first().ok_or("message ends inside a varint")?;

@@ -197,6 +197,13 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, BatchError> {
+        // Symbols, counts and lengths are mostly one byte.
+        if let Some((&byte, rest)) = self.b.split_first()
+            && byte < 0x80
+        {
+            self.b = rest;
+            return Ok(u64::from(byte));
+        }
         let mut v = 0u64;
         for i in 0..10 {
             let (&byte, rest) = self.b.split_first().ok_or(BatchError::Truncated)?;
