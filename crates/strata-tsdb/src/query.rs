@@ -214,7 +214,8 @@ pub struct NativeQuery {
 impl NativeQuery {
     /// Validates query-string pairs; `now_ms` is the default `to`.
     pub fn parse(params: &[(String, String)], now_ms: i64) -> Result<NativeQuery, QueryError> {
-        if let Some((k, _)) = params.iter().find(|(k, _)| !PARAMS.contains(&k.as_str())) {
+        // `_` is the cache-busting parameter that browsers' and dashboards' HTTP clients add.
+        if let Some((k, _)) = params.iter().find(|(k, _)| k != "_" && !PARAMS.contains(&k.as_str())) {
             return Err(QueryError::UnknownParameter(k.clone()));
         }
         let single = |param: &'static str| -> Result<Option<&str>, QueryError> {
@@ -939,6 +940,7 @@ mod tests {
     #[test]
     fn parameters_are_validated_with_their_name_and_value() {
         let e = |q: &str| parse(q).unwrap_err();
+        assert!(parse("name=cpu&_=1764000000000").is_ok(), "a cache-busting `_` is ignored");
         let cases: Vec<(&str, QueryError)> = vec![
             ("", QueryError::MissingName),
             ("name=", QueryError::MissingName),
