@@ -142,10 +142,8 @@ pub enum QueryError {
     CursorQuery,
     #[error("the query selects more than series_max {max} series; narrow it with labels")]
     TooManySeries { max: usize },
-    #[error(
-        "the query reads {samples} samples, more than samples_max {max}; use a shorter range or narrow it with labels"
-    )]
-    TooManySamples { samples: usize, max: usize },
+    #[error("the query reads more than samples_max {max} samples; use a shorter range or narrow it with labels")]
+    TooManySamples { max: usize },
     /// Not the caller's doing: the store could not be read.
     #[error("cannot read the metric store: {0}")]
     Store(String),
@@ -382,15 +380,15 @@ pub fn run_with_limits(
     let mut matchers = Vec::with_capacity(q.matchers.len() + 1);
     matchers.push(Matcher::Equal("__name__".to_string(), q.name.clone()));
     matchers.extend(q.matchers.iter().cloned());
-    let selected = store.select(tenant, &matchers, q.from_ms, q.to_ms, limits.series_max).map_err(|e| match e {
-        SelectError::TooManySeries { max } => QueryError::TooManySeries { max },
-        SelectError::Block(reason) => QueryError::Store(reason),
-    })?;
+    let selected = store.select(tenant, &matchers, q.from_ms, q.to_ms, limits.series_max, limits.samples_max).map_err(
+        |e| match e {
+            SelectError::TooManySeries { max } => QueryError::TooManySeries { max },
+            SelectError::TooManySamples { max } => QueryError::TooManySamples { max },
+            SelectError::Block(reason) => QueryError::Store(reason),
+        },
+    )?;
     let series_scanned = selected.len();
     let samples_read: usize = selected.iter().map(|s| s.samples.len()).sum();
-    if samples_read > limits.samples_max {
-        return Err(QueryError::TooManySamples { samples: samples_read, max: limits.samples_max });
-    }
 
     // Output series after the cursor, each with the samples of its members. NaN samples go
     // first, so that every series left has at least one point.
@@ -1154,11 +1152,11 @@ mod tests {
         // cpu has 4 series with 12 samples, NaN and staleness markers included.
         assert!(run_with_limits(&s, "t1", &q, &limits(4, 12)).is_ok());
         let e = run_with_limits(&s, "t1", &q, &limits(4, 11)).unwrap_err();
-        assert_eq!(e, QueryError::TooManySamples { samples: 12, max: 11 });
+        assert_eq!(e, QueryError::TooManySamples { max: 11 });
         assert!(e.is_too_large());
         assert_eq!(
             e.to_string(),
-            "the query reads 12 samples, more than samples_max 11; use a shorter range or narrow it with labels"
+            "the query reads more than samples_max 11 samples; use a shorter range or narrow it with labels"
         );
     }
 }

@@ -100,6 +100,8 @@ pub struct SeriesData {
 pub enum SelectError {
     #[error("the query selects more than {max} series; narrow it with more label matchers")]
     TooManySeries { max: usize },
+    #[error("the query reads more than {max} samples; use a shorter range or narrow it")]
+    TooManySamples { max: usize },
     #[error("cannot read a block: {0}")]
     Block(String),
 }
@@ -397,7 +399,7 @@ impl Store {
         let mut sorted = labels.clone();
         sorted.sort();
         let matchers: Vec<Matcher> = sorted.iter().map(|(n, v)| Matcher::Equal(n.clone(), v.clone())).collect();
-        match self.select(tenant, &matchers, from_ms, to_ms, usize::MAX) {
+        match self.select(tenant, &matchers, from_ms, to_ms, usize::MAX, usize::MAX) {
             Ok(series) => series.into_iter().find(|s| s.labels == sorted).map(|s| s.samples).unwrap_or_default(),
             Err(_) => Vec::new(),
         }
@@ -405,7 +407,9 @@ impl Store {
 
     /// Every series of `tenant` matching all of `matchers`, with its samples in
     /// `[from_ms, to_ms]`, sorted by label set. Series without a sample in the range are left out.
-    /// The read path of the native query and of PromQL.
+    /// The read path of the native query and of PromQL. Reading stops as soon as more than
+    /// `series_max` series or `samples_max` samples are found, so a query that asks for too much
+    /// costs about its limit in memory, not what it asked for.
     pub fn select(
         &self,
         tenant: &str,
@@ -413,11 +417,15 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
         series_max: usize,
+        samples_max: usize,
     ) -> Result<Vec<SeriesData>, SelectError> {
         let Some(t) = self.tenant(tenant) else { return Ok(Vec::new()) };
         // Under the lock: the head's samples and the blocks to read; blocks are read after it is
         // released, so a slow read never holds up ingestion.
         let mut wanted: Vec<(SeriesId, LabelSet, Samples)> = Vec::new();
+        // Samples read so far; a sample in both a block and the head counts twice here, which
+        // errs on the side of the limit.
+        let mut read = 0usize;
         let blocks: Vec<Arc<Block>> = {
             let t = t.read().expect("tenant lock");
             for id in t.index.select(matchers) {
@@ -428,6 +436,10 @@ impl Store {
                     return Err(SelectError::TooManySeries { max: series_max });
                 }
                 let head = t.head.series(id).map(|s| s.range(from_ms, to_ms)).unwrap_or_default();
+                read += head.len();
+                if read > samples_max {
+                    return Err(SelectError::TooManySamples { max: samples_max });
+                }
                 wanted.push((id, t.index.labels(id), head));
             }
             t.blocks.iter().filter(|b| b.file.stats.max_t >= from_ms && b.file.stats.min_t <= to_ms).cloned().collect()
@@ -441,7 +453,12 @@ impl Store {
                     continue;
                 }
                 let samples = b.file.read(e).map_err(|e| SelectError::Block(e.to_string()))?;
-                runs.push(samples.into_iter().filter(|s| s.0 >= from_ms && s.0 <= to_ms).collect());
+                let run: Samples = samples.into_iter().filter(|s| s.0 >= from_ms && s.0 <= to_ms).collect();
+                read += run.len();
+                if read > samples_max {
+                    return Err(SelectError::TooManySamples { max: samples_max });
+                }
+                runs.push(run);
             }
             runs.push(head);
             let samples = merge_runs(runs);
@@ -834,6 +851,35 @@ mod tests {
         assert_eq!(store.label_values("b", "__name__", &[], 0, 5000), ["other"]);
         assert!(store.series("a", &[], 3000, 5000).is_empty(), "no sample in range");
         assert_eq!(store.samples("a", &ls(&[("__name__", "up"), ("job", "x")]), 0, 5000), [(1000, 1.0), (2000, 2.0)]);
+    }
+
+    #[test]
+    fn reads_stop_at_the_sample_limit_in_blocks_and_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(TsdbConfig::new(dir.path()));
+        store.open().unwrap();
+        // Two series, 240 samples each in the first 2-hour range, then one far enough ahead
+        // that the range is cut into a block.
+        for job in ["x", "y"] {
+            for i in 0..240 {
+                store.append("a", ls(&[("__name__", "up"), ("job", job)]), i * 30_000, 1.0).unwrap();
+            }
+        }
+        store.append("a", ls(&[("__name__", "up"), ("job", "x")]), 4 * BLOCK_RANGE_MS, 2.0).unwrap();
+        store.checkpoint(&Positions::new()).unwrap();
+        let blocks = store.tenant("a").unwrap().read().unwrap().blocks.len();
+        assert_eq!(blocks, 1, "the first range is cut into a block");
+        let up = [Matcher::Equal("__name__".into(), "up".into())];
+        let read = |max| store.select("a", &up, 0, i64::MAX, 10, max);
+        assert_eq!(read(481).unwrap().iter().map(|s| s.samples.len()).sum::<usize>(), 481);
+        assert_eq!(read(480).unwrap_err(), SelectError::TooManySamples { max: 480 });
+        assert_eq!(read(239).unwrap_err(), SelectError::TooManySamples { max: 239 });
+        // From the head alone.
+        assert_eq!(
+            store.select("a", &up, 4 * BLOCK_RANGE_MS, i64::MAX, 10, 0).unwrap_err(),
+            SelectError::TooManySamples { max: 0 }
+        );
+        assert_eq!(store.select("a", &up, 4 * BLOCK_RANGE_MS, i64::MAX, 10, 1).unwrap().len(), 1);
     }
 
     #[test]
