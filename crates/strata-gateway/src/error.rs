@@ -46,9 +46,13 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after_s {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
-            // The rest of the body is not read, so the connection cannot carry another request;
-            // saying so keeps a client from sending its next request on it.
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            // These are answered before the body is read (all or part of it), so the connection
+            // cannot carry another request; saying so keeps a client from sending its next
+            // request on it. An overloaded server also sheds the connection.
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.status == StatusCode::UNAUTHORIZED {

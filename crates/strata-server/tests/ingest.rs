@@ -241,6 +241,20 @@ fn malformed_bodies_and_headers_get_clear_errors() {
     if let Ok(r) = r {
         assert_eq!(r.status(), 413);
     }
+    // Answered before the body is read, so the client is told not to reuse the connection.
+    let r = s.http.post(s.url("/ingest/v1/logs")).header("content-type", "application/json").body("[]").send().unwrap();
+    let connection = r.headers().get("connection").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!((r.status().as_u16(), connection.as_deref()), (401, Some("close")));
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/logs"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .body(vec![b' '; (1 << 20) + 1])
+        .send()
+        .unwrap();
+    let connection = r.headers().get("connection").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!((r.status().as_u16(), connection.as_deref()), (413, Some("close")));
     // Auth.
     let (st, _, v) = post(&s, "/ingest/v1/logs", None, "application/json", b"[]".to_vec());
     assert_eq!((st, v["error"].as_str().unwrap()), (401, "missing bearer token"));
