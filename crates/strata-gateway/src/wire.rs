@@ -27,23 +27,10 @@ const FIXED32: u64 = 5;
 
 impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, String> {
-        // Field keys and most lengths are one byte.
-        if let Some((&byte, rest)) = self.b.split_first()
-            && byte < 0x80
-        {
-            self.b = rest;
-            return Ok(u64::from(byte));
-        }
-        let mut v = 0u64;
-        for i in 0..10 {
-            let (&byte, rest) = self.b.split_first().ok_or("message ends inside a varint")?;
-            self.b = rest;
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("varint longer than 10 bytes".into())
+        strata_model::varint::take(&mut self.b).map_err(|e| match e {
+            strata_model::varint::VarintError::Ends => "message ends inside a varint".into(),
+            strata_model::varint::VarintError::TooLong => "varint longer than 10 bytes".into(),
+        })
     }
 
     fn take(&mut self, n: u64) -> Result<&'a [u8], String> {

@@ -10,6 +10,7 @@ mod metric_batch;
 mod record;
 mod tenant;
 mod timestamp;
+pub mod varint;
 
 pub use hash::{FastHash, FastHasher, partition_for, series_fingerprint, stable_hash};
 pub use limits::Limits;

@@ -17,6 +17,8 @@
 
 use std::collections::HashMap;
 
+use crate::varint;
+
 /// The version byte every batch starts with.
 pub const METRIC_BATCH_VERSION: u8 = 1;
 
@@ -55,14 +57,6 @@ pub struct MetricBatchBuilder {
     max_ts_ms: i64,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 impl MetricBatchBuilder {
     pub fn new() -> MetricBatchBuilder {
         MetricBatchBuilder {
@@ -94,7 +88,7 @@ impl MetricBatchBuilder {
             return n;
         }
         let n = self.symbol_at.len() as u64;
-        put_varint(&mut self.symbol_bytes, s.len() as u64);
+        varint::put(&mut self.symbol_bytes, s.len() as u64);
         self.symbol_at.push((self.symbol_bytes.len(), s.len()));
         self.symbol_bytes.extend_from_slice(s.as_bytes());
         // Two strings with one hash: the later one is written again wherever it occurs, which
@@ -114,7 +108,7 @@ impl MetricBatchBuilder {
         labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
         samples: &[(i64, f64)],
     ) {
-        put_varint_len(&mut self.series, labels.len() + 1);
+        varint::put(&mut self.series, labels.len() as u64 + 1);
         let mut position = 0;
         let mut name_written = false;
         for (n, v) in labels {
@@ -130,7 +124,7 @@ impl MetricBatchBuilder {
             self.put_label(position, "__name__", name);
         }
         self.series.extend_from_slice(&fingerprint.to_le_bytes());
-        put_varint_len(&mut self.series, samples.len());
+        varint::put(&mut self.series, samples.len() as u64);
         for &(ts, v) in samples {
             self.series.extend_from_slice(&ts.to_le_bytes());
             self.series.extend_from_slice(&v.to_le_bytes());
@@ -149,8 +143,8 @@ impl MetricBatchBuilder {
             Some(p) => *p = (n, v),
             None => self.previous.push((n, v)),
         }
-        put_varint(&mut self.series, n);
-        put_varint(&mut self.series, v);
+        varint::put(&mut self.series, n);
+        varint::put(&mut self.series, v);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,16 +165,12 @@ impl MetricBatchBuilder {
     pub fn finish(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12 + self.symbol_bytes.len() + self.series.len());
         out.push(METRIC_BATCH_VERSION);
-        put_varint(&mut out, self.symbol_at.len() as u64);
+        varint::put(&mut out, self.symbol_at.len() as u64);
         out.extend_from_slice(&self.symbol_bytes);
-        put_varint(&mut out, self.series_count);
+        varint::put(&mut out, self.series_count);
         out.extend_from_slice(&self.series);
         out
     }
-}
-
-fn put_varint_len(out: &mut Vec<u8>, n: usize) {
-    put_varint(out, n as u64)
 }
 
 /// A decoded batch that borrows its strings from the encoded bytes.
@@ -197,23 +187,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, BatchError> {
-        // Symbols, counts and lengths are mostly one byte.
-        if let Some((&byte, rest)) = self.b.split_first()
-            && byte < 0x80
-        {
-            self.b = rest;
-            return Ok(u64::from(byte));
-        }
-        let mut v = 0u64;
-        for i in 0..10 {
-            let (&byte, rest) = self.b.split_first().ok_or(BatchError::Truncated)?;
-            self.b = rest;
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(BatchError::Truncated)
+        varint::take(&mut self.b).map_err(|_| BatchError::Truncated)
     }
 
     fn take(&mut self, n: u64) -> Result<&'a [u8], BatchError> {

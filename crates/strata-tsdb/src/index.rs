@@ -69,34 +69,17 @@ impl Matcher {
 /// quarter of the memory of a vector of string pairs.
 struct PackedLabels(Box<[u8]>);
 
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 /// The next string of packed labels and what follows it.
-fn next_packed(b: &[u8]) -> (&[u8], &[u8]) {
-    let (mut len, mut shift, mut at) = (0usize, 0, 0);
-    loop {
-        let byte = b[at];
-        at += 1;
-        len |= usize::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            break;
-        }
-        shift += 7;
-    }
-    b[at..].split_at(len)
+fn next_packed(mut b: &[u8]) -> (&[u8], &[u8]) {
+    let len = strata_model::varint::take(&mut b).expect("packed by PackedLabels::new") as usize;
+    b.split_at(len)
 }
 
 impl PackedLabels {
     fn new(labels: &[(&str, &str)]) -> PackedLabels {
         let mut out = Vec::with_capacity(labels.iter().map(|(n, v)| n.len() + v.len() + 2).sum());
         for s in labels.iter().flat_map(|(n, v)| [n, v]) {
-            put_len(&mut out, s.len());
+            strata_model::varint::put(&mut out, s.len() as u64);
             out.extend_from_slice(s.as_bytes());
         }
         PackedLabels(out.into_boxed_slice())
