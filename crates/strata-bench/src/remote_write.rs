@@ -922,38 +922,9 @@ fn print_summary(report: &Report) {
 mod tests {
     use super::*;
 
-    /// The remote write 1.0 messages, as in Prometheus' `prompb/types.proto` and `remote.proto`.
-    mod proto {
-        #[derive(Clone, PartialEq, prost::Message)]
-        pub struct WriteRequest {
-            #[prost(message, repeated, tag = "1")]
-            pub timeseries: Vec<TimeSeries>,
-        }
-
-        #[derive(Clone, PartialEq, prost::Message)]
-        pub struct TimeSeries {
-            #[prost(message, repeated, tag = "1")]
-            pub labels: Vec<Label>,
-            #[prost(message, repeated, tag = "2")]
-            pub samples: Vec<Sample>,
-        }
-
-        #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Label {
-            #[prost(string, tag = "1")]
-            pub name: String,
-            #[prost(string, tag = "2")]
-            pub value: String,
-        }
-
-        #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Sample {
-            #[prost(double, tag = "1")]
-            pub value: f64,
-            #[prost(int64, tag = "2")]
-            pub timestamp: i64,
-        }
-    }
+    // The server's own remote write messages: what the bench writes by hand must be what Strata
+    // decodes.
+    use strata_gateway::remote_write::proto;
 
     fn series(labels: &[(&str, &str)], value: f64, timestamp: i64) -> proto::TimeSeries {
         proto::TimeSeries {
