@@ -104,19 +104,20 @@ impl MetricBatches {
         indexes: impl Iterator<Item = usize>,
     ) -> Result<(), RecordError> {
         let fp = strata_model::series_fingerprint(name, labels.iter().copied());
-        self.admit(&[fp]).pop().expect("one answer per fingerprint")?;
+        let mut series = self.series.lock().expect("tenant series lock");
+        if !series.admit(fp, self.now_s) {
+            return Err(RecordError::SeriesLimit(series.max()));
+        }
+        drop(series);
         self.add_admitted(source_id, fp, name, labels, samples, indexes);
         Ok(())
     }
 
     /// Admits series by fingerprint against the tenant's active-series limit, in one lock.
-    pub fn admit(&self, fingerprints: &[u64]) -> Vec<Result<(), RecordError>> {
+    pub fn admit(&self, fingerprints: impl Iterator<Item = u64>) -> Vec<Result<(), RecordError>> {
         let mut series = self.series.lock().expect("tenant series lock");
         let refused = RecordError::SeriesLimit(series.max());
-        fingerprints
-            .iter()
-            .map(|&fp| if series.admit(fp, self.now_s) { Ok(()) } else { Err(refused.clone()) })
-            .collect()
+        fingerprints.map(|fp| if series.admit(fp, self.now_s) { Ok(()) } else { Err(refused.clone()) }).collect()
     }
 
     /// Adds a series that `admit` took, as `add` does.

@@ -162,8 +162,8 @@ fn decode(
             taken: t0..taken.len(),
         });
     }
-    let fingerprints: Vec<u64> = valid.iter().map(|v| v.fingerprint).collect();
-    for (v, admitted) in valid.iter().zip(batches.admit(&fingerprints)) {
+    let admitted = batches.admit(valid.iter().map(|v| v.fingerprint));
+    for (v, admitted) in valid.iter().zip(admitted) {
         let taken = taken[v.taken.clone()].iter().copied();
         match admitted {
             Ok(()) => {
