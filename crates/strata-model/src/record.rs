@@ -404,7 +404,10 @@ mod tests {
             (json!({"source_id": "a"}), r#"field "message" is required"#),
             (json!({"source_id": 7, "message": "m"}), r#"field "source_id" must be a string, got a number"#),
             (json!({"source_id": "a", "message": ["m"]}), r#"field "message" must be a string, got an array"#),
-            (json!({"source_id": "a", "message": "m", "timestamp": "soon"}), r#"timestamp "soon" is not RFC 3339"#),
+            (
+                json!({"source_id": "a", "message": "m", "timestamp": "soon"}),
+                r#"timestamp "soon" is neither RFC 3339 (2026-11-24T09:30:00Z) nor integer Unix milliseconds"#,
+            ),
             (json!({"source_id": "a", "message": "m", "tenant": "other"}), r#"unknown field "tenant""#),
             (json!({"source_id": "", "message": "m"}), r#"field "source_id" must not be empty"#),
             (json!([1]), "record must be a JSON object, got an array"),

@@ -5,7 +5,7 @@ use time::format_description::well_known::Rfc3339;
 /// Why a timestamp was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TimestampError {
-    #[error("timestamp {0:?} is not RFC 3339")]
+    #[error("timestamp {0:?} is neither RFC 3339 (2026-11-24T09:30:00Z) nor integer Unix milliseconds")]
     Rfc3339(String),
     #[error("timestamp must be an RFC 3339 string or integer Unix milliseconds, got {0}")]
     Type(String),

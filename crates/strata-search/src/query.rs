@@ -102,7 +102,7 @@ pub struct Hit {
     pub host: Option<String>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub attributes: serde_json::Map<String, serde_json::Value>,
-    /// The message with matching terms in `<em>`, HTML-escaped; absent when no term matched it.
+    /// The message with matching terms in `<b>`, HTML-escaped; absent when no term matched it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub highlight: Option<String>,
     #[serde(skip)]
@@ -144,12 +144,15 @@ pub fn parse_user_query(q: &str) -> Result<UserInputAst> {
     if q.trim().is_empty() {
         return Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::All)));
     }
+    dangling_operator(q)?;
     let ast = match tantivy::query_grammar::parse_query(q) {
         Ok(ast) => ast,
         Err(_) => {
             let (_, errors) = tantivy::query_grammar::parse_query_lenient(q);
-            let (pos, reason) =
-                errors.first().map(|e| (e.pos, e.message.clone())).unwrap_or((0, "syntax error".to_string()));
+            let (pos, reason) = errors
+                .first()
+                .map(|e| (e.pos, e.message.clone()))
+                .unwrap_or((0, "the query does not parse; quote text that holds ( ) : \" or operators".to_string()));
             return Err(Error::Query { position: pos, reason });
         }
     };
@@ -162,6 +165,53 @@ pub fn parse_user_query(q: &str) -> Result<UserInputAst> {
         });
     }
     Ok(ast)
+}
+
+/// An operator with nothing on one side (`error AND`, `OR disk`) is the commonest slip; the
+/// grammar's own error for it points at the start of the query, so name it here instead.
+fn dangling_operator(q: &str) -> Result<()> {
+    let mut words = Vec::new();
+    let mut quoted = false;
+    let mut start = None;
+    for (i, c) in q.char_indices().chain(std::iter::once((q.len(), ' '))) {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        let boundary = !quoted && (c.is_whitespace() || c == '(' || c == ')');
+        match (start, boundary) {
+            (None, false) => start = Some(i),
+            (Some(s), true) => {
+                words.push((s, &q[s..i]));
+                start = None;
+            }
+            _ => {}
+        }
+        if !quoted && (c == '(' || c == ')') {
+            words.push((i, &q[i..i + 1]));
+        }
+    }
+    let is_op = |w: &str| matches!(w, "AND" | "OR" | "NOT" | "&&" | "||");
+    let binary = |w: &str| matches!(w, "AND" | "OR" | "&&" | "||");
+    for (k, &(pos, w)) in words.iter().enumerate() {
+        let before = k.checked_sub(1).map(|j| words[j].1);
+        let after = words.get(k + 1).map(|&(_, w)| w);
+        if is_op(w) && matches!(after, None | Some(")")) {
+            return Err(Error::Query {
+                position: pos,
+                reason: format!("{w} at the end of the query: a term must follow it"),
+            });
+        }
+        if binary(w) && matches!(before, None | Some("(")) {
+            return Err(Error::Query {
+                position: pos,
+                reason: format!("{w} at the start of the query: a term must come before it"),
+            });
+        }
+        if binary(w) && after.is_some_and(binary) {
+            return Err(Error::Query { position: pos, reason: format!("{w} is followed by another operator") });
+        }
+    }
+    Ok(())
 }
 
 fn rewrite(ast: UserInputAst, leaves: &mut usize) -> Result<UserInputAst> {
@@ -233,6 +283,13 @@ fn rewrite_leaf(leaf: UserInputLeaf) -> Result<UserInputLeaf> {
     }
 }
 
+/// What a term without a field searches: the message and every keyword field, so `error` finds a
+/// line whose level is `error` and `web-1` one whose source is `web-1`. Attributes are searched
+/// only by name (`attributes.user_id:42`).
+pub fn default_fields(schema: &LogSchema) -> Vec<tantivy::schema::Field> {
+    vec![schema.message, schema.level, schema.source_id, schema.service, schema.host, schema.run_id, schema.trace_id]
+}
+
 /// The full query for one day index: the user's query and the filters.
 fn build_query(
     day: &DayIndex,
@@ -241,7 +298,7 @@ fn build_query(
     req: &SearchRequest,
     (from_ns, to_ns): (i64, i64),
 ) -> Result<Box<dyn Query>> {
-    let mut parser = QueryParser::for_index(&day.index, vec![schema.message]);
+    let mut parser = QueryParser::for_index(&day.index, default_fields(schema));
     parser.set_conjunction_by_default();
     parser.allow_regexes();
     let user = parser
@@ -685,7 +742,7 @@ impl SegmentCollector for BucketCounterSegment {
 /// A query for matching lines that are not in an index yet (live tail): the same parser and
 /// filters, run over a small in-memory index of new lines.
 pub fn build_tail_query(index: &tantivy::Index, schema: &LogSchema, ast: &UserInputAst) -> Result<Box<dyn Query>> {
-    let mut parser = QueryParser::for_index(index, vec![schema.message]);
+    let mut parser = QueryParser::for_index(index, default_fields(schema));
     parser.set_conjunction_by_default();
     parser.allow_regexes();
     match ast {
@@ -719,6 +776,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse_user_query("").is_ok());
+        let check = |q: &str, want_pos: usize, want: &str| match parse_user_query(q) {
+            Err(Error::Query { position, reason }) => {
+                assert_eq!(position, want_pos, "{q}: {reason}");
+                assert!(reason.contains(want), "{q}: {reason}");
+            }
+            other => panic!("{q}: {other:?}"),
+        };
+        check("error AND", 6, "AND at the end of the query");
+        check("error AND  ", 6, "AND at the end");
+        check("(disk OR) AND x", 6, "OR at the end");
+        check("NOT", 0, "NOT at the end");
+        check("OR disk", 0, "OR at the start of the query");
+        check("disk AND OR full", 5, "AND is followed by another operator");
+        for fine in ["\"a AND\"", "disk AND NOT full", "NOT disk", "(a OR b) AND c", "level:error", "ANDROID"] {
+            assert!(parse_user_query(fine).is_ok(), "{fine}");
+        }
         let many = (0..70).map(|i| format!("t{i}")).collect::<Vec<_>>().join(" ");
         assert!(matches!(parse_user_query(&many), Err(Error::Query { .. })));
     }

@@ -54,6 +54,18 @@ impl Params {
         Ok(Params { pairs })
     }
 
+    /// Refuses a parameter the endpoint does not take, as every native query API does: a typo
+    /// (`sourceid`) would otherwise widen the answer unseen. `_`, a client's cache buster, is ignored.
+    fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.pairs.iter().find(|(k, _)| k != "_" && !allowed.contains(&k.as_str())) {
+            None => Ok(()),
+            Some((k, _)) => Err(ApiError::bad_request(format!(
+                "parameter {k:?} is not known; this endpoint takes {}",
+                allowed.join(", ")
+            ))),
+        }
+    }
+
     fn get(&self, key: &str) -> Option<&Value> {
         self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
     }
@@ -89,6 +101,10 @@ impl Params {
             .map_err(|e| ApiError::bad_request(format!("parameter {key:?}: {e}")))
     }
 }
+
+const SEARCH_PARAMS: [&str; 9] = ["q", "source_id", "run_id", "level", "from", "to", "limit", "sort", "cursor"];
+const HISTOGRAM_PARAMS: [&str; 7] = ["q", "source_id", "run_id", "level", "from", "to", "interval"];
+const TAIL_PARAMS: [&str; 4] = ["q", "source_id", "run_id", "level"];
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
@@ -175,7 +191,9 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let tenant = tenant(&app, &headers)?;
-    let req = request(&Params::from_request(&method, query, &body)?)?;
+    let params = Params::from_request(&method, query, &body)?;
+    params.only(&SEARCH_PARAMS)?;
+    let req = request(&params)?;
     let indexes = app.indexes.clone();
     let result =
         run_blocking(&app, "search", started, move |deadline| strata_search::search(&indexes, &tenant, &req, deadline))
@@ -193,6 +211,7 @@ pub async fn histogram(
     let started = Instant::now();
     let tenant = tenant(&app, &headers)?;
     let params = Params::from_request(&method, query, &body)?;
+    params.only(&HISTOGRAM_PARAMS)?;
     let req = request(&params)?;
     let interval_ms = match params.string("interval")? {
         None => strata_search::auto_interval_ms(req.from_ns, req.to_ns),
@@ -230,6 +249,7 @@ pub async fn tail(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&app, &headers)?;
     let p = Params::from_request(&Method::GET, query, &Bytes::new())?;
+    p.only(&TAIL_PARAMS)?;
     let filter = TailFilter { source_ids: p.list("source_id"), levels: p.list("level"), run_id: p.string("run_id")? };
     let sub = app.tail.subscribe(&tenant, &p.string("q")?.unwrap_or_default(), filter).map_err(to_api)?;
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {

@@ -107,6 +107,11 @@ fn lines_are_found_by_words_fields_and_time_in_order_with_cursors() {
     );
     assert_eq!(q("attributes.region:eu", &[]), ["timed out retry succeeded"]);
     assert_eq!(q("DISK", &[]).len(), 2, "the message is case-insensitive");
+    // A bare term searches the message and the keyword fields.
+    assert_eq!(q("error", &[]), ["the disk is not full yet", "disk full on /dev/sda while writing"], "by level");
+    assert_eq!(q("web-2", &[]), ["timed out retry succeeded", "timeout talking to the database"], "by source");
+    assert_eq!(q("r3 OR warn", &[]), ["checkpoint complete", "timeout talking to the database"], "run and level");
+    assert_eq!(q("error AND yet", &[]), ["the disk is not full yet"], "a level and a word of the message");
     // Filters, alone and together, one value or several.
     assert_eq!(q("", &[p("source_id", "web-2")]), ["timed out retry succeeded", "timeout talking to the database"]);
     assert_eq!(q("", &[p("source_id", "web-1,db-1"), p("level", "error")]).len(), 2);
@@ -211,10 +216,20 @@ fn tenants_never_see_each_other_and_bad_queries_are_explained() {
     bad(&[p("limit", 0)], "limit must be 1 to 1000");
     bad(&[p("from", 2000), p("to", 1000)], "\"from\" must be before \"to\"");
     bad(&[p("from", "yesterday")], "parameter \"from\"");
+    bad(&[p("from", "yesterday")], "nor integer Unix milliseconds");
+    bad(&[p("q", "error AND")], "query syntax error at position 6: AND at the end of the query");
+    bad(&[p("sourceid", "web-1")], "parameter \"sourceid\" is not known; this endpoint takes q, source_id");
+    search(&s, &a, &[p("_", "1700000000000")]);
     bad(&[p("cursor", "garbage")], "cursor \"garbage\" is not valid");
     bad(&[p("sort", "random")], "sort must be");
     let r = s.http.get(s.url("/query/v1/logs/histogram")).bearer_auth(&a).query(&[p("interval", "1")]).send().unwrap();
     assert_eq!(r.status(), 400, "a millisecond interval over an hour is too many buckets");
+    let r = s.http.get(s.url("/query/v1/logs/histogram")).bearer_auth(&a).query(&[p("limit", "5")]).send().unwrap();
+    assert_eq!(r.status(), 400, "histograms take no limit");
+    let v: Value = r.json().unwrap();
+    assert!(v["error"].as_str().unwrap().contains("parameter \"limit\" is not known"), "{v}");
+    let r = s.http.get(s.url("/query/v1/logs/tail")).bearer_auth(&a).query(&[p("from", "0")]).send().unwrap();
+    assert_eq!(r.status(), 400, "a tail has no time range");
     let r = s.http.get(s.url("/query/v1/logs/search")).send().unwrap();
     assert_eq!(r.status(), 401);
     let r = s.http.post(s.url("/query/v1/logs/search")).bearer_auth(&a).body("{not json").send().unwrap();
