@@ -551,11 +551,7 @@ async fn ingest_raw_inner(
         )));
     }
     let encoding = Encoding::from_headers(headers)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_string();
+    let content_type = raw_content_type(headers);
     let mut permit = gw.reserve_body(headers).await?;
     let raw = gw.read_body(body, headers).await?;
     gw.rate
@@ -570,6 +566,10 @@ async fn ingest_raw_inner(
         gw.decode_blocking(move || {
             let gw = worker;
             let payload = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(&mut permit, n))?;
+            if payload.is_empty() {
+                // Most often a file that was not there (`curl --data-binary @missing` sends nothing).
+                return Err(ApiError::bad_request("raw payload is empty: the request has no body"));
+            }
             gw.grow(&mut permit, payload.len())?;
             let mut records = EncodedRecords::new();
             let hdrs: [(&str, &[u8]); 2] =
@@ -585,10 +585,39 @@ async fn ingest_raw_inner(
     Ok((StatusCode::OK, IngestResponse { accepted: 1, rejected: 0, errors: Vec::new(), errors_omitted: 0 }))
 }
 
+/// The content type a raw payload is stored with. A form type is what HTTP clients such as curl
+/// send when the user named none, not a description of the payload, so it counts as none:
+/// `application/octet-stream`.
+fn raw_content_type(headers: &HeaderMap) -> String {
+    let given = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or("");
+    let essence = given.split(';').next().unwrap_or("").trim();
+    if essence.is_empty() || essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        "application/octet-stream".to_string()
+    } else {
+        given.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn raw_content_types_default_to_octet_stream() {
+        let ct = |v: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = v {
+                h.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            }
+            raw_content_type(&h)
+        };
+        assert_eq!(ct(None), "application/octet-stream");
+        assert_eq!(ct(Some("application/x-www-form-urlencoded")), "application/octet-stream");
+        assert_eq!(ct(Some("Application/X-WWW-Form-Urlencoded; charset=utf-8")), "application/octet-stream");
+        assert_eq!(ct(Some("application/x-core-dump")), "application/x-core-dump");
+        assert_eq!(ct(Some("text/plain; charset=utf-8")), "text/plain; charset=utf-8");
+    }
 
     fn run(kind: Kind, body: &str, format: Format) -> Result<Decoded, ApiError> {
         decode(kind, &TenantId::new("t").unwrap(), body.as_bytes(), format, &Limits::default(), 4, None)

@@ -108,6 +108,22 @@ fn logs_events_metrics_and_raw_payloads_land_in_the_log() {
     assert_eq!(raw[0]["source_id"], "dev-9");
     assert_eq!(raw[0]["payload_encoding"], "base64");
     assert_eq!(raw[0]["payload"], "AJ+Slv8=");
+    assert_eq!(raw[0]["headers"]["content-type"], "application/octet-stream");
+    // Without a content type, or with the form type curl sends by default, a payload is stored as
+    // application/octet-stream; a type the sender names is kept.
+    for (ct, stored) in [
+        (None, "application/octet-stream"),
+        (Some("application/x-www-form-urlencoded"), "application/octet-stream"),
+        (Some("application/x-coredump"), "application/x-coredump"),
+    ] {
+        let mut req = s.http.post(s.url("/ingest/v1/raw/typed?source_id=dev-9")).bearer_auth(&key).body("core");
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        assert_eq!(req.send().unwrap().status(), 200);
+        let raw = s.all_records("raw");
+        assert_eq!(raw.last().unwrap()["headers"]["content-type"], stored, "{ct:?}");
+    }
 
     // Every record of one source is in one partition, in order.
     let lines: Vec<Value> = (0..50).map(|i| json!({"source_id": "ordered", "message": format!("n{i}")})).collect();
@@ -277,6 +293,12 @@ fn malformed_bodies_and_headers_get_clear_errors() {
     assert_eq!(r.status(), 400);
     let r = s.http.post(s.url("/ingest/v1/raw/..hidden?source_id=a")).bearer_auth(&key).body("x").send().unwrap();
     assert_eq!(r.status(), 400);
+    // An empty payload is most often a file that was not there: refused, not stored.
+    let r = s.http.post(s.url("/ingest/v1/raw/s?source_id=a")).bearer_auth(&key).body("").send().unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().unwrap();
+    assert!(v["error"].as_str().unwrap().contains("raw payload is empty"), "{v}");
+    assert_eq!(s.all_records("raw").len(), 0, "no empty record was stored");
     assert!(s.is_up());
     assert_eq!(s.all_records("logs").len(), 0, "nothing of the bad requests was appended");
 }
