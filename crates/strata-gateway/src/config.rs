@@ -79,7 +79,7 @@ impl GatewayConfig {
         ];
         for (key, v) in positive {
             if v.is_nan() || v <= 0.0 {
-                return Err(format!("{key} must be greater than 0, got {v}"));
+                return Err(format!("{key}: must be greater than 0, got {v}"));
             }
         }
         if self.metrics.active_series_max == 0 || self.metrics.active_series_idle_ms < 1000 {

@@ -44,7 +44,10 @@ impl EmbeddedLog {
         fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir))?;
         let lock_path = cfg.dir.join("LOCK");
         let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
-        lock.try_lock().map_err(|_| Error::Config(format!("{} is in use by another process", cfg.dir.display())))?;
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => Error::Locked { dir: cfg.dir.clone() },
+            std::fs::TryLockError::Error(source) => Error::Io { path: lock_path.clone(), source },
+        })?;
         let mut topics = BTreeMap::new();
         for tc in &cfg.topics {
             let dir = cfg.dir.join(&tc.name);

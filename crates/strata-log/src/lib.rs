@@ -188,6 +188,12 @@ pub enum Error {
     PartitionShrink { topic: String, existing: u32, configured: u32 },
     #[error("invalid log configuration: {0}")]
     Config(String),
+    #[error(
+        "log directory {} is in use by another process, most likely another strata server with the same \
+         data directory: stop that one, or give this one another data directory",
+        dir.display()
+    )]
+    Locked { dir: PathBuf },
     #[error("file {path} is not valid: {reason}")]
     Metadata { path: PathBuf, reason: String },
 }

@@ -331,7 +331,10 @@ async fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _log = EmbeddedLog::open(config(dir.path(), 1 << 20)).unwrap();
     let err = EmbeddedLog::open(config(dir.path(), 1 << 20)).err().expect("second open fails");
-    assert!(err.to_string().contains("in use by another process"), "{err}");
+    assert!(matches!(err, strata_log::Error::Locked { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("in use by another process") && msg.contains("another data directory"), "{msg}");
+    assert!(!msg.contains("invalid log configuration"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,17 +6,45 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// How an inspection command finds the server and its admin token.
 #[derive(clap::Args)]
 pub struct Remote {
     /// The server's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:7878")]
+    #[arg(long, env = "STRATA_SERVER", default_value = "http://127.0.0.1:7878")]
     server: String,
-    /// Admin token [default: $STRATA_ADMIN_TOKEN, else <data-dir>/meta/admin-token]
+    /// Admin token [default: $STRATA_ADMIN_TOKEN, else the file <data-dir>/meta/admin-token]
     #[arg(long)]
     token: Option<String>,
-    /// Data directory to read the admin token from.
-    #[arg(long, default_value = "./strata-data")]
+    /// The server's data directory, where its admin token file is.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "./strata-data")]
     data_dir: PathBuf,
+}
+
+/// Where the admin token came from, or where it was looked for in vain.
+enum Token {
+    Given { value: String, from: String },
+    Missing { looked: String },
+}
+
+impl Remote {
+    fn token(&self) -> Token {
+        if let Some(t) = &self.token {
+            return Token::Given { value: t.clone(), from: "--token".into() };
+        }
+        if let Ok(t) = std::env::var("STRATA_ADMIN_TOKEN") {
+            return Token::Given { value: t, from: "STRATA_ADMIN_TOKEN".into() };
+        }
+        let path = self.data_dir.join("meta/admin-token");
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Token::Given { value: t.trim().to_string(), from: path.display().to_string() },
+            Err(e) => Token::Missing {
+                looked: format!(
+                    "--token is not given, STRATA_ADMIN_TOKEN is not set, and {} cannot be read ({e})",
+                    path.display()
+                ),
+            },
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -25,10 +53,11 @@ pub struct ConsumeArgs {
     remote: Remote,
     /// Topic to read.
     topic: String,
-    #[arg(long, short, default_value_t = 0)]
-    partition: u32,
-    /// First offset [default: the earliest].
+    /// Partition to read [default: every partition, one after another].
     #[arg(long, short)]
+    partition: Option<u32>,
+    /// First offset [default: the earliest]; needs --partition.
+    #[arg(long, short, requires = "partition")]
     offset: Option<u64>,
     /// Start at the first record appended at or after this time (RFC 3339 or Unix ms).
     #[arg(long)]
@@ -49,22 +78,31 @@ pub fn run(r: anyhow::Result<()>) -> ExitCode {
 }
 
 fn get(r: &Remote, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-    let token = match &r.token {
-        Some(t) => Some(t.clone()),
-        None => std::env::var("STRATA_ADMIN_TOKEN").ok().or_else(|| {
-            std::fs::read_to_string(r.data_dir.join("meta/admin-token")).ok().map(|t| t.trim().to_string())
-        }),
-    };
+    let token = r.token();
     let client = reqwest::blocking::Client::new();
     let mut req = client.get(format!("{}{path}", r.server.trim_end_matches('/'))).query(query);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
+    if let Token::Given { value, .. } = &token {
+        req = req.bearer_auth(value);
     }
-    let resp = req.send().with_context(|| format!("cannot reach {}", r.server))?;
+    let resp = req
+        .send()
+        .with_context(|| format!("cannot reach the server at {} (set it with --server or STRATA_SERVER)", r.server))?;
     let status = resp.status();
     let body: Value = resp.json().context("the server's answer is not JSON")?;
     if !status.is_success() {
-        bail!("{status}: {}", body["error"].as_str().unwrap_or("unknown error"));
+        let error = body["error"].as_str().unwrap_or("unknown error");
+        match (status.as_u16(), &token) {
+            (401 | 403, Token::Missing { looked }) => bail!(
+                "{status}: {error}\nno admin token: {looked}.\nRun this in the directory `strata serve` was \
+                 started in, point --data-dir (or STRATA_DATA_DIR) at its data directory, or pass --token \
+                 (or STRATA_ADMIN_TOKEN)"
+            ),
+            (401 | 403, Token::Given { from, .. }) => bail!(
+                "{status}: {error}\nthe admin token from {from} was refused by {}: is it that server's token?",
+                r.server
+            ),
+            _ => bail!("{status}: {error}"),
+        }
     }
     Ok(body)
 }
@@ -92,17 +130,43 @@ pub fn topics(r: &Remote) -> anyhow::Result<()> {
 }
 
 pub fn consume(a: &ConsumeArgs) -> anyhow::Result<()> {
-    let mut query = vec![("limit", a.limit.to_string())];
-    if let Some(o) = a.offset {
-        query.push(("offset", o.to_string()));
-    }
-    if let Some(t) = &a.time {
-        query.push(("time", t.clone()));
-    }
-    let path = format!("/admin/v1/topics/{}/partitions/{}/records", a.topic, a.partition);
-    let v = get(&a.remote, &path, &query)?;
-    for r in v["records"].as_array().into_iter().flatten() {
-        println!("{r}");
+    let partitions: Vec<u32> = match a.partition {
+        Some(p) => vec![p],
+        None => {
+            let v = get(&a.remote, "/admin/v1/topics", &[])?;
+            let topic = v["topics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["name"] == a.topic.as_str())
+                .with_context(|| format!("unknown topic {:?}", a.topic))?;
+            topic["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["partition"].as_u64())
+                .map(|p| p as u32)
+                .collect()
+        }
+    };
+    let mut left = a.limit;
+    for partition in partitions {
+        if left == 0 {
+            break;
+        }
+        let mut query = vec![("limit", left.to_string())];
+        if let Some(o) = a.offset {
+            query.push(("offset", o.to_string()));
+        }
+        if let Some(t) = &a.time {
+            query.push(("time", t.clone()));
+        }
+        let path = format!("/admin/v1/topics/{}/partitions/{partition}/records", a.topic);
+        let v = get(&a.remote, &path, &query)?;
+        for r in v["records"].as_array().into_iter().flatten() {
+            println!("{r}");
+            left = left.saturating_sub(1);
+        }
     }
     Ok(())
 }

@@ -177,33 +177,41 @@ impl Config {
         }
         let mut keys = Vec::new();
         leaf_keys(&value, String::new(), &mut keys);
+        // Where a key's value came from when it was not the file, so an error names what the user set.
+        let mut origins: Vec<(String, String)> = Vec::new();
         for (name, raw) in env {
             let Some(rest) = name.strip_prefix("STRATA_") else {
                 continue;
             };
-            // Not configuration keys: a secret, and the log filter read before the config.
-            if rest == "ADMIN_TOKEN" || rest == "LOG" {
+            // Not configuration keys: a secret, the log filter read before the config, and the
+            // inspection commands' server URL.
+            if matches!(rest, "ADMIN_TOKEN" | "LOG" | "SERVER") {
                 continue;
             }
             let Some(key) = keys.iter().find(|k| k.replace('.', "_").eq_ignore_ascii_case(rest)) else {
                 return Err(format!("environment variable {name} is not a configuration key"));
             };
             set_path(&mut value, key, parse_env_value(&raw));
+            origins.push((key.clone(), format!("environment variable {name}={raw:?}")));
         }
         if let Some(d) = &flags.data_dir {
             set_path(&mut value, "data_dir", toml::Value::String(d.display().to_string()));
+            origins.push(("data_dir".into(), format!("--data-dir {:?}", d.display().to_string())));
         }
         if let Some(a) = &flags.http_addr {
             set_path(&mut value, "http_addr", toml::Value::String(a.clone()));
+            origins.push(("http_addr".into(), format!("--http-addr {a:?}")));
         }
         if flags.no_auth {
             set_path(&mut value, "no_auth", toml::Value::Boolean(true));
         }
-        let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            format!("invalid configuration key {path}: {}", e.into_inner())
-        })?;
-        cfg.validate()?;
+        let cfg: Config = serde_path_to_error::deserialize(value)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                format!("invalid configuration key {path}: {}", e.into_inner())
+            })
+            .map_err(|e| name_origin(e, &origins))?;
+        cfg.validate().map_err(|e| name_origin(e, &origins))?;
         Ok(cfg)
     }
 
@@ -314,6 +322,18 @@ impl Config {
     }
 }
 
+/// Rewrites "invalid configuration key K: why" to name the environment variable or flag that set
+/// K, when one did: that is what the user typed and has to change.
+fn name_origin(message: String, origins: &[(String, String)]) -> String {
+    let Some((key, why)) = message.strip_prefix("invalid configuration key ").and_then(|r| r.split_once(": ")) else {
+        return message;
+    };
+    match origins.iter().rev().find(|(k, _)| k == key) {
+        Some((_, origin)) => format!("invalid {origin} (configuration key {key}): {why}"),
+        None => message,
+    }
+}
+
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
@@ -413,12 +433,30 @@ mod tests {
                 vec![("STRATA_LOG_PARTITONS", "3")],
                 "environment variable STRATA_LOG_PARTITONS is not a configuration key",
             ),
-            (None, vec![("STRATA_LOG_PARTITIONS", "x")], "invalid configuration key log.partitions"),
+            (
+                None,
+                vec![("STRATA_LOG_PARTITIONS", "abc")],
+                "invalid environment variable STRATA_LOG_PARTITIONS=\"abc\" (configuration key log.partitions): ",
+            ),
+            (
+                None,
+                vec![("STRATA_LOG_PARTITIONS", "0")],
+                "invalid environment variable STRATA_LOG_PARTITIONS=\"0\" (configuration key log.partitions): \
+                 must be 1 to 1024, got 0",
+            ),
+            (
+                None,
+                vec![("STRATA_INGEST_BODY_BYTES_MAX", "0")],
+                "invalid environment variable STRATA_INGEST_BODY_BYTES_MAX=\"0\" (configuration key ingest.body_bytes_max)",
+            ),
         ];
         for (file, env, want) in cases {
             let err = load(file, &env, Overrides::default()).unwrap_err();
             assert!(err.contains(want), "{file:?} {env:?}: {err}");
         }
+        let flag = Overrides { http_addr: Some("nowhere".into()), ..Default::default() };
+        let err = load(None, &[], flag).unwrap_err();
+        assert!(err.starts_with("invalid --http-addr \"nowhere\" (configuration key http_addr): "), "{err}");
         let err = load(Some("[log]\nparts = 3\n"), &[], Overrides::default()).unwrap_err();
         assert!(err.contains("unknown field `parts`"), "{err}");
     }

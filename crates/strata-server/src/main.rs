@@ -17,16 +17,32 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "strata",
     version,
-    about = "A telemetry pipeline: durable log, stream processing, metrics, logs and SQL"
+    about = "A telemetry pipeline: durable log, stream processing, metrics, logs and SQL",
+    after_help = REMOTE_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// How the inspection commands find the server and the token, shown in every command's help.
+const REMOTE_HELP: &str = "\
+`serve` runs the server. `topics`, `consume` and `groups` ask a running server through its admin API:
+  server  --server, else $STRATA_SERVER, else http://127.0.0.1:7878
+  token   --token, else $STRATA_ADMIN_TOKEN, else the file <data-dir>/meta/admin-token, where
+          <data-dir> is --data-dir, else $STRATA_DATA_DIR, else ./strata-data (so run them in the
+          directory `strata serve` was started in, or say where its data is)";
+
+/// What `serve` reads besides its flags.
+const SERVE_HELP: &str = "\
+Every key of the configuration file can also be set as STRATA_<KEY> (STRATA_LOG_PARTITIONS=8);
+flags beat the environment, which beats the file. The admin token is $STRATA_ADMIN_TOKEN, else
+the file <data-dir>/meta/admin-token, generated on the first start (mode 0600).";
+
 #[derive(Subcommand)]
 enum Command {
     /// Runs every component in this process.
+    #[command(after_help = SERVE_HELP)]
     Serve {
         /// Data directory [default: ./strata-data]
         #[arg(long)]
@@ -42,10 +58,13 @@ enum Command {
         no_auth: bool,
     },
     /// Lists topics with their partitions, offsets and sizes.
+    #[command(after_help = REMOTE_HELP)]
     Topics(cli::Remote),
     /// Prints records of one partition as JSON lines.
+    #[command(after_help = REMOTE_HELP)]
     Consume(cli::ConsumeArgs),
     /// Lists consumer groups with their committed offsets and lag.
+    #[command(after_help = REMOTE_HELP)]
     Groups(cli::Remote),
 }
 

@@ -54,11 +54,12 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     metrics::gauge!("strata_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Listen first: a start that fails on a busy port leaves no empty data directory behind.
+    let listener = tokio::net::TcpListener::bind(cfg.addr()).await.with_context(|| {
+        format!("cannot listen on {} (is another server using it? pick another with --http-addr)", cfg.http_addr)
+    })?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(cfg.addr())
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "listening");
 
     let shell = Arc::new(Shell { metrics, ready: OnceLock::new(), app: OnceLock::new() });

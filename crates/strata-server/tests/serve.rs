@@ -27,11 +27,20 @@ fn serve_with(config: &str, env: &[(&str, &str)]) -> (i32, String) {
 #[test]
 fn a_bad_configuration_fails_at_start_naming_the_key() {
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         ("[log]\npartitions = 0\n", &[], "invalid configuration key log.partitions: must be 1 to 1024, got 0"),
         ("[ingest]\nbody_limit = 5\n", &[], "unknown field `body_limit`"),
-        ("", &[("STRATA_INGEST_BODY_BYTES_MAX", "lots")], "invalid configuration key ingest.body_bytes_max"),
+        (
+            "",
+            &[("STRATA_INGEST_BODY_BYTES_MAX", "lots")],
+            "invalid environment variable STRATA_INGEST_BODY_BYTES_MAX=\"lots\" (configuration key ingest.body_bytes_max)",
+        ),
         ("", &[("STRATA_HTTP_ADR", "x")], "environment variable STRATA_HTTP_ADR is not a configuration key"),
+        (
+            "",
+            &[("STRATA_LOG_PARTITIONS", "abc")],
+            "invalid environment variable STRATA_LOG_PARTITIONS=\"abc\" (configuration key log.partitions)",
+        ),
     ];
     for (file, env, want) in cases {
         let (code, stderr) = serve_with(file, env);
@@ -175,4 +184,90 @@ fn inspection_commands_read_a_running_server() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_start_that_fails_says_why_and_leaves_nothing_behind() {
+    let s = Server::start("");
+    // The port is taken: the error names it, and no data directory is created.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fresh-data");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--http-addr", &format!("127.0.0.1:{}", s.port), "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{}", s.port)), "{stderr}");
+    assert!(stderr.contains("--http-addr"), "{stderr}");
+    assert!(!data.exists(), "a failed start left {} behind", data.display());
+    // The data directory is in use: the error says so, not that the configuration is invalid.
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is in use by another process"), "{stderr}");
+    assert!(stderr.contains("another data directory"), "{stderr}");
+    assert!(!stderr.contains("invalid log configuration"), "{stderr}");
+    assert!(s.is_up(), "the first server is untouched");
+}
+
+#[test]
+fn inspection_commands_say_where_they_looked_for_the_token() {
+    let s = Server::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |envs: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.arg("topics").args(args).current_dir(dir.path()).env_remove("STRATA_ADMIN_TOKEN");
+        cmd.env_remove("STRATA_SERVER").env_remove("STRATA_DATA_DIR");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let url = s.url("");
+    // Run where there is no strata-data: the error says where it looked and how to pass a token.
+    let (ok, _, err) = run(&[("STRATA_SERVER", &url)], &[]);
+    assert!(!ok);
+    for want in
+        ["401", "STRATA_ADMIN_TOKEN is not set", "strata-data/meta/admin-token cannot be read", "--token", "--data-dir"]
+    {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+    // A wrong token is named by where it came from.
+    let (ok, _, err) = run(&[("STRATA_SERVER", &url), ("STRATA_ADMIN_TOKEN", "wrong")], &[]);
+    assert!(!ok);
+    assert!(err.contains("the admin token from STRATA_ADMIN_TOKEN was refused"), "{err}");
+    // The server and the data directory can come from the environment, as for `strata serve`.
+    let data = s.data_dir();
+    let (ok, out, err) = run(&[("STRATA_SERVER", &url), ("STRATA_DATA_DIR", data.to_str().unwrap())], &[]);
+    assert!(!ok, "the test server's token is not in its data directory: {out}");
+    assert!(err.contains(&format!("{}/meta/admin-token cannot be read", data.display())), "{err}");
+    let (ok, out, err) = run(&[("STRATA_SERVER", &url), ("STRATA_ADMIN_TOKEN", ADMIN_TOKEN)], &[]);
+    assert!(ok && out.starts_with("TOPIC"), "{out}{err}");
+    // No server there: the error says how to point at one.
+    let (ok, _, err) = run(&[], &["--server", "http://127.0.0.1:9"]);
+    assert!(!ok);
+    assert!(err.contains("cannot reach the server at http://127.0.0.1:9") && err.contains("STRATA_SERVER"), "{err}");
+}
+
+#[test]
+fn help_says_how_commands_find_the_server_and_the_token() {
+    for args in [&["--help"][..], &["topics", "--help"], &["consume", "--help"], &["groups", "--help"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for want in ["STRATA_SERVER", "http://127.0.0.1:7878", "STRATA_ADMIN_TOKEN", "meta/admin-token", "--token"] {
+            assert!(help.contains(want), "{args:?}: missing {want:?} in\n{help}");
+        }
+    }
 }
