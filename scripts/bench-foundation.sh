@@ -3,11 +3,13 @@
 # durable acknowledgement. Usage: scripts/bench-foundation.sh [work-dir]   (work-dir on the disk to measure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The same build cache as scripts/test.sh and scripts/strata.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
 port=${STRATA_BENCH_PORT:-7899}
 mkdir -p "$work"
 cargo build --release -q -p strata-server -p strata-bench
-release="${CARGO_TARGET_DIR:-target}/release"
+release="$CARGO_TARGET_DIR/release"
 bench="$release/strata-bench"
 
 echo "== machine"

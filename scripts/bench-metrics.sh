@@ -17,6 +17,8 @@
 #   STRATA_BENCH_FORCE=1              run even if the free-space estimate says the disk is too small
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The same build cache as scripts/test.sh and scripts/strata.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
 hosts=${STRATA_BENCH_HOSTS:-100}
 hours=${STRATA_BENCH_HOURS:-6}
@@ -34,7 +36,7 @@ log() { echo "bench-metrics: $*" >&2; }
 
 scripts/install-prometheus.sh
 cargo build --release -q -p strata-server -p strata-bench
-bin="${CARGO_TARGET_DIR:-target}/release"
+bin="$CARGO_TARGET_DIR/release"
 bench="$bin/strata-bench"
 
 prom_pid=

@@ -5,11 +5,13 @@
 # to measure; the index of 10 million lines needs about 10 GB there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The same build cache as scripts/test.sh and scripts/strata.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
 lines=${STRATA_BENCH_LINES:-10000000}
 mkdir -p "$work"
 cargo build --release -q -p strata-server -p strata-bench
-release="${CARGO_TARGET_DIR:-target}/release"
+release="$CARGO_TARGET_DIR/release"
 bench="$release/strata-bench"
 index="$work/search-index"
 srv="$work/search-srv"

@@ -16,6 +16,14 @@ done
 # Prometheus 2.42 against Strata, and fails when it is missing rather than passing unseen.
 echo "== scripts/install-prometheus.sh"
 scripts/install-prometheus.sh
+# The README test (crates/strata-server/tests/readme.rs) runs the README's commands with bash and curl.
+if ! command -v curl >/dev/null; then
+  echo "== installing curl"
+  sudo=(); [ "$(id -u)" -ne 0 ] && sudo=(sudo -n)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends curl </dev/null ||
+    { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q update </dev/null &&
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends curl </dev/null; }
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
