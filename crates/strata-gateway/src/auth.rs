@@ -1,8 +1,7 @@
 //! Tenants, their API keys, and the admin token. Keys are stored only as SHA-256 digests.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -28,6 +27,8 @@ pub enum AuthError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("file {path} is not valid: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    State(#[from] strata_durable::Error),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,27 +121,34 @@ impl Auth {
         let token_path = meta_dir.join("admin-token");
         let (token, source) = match admin_token.filter(|t| !t.is_empty()) {
             Some(t) => (t, AdminTokenSource::Environment),
+            // Plain text, so that people can `cat` it; a missing or empty file gets a new token,
+            // any other failure to read it stops the start rather than replace a token in use.
             None => match fs::read_to_string(&token_path) {
                 Ok(t) if !t.trim().is_empty() => (t.trim().to_string(), AdminTokenSource::File(token_path.clone())),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(AuthError::Io { path: token_path, source: e });
+                }
                 _ => {
                     let t = random_token("strata_admin_");
-                    write_private(&token_path, t.as_bytes())?;
+                    strata_durable::write_unframed(&token_path, t.as_bytes(), PRIVATE)?;
                     (t, AdminTokenSource::Generated(token_path.clone()))
                 }
             },
         };
         let path = meta_dir.join("tenants.json");
-        let tenants = match fs::read(&path) {
-            Ok(bytes) => {
+        let tenants = match strata_durable::read(&path)? {
+            Some(strata_durable::Contents::Checked(bytes) | strata_durable::Contents::Legacy(bytes)) => {
                 let bad = |reason: String| AuthError::Corrupt { path: path.clone(), reason };
                 let f: TenantsFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-                if f.version != TENANTS_FILE_VERSION || f.crc32c != tenants_crc(&f.tenants) {
-                    return Err(bad("unknown version or bad checksum".into()));
+                if f.version != TENANTS_FILE_VERSION {
+                    return Err(bad(format!("version {} is unknown", f.version)));
+                }
+                if f.crc32c != tenants_crc(&f.tenants) {
+                    return Err(bad("its tenants do not match their checksum".into()));
                 }
                 f.tenants
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(AuthError::Io { path, source: e }),
+            None => Vec::new(),
         };
         let mut state = State::default();
         for t in &tenants {
@@ -216,24 +224,16 @@ impl Auth {
 
     fn persist(&self, tenants: &[TenantInfo]) -> Result<(), AuthError> {
         let f = TenantsFile { version: TENANTS_FILE_VERSION, crc32c: tenants_crc(tenants), tenants: tenants.to_vec() };
-        let tmp = self.path.with_extension("json.tmp");
-        write_private(&tmp, &serde_json::to_vec_pretty(&f).expect("tenants serialise"))?;
-        fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
-        let dir = self.path.parent().expect("tenants file has a dir");
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+        strata_durable::write_with(&self.path, &serde_json::to_vec_pretty(&f).expect("tenants serialise"), PRIVATE)?;
+        Ok(())
     }
 }
 
+/// Tenants' key digests and the admin token are the owner's alone.
+const PRIVATE: strata_durable::Options = strata_durable::Options { private: true };
+
 fn tenants_crc(tenants: &[TenantInfo]) -> u32 {
     crc32c::crc32c(&serde_json::to_vec(tenants).expect("tenants serialise"))
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f =
-        fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path).map_err(io(path))?;
-    f.write_all(data).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -259,6 +259,7 @@ mod tests {
 
     #[test]
     fn keys_map_to_tenants_and_survive_reopen() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (auth, src) = Auth::open(dir.path(), None, false).unwrap();
         assert!(matches!(src, AdminTokenSource::Generated(_)));
@@ -268,11 +269,11 @@ mod tests {
         assert!(matches!(auth.create_tenant("../etc"), Err(AuthError::Name(_))));
         assert_eq!(auth.tenant(&headers("nope")).unwrap_err().message, "unknown api key");
         assert_eq!(auth.tenant(&HeaderMap::new()).unwrap_err().message, "missing bearer token");
-        let stored = fs::read_to_string(dir.path().join("tenants.json")).unwrap();
-        assert!(!stored.contains(&key), "keys are stored hashed");
+        let stored = fs::read(dir.path().join("tenants.json")).unwrap();
+        assert!(!stored.windows(key.len()).any(|w| w == key.as_bytes()), "keys are stored hashed");
+        assert_eq!(fs::metadata(dir.path().join("tenants.json")).unwrap().permissions().mode() & 0o777, 0o600);
 
         let token = fs::read_to_string(dir.path().join("admin-token")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(dir.path().join("admin-token")).unwrap().permissions().mode() & 0o777, 0o600);
         drop(auth);
         let (auth, src) = Auth::open(dir.path(), None, false).unwrap();

@@ -9,8 +9,7 @@
 //! then and at shutdown, so a restart does not forget who is active.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -111,7 +110,7 @@ impl SeriesLimiter {
                         tenants.insert(tenant, Arc::new(Mutex::new(t)));
                     }
                 }
-                Err(e) => tracing::warn!(path = %p.display(), error = %e, "active series not loaded; counting anew"),
+                Err(e) => tracing::error!(path = %p.display(), error = %e, "active series not loaded; counting anew"),
             }
         }
         l
@@ -149,8 +148,8 @@ impl SeriesLimiter {
             .collect()
     }
 
-    /// Saves the active series atomically (temporary file, fsync, rename).
-    pub fn save(&self) -> std::io::Result<()> {
+    /// Saves the active series as a state file.
+    pub fn save(&self) -> Result<(), strata_durable::Error> {
         let Some(path) = &self.path else { return Ok(()) };
         let tenants: Vec<(String, Arc<Mutex<TenantSeries>>)> =
             self.tenants.lock().expect("series lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -167,19 +166,17 @@ impl SeriesLimiter {
             }
         }
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            fs::create_dir_all(dir).map_err(|source| strata_durable::Error::Io {
+                path: dir.to_path_buf(),
+                action: "create directory",
+                source,
+            })?;
         }
-        let tmp = path.with_extension("bin.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&FILE_VERSION.to_le_bytes())?;
-        f.write_all(&crc32c::crc32c(&body).to_le_bytes())?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        let mut file = Vec::with_capacity(8 + body.len());
+        file.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        file.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        file.extend_from_slice(&body);
+        strata_durable::write(path, &file)
     }
 }
 
@@ -187,10 +184,9 @@ impl SeriesLimiter {
 type Saved = Vec<(String, HashMap<u64, u32, strata_model::FastHash>)>;
 
 fn load(path: &Path) -> Result<Saved, String> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.to_string()),
+    let bytes = match strata_durable::read(path).map_err(|e| e.to_string())? {
+        None => return Ok(Vec::new()),
+        Some(strata_durable::Contents::Checked(b) | strata_durable::Contents::Legacy(b)) => b,
     };
     if bytes.len() < 8 {
         return Err("file is too short".into());

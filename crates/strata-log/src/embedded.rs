@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,11 +118,18 @@ fn validate(cfg: &LogConfig) -> Result<()> {
 fn reconcile_partitions(dir: &Path, tc: &TopicConfig) -> Result<()> {
     let path = dir.join("topic.json");
     let crc = |n: u32| crc32c::crc32c(&n.to_le_bytes());
-    if let Ok(bytes) = fs::read(&path) {
+    // Only a file that is not there is a new topic: any other failure to read it is an error, or
+    // a damaged file would silently let the partition count shrink.
+    if let Some(strata_durable::Contents::Checked(bytes) | strata_durable::Contents::Legacy(bytes)) =
+        strata_durable::read(&path)?
+    {
         let bad = |reason: String| Error::Metadata { path: path.clone(), reason };
         let f: TopicFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if f.version != TOPIC_FILE_VERSION || f.crc32c != crc(f.partitions) {
-            return Err(bad("unknown version or bad checksum".into()));
+        if f.version != TOPIC_FILE_VERSION {
+            return Err(bad(format!("version {} is unknown", f.version)));
+        }
+        if f.crc32c != crc(f.partitions) {
+            return Err(bad("its partition count does not match its checksum".into()));
         }
         if f.partitions > tc.partitions {
             return Err(Error::PartitionShrink {
@@ -137,11 +144,8 @@ fn reconcile_partitions(dir: &Path, tc: &TopicConfig) -> Result<()> {
         tracing::info!(topic = %tc.name, from = f.partitions, to = tc.partitions, "adding partitions");
     }
     let f = TopicFile { version: TOPIC_FILE_VERSION, partitions: tc.partitions, crc32c: crc(tc.partitions) };
-    let tmp: PathBuf = dir.join("topic.json.tmp");
-    fs::write(&tmp, serde_json::to_vec(&f).expect("topic file serialises")).map_err(io_err(&tmp))?;
-    File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    fsync_dir(dir)
+    strata_durable::write(&path, &serde_json::to_vec(&f).expect("topic file serialises"))?;
+    Ok(())
 }
 
 #[async_trait::async_trait]

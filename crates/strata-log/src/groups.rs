@@ -1,14 +1,12 @@
 //! Durable consumer-group positions: one small file per group, replaced atomically on commit.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::partition::fsync_dir;
 use crate::{Error, GroupOffset, Result, io_err};
 
 const GROUP_FILE_VERSION: u32 = 1;
@@ -48,7 +46,7 @@ impl Groups {
             let entry = entry.map_err(io_err(&dir))?;
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(tmp) = name.strip_suffix(".tmp") {
+            if let Some(tmp) = name.strip_suffix(".json.tmp") {
                 // A commit that crashed before its rename: the previous file is still whole.
                 tracing::info!(group = tmp, "removing an unfinished group commit");
                 let _ = fs::remove_file(&path);
@@ -85,12 +83,7 @@ impl Groups {
         let offsets = to_offsets(&positions);
         let file = GroupFile { version: GROUP_FILE_VERSION, crc32c: crc(&offsets), offsets };
         let path = self.dir.join(format!("{group}.json"));
-        let tmp = self.dir.join(format!("{group}.json.tmp"));
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&serde_json::to_vec(&file).expect("group file serialises")).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        fsync_dir(&self.dir)?;
+        strata_durable::write(&path, &serde_json::to_vec(&file).expect("group file serialises"))?;
         state.insert(group.to_string(), positions);
         Ok(())
     }
@@ -104,7 +97,10 @@ fn to_offsets(p: &Positions) -> Vec<GroupOffset> {
 
 fn load(path: &Path) -> Result<Positions> {
     let bad = |reason: String| Error::Metadata { path: path.to_path_buf(), reason };
-    let bytes = fs::read(path).map_err(io_err(path))?;
+    let bytes = match strata_durable::read(path)? {
+        Some(strata_durable::Contents::Checked(b) | strata_durable::Contents::Legacy(b)) => b,
+        None => return Err(bad("it vanished while the log was opening".to_string())),
+    };
     let file: GroupFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     if file.version != GROUP_FILE_VERSION {
         return Err(bad(format!("version {} is unknown", file.version)));

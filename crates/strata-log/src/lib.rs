@@ -196,6 +196,8 @@ pub enum Error {
     Locked { dir: PathBuf },
     #[error("file {path} is not valid: {reason}")]
     Metadata { path: PathBuf, reason: String },
+    #[error(transparent)]
+    State(#[from] strata_durable::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,7 +7,7 @@ mod stats;
 
 use std::collections::BTreeMap;
 
-pub use runtime::{Consumer, ConsumerConfig, spawn_consumer};
+pub use runtime::{Consumer, ConsumerConfig, StartError, spawn_consumer};
 pub use stats::StatsSink;
 use strata_log::StoredRecord;
 
@@ -21,6 +21,8 @@ pub enum SinkError {
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("state file {path} is not valid: {reason}")]
     Corrupt { path: std::path::PathBuf, reason: String },
+    #[error(transparent)]
+    State(#[from] strata_durable::Error),
 }
 
 /// A materialised view fed from the log.
@@ -41,6 +43,12 @@ pub trait Sink: Send + 'static {
     /// data can be rebuilt from the log may persist less often than it is asked to (and resume
     /// from older positions), as long as `committed` then returns the positions of what it did.
     fn commit(&mut self, positions: &Positions) -> Result<(), SinkError>;
+
+    /// Whether the sink lost its state (a damaged state file it set aside) and must be fed the
+    /// log from the start, rather than from its consumer group's offsets. Asked after `committed`.
+    fn rebuild_from_start(&self) -> bool {
+        false
+    }
 
     /// Called once when the consumer stops, after the last `commit`: a sink that persists less
     /// often than `commit` is called persists everything here, so a restart replays little.

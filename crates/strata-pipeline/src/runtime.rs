@@ -52,36 +52,59 @@ struct PartitionState {
     lag: Gauge,
 }
 
-/// Starts a consumer on its own thread: a sink's calls are blocking work (files, indexes).
-pub fn spawn_consumer(log: Arc<dyn Log>, sink: Box<dyn Sink>, cfg: ConsumerConfig) -> Consumer {
-    let (stop, stopped) = watch::channel(false);
-    let name = format!("sink-{}", sink.group());
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || run(log, sink, cfg, stopped))
-        .expect("spawn consumer thread");
-    Consumer { stop, thread: Some(thread) }
+/// Why a consumer did not start: its sink could not load its state, or the log does not have
+/// its topics. The state a sink cannot rebuild is not served half-loaded: the start fails.
+#[derive(Debug, thiserror::Error)]
+#[error("consumer {group} cannot start: {reason}")]
+pub struct StartError {
+    pub group: String,
+    pub reason: String,
 }
 
-fn run(log: Arc<dyn Log>, mut sink: Box<dyn Sink>, cfg: ConsumerConfig, stopped: watch::Receiver<bool>) {
-    let group = sink.group().to_string();
-    let mut positions = match sink.committed() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(%group, error = %e, "sink cannot load its committed positions; consumer not started");
-            return;
+/// Starts a consumer on its own thread: a sink's calls are blocking work (files, indexes).
+/// Blocking until the sink has loaded its state, so that a start failure is the caller's error.
+pub fn spawn_consumer(log: Arc<dyn Log>, sink: Box<dyn Sink>, cfg: ConsumerConfig) -> Result<Consumer, StartError> {
+    let (stop, stopped) = watch::channel(false);
+    let name = format!("sink-{}", sink.group());
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let mut sink = sink;
+            match start(&*log, &mut *sink) {
+                Ok((positions, parts)) => {
+                    let _ = started_tx.send(Ok(()));
+                    run(log, sink, cfg, stopped, positions, parts);
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            }
+        })
+        .expect("spawn consumer thread");
+    match started_rx.recv() {
+        Ok(Ok(())) => Ok(Consumer { stop, thread: Some(thread) }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
         }
-    };
+        Err(_) => {
+            let _ = thread.join();
+            Err(StartError { group: "?".into(), reason: "the consumer thread ended while starting".into() })
+        }
+    }
+}
+
+/// Loads the sink's positions and fills in the partitions it has none for.
+fn start(log: &dyn Log, sink: &mut dyn Sink) -> Result<(Positions, Vec<PartitionState>), StartError> {
+    let group = sink.group().to_string();
+    let fail = |reason: String| StartError { group: group.clone(), reason };
+    let mut positions = sink.committed().map_err(|e| fail(e.to_string()))?;
     let mut parts = Vec::new();
     for topic in sink.topics() {
-        let n = match log.partition_count(&topic) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(%group, %topic, error = %e, "consumer not started");
-                return;
-            }
-        };
-        let group_offsets = log.committed_offsets(&group).unwrap_or_default();
+        let n = log.partition_count(&topic).map_err(|e| fail(e.to_string()))?;
+        let group_offsets =
+            if sink.rebuild_from_start() { Vec::new() } else { log.committed_offsets(&group).unwrap_or_default() };
         for p in 0..n {
             let key = (topic.clone(), p);
             if let std::collections::btree_map::Entry::Vacant(slot) = positions.entry(key) {
@@ -99,6 +122,18 @@ fn run(log: Arc<dyn Log>, mut sink: Box<dyn Sink>, cfg: ConsumerConfig, stopped:
             parts.push(PartitionState { topic: topic.clone(), partition: p, lag });
         }
     }
+    Ok((positions, parts))
+}
+
+fn run(
+    log: Arc<dyn Log>,
+    mut sink: Box<dyn Sink>,
+    cfg: ConsumerConfig,
+    stopped: watch::Receiver<bool>,
+    mut positions: Positions,
+    parts: Vec<PartitionState>,
+) {
+    let group = sink.group().to_string();
     let records_total = metrics::counter!("strata_consumer_records_total", "group" => group.clone());
     let errors_total = metrics::counter!("strata_consumer_errors_total", "group" => group.clone());
     let skipped_total = metrics::counter!("strata_consumer_skipped_records_total", "group" => group.clone());

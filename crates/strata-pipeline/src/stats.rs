@@ -1,8 +1,7 @@
 //! The first sink: records and bytes stored per tenant and kind, counted exactly once.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -39,13 +38,21 @@ pub struct StatsSink {
     counts: BTreeMap<(String, String), Count>,
     /// Counts as of the last commit: what `/metrics` shows.
     published: BTreeMap<(String, String), Count>,
+    /// The state file was damaged and set aside: the counts start again from the log's start.
+    rebuild: bool,
 }
 
 impl StatsSink {
     pub const GROUP: &'static str = "stats";
 
     pub fn new(dir: &Path, topics: Vec<String>) -> StatsSink {
-        StatsSink { path: dir.join("stats.json"), topics, counts: BTreeMap::new(), published: BTreeMap::new() }
+        StatsSink {
+            path: dir.join("stats.json"),
+            topics,
+            counts: BTreeMap::new(),
+            published: BTreeMap::new(),
+            rebuild: false,
+        }
     }
 
     fn io(&self) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
@@ -69,6 +76,22 @@ fn crc(body: &StatsBody) -> u32 {
     crc32c::crc32c(&serde_json::to_vec(body).expect("stats serialise"))
 }
 
+/// `meta/stats.json`, framed or written before the frame existed; both carry their own checksum.
+fn read_stats(path: &std::path::Path) -> Result<Option<StatsFile>, strata_durable::Error> {
+    let body = match strata_durable::read(path)? {
+        None => return Ok(None),
+        Some(strata_durable::Contents::Checked(b) | strata_durable::Contents::Legacy(b)) => b,
+    };
+    let f: StatsFile = serde_json::from_slice(&body).map_err(|e| strata_durable::Error::invalid(path, e))?;
+    if f.version != STATS_FILE_VERSION {
+        return Err(strata_durable::Error::invalid(path, format!("version {} is unknown", f.version)));
+    }
+    if f.crc32c != crc(&f.body) {
+        return Err(strata_durable::Error::invalid(path, "its counts do not match their checksum"));
+    }
+    Ok(Some(f))
+}
+
 impl Sink for StatsSink {
     fn group(&self) -> &str {
         Self::GROUP
@@ -79,21 +102,25 @@ impl Sink for StatsSink {
     }
 
     fn committed(&mut self) -> Result<Positions, SinkError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Positions::new()),
-            Err(e) => {
-                return Err(SinkError::Io { path: self.path.clone(), source: e });
+        let f = match read_stats(&self.path) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(Positions::new()),
+            // The counts are a view of the log: recounted from what it still holds.
+            Err(e) if e.is_damage() => {
+                let aside = strata_durable::set_aside(&self.path)?;
+                tracing::error!(error = %e, set_aside = %aside.display(), "stats state is damaged: recounting from the start of the log");
+                self.rebuild = true;
+                return Ok(Positions::new());
             }
+            Err(e) => return Err(e.into()),
         };
-        let bad = |reason: String| SinkError::Corrupt { path: self.path.clone(), reason };
-        let f: StatsFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if f.version != STATS_FILE_VERSION || f.crc32c != crc(&f.body) {
-            return Err(bad("unknown version or bad checksum".into()));
-        }
         self.counts = f.body.counts.into_iter().map(|(t, k, c)| ((t, k), c)).collect();
         self.publish();
         Ok(f.body.positions.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+    }
+
+    fn rebuild_from_start(&self) -> bool {
+        self.rebuild
     }
 
     fn write(&mut self, topic: &str, _partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
@@ -114,13 +141,7 @@ impl Sink for StatsSink {
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).map_err(self.io())?;
         }
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(self.io())?;
-        f.write_all(&serde_json::to_vec(&file).expect("stats serialise")).map_err(self.io())?;
-        f.sync_all().map_err(self.io())?;
-        fs::rename(&tmp, &self.path).map_err(self.io())?;
-        let dir = self.path.parent().expect("stats file has a dir");
-        File::open(dir).and_then(|d| d.sync_all()).map_err(self.io())?;
+        strata_durable::write(&self.path, &serde_json::to_vec(&file).expect("stats serialise"))?;
         self.publish();
         Ok(())
     }

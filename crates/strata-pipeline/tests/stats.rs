@@ -42,7 +42,8 @@ async fn counts_resume_from_the_sinks_own_commit() {
     let cc = ConsumerConfig { commit_interval_ms: 50, ..ConsumerConfig::default() };
 
     append(&log, "a", 50).await;
-    let consumer = spawn_consumer(log.clone(), Box::new(StatsSink::new(&meta, vec!["logs".into()])), cc.clone());
+    let consumer =
+        spawn_consumer(log.clone(), Box::new(StatsSink::new(&meta, vec!["logs".into()])), cc.clone()).unwrap();
     wait_for(&meta, 100);
     append(&log, "b", 10).await;
     wait_for(&meta, 120);
@@ -52,7 +53,7 @@ async fn counts_resume_from_the_sinks_own_commit() {
     // Records appended while no consumer ran are counted once the next one starts, and the ones
     // counted before are not counted again.
     append(&log, "a", 5).await;
-    let consumer = spawn_consumer(log.clone(), Box::new(StatsSink::new(&meta, vec!["logs".into()])), cc);
+    let consumer = spawn_consumer(log.clone(), Box::new(StatsSink::new(&meta, vec!["logs".into()])), cc).unwrap();
     wait_for(&meta, 130);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(committed(&meta), (130, 130));

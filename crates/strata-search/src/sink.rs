@@ -4,8 +4,6 @@
 //! that index already committed: no gap, no duplicate.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,10 +52,8 @@ pub struct SearchSink {
     writers: HashMap<(TenantId, Date), Writer>,
     /// Next offset per partition after every line handed to `write`.
     seen: Positions,
-}
-
-fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
-    move |source| SinkError::Io { path: path.to_path_buf(), source }
+    /// The state file was damaged and set aside: the log is replayed from its start.
+    rebuild: bool,
 }
 
 fn index_err(day: &DayIndex, e: impl std::fmt::Display) -> SinkError {
@@ -69,7 +65,7 @@ impl SearchSink {
 
     pub fn new(indexes: Arc<Indexes>, cfg: IndexerConfig) -> SearchSink {
         let state_path = indexes.root().join("state.json");
-        SearchSink { indexes, cfg, state_path, writers: HashMap::new(), seen: Positions::new() }
+        SearchSink { indexes, cfg, state_path, writers: HashMap::new(), seen: Positions::new(), rebuild: false }
     }
 
     fn writer(&mut self, tenant: &TenantId, day: Date) -> Result<&mut Writer, SinkError> {
@@ -145,6 +141,22 @@ fn seal(w: Writer) {
     }
 }
 
+/// The positions in `search/state.json`: framed, or a file written before the frame existed.
+fn read_state(path: &std::path::Path) -> Result<Positions, strata_durable::Error> {
+    let body = match strata_durable::read(path)? {
+        None => return Ok(Positions::new()),
+        Some(strata_durable::Contents::Checked(b) | strata_durable::Contents::Legacy(b)) => b,
+    };
+    let bad = |reason: String| strata_durable::Error::invalid(path, reason);
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+    if v["version"] != STATE_VERSION {
+        return Err(bad(format!("version {} is unknown", v["version"])));
+    }
+    let positions: Vec<(String, u32, u64)> =
+        serde_json::from_value(v["positions"].clone()).map_err(|e| bad(e.to_string()))?;
+    Ok(positions.into_iter().map(|(t, part, o)| ((t, part), o)).collect())
+}
+
 impl Sink for SearchSink {
     fn group(&self) -> &str {
         Self::GROUP
@@ -155,21 +167,24 @@ impl Sink for SearchSink {
     }
 
     fn committed(&mut self) -> Result<Positions, SinkError> {
-        let bytes = match fs::read(&self.state_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Positions::new()),
-            Err(e) => return Err(SinkError::Io { path: self.state_path.clone(), source: e }),
+        let p = match read_state(&self.state_path) {
+            Ok(p) => p,
+            // Every day index keeps its own positions in its commits and skips the lines it
+            // holds, so a replay from the start rebuilds this file without adding a line twice.
+            Err(e) if e.is_damage() => {
+                let aside = strata_durable::set_aside(&self.state_path)?;
+                tracing::error!(error = %e, set_aside = %aside.display(), "search state is damaged: replaying the log from the start to rebuild it");
+                self.rebuild = true;
+                Positions::new()
+            }
+            Err(e) => return Err(e.into()),
         };
-        let bad = |reason: String| SinkError::Corrupt { path: self.state_path.clone(), reason };
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if v["version"] != STATE_VERSION {
-            return Err(bad(format!("version {} is unknown", v["version"])));
-        }
-        let positions: Vec<(String, u32, u64)> =
-            serde_json::from_value(v["positions"].clone()).map_err(|e| bad(e.to_string()))?;
-        let p: Positions = positions.into_iter().map(|(t, part, o)| ((t, part), o)).collect();
         self.seen = p.clone();
         Ok(p)
+    }
+
+    fn rebuild_from_start(&self) -> bool {
+        self.rebuild
     }
 
     fn write(&mut self, topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
@@ -249,11 +264,7 @@ impl Sink for SearchSink {
             "version": STATE_VERSION,
             "positions": positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect::<Vec<_>>(),
         });
-        let tmp = self.state_path.with_extension("json.tmp");
-        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(state.to_string().as_bytes()).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &self.state_path).map_err(io_err(&self.state_path))?;
+        strata_durable::write(&self.state_path, state.to_string().as_bytes())?;
         let idle = Duration::from_millis(self.cfg.writer_idle_ms);
         let today = day_of(now_ns());
         let closing: Vec<(TenantId, Date)> = self

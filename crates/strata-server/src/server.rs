@@ -114,7 +114,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         ..ConsumerConfig::default()
     };
     let topics = strata_model::Kind::ALL.iter().map(|k| k.topic().to_string()).collect();
-    let stats = spawn_consumer(dyn_log.clone(), Box::new(StatsSink::new(&meta, topics)), consumer_cfg.clone());
+    let stats = start_consumer(&dyn_log, Box::new(StatsSink::new(&meta, topics)), consumer_cfg.clone()).await?;
     let retention =
         Retention { days: cfg.search.retention_days, tenant_days: cfg.search.tenant_retention_days.clone() };
     let indexes =
@@ -124,17 +124,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         writers_max: cfg.search.writers_max,
         ..IndexerConfig::default()
     };
-    let search_consumer = spawn_consumer(
-        dyn_log.clone(),
+    let search_consumer = start_consumer(
+        &dyn_log,
         Box::new(SearchSink::new(indexes.clone(), indexer_cfg)),
         ConsumerConfig { commit_interval_ms: cfg.search.commit_interval_ms, ..consumer_cfg },
-    );
+    )
+    .await?;
     let tsdb = Arc::new(strata_tsdb::Store::new(cfg.tsdb_config()));
-    let tsdb_consumer = spawn_consumer(
-        dyn_log.clone(),
+    let tsdb_consumer = start_consumer(
+        &dyn_log,
         Box::new(strata_tsdb::TsdbSink::new(tsdb.clone())),
         ConsumerConfig { commit_interval_ms: cfg.pipeline.commit_interval_ms, ..ConsumerConfig::default() },
-    );
+    )
+    .await?;
     let tail = TailHub::start(
         dyn_log.clone(),
         TailConfig {
@@ -218,6 +220,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts a consumer off the async workers (its sink loads its state first) and fails the start
+/// when it cannot: a store whose state is damaged beyond rebuilding is not served.
+async fn start_consumer(
+    log: &Arc<dyn Log>,
+    sink: Box<dyn strata_pipeline::Sink>,
+    cfg: ConsumerConfig,
+) -> anyhow::Result<strata_pipeline::Consumer> {
+    let log = log.clone();
+    Ok(tokio::task::spawn_blocking(move || spawn_consumer(log, sink, cfg)).await??)
 }
 
 /// Deletes whole day indexes past each tenant's retention, and reports index sizes.

@@ -4,8 +4,7 @@
 //! leftovers of an interrupted checkpoint and are deleted at start.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +48,8 @@ pub enum ManifestError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("manifest {path} is not valid: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    State(#[from] strata_durable::Error),
 }
 
 fn crc(body: &Body) -> u32 {
@@ -58,10 +59,9 @@ fn crc(body: &Body) -> u32 {
 /// Reads the manifest of `dir`; none yet is an empty store.
 pub fn read(dir: &Path) -> Result<Body, ManifestError> {
     let path = dir.join(FILE_NAME);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Body::default()),
-        Err(source) => return Err(ManifestError::Io { path, source }),
+    let bytes = match strata_durable::read(&path)? {
+        None => return Ok(Body::default()),
+        Some(strata_durable::Contents::Checked(b) | strata_durable::Contents::Legacy(b)) => b,
     };
     let bad = |reason: String| ManifestError::Corrupt { path: path.clone(), reason };
     let f: ManifestFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -78,17 +78,9 @@ pub fn read(dir: &Path) -> Result<Body, ManifestError> {
 /// Replaces the manifest of `dir` atomically.
 pub fn write(dir: &Path, body: &Body) -> Result<(), ManifestError> {
     let path = dir.join(FILE_NAME);
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ManifestError::Io { path: p, source }
-    };
     let f = ManifestFile { version: VERSION, crc32c: crc(body), body: body.clone() };
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(&serde_json::to_vec(&f).expect("manifest serialises")).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    sync_dir(dir).map_err(io(dir))
+    strata_durable::write(&path, &serde_json::to_vec(&f).expect("manifest serialises"))?;
+    Ok(())
 }
 
 /// Makes renames and creations in `dir` durable.
@@ -112,8 +104,12 @@ mod tests {
         write(dir.path(), &body).unwrap();
         assert_eq!(read(dir.path()).unwrap(), body);
         let path = dir.path().join(FILE_NAME);
-        let text = fs::read_to_string(&path).unwrap().replace("42", "43");
-        fs::write(&path, text).unwrap();
-        assert!(matches!(read(dir.path()), Err(ManifestError::Corrupt { .. })));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.windows(2).position(|w| w == b"42").unwrap();
+        bytes[at + 1] = b'3';
+        std::fs::write(&path, bytes).unwrap();
+        let err = read(dir.path()).unwrap_err();
+        assert!(matches!(&err, ManifestError::State(e) if e.is_damage()), "{err}");
+        assert!(err.to_string().contains(FILE_NAME), "{err}");
     }
 }

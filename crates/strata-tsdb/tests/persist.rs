@@ -205,8 +205,9 @@ fn crashes_at_any_point_lose_nothing_and_store_nothing_twice() {
         .collect();
     assert!(files.iter().all(|f| f.ends_with(".block")), "{files:?}");
     assert!(files.len() >= 2, "{files:?}");
+    let path = dir.path().join("manifest.json");
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&strata_durable::read(&path).unwrap().unwrap().checked(&path).unwrap()).unwrap();
     let blocks = manifest["body"]["tenants"]["acme"].as_array().unwrap();
     let day_start = (start / (24 * HOUR_MS)) * 24 * HOUR_MS;
     assert!(

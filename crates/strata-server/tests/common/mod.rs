@@ -20,7 +20,7 @@ pub struct Server {
     pub http: reqwest::blocking::Client,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -55,7 +55,31 @@ impl Server {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Starts the server and waits for it to be ready; `Err` with its log when it exits first.
+    pub fn try_spawn(&mut self) -> Result<(), String> {
+        self.launch();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).timeout(Duration::from_secs(2)).send()
+                && r.status() == 200
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!("exited with {status}:\n{}", self.server_log()));
+            }
+            assert!(Instant::now() < deadline, "server neither ready nor stopped in time:\n{}", self.server_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    fn launch(&mut self) {
         let cfg = self.dir.path().join("strata.toml");
         std::fs::write(&cfg, &self.extra_config).unwrap();
         let log =
@@ -76,7 +100,6 @@ impl Server {
             cmd.arg("--no-auth");
         }
         self.child = Some(cmd.spawn().unwrap());
-        self.wait_ready();
     }
 
     pub fn wait_ready(&mut self) {

@@ -1,0 +1,142 @@
+//! Damaged state files: each kind of state file is flipped and truncated in a copy of a real data
+//! directory, and the server either rebuilds it from the log (and then answers exactly as before)
+//! or refuses to start with a message naming the file and the damage. It never serves state it
+//! read wrong.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_TOKEN, Server};
+use serde_json::{Value, json};
+
+const LINES: usize = 20;
+
+/// What the server does with a damaged file of one kind.
+enum Outcome {
+    Refuses,
+    /// Rebuilds and logs this.
+    Rebuilds(&'static str),
+}
+
+fn damage(path: &Path, how: &str) {
+    let mut bytes = std::fs::read(path).unwrap();
+    assert!(bytes.len() > 24, "{} is {} bytes", path.display(), bytes.len());
+    match how {
+        "flip" => {
+            let at = bytes.len() * 2 / 3;
+            bytes[at] ^= 0x20;
+        }
+        "truncate" => bytes.truncate(bytes.len() / 2),
+        _ => unreachable!(),
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn search_count(s: &Server, key: &str) -> usize {
+    let v: Value = s
+        .http
+        .get(s.url("/query/v1/logs/search"))
+        .bearer_auth(key)
+        .query(&[("q", "source_id:web-1"), ("limit", "1000"), ("from", "0")])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["hits"].as_array().map_or(0, Vec::len)
+}
+
+fn stored_logs(s: &Server) -> Option<f64> {
+    s.metric(r#"strata_stored_records_total{tenant="acme",kind="logs"}"#)
+}
+
+fn eventually(what: &str, s: &Server, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} did not happen:\n{}", s.server_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn damaged_state_files_are_rebuilt_or_named_never_served() {
+    let mut s = Server::start("[tsdb]\ncheckpoint_interval_ms = 200\n");
+    let key = s.tenant_key("acme");
+    let lines: String = (0..LINES)
+        .map(|i| format!("{}\n", json!({"source_id": "web-1", "level": "info", "message": format!("line {i}")})))
+        .collect();
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/logs"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .body(lines)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/metrics"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(json!([{"name": "up", "labels": {"job": "a"}, "value": 1, "source_id": "web-1"}]).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("indexing", &s, || search_count(&s, &key) == LINES);
+    eventually("counting", &s, || stored_logs(&s) == Some(LINES as f64));
+    assert!(s.terminate().success());
+
+    let data = s.data_dir();
+    let cases: [(&str, Outcome); 7] = [
+        ("meta/tenants.json", Outcome::Refuses),
+        ("log/logs/topic.json", Outcome::Refuses),
+        ("log/groups/search.json", Outcome::Refuses),
+        ("tsdb/manifest.json", Outcome::Refuses),
+        ("meta/stats.json", Outcome::Rebuilds("stats state is damaged")),
+        ("search/state.json", Outcome::Rebuilds("search state is damaged")),
+        ("meta/active-series.bin", Outcome::Rebuilds("active series not loaded")),
+    ];
+    for (file, outcome) in &cases {
+        for how in ["flip", "truncate"] {
+            let mut copy = Server {
+                dir: tempfile::tempdir().unwrap(),
+                port: common::free_port(),
+                child: None,
+                extra_config: s.extra_config.clone(),
+                no_auth: false,
+                http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            };
+            let status = Command::new("cp").arg("-a").arg(&data).arg(copy.data_dir()).status().unwrap();
+            assert!(status.success());
+            damage(&copy.data_dir().join(file), how);
+            let started = copy.try_spawn();
+            let name = Path::new(file).file_name().unwrap().to_string_lossy().into_owned();
+            match (outcome, started) {
+                (Outcome::Refuses, Err(log)) => {
+                    assert!(log.contains(&name), "{file} {how}: the error names the file:\n{log}");
+                    assert!(log.contains("damaged") || log.contains("not valid"), "{file} {how}: says what:\n{log}");
+                }
+                (Outcome::Refuses, Ok(())) => {
+                    panic!("{file} {how}: served with a damaged file:\n{}", copy.server_log())
+                }
+                (Outcome::Rebuilds(_), Err(log)) => panic!("{file} {how}: did not start:\n{log}"),
+                (Outcome::Rebuilds(said), Ok(())) => {
+                    let log = copy.server_log();
+                    assert!(log.contains(said) && log.contains(&name), "{file} {how}: not reported:\n{log}");
+                    // Rebuilt from the log: every line found once, every line counted once.
+                    eventually("the rebuild", &copy, || {
+                        search_count(&copy, &key) == LINES && stored_logs(&copy) == Some(LINES as f64)
+                    });
+                    std::thread::sleep(Duration::from_millis(1500));
+                    assert_eq!(search_count(&copy, &key), LINES, "{file} {how}: no line twice");
+                    assert_eq!(stored_logs(&copy), Some(LINES as f64), "{file} {how}: no line counted twice");
+                    let r = copy.http.get(copy.url("/admin/v1/tenants")).bearer_auth(ADMIN_TOKEN).send().unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            }
+        }
+    }
+}
