@@ -4,6 +4,7 @@
 //! This crate does no I/O. Everything here is a pure function of its input, so the gateway can
 //! validate on any thread and later stages can decode what the gateway wrote.
 
+mod duration;
 mod hash;
 mod limits;
 mod metric_batch;
@@ -12,6 +13,7 @@ mod tenant;
 mod timestamp;
 pub mod varint;
 
+pub use duration::parse_duration_ms;
 pub use hash::{FastHash, FastHasher, partition_for, series_fingerprint, stable_hash};
 pub use limits::Limits;
 pub use metric_batch::{BatchError, BatchSeries, METRIC_BATCH_VERSION, MetricBatch, MetricBatchBuilder};

@@ -215,8 +215,10 @@ pub async fn histogram(
     let req = request(&params)?;
     let interval_ms = match params.string("interval")? {
         None => strata_search::auto_interval_ms(req.from_ns, req.to_ns),
-        Some(s) => parse_interval_ms(&s).ok_or_else(|| {
-            ApiError::bad_request(format!("interval {s:?} must be milliseconds or a duration like 30s, 5m, 1h"))
+        Some(s) => strata_model::parse_duration_ms(&s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "interval {s:?} must be a positive number of milliseconds or a duration such as 500ms, 30s, 5m, 1h, 1d, 1w"
+            ))
         })?,
     };
     let indexes = app.indexes.clone();
@@ -225,21 +227,6 @@ pub async fn histogram(
     })
     .await?;
     Ok(Json(result).into_response())
-}
-
-fn parse_interval_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: i64 = s[..split].parse().ok().filter(|n| *n > 0)?;
-    let unit = match &s[split..] {
-        "" | "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit)
 }
 
 pub async fn tail(
@@ -260,17 +247,4 @@ pub async fn tail(
         Some((Ok::<_, Infallible>(event), sub))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn intervals_parse() {
-        assert_eq!(super::parse_interval_ms("30s"), Some(30_000));
-        assert_eq!(super::parse_interval_ms("5m"), Some(300_000));
-        assert_eq!(super::parse_interval_ms("250"), Some(250));
-        for bad in ["", "0s", "5x", "-1m", "m"] {
-            assert_eq!(super::parse_interval_ms(bad), None, "{bad}");
-        }
-    }
 }

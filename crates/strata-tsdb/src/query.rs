@@ -555,20 +555,9 @@ fn parse_time(param: &'static str, v: &str) -> Result<i64, QueryError> {
     Ok(ms)
 }
 
-/// `250`, `250ms`, `30s`, `5m`, `1h`, `1d`, `1w`: positive, at most `TIME_MS_MAX`.
+/// A step: one of the durations every API takes, at most `TIME_MS_MAX`.
 fn parse_duration_ms(s: &str) -> Option<i64> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: i64 = s[..split].parse().ok().filter(|n| *n > 0)?;
-    let unit = match &s[split..] {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 604_800_000,
-        _ => return None,
-    };
-    n.checked_mul(unit).filter(|ms| *ms <= TIME_MS_MAX)
+    strata_model::parse_duration_ms(s).filter(|ms| *ms <= TIME_MS_MAX)
 }
 
 /// The smallest round step giving at most `DEFAULT_POINTS_MAX` points.
