@@ -7,14 +7,17 @@ mod stats;
 
 use std::collections::BTreeMap;
 
-pub use runtime::{Consumer, ConsumerConfig, StartError, spawn_consumer};
+pub use runtime::{Consumer, ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, SinkFactory, spawn_consumer};
 pub use stats::StatsSink;
 use strata_log::StoredRecord;
 
 /// Next offset to read, per (topic, partition).
 pub type Positions = BTreeMap<(String, u32), u64>;
 
-/// Why a sink could not take or commit records.
+/// Why a sink could not take or commit records, and so what the runtime does next: retry the
+/// same records (`is_retryable`), or end the attempt and restart the sink from its last commit.
+/// A sink returns a retryable error only when the call applied nothing, or applying it again is
+/// harmless.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("i/o error on {path}: {source}")]
@@ -23,6 +26,20 @@ pub enum SinkError {
     Corrupt { path: std::path::PathBuf, reason: String },
     #[error(transparent)]
     State(#[from] strata_durable::Error),
+    /// A condition that should pass: a full disk, a busy dependency.
+    #[error("{reason}")]
+    Retry { reason: String },
+}
+
+impl SinkError {
+    /// Whether trying the same call again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Io { .. } | SinkError::Retry { .. } => true,
+            SinkError::State(e) => !e.is_damage(),
+            SinkError::Corrupt { .. } => false,
+        }
+    }
 }
 
 /// A materialised view fed from the log.
@@ -33,7 +50,8 @@ pub trait Sink: Send + 'static {
     /// The topics the sink reads.
     fn topics(&self) -> Vec<String>;
 
-    /// The positions stored with the sink's data by its last commit. Called once, at start.
+    /// The positions stored with the sink's data by its last commit. Called once per attempt, at
+    /// its start, on a sink the runtime has just built.
     fn committed(&mut self) -> Result<Positions, SinkError>;
 
     /// Takes records read from one partition. Nothing of them needs to be durable until `commit`.

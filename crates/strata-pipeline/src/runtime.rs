@@ -1,27 +1,154 @@
-use std::sync::Arc;
+//! Consumers under supervision. Each consumer runs on its own thread: it loads its sink's
+//! positions, reads every partition of the sink's topics, hands records to the sink and commits.
+//! A retryable sink error retries the same records with capped exponential backoff; a fatal one,
+//! a failure at start or a panic ends the attempt, and the supervisor builds a new sink and starts
+//! again from its last commit, also with backoff. Every consumer's state is in `Consumers`, which
+//! the admin API, `/readyz` and `/metrics` read.
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metrics::Gauge;
+use serde::Serialize;
 use strata_log::{Error as LogError, GroupOffset, Log};
 use tokio::sync::watch;
 
-use crate::{Positions, Sink};
+use crate::{Positions, Sink, SinkError};
 
-/// How a consumer reads and commits.
+/// How a consumer reads, commits and recovers.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     /// Bytes of batches one read of a partition returns at most (at least one batch).
     pub read_bytes_max: u64,
     /// A sink commits at least this often while records flow.
     pub commit_interval_ms: u64,
-    /// How long an idle consumer sleeps before it looks for new records again.
-    pub idle_poll_ms: u64,
+    /// An idle consumer waits for the log to say that one of its partitions grew; past this
+    /// it looks again anyway, as a safety net.
+    pub idle_wait_ms: u64,
+    /// The first wait before retrying after a retryable error, or restarting after a failure;
+    /// it doubles with each failure in a row up to `backoff_ms_max`.
+    pub backoff_ms_min: u64,
+    pub backoff_ms_max: u64,
 }
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
-        ConsumerConfig { read_bytes_max: 1 << 20, commit_interval_ms: 1000, idle_poll_ms: 20 }
+        ConsumerConfig {
+            read_bytes_max: 1 << 20,
+            commit_interval_ms: 1000,
+            idle_wait_ms: 10_000,
+            backoff_ms_min: 200,
+            backoff_ms_max: 30_000,
+        }
     }
+}
+
+/// What a consumer is doing, as an operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerState {
+    /// Loading its sink's state.
+    Starting,
+    Running,
+    /// Waiting to try the same records again after a retryable error.
+    Retrying,
+    /// Its last attempt failed (at start, on a fatal error or a panic); it restarts after a backoff.
+    Failed,
+    Stopped,
+}
+
+/// One consumer's state, restarts and last error.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerStatus {
+    pub group: String,
+    pub state: ConsumerState,
+    /// Attempts started after a failure.
+    pub restarts: u64,
+    /// Errors and panics since the process started.
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// When the last error happened, Unix milliseconds.
+    pub last_error_ms: Option<i64>,
+}
+
+impl ConsumerStatus {
+    /// Whether the consumer is not applying records: retrying or failed.
+    pub fn is_down(&self) -> bool {
+        matches!(self.state, ConsumerState::Retrying | ConsumerState::Failed)
+    }
+}
+
+/// Every consumer's status, shared between the consumers and whoever reports on them.
+#[derive(Clone, Default)]
+pub struct Consumers {
+    inner: Arc<Mutex<BTreeMap<String, ConsumerStatus>>>,
+}
+
+impl Consumers {
+    pub fn new() -> Consumers {
+        Consumers::default()
+    }
+
+    /// Every consumer, by group.
+    pub fn list(&self) -> Vec<ConsumerStatus> {
+        self.inner.lock().expect("consumers lock").values().cloned().collect()
+    }
+
+    /// The consumers that are retrying or failed.
+    pub fn down(&self) -> Vec<ConsumerStatus> {
+        self.list().into_iter().filter(ConsumerStatus::is_down).collect()
+    }
+
+    fn register(&self, group: &str) {
+        let status = ConsumerStatus {
+            group: group.to_string(),
+            state: ConsumerState::Starting,
+            restarts: 0,
+            errors: 0,
+            last_error: None,
+            last_error_ms: None,
+        };
+        self.inner.lock().expect("consumers lock").insert(group.to_string(), status);
+        publish_up(group, ConsumerState::Starting);
+    }
+
+    fn set_state(&self, group: &str, state: ConsumerState) {
+        if let Some(s) = self.inner.lock().expect("consumers lock").get_mut(group) {
+            s.state = state;
+        }
+        publish_up(group, state);
+    }
+
+    fn error(&self, group: &str, state: ConsumerState, error: &str) {
+        if let Some(s) = self.inner.lock().expect("consumers lock").get_mut(group) {
+            s.state = state;
+            s.errors += 1;
+            s.last_error = Some(error.to_string());
+            s.last_error_ms = Some(now_ms());
+        }
+        metrics::counter!("strata_consumer_errors_total", "group" => group.to_string()).increment(1);
+        publish_up(group, state);
+    }
+
+    fn restarted(&self, group: &str) {
+        if let Some(s) = self.inner.lock().expect("consumers lock").get_mut(group) {
+            s.restarts += 1;
+            s.state = ConsumerState::Starting;
+        }
+        metrics::counter!("strata_consumer_restarts_total", "group" => group.to_string()).increment(1);
+        publish_up(group, ConsumerState::Starting);
+    }
+}
+
+fn publish_up(group: &str, state: ConsumerState) {
+    let up = !matches!(state, ConsumerState::Retrying | ConsumerState::Failed);
+    metrics::gauge!("strata_consumer_up", "group" => group.to_string()).set(if up { 1.0 } else { 0.0 });
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A running consumer: stop it with `stop`, which commits what was written.
@@ -52,57 +179,112 @@ struct PartitionState {
     lag: Gauge,
 }
 
-/// Why a consumer did not start: its sink could not load its state, or the log does not have
-/// its topics. The state a sink cannot rebuild is not served half-loaded: the start fails.
-#[derive(Debug, thiserror::Error)]
-#[error("consumer {group} cannot start: {reason}")]
-pub struct StartError {
-    pub group: String,
-    pub reason: String,
+/// Builds a consumer's sink, once at start and again for every restart after a failure, so that
+/// a restarted attempt never sees what a failed one left in memory.
+pub type SinkFactory = Box<dyn FnMut() -> Box<dyn Sink> + Send>;
+
+/// Starts a supervised consumer on its own thread (a sink's calls are blocking work: files,
+/// indexes) and registers it in `consumers`. Returns at once; failures show in its status.
+pub fn spawn_consumer(
+    log: Arc<dyn Log>,
+    mut factory: SinkFactory,
+    cfg: ConsumerConfig,
+    consumers: &Consumers,
+) -> Consumer {
+    let (stop, stopped) = watch::channel(false);
+    let first = factory();
+    let group = first.group().to_string();
+    consumers.register(&group);
+    let consumers = consumers.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("sink-{group}"))
+        .spawn(move || supervise(log, first, factory, cfg, stopped, consumers))
+        .expect("spawn consumer thread");
+    Consumer { stop, thread: Some(thread) }
 }
 
-/// Starts a consumer on its own thread: a sink's calls are blocking work (files, indexes).
-/// Blocking until the sink has loaded its state, so that a start failure is the caller's error.
-pub fn spawn_consumer(log: Arc<dyn Log>, sink: Box<dyn Sink>, cfg: ConsumerConfig) -> Result<Consumer, StartError> {
-    let (stop, stopped) = watch::channel(false);
-    let name = format!("sink-{}", sink.group());
-    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let mut sink = sink;
-            match start(&*log, &mut *sink) {
-                Ok((positions, parts)) => {
-                    let _ = started_tx.send(Ok(()));
-                    run(log, sink, cfg, stopped, positions, parts);
-                }
-                Err(e) => {
-                    let _ = started_tx.send(Err(e));
-                }
+/// Why an attempt ended.
+enum Ended {
+    /// Asked to stop, everything committed.
+    Stopped,
+    Failed(String),
+}
+
+fn supervise(
+    log: Arc<dyn Log>,
+    first: Box<dyn Sink>,
+    mut factory: SinkFactory,
+    cfg: ConsumerConfig,
+    mut stopped: watch::Receiver<bool>,
+    consumers: Consumers,
+) {
+    let group = first.group().to_string();
+    let mut sink = Some(first);
+    let mut failures = 0u32;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("consumer runtime");
+    loop {
+        let attempt_sink = sink.take().unwrap_or_else(|| factory());
+        let started = Instant::now();
+        let ended = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            attempt(&log, attempt_sink, &cfg, &mut stopped, &consumers, &rt)
+        }))
+        .unwrap_or_else(|panic| Ended::Failed(format!("panicked: {}", panic_message(&*panic))));
+        let reason = match ended {
+            Ended::Stopped => {
+                consumers.set_state(&group, ConsumerState::Stopped);
+                return;
             }
-        })
-        .expect("spawn consumer thread");
-    match started_rx.recv() {
-        Ok(Ok(())) => Ok(Consumer { stop, thread: Some(thread) }),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
+            Ended::Failed(reason) => reason,
+        };
+        consumers.error(&group, ConsumerState::Failed, &reason);
+        // An attempt that ran for a while before failing starts the backoff over.
+        if started.elapsed() > Duration::from_millis(cfg.backoff_ms_max) {
+            failures = 0;
         }
-        Err(_) => {
-            let _ = thread.join();
-            Err(StartError { group: "?".into(), reason: "the consumer thread ended while starting".into() })
+        let wait = backoff(&cfg, failures);
+        failures = failures.saturating_add(1);
+        tracing::error!(%group, error = %reason, retry_in_ms = wait.as_millis() as u64, "consumer failed; restarting from its last commit");
+        if rt.block_on(stop_within(&mut stopped, wait)) {
+            consumers.set_state(&group, ConsumerState::Stopped);
+            return;
         }
+        consumers.restarted(&group);
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic without a message".to_string(),
+    }
+}
+
+/// Capped exponential backoff: `backoff_ms_min` doubled per failure in a row.
+fn backoff(cfg: &ConsumerConfig, failures: u32) -> Duration {
+    let ms = cfg.backoff_ms_min.saturating_mul(1u64 << failures.min(20)).min(cfg.backoff_ms_max);
+    Duration::from_millis(ms)
+}
+
+/// Waits `d`, or less if the consumer is asked to stop; true when it was.
+async fn stop_within(stopped: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    if *stopped.borrow() {
+        return true;
+    }
+    let asked = tokio::select! {
+        r = stopped.wait_for(|s| *s) => r.is_ok(),
+        _ = tokio::time::sleep(d) => false,
+    };
+    asked || *stopped.borrow()
+}
+
 /// Loads the sink's positions and fills in the partitions it has none for.
-fn start(log: &dyn Log, sink: &mut dyn Sink) -> Result<(Positions, Vec<PartitionState>), StartError> {
+fn start(log: &dyn Log, sink: &mut dyn Sink) -> Result<(Positions, Vec<PartitionState>), String> {
     let group = sink.group().to_string();
-    let fail = |reason: String| StartError { group: group.clone(), reason };
-    let mut positions = sink.committed().map_err(|e| fail(e.to_string()))?;
+    let mut positions = sink.committed().map_err(|e| format!("cannot load its state: {e}"))?;
     let mut parts = Vec::new();
     for topic in sink.topics() {
-        let n = log.partition_count(&topic).map_err(|e| fail(e.to_string()))?;
+        let n = log.partition_count(&topic).map_err(|e| e.to_string())?;
         let group_offsets =
             if sink.rebuild_from_start() { Vec::new() } else { log.committed_offsets(&group).unwrap_or_default() };
         for p in 0..n {
@@ -125,20 +307,60 @@ fn start(log: &dyn Log, sink: &mut dyn Sink) -> Result<(Positions, Vec<Partition
     Ok((positions, parts))
 }
 
-fn run(
-    log: Arc<dyn Log>,
+/// Retries a sink call while it fails with a retryable error, with capped exponential backoff,
+/// showing the consumer as retrying meanwhile. `Err` is a fatal error, or a stop while retrying.
+fn with_retries<T>(
+    group: &str,
+    what: &str,
+    cfg: &ConsumerConfig,
+    consumers: &Consumers,
+    stopped: &mut watch::Receiver<bool>,
+    rt: &tokio::runtime::Runtime,
+    mut call: impl FnMut() -> Result<T, SinkError>,
+) -> Result<T, Option<String>> {
+    let mut failures = 0u32;
+    loop {
+        match call() {
+            Ok(v) => {
+                if failures > 0 {
+                    consumers.set_state(group, ConsumerState::Running);
+                    tracing::info!(%group, failures, "{what} succeeded after retries");
+                }
+                return Ok(v);
+            }
+            Err(e) if e.is_retryable() => {
+                let wait = backoff(cfg, failures);
+                failures = failures.saturating_add(1);
+                consumers.error(group, ConsumerState::Retrying, &format!("{what} failed: {e}"));
+                tracing::warn!(%group, error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying the same records");
+                if rt.block_on(stop_within(stopped, wait)) {
+                    return Err(None);
+                }
+            }
+            Err(e) => return Err(Some(format!("{what} failed: {e}"))),
+        }
+    }
+}
+
+/// One attempt: start the sink and feed it until asked to stop or it fails.
+fn attempt(
+    log: &Arc<dyn Log>,
     mut sink: Box<dyn Sink>,
-    cfg: ConsumerConfig,
-    stopped: watch::Receiver<bool>,
-    mut positions: Positions,
-    parts: Vec<PartitionState>,
-) {
+    cfg: &ConsumerConfig,
+    stopped: &mut watch::Receiver<bool>,
+    consumers: &Consumers,
+    rt: &tokio::runtime::Runtime,
+) -> Ended {
     let group = sink.group().to_string();
+    consumers.set_state(&group, ConsumerState::Starting);
+    let (mut positions, parts) = match start(&**log, &mut *sink) {
+        Ok(p) => p,
+        Err(reason) => return Ended::Failed(reason),
+    };
+    consumers.set_state(&group, ConsumerState::Running);
     let records_total = metrics::counter!("strata_consumer_records_total", "group" => group.clone());
-    let errors_total = metrics::counter!("strata_consumer_errors_total", "group" => group.clone());
     let skipped_total = metrics::counter!("strata_consumer_skipped_records_total", "group" => group.clone());
     let commit_seconds = metrics::histogram!("strata_consumer_commit_seconds", "group" => group.clone());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("consumer runtime");
     let mut dirty = false;
     let mut last_commit = Instant::now();
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
@@ -157,11 +379,14 @@ fn run(
                     if r.records.is_empty() {
                         continue;
                     }
-                    if let Err(e) = sink.write(&ps.topic, ps.partition, &r.records) {
-                        errors_total.increment(1);
-                        tracing::error!(%group, topic = %ps.topic, partition = ps.partition, error = %e, "sink write failed; retrying");
-                        std::thread::sleep(Duration::from_secs(1));
-                        continue;
+                    let written = with_retries(&group, "sink write", cfg, consumers, stopped, rt, || {
+                        sink.write(&ps.topic, ps.partition, &r.records)
+                    });
+                    match written {
+                        Ok(()) => {}
+                        // Stopped while retrying: the records were not taken, nothing to commit for them.
+                        Err(None) => break,
+                        Err(Some(reason)) => return Ended::Failed(reason),
                     }
                     records_total.increment(r.records.len() as u64);
                     positions.insert(key, r.next_offset);
@@ -178,17 +403,21 @@ fn run(
                     dirty = true;
                 }
                 Err(e) => {
-                    errors_total.increment(1);
+                    consumers.error(&group, ConsumerState::Retrying, &format!("log read failed: {e}"));
                     tracing::error!(%group, topic = %ps.topic, partition = ps.partition, error = %e, "log read failed");
-                    std::thread::sleep(Duration::from_millis(500));
+                    if rt.block_on(stop_within(stopped, Duration::from_millis(cfg.backoff_ms_min))) {
+                        break;
+                    }
+                    consumers.set_state(&group, ConsumerState::Running);
                 }
             }
         }
+        let stopping = *stopped.borrow();
         // Commits follow the interval even when idle, so a slow trickle of records does not turn
         // into one commit per record.
         if dirty && (stopping || last_commit.elapsed() >= commit_every) {
             let t = Instant::now();
-            match sink.commit(&positions) {
+            match with_retries(&group, "sink commit", cfg, consumers, stopped, rt, || sink.commit(&positions)) {
                 Ok(()) => {
                     commit_seconds.record(t.elapsed().as_secs_f64());
                     dirty = false;
@@ -199,22 +428,52 @@ fn run(
                         tracing::warn!(%group, error = %e, "cannot record group offsets");
                     }
                 }
-                Err(e) => {
-                    errors_total.increment(1);
-                    tracing::error!(%group, error = %e, "sink commit failed; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+                // Asked to stop while the commit kept failing: what was not committed is read
+                // again at the next start.
+                Err(None) => return Ended::Stopped,
+                Err(Some(reason)) => return Ended::Failed(reason),
             }
         }
         if stopping && !dirty {
             if let Err(e) = sink.stop(&positions) {
                 tracing::error!(%group, error = %e, "sink could not persist its state at stop");
             }
-            return;
+            return Ended::Stopped;
         }
         if !progressed && !stopping {
-            std::thread::sleep(Duration::from_millis(cfg.idle_poll_ms));
+            // Wake for new records, for the stop, or when a pending commit falls due.
+            let mut wait = Duration::from_millis(cfg.idle_wait_ms);
+            if dirty {
+                wait = wait.min(commit_every.saturating_sub(last_commit.elapsed()));
+            }
+            rt.block_on(wait_for_records(log, &parts, &positions, stopped, wait));
         }
+    }
+}
+
+/// Returns when any of the partitions has records past the consumer's position, the consumer is
+/// asked to stop, or `timeout` passes: an idle consumer costs no CPU, and a new record is seen as
+/// soon as it is durable.
+async fn wait_for_records(
+    log: &Arc<dyn Log>,
+    parts: &[PartitionState],
+    positions: &Positions,
+    stopped: &mut watch::Receiver<bool>,
+    timeout: Duration,
+) {
+    if timeout.is_zero() || *stopped.borrow() {
+        return;
+    }
+    let mut waits = tokio::task::JoinSet::new();
+    for ps in parts {
+        let (log, topic, partition) = (log.clone(), ps.topic.clone(), ps.partition);
+        let offset = positions[&(topic.clone(), partition)];
+        waits.spawn(async move { log.wait_for(&topic, partition, offset, timeout).await });
+    }
+    tokio::select! {
+        _ = waits.join_next() => {}
+        _ = stopped.wait_for(|s| *s) => {}
+        _ = tokio::time::sleep(timeout) => {}
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_log::{EmbeddedLog, EncodedRecords, Log, LogConfig};
-use strata_pipeline::{ConsumerConfig, Sink, StatsSink, spawn_consumer};
+use strata_pipeline::{ConsumerConfig, Consumers, Sink, StatsSink, spawn_consumer};
 
 async fn append(log: &EmbeddedLog, tenant: &str, n: u32) {
     for p in 0..2 {
@@ -42,8 +42,11 @@ async fn counts_resume_from_the_sinks_own_commit() {
     let cc = ConsumerConfig { commit_interval_ms: 50, ..ConsumerConfig::default() };
 
     append(&log, "a", 50).await;
-    let consumer =
-        spawn_consumer(log.clone(), Box::new(StatsSink::new(&meta, vec!["logs".into()])), cc.clone()).unwrap();
+    let consumers = Consumers::new();
+    let factory = |meta: std::path::PathBuf| -> strata_pipeline::SinkFactory {
+        Box::new(move || Box::new(StatsSink::new(&meta, vec!["logs".into()])))
+    };
+    let consumer = spawn_consumer(log.clone(), factory(meta.clone()), cc.clone(), &consumers);
     wait_for(&meta, 100);
     append(&log, "b", 10).await;
     wait_for(&meta, 120);
@@ -53,7 +56,7 @@ async fn counts_resume_from_the_sinks_own_commit() {
     // Records appended while no consumer ran are counted once the next one starts, and the ones
     // counted before are not counted again.
     append(&log, "a", 5).await;
-    let consumer = spawn_consumer(log.clone(), Box::new(StatsSink::new(&meta, vec!["logs".into()])), cc).unwrap();
+    let consumer = spawn_consumer(log.clone(), factory(meta.clone()), cc, &consumers);
     wait_for(&meta, 130);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(committed(&meta), (130, 130));

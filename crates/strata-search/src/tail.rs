@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use strata_log::{Log, StoredRecord};
@@ -65,6 +65,8 @@ struct Inner {
     schema: LogSchema,
     cfg: TailConfig,
     subs: Mutex<Vec<Arc<Subscriber>>>,
+    /// Wakes the hub when the first subscriber comes or the hub stops: idle, it does not poll.
+    woken: Condvar,
     next_id: AtomicU64,
     stopped: AtomicBool,
 }
@@ -104,6 +106,7 @@ impl TailHub {
             schema: LogSchema::new(),
             cfg,
             subs: Mutex::new(Vec::new()),
+            woken: Condvar::new(),
             next_id: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
         });
@@ -116,6 +119,7 @@ impl TailHub {
     pub fn stop(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
         self.inner.subs.lock().expect("tail lock").clear();
+        self.inner.woken.notify_all();
     }
 
     /// Subscribes to new lines of `tenant` matching `q` and `filter`.
@@ -129,6 +133,7 @@ impl TailHub {
         let (tx, rx) = mpsc::channel(self.inner.cfg.buffer_lines.max(1));
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         subs.push(Arc::new(Subscriber { id, tenant: tenant.clone(), ast, filter, tx, dropped: AtomicU64::new(0) }));
+        self.inner.woken.notify_all();
         metrics::gauge!("strata_search_tail_connections", "tenant" => tenant.to_string()).increment(1.0);
         Ok(Subscription { inner: self.inner.clone(), id, tenant: tenant.clone(), rx })
     }
@@ -142,7 +147,11 @@ fn run_hub(inner: Arc<Inner>) {
         let subs: Vec<Arc<Subscriber>> = inner.subs.lock().expect("tail lock").clone();
         if subs.is_empty() {
             positions.clear();
-            std::thread::sleep(poll);
+            let guard = inner.subs.lock().expect("tail lock");
+            if guard.is_empty() && !inner.stopped.load(Ordering::Relaxed) {
+                // The timeout is a safety net only: subscribe and stop notify.
+                let _ = inner.woken.wait_timeout(guard, Duration::from_secs(10)).expect("tail lock");
+            }
             continue;
         }
         // A reader that lost lines hears about it as soon as its buffer has room, new lines or not.

@@ -158,6 +158,41 @@ pub async fn groups(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<J
     Ok(Json(json!({ "groups": groups })))
 }
 
+/// Records of `group`'s topics not yet committed by it, from the group's offsets in the log.
+fn group_lag(app: &App, topics: &[strata_log::TopicInfo], group: &str) -> u64 {
+    let offsets = app.log.committed_offsets(group).unwrap_or_default();
+    offsets
+        .iter()
+        .map(|o| {
+            let latest = topics
+                .iter()
+                .find(|t| t.name == o.topic)
+                .and_then(|t| t.partitions.iter().find(|p| p.partition == o.partition))
+                .map_or(o.offset, |p| p.latest_offset);
+            latest.saturating_sub(o.offset)
+        })
+        .sum()
+}
+
+/// `GET /admin/v1/consumers`: each consumer's state, restarts, last error and lag.
+pub async fn consumers(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    app.auth.admin(&headers)?;
+    let topics = app.log.topics();
+    let consumers: Vec<Value> = app
+        .consumers
+        .list()
+        .into_iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(&c).unwrap_or_default();
+            v["lag"] = json!(group_lag(&app, &topics, &c.group));
+            v["last_error_time"] =
+                c.last_error_ms.map(|ms| json!(format_rfc3339_nanos(ms * 1_000_000))).unwrap_or_default();
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "consumers": consumers })))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -189,3 +189,22 @@ pub fn groups(r: &Remote) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub fn consumers(r: &Remote) -> anyhow::Result<()> {
+    let v = get(r, "/admin/v1/consumers", &[])?;
+    println!("{:<16} {:<9} {:>8} {:>12}  LAST ERROR", "CONSUMER", "STATE", "RESTARTS", "LAG");
+    for c in v["consumers"].as_array().into_iter().flatten() {
+        let error = match (c["last_error_time"].as_str(), c["last_error"].as_str()) {
+            (Some(t), Some(e)) => format!("{t} {e}"),
+            _ => "-".to_string(),
+        };
+        println!(
+            "{:<16} {:<9} {:>8} {:>12}  {error}",
+            c["group"].as_str().unwrap_or(""),
+            c["state"].as_str().unwrap_or(""),
+            c["restarts"].to_string(),
+            c["lag"].to_string(),
+        );
+    }
+    Ok(())
+}

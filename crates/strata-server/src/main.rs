@@ -27,7 +27,8 @@ struct Cli {
 
 /// How the inspection commands find the server and the token, shown in every command's help.
 const REMOTE_HELP: &str = "\
-`serve` runs the server. `topics`, `consume` and `groups` ask a running server through its admin API:
+`serve` runs the server. `topics`, `consume`, `groups` and `consumers` ask a running server through
+its admin API:
   server  --server, else $STRATA_SERVER, else http://127.0.0.1:7878
   token   --token, else $STRATA_ADMIN_TOKEN, else the file <data-dir>/meta/admin-token, where
           <data-dir> is --data-dir, else $STRATA_DATA_DIR, else ./strata-data (so run them in the
@@ -66,6 +67,9 @@ enum Command {
     /// Lists consumer groups with their committed offsets and lag.
     #[command(after_help = REMOTE_HELP)]
     Groups(cli::Remote),
+    /// Lists the server's consumers with their state, restarts, lag and last error.
+    #[command(after_help = REMOTE_HELP)]
+    Consumers(cli::Remote),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Command::Topics(r) => cli::run(cli::topics(&r)),
         Command::Consume(a) => cli::run(cli::consume(&a)),
         Command::Groups(r) => cli::run(cli::groups(&r)),
+        Command::Consumers(r) => cli::run(cli::consumers(&r)),
     }
 }
 

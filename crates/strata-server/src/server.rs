@@ -14,7 +14,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use strata_gateway::{AdminTokenSource, ApiError, Auth, Gateway};
 use strata_log::{EmbeddedLog, Log};
-use strata_pipeline::{ConsumerConfig, StatsSink, spawn_consumer};
+use strata_pipeline::{ConsumerConfig, Consumers, SinkFactory, StatsSink, spawn_consumer};
 use strata_search::{IndexerConfig, Indexes, Retention, SearchSink, TailConfig, TailHub};
 use tower::ServiceExt;
 
@@ -30,6 +30,7 @@ pub struct App {
     pub tail: TailHub,
     pub search_cfg: crate::config::SearchSection,
     pub tsdb: Arc<strata_tsdb::Store>,
+    pub consumers: Consumers,
 }
 
 /// The listener's view: health answers at once, everything else waits for readiness.
@@ -113,8 +114,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         commit_interval_ms: cfg.pipeline.commit_interval_ms,
         ..ConsumerConfig::default()
     };
-    let topics = strata_model::Kind::ALL.iter().map(|k| k.topic().to_string()).collect();
-    let stats = start_consumer(&dyn_log, Box::new(StatsSink::new(&meta, topics)), consumer_cfg.clone()).await?;
+    let consumers = Consumers::new();
+    let topics: Vec<String> = strata_model::Kind::ALL.iter().map(|k| k.topic().to_string()).collect();
+    let stats = {
+        let meta = meta.clone();
+        let factory: SinkFactory = Box::new(move || Box::new(StatsSink::new(&meta, topics.clone())));
+        spawn_consumer(dyn_log.clone(), factory, consumer_cfg.clone(), &consumers)
+    };
     let retention =
         Retention { days: cfg.search.retention_days, tenant_days: cfg.search.tenant_retention_days.clone() };
     let indexes =
@@ -124,19 +130,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         writers_max: cfg.search.writers_max,
         ..IndexerConfig::default()
     };
-    let search_consumer = start_consumer(
-        &dyn_log,
-        Box::new(SearchSink::new(indexes.clone(), indexer_cfg)),
-        ConsumerConfig { commit_interval_ms: cfg.search.commit_interval_ms, ..consumer_cfg },
-    )
-    .await?;
+    let search_consumer = {
+        let indexes = indexes.clone();
+        let factory: SinkFactory = Box::new(move || Box::new(SearchSink::new(indexes.clone(), indexer_cfg.clone())));
+        let cfg = ConsumerConfig { commit_interval_ms: cfg.search.commit_interval_ms, ..consumer_cfg.clone() };
+        spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
+    };
     let tsdb = Arc::new(strata_tsdb::Store::new(cfg.tsdb_config()));
-    let tsdb_consumer = start_consumer(
-        &dyn_log,
-        Box::new(strata_tsdb::TsdbSink::new(tsdb.clone())),
-        ConsumerConfig { commit_interval_ms: cfg.pipeline.commit_interval_ms, ..ConsumerConfig::default() },
-    )
-    .await?;
+    let tsdb_consumer = {
+        let tsdb = tsdb.clone();
+        let factory: SinkFactory = Box::new(move || Box::new(strata_tsdb::TsdbSink::new(tsdb.clone())));
+        let cfg = ConsumerConfig { read_bytes_max: ConsumerConfig::default().read_bytes_max, ..consumer_cfg };
+        spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
+    };
     let tail = TailHub::start(
         dyn_log.clone(),
         TailConfig {
@@ -154,12 +160,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tail: tail.clone(),
         search_cfg: cfg.search.clone(),
         tsdb,
+        consumers: consumers.clone(),
     });
     let inner = strata_gateway::routes(gateway.clone()).merge(
         Router::new()
             .route("/admin/v1/topics", get(admin::topics))
             .route("/admin/v1/topics/{topic}/partitions/{partition}/records", get(admin::records))
             .route("/admin/v1/consumer-groups", get(admin::groups))
+            .route("/admin/v1/consumers", get(admin::consumers))
             .route("/query/v1/logs/search", get(search::search).post(search::search))
             .route("/query/v1/logs/histogram", get(search::histogram).post(search::histogram))
             .route("/query/v1/logs/tail", get(search::tail))
@@ -222,17 +230,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a consumer off the async workers (its sink loads its state first) and fails the start
-/// when it cannot: a store whose state is damaged beyond rebuilding is not served.
-async fn start_consumer(
-    log: &Arc<dyn Log>,
-    sink: Box<dyn strata_pipeline::Sink>,
-    cfg: ConsumerConfig,
-) -> anyhow::Result<strata_pipeline::Consumer> {
-    let log = log.clone();
-    Ok(tokio::task::spawn_blocking(move || spawn_consumer(log, sink, cfg)).await??)
-}
-
 /// Deletes whole day indexes past each tenant's retention, and reports index sizes.
 fn search_retention(indexes: &Indexes) {
     for (tenant, removed) in indexes.enforce_retention() {
@@ -272,11 +269,19 @@ async fn readyz(State(shell): State<Arc<Shell>>) -> Response {
                         .map(move |p| format!("{}/{}", t.name, p.partition))
                 })
                 .collect();
-            if failed.is_empty() {
+            let mut problems = Vec::new();
+            if !failed.is_empty() {
+                problems.push(format!("log partitions failed: {}", failed.join(", ")));
+            }
+            for c in app.consumers.down() {
+                let state = if c.state == strata_pipeline::ConsumerState::Retrying { "retrying" } else { "failed" };
+                let error = c.last_error.as_deref().unwrap_or("");
+                problems.push(format!("consumer {} is {state} (restarts {}): {error}", c.group, c.restarts));
+            }
+            if problems.is_empty() {
                 (StatusCode::OK, "ready\n").into_response()
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, format!("log partitions failed: {}\n", failed.join(", ")))
-                    .into_response()
+                (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("\n"))).into_response()
             }
         }
         None => (StatusCode::SERVICE_UNAVAILABLE, "recovering the log\n").into_response(),

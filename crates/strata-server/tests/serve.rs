@@ -128,6 +128,8 @@ fn self_metrics_cover_ingest_log_and_consumers() {
         r#"strata_consumer_lag_records{group="stats",topic="logs",partition="0"} 0"#,
         r#"strata_stored_records_total{tenant="acme",kind="logs"} 1"#,
         r#"strata_build_info{version="#,
+        r#"strata_consumer_up{group="search"} 1"#,
+        r#"strata_consumer_up{group="tsdb"} 1"#,
     ] {
         assert!(text.contains(want), "missing {want} in:\n{text}");
     }
@@ -262,7 +264,14 @@ fn inspection_commands_say_where_they_looked_for_the_token() {
 
 #[test]
 fn help_says_how_commands_find_the_server_and_the_token() {
-    for args in [&["--help"][..], &["topics", "--help"], &["consume", "--help"], &["groups", "--help"]] {
+    let commands = [
+        &["--help"][..],
+        &["topics", "--help"],
+        &["consume", "--help"],
+        &["groups", "--help"],
+        &["consumers", "--help"],
+    ];
+    for args in commands {
         let out = Command::new(env!("CARGO_BIN_EXE_strata")).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let help = String::from_utf8_lossy(&out.stdout);

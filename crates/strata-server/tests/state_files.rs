@@ -19,6 +19,9 @@ enum Outcome {
     Refuses,
     /// Rebuilds and logs this.
     Rebuilds(&'static str),
+    /// Serves everything else while this consumer is down, and says so on /readyz; once the
+    /// file is whole again the consumer recovers by itself.
+    ConsumerDown(&'static str),
 }
 
 fn damage(path: &Path, how: &str) {
@@ -94,7 +97,7 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
         ("meta/tenants.json", Outcome::Refuses),
         ("log/logs/topic.json", Outcome::Refuses),
         ("log/groups/search.json", Outcome::Refuses),
-        ("tsdb/manifest.json", Outcome::Refuses),
+        ("tsdb/manifest.json", Outcome::ConsumerDown("tsdb")),
         ("meta/stats.json", Outcome::Rebuilds("stats state is damaged")),
         ("search/state.json", Outcome::Rebuilds("search state is damaged")),
         ("meta/active-series.bin", Outcome::Rebuilds("active series not loaded")),
@@ -112,6 +115,10 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
             let status = Command::new("cp").arg("-a").arg(&data).arg(copy.data_dir()).status().unwrap();
             assert!(status.success());
             damage(&copy.data_dir().join(file), how);
+            if let Outcome::ConsumerDown(group) = outcome {
+                consumer_down_then_recovered(&mut copy, &data, file, group, &key);
+                continue;
+            }
             let started = copy.try_spawn();
             let name = Path::new(file).file_name().unwrap().to_string_lossy().into_owned();
             match (outcome, started) {
@@ -122,6 +129,7 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
                 (Outcome::Refuses, Ok(())) => {
                     panic!("{file} {how}: served with a damaged file:\n{}", copy.server_log())
                 }
+                (Outcome::ConsumerDown(_), _) => unreachable!(),
                 (Outcome::Rebuilds(_), Err(log)) => panic!("{file} {how}: did not start:\n{log}"),
                 (Outcome::Rebuilds(said), Ok(())) => {
                     let log = copy.server_log();
@@ -139,4 +147,45 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
             }
         }
     }
+}
+
+/// The consumer of a damaged state file is down, loudly, and everything else is served; when the
+/// file is whole again it recovers after its backoff and serves what it held.
+fn consumer_down_then_recovered(s: &mut Server, pristine: &Path, file: &str, group: &str, key: &str) {
+    s.launch();
+    let readyz = |s: &Server| {
+        let r = s.http.get(s.url("/readyz")).send().ok()?;
+        Some((r.status().as_u16(), r.text().unwrap_or_default()))
+    };
+    let name = Path::new(file).file_name().unwrap().to_string_lossy().into_owned();
+    eventually("the consumer's failure on /readyz", s, || {
+        readyz(s).is_some_and(|(code, text)| {
+            code == 503 && text.contains(&format!("consumer {group} is failed")) && text.contains(&name)
+        })
+    });
+    let v = s.admin_get("/admin/v1/consumers");
+    let c = v["consumers"].as_array().unwrap().iter().find(|c| c["group"] == group).unwrap().clone();
+    assert_eq!(c["state"], "failed", "{v}");
+    assert!(c["last_error"].as_str().unwrap().contains(&name), "{v}");
+    assert_eq!(s.metric(&format!(r#"strata_consumer_up{{group="{group}"}}"#)), Some(0.0));
+    // The rest is served meanwhile.
+    assert_eq!(search_count(s, key), LINES);
+    // Whole again: the consumer restarts after its backoff and comes up with its data.
+    std::fs::copy(pristine.join(file), s.data_dir().join(file)).unwrap();
+    eventually("recovery", s, || readyz(s).is_some_and(|(code, _)| code == 200));
+    assert_eq!(s.metric(&format!(r#"strata_consumer_up{{group="{group}"}}"#)), Some(1.0));
+    let v = s.admin_get("/admin/v1/consumers");
+    let c = v["consumers"].as_array().unwrap().iter().find(|c| c["group"] == group).unwrap().clone();
+    assert_eq!(c["state"], "running", "{v}");
+    assert!(c["restarts"].as_u64().unwrap() >= 1, "{v}");
+    let series: Value = s
+        .http
+        .get(s.url("/api/v1/series"))
+        .bearer_auth(key)
+        .query(&[("match[]", "up")])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(series["data"].as_array().map(Vec::len), Some(1), "{series}");
 }

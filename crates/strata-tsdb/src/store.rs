@@ -259,6 +259,12 @@ impl Store {
     /// Opens what the manifest names, deletes what it does not, and returns the positions to
     /// replay the log from.
     pub fn open(&self) -> Result<Positions, Error> {
+        // A restart after a failed attempt (even a panic inside a lock) begins from what is on
+        // disk, never from what the failed attempt left in memory.
+        self.tenants.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.tenants.clear_poison();
+        *self.persisted.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Persisted::default();
+        self.persisted.clear_poison();
         let dir = &self.cfg.dir;
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
         let body = manifest::read(dir)?;

@@ -79,7 +79,7 @@ impl Server {
         self.wait_ready();
     }
 
-    fn launch(&mut self) {
+    pub fn launch(&mut self) {
         let cfg = self.dir.path().join("strata.toml");
         std::fs::write(&cfg, &self.extra_config).unwrap();
         let log =
