@@ -2,11 +2,13 @@
 //! sink, which commits its input positions together with its own data. After a crash a sink
 //! resumes from the positions of its last commit, so it neither skips nor repeats a record.
 
+mod checkpoint;
 mod runtime;
 mod stats;
 
 use std::collections::BTreeMap;
 
+pub use checkpoint::{Checkpoint, CheckpointDelta, CheckpointError};
 pub use runtime::{Consumer, ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, SinkFactory, spawn_consumer};
 pub use stats::StatsSink;
 use strata_log::StoredRecord;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use strata_log::{Error as LogError, GroupOffset, Log};
 use tokio::sync::watch;
 
+use crate::checkpoint::{Checkpoint, CheckpointDelta};
 use crate::{Positions, Sink, SinkError};
 
 /// How a consumer reads, commits and recovers.
@@ -353,10 +354,11 @@ fn attempt(
 ) -> Ended {
     let group = sink.group().to_string();
     consumers.set_state(&group, ConsumerState::Starting);
-    let (mut positions, parts) = match start(&**log, &mut *sink) {
+    let (positions, parts) = match start(&**log, &mut *sink) {
         Ok(p) => p,
         Err(reason) => return Ended::Failed(reason),
     };
+    let mut checkpoint = Checkpoint::new(positions);
     consumers.set_state(&group, ConsumerState::Running);
     let records_total = metrics::counter!("strata_consumer_records_total", "group" => group.clone());
     let skipped_total = metrics::counter!("strata_consumer_skipped_records_total", "group" => group.clone());
@@ -371,25 +373,33 @@ fn attempt(
             if stopping {
                 break;
             }
-            let key = (ps.topic.clone(), ps.partition);
-            let pos = positions[&key];
+            let pos = checkpoint.position(&ps.topic, ps.partition).expect("start gives every partition a position");
             match log.read(&ps.topic, ps.partition, pos, cfg.read_bytes_max) {
                 Ok(r) => {
                     ps.lag.set(r.end_offset.saturating_sub(r.next_offset) as f64);
-                    if r.records.is_empty() {
+                    if r.next_offset <= pos {
                         continue;
                     }
-                    let written = with_retries(&group, "sink write", cfg, consumers, stopped, rt, || {
-                        sink.write(&ps.topic, ps.partition, &r.records)
-                    });
-                    match written {
-                        Ok(()) => {}
-                        // Stopped while retrying: the records were not taken, nothing to commit for them.
-                        Err(None) => break,
-                        Err(Some(reason)) => return Ended::Failed(reason),
+                    let fresh = checkpoint.unapplied(&ps.topic, ps.partition, &r.records);
+                    if !fresh.is_empty() {
+                        let written = with_retries(&group, "sink write", cfg, consumers, stopped, rt, || {
+                            sink.write(&ps.topic, ps.partition, fresh)
+                        });
+                        match written {
+                            Ok(()) => {}
+                            // Stopped while retrying: the records were not taken, nothing to commit for them.
+                            Err(None) => break,
+                            Err(Some(reason)) => return Ended::Failed(reason),
+                        }
                     }
-                    records_total.increment(r.records.len() as u64);
-                    positions.insert(key, r.next_offset);
+                    let mut delta = CheckpointDelta::new();
+                    let applied = delta
+                        .record(&ps.topic, ps.partition, pos, r.next_offset)
+                        .and_then(|()| checkpoint.try_apply(&delta));
+                    if let Err(e) = applied {
+                        return Ended::Failed(format!("checkpoint refused a read: {e}"));
+                    }
+                    records_total.increment(fresh.len() as u64);
                     progressed = true;
                     dirty = true;
                 }
@@ -399,7 +409,7 @@ fn attempt(
                     let to = if pos < earliest { earliest } else { latest };
                     skipped_total.increment(earliest.saturating_sub(pos));
                     tracing::warn!(%group, topic = %ps.topic, partition = ps.partition, from = pos, to, "consumer position out of range, moved");
-                    positions.insert(key, to);
+                    checkpoint.reset(&ps.topic, ps.partition, to);
                     dirty = true;
                 }
                 Err(e) => {
@@ -417,12 +427,13 @@ fn attempt(
         // into one commit per record.
         if dirty && (stopping || last_commit.elapsed() >= commit_every) {
             let t = Instant::now();
-            match with_retries(&group, "sink commit", cfg, consumers, stopped, rt, || sink.commit(&positions)) {
+            let positions = checkpoint.positions();
+            match with_retries(&group, "sink commit", cfg, consumers, stopped, rt, || sink.commit(positions)) {
                 Ok(()) => {
                     commit_seconds.record(t.elapsed().as_secs_f64());
                     dirty = false;
                     last_commit = Instant::now();
-                    let offsets = to_group_offsets(&positions);
+                    let offsets = to_group_offsets(positions);
                     // The sink's own commit is what counts; the group's copy is for lag reports and replay.
                     if let Err(e) = rt.block_on(log.commit_offsets(&group, &offsets)) {
                         tracing::warn!(%group, error = %e, "cannot record group offsets");
@@ -435,7 +446,7 @@ fn attempt(
             }
         }
         if stopping && !dirty {
-            if let Err(e) = sink.stop(&positions) {
+            if let Err(e) = sink.stop(checkpoint.positions()) {
                 tracing::error!(%group, error = %e, "sink could not persist its state at stop");
             }
             return Ended::Stopped;
@@ -446,7 +457,7 @@ fn attempt(
             if dirty {
                 wait = wait.min(commit_every.saturating_sub(last_commit.elapsed()));
             }
-            rt.block_on(wait_for_records(log, &parts, &positions, stopped, wait));
+            rt.block_on(wait_for_records(log, &parts, checkpoint.positions(), stopped, wait));
         }
     }
 }
