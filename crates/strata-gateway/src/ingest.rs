@@ -218,15 +218,13 @@ fn normalize(
             let l = strata_model::normalize_log(v, now_ns, limits)?;
             serde_json::to_writer(&mut *payload, &l).map(|()| (l.source_id, l.timestamp_ns))
         }
-        Kind::Metrics => {
-            let m = strata_model::normalize_metric(v, now_ns, limits)?;
-            serde_json::to_writer(&mut *payload, &m).map(|()| (m.source_id, m.timestamp_ns))
-        }
         Kind::Events => {
             let e = strata_model::normalize_event(v, now_ns, limits)?;
             serde_json::to_writer(&mut *payload, &e).map(|()| (e.source_id, e.timestamp_ns))
         }
-        Kind::Raw => unreachable!("raw payloads are not JSON records"),
+        // `decode` refuses both before any record: metric points are stored as metric batches
+        // (the only form the metric store reads), raw payloads as they are.
+        Kind::Metrics | Kind::Raw => unreachable!("metrics and raw payloads are not stored as JSON records"),
     };
     Ok(out.expect("normalised records serialise"))
 }
@@ -242,6 +240,9 @@ fn decode(
     partitions: u32,
     mut metrics: Option<MetricBatches>,
 ) -> Result<Decoded, ApiError> {
+    if (kind == Kind::Metrics) != metrics.is_some() || kind == Kind::Raw {
+        return Err(ApiError::internal(format!("{kind:?} records cannot be decoded as JSON records")));
+    }
     let now = now_ns();
     let mut out = Decoded::new();
     let mut payload = Vec::with_capacity(2048);
@@ -638,6 +639,14 @@ mod tests {
         assert_eq!(errs[0].0, 1);
         assert!(errs[0].1.starts_with("record is not valid JSON: key must be a string"), "{}", errs[0].1);
         assert_eq!(errs[1], (3, "record must be a JSON object, got an array".to_string()));
+    }
+
+    #[test]
+    fn metric_points_are_only_ever_stored_as_metric_batches() {
+        // The metric store reads metric batches only: a JSON form would be stored and never read.
+        let err = run(Kind::Metrics, r#"[{"name": "up", "value": 1, "source_id": "a"}]"#, Format::Json).err().unwrap();
+        assert_eq!(err.status, 500);
+        assert!(run(Kind::Raw, "x", Format::Ndjson).is_err());
     }
 
     #[test]
