@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# What an idle server costs and how soon a line becomes searchable: the CPU time `strata serve`
+# uses over 60 s with nothing to do (after some lines were ingested, so every consumer has
+# caught up and waits), then the time from acknowledgement to searchable under 5,000 lines/s.
+# Usage: scripts/bench-idle.sh [work-dir]. STRATA_BENCH_BIN runs another strata binary (an older
+# build, to compare) instead of the one built here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
+work=${1:-./strata-bench-data}
+idle_s=${STRATA_BENCH_IDLE_S:-60}
+mkdir -p "$work"
+cargo build --release -q -p strata-server -p strata-bench
+strata=${STRATA_BENCH_BIN:-$CARGO_TARGET_DIR/release/strata}
+bench="$CARGO_TARGET_DIR/release/strata-bench"
+srv="$work/idle-srv"
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+  rm -rf "$srv"
+}
+trap cleanup EXIT
+
+free_port() {
+  for p in $(seq 7900 7999); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free port in 7900-7999" >&2
+  return 1
+}
+
+echo "== machine"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "binary: $strata ($("$strata" --version))"
+
+port=${STRATA_BENCH_PORT:-$(free_port)}
+rm -rf "$srv"
+env -u STRATA_BENCH_IDLE_S -u STRATA_BENCH_PORT -u STRATA_BENCH_BIN \
+  "$strata" serve --data-dir "$srv/data" --http-addr "127.0.0.1:$port" --no-auth 2>"$work/idle-serve.log" &
+pid=$!
+url="http://127.0.0.1:$port"
+for _ in $(seq 100); do
+  curl -sf "$url/readyz" >/dev/null && break
+  sleep 0.1
+done
+curl -sf "$url/readyz" >/dev/null || { cat "$work/idle-serve.log" >&2; exit 1; }
+curl -sf -H 'Content-Type: application/json' "$url/ingest/v1/logs" \
+  -d '[{"source_id":"a","message":"warm up"},{"source_id":"b","message":"warm up"}]' >/dev/null
+curl -sf -H 'Content-Type: application/json' "$url/ingest/v1/metrics" \
+  -d '[{"name":"up","value":1,"source_id":"a"}]' >/dev/null
+sleep 10
+
+ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+hz=$(getconf CLK_TCK)
+before=$(ticks)
+sleep "$idle_s"
+after=$(ticks)
+echo "== idle ($idle_s s with nothing to do)"
+awk -v t=$((after - before)) -v hz="$hz" -v s="$idle_s" \
+  'BEGIN { printf "{\"cpu_seconds\": %.2f, \"percent_of_one_core\": %.3f}\n", t / hz, 100 * t / hz / s }'
+
+echo "== searchable (100 probes every 200 ms under 5,000 background lines/s, search polled every 20 ms)"
+$bench searchable --url "$url" --rate 5000 --probes 100 --json
+kill -TERM "$pid"
+wait "$pid" || true
+pid=
+rm -rf "$srv" "$work/idle-serve.log"
+trap - EXIT
