@@ -3,12 +3,14 @@
 //! resumes from the positions of its last commit, so it neither skips nor repeats a record.
 
 mod checkpoint;
+mod processor;
 mod runtime;
 mod stats;
 
 use std::collections::BTreeMap;
 
 pub use checkpoint::{Checkpoint, CheckpointDelta, CheckpointError};
+pub use processor::{OutputRecord, Processor, ProcessorSink, SOURCE_POSITION_HEADER};
 pub use runtime::{Consumer, ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, SinkFactory, spawn_consumer};
 pub use stats::StatsSink;
 use strata_log::StoredRecord;
