@@ -3,6 +3,7 @@
 # durable acknowledgement. Usage: scripts/bench-foundation.sh [work-dir]   (work-dir on the disk to measure)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 # The same build cache as scripts/test.sh and scripts/strata.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
@@ -12,11 +13,7 @@ cargo build --release -q -p strata-server -p strata-bench
 release="$CARGO_TARGET_DIR/release"
 bench="$release/strata-bench"
 
-echo "== machine"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
-echo "disk: $(df -h "$work" | awk 'NR==2 {print $1, $2}')"
+print_machine "$work"
 
 echo "== log-append (2 GiB, 1 KiB records, 1 MiB batches, 8 appenders over 4 partitions) vs dd"
 $bench log-append --dir "$work" --json

@@ -6,6 +6,7 @@
 # build, to compare) instead of the one built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
 idle_s=${STRATA_BENCH_IDLE_S:-60}
@@ -21,17 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  for p in $(seq 7900 7999); do
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  echo "no free port in 7900-7999" >&2
-  return 1
-}
-
-echo "== machine"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+print_machine "$work"
 echo "binary: $strata ($("$strata" --version))"
 
 port=${STRATA_BENCH_PORT:-$(free_port)}

@@ -17,6 +17,7 @@
 #   STRATA_BENCH_FORCE=1              run even if the free-space estimate says the disk is too small
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 # The same build cache as scripts/test.sh and scripts/strata.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
@@ -62,15 +63,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The first port from $1 nobody listens on.
-free_port() {
-  for p in $(seq "$1" $(($1 + 99))); do
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  log "no free port in $1-$(($1 + 99))"
-  return 1
-}
-
 # Waits up to 60 s for $2 to answer 2xx while pid $1 lives.
 wait_ready() {
   for _ in $(seq 600); do
@@ -113,11 +105,7 @@ samples_estimate=$(awk -v h="$hosts" -v d="$hours" 'BEGIN { printf "%.0f", h * 9
 need_bytes=$(awk -v s="$samples_estimate" 'BEGIN { printf "%.0f", s * 100 }')
 avail_bytes=$(df -B1 --output=avail "$work" | tail -n 1 | tr -d ' ')
 
-echo "== machine"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
-echo "disk: $(df -h "$work" | awk 'NR==2 {print $1, $2, "size,", $4, "free"}')"
+print_machine "$work"
 echo "prometheus: $(prometheus --version 2>&1 | head -n 1)"
 echo "workload: $hosts hosts, $hours h, ~$samples_estimate samples; about $((need_bytes / 1000000000)) GB of disk needed"
 if [ "$avail_bytes" -lt "$need_bytes" ] && [ "${STRATA_BENCH_FORCE:-0}" != 1 ]; then

@@ -5,6 +5,7 @@
 # to measure; the index of 10 million lines needs about 10 GB there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
 # The same build cache as scripts/test.sh and scripts/strata.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
@@ -22,20 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The first port from 7900 nobody listens on, unless STRATA_BENCH_PORT names one.
-free_port() {
-  for p in $(seq 7900 7999); do
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  echo "no free port in 7900-7999" >&2
-  return 1
-}
-
-echo "== machine"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "cpu: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
-echo "disk: $(df -h "$work" | awk 'NR==2 {print $1, $2}')"
+print_machine "$work"
 
 rm -rf "$index"
 echo "== index ($lines lines of about 1 KiB over 6 h, 4 partitions, 1 MiB writes, a commit a second, in process)"

@@ -139,11 +139,7 @@ pub async fn groups(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<J
         let partitions: Vec<Value> = offsets
             .iter()
             .map(|o| {
-                let latest = topics
-                    .iter()
-                    .find(|t| t.name == o.topic)
-                    .and_then(|t| t.partitions.iter().find(|p| p.partition == o.partition))
-                    .map_or(o.offset, |p| p.latest_offset);
+                let latest = latest_offset(&topics, o);
                 json!({
                     "topic": o.topic,
                     "partition": o.partition,
@@ -158,20 +154,19 @@ pub async fn groups(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<J
     Ok(Json(json!({ "groups": groups })))
 }
 
+/// The end of the partition a group offset is in (the offset itself if the partition is gone).
+fn latest_offset(topics: &[strata_log::TopicInfo], o: &strata_log::GroupOffset) -> u64 {
+    topics
+        .iter()
+        .find(|t| t.name == o.topic)
+        .and_then(|t| t.partitions.iter().find(|p| p.partition == o.partition))
+        .map_or(o.offset, |p| p.latest_offset)
+}
+
 /// Records of `group`'s topics not yet committed by it, from the group's offsets in the log.
 fn group_lag(app: &App, topics: &[strata_log::TopicInfo], group: &str) -> u64 {
     let offsets = app.log.committed_offsets(group).unwrap_or_default();
-    offsets
-        .iter()
-        .map(|o| {
-            let latest = topics
-                .iter()
-                .find(|t| t.name == o.topic)
-                .and_then(|t| t.partitions.iter().find(|p| p.partition == o.partition))
-                .map_or(o.offset, |p| p.latest_offset);
-            latest.saturating_sub(o.offset)
-        })
-        .sum()
+    offsets.iter().map(|o| latest_offset(topics, o).saturating_sub(o.offset)).sum()
 }
 
 /// `GET /admin/v1/consumers`: each consumer's state, restarts, last error and lag.

@@ -139,17 +139,8 @@ fn self_metrics_cover_ingest_log_and_consumers() {
 fn inspection_commands_read_a_running_server() {
     let s = Server::start("");
     let key = s.tenant_key("acme");
-    let lines: String =
-        (0..5).map(|i| format!("{}\n", json!({"source_id": "only", "message": format!("line {i}")}))).collect();
-    let r = s
-        .http
-        .post(s.url("/ingest/v1/logs"))
-        .bearer_auth(&key)
-        .header("content-type", "application/x-ndjson")
-        .body(lines)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let lines: Vec<Value> = (0..5).map(|i| json!({"source_id": "only", "message": format!("line {i}")})).collect();
+    assert_eq!(s.ingest_ndjson(&key, "logs", &lines), 200);
     std::thread::sleep(Duration::from_millis(1500));
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_strata"))

@@ -67,27 +67,11 @@ fn eventually(what: &str, s: &Server, mut ok: impl FnMut() -> bool) {
 fn damaged_state_files_are_rebuilt_or_named_never_served() {
     let mut s = Server::start("[tsdb]\ncheckpoint_interval_ms = 200\n");
     let key = s.tenant_key("acme");
-    let lines: String = (0..LINES)
-        .map(|i| format!("{}\n", json!({"source_id": "web-1", "level": "info", "message": format!("line {i}")})))
-        .collect();
-    let r = s
-        .http
-        .post(s.url("/ingest/v1/logs"))
-        .bearer_auth(&key)
-        .header("content-type", "application/x-ndjson")
-        .body(lines)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = s
-        .http
-        .post(s.url("/ingest/v1/metrics"))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(json!([{"name": "up", "labels": {"job": "a"}, "value": 1, "source_id": "web-1"}]).to_string())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let lines: Vec<Value> =
+        (0..LINES).map(|i| json!({"source_id": "web-1", "level": "info", "message": format!("line {i}")})).collect();
+    assert_eq!(s.ingest_ndjson(&key, "logs", &lines), 200);
+    let point = json!({"name": "up", "labels": {"job": "a"}, "value": 1, "source_id": "web-1"});
+    assert_eq!(s.ingest_ndjson(&key, "metrics", &[point]), 200);
     eventually("indexing", &s, || search_count(&s, &key) == LINES);
     eventually("counting", &s, || stored_logs(&s) == Some(LINES as f64));
     assert!(s.terminate().success());

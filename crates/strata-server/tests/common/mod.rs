@@ -187,6 +187,21 @@ impl Server {
         (status, msg.unwrap_or(text))
     }
 
+    /// Posts records as NDJSON to an ingest endpoint (`logs`, `events`, `metrics`) and returns
+    /// the status.
+    pub fn ingest_ndjson(&self, key: &str, kind: &str, records: &[Value]) -> u16 {
+        let body: String = records.iter().map(|r| format!("{r}\n")).collect();
+        let r = self
+            .http
+            .post(self.url(&format!("/ingest/v1/{kind}")))
+            .bearer_auth(key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .unwrap();
+        r.status().as_u16()
+    }
+
     pub fn admin_get(&self, path: &str) -> Value {
         let r = self.http.get(self.url(path)).bearer_auth(ADMIN_TOKEN).send().unwrap();
         assert_eq!(r.status(), 200, "{path}");
