@@ -391,11 +391,16 @@ where
     })?;
     count_bytes(&tenant, kind, raw.len());
     let partitions = gw.log.partition_count(kind.topic())?;
+    let codec = gw.log.codec(kind.topic())?;
     let (decoded, _permit) = {
         let tenant = tenant.clone();
         let worker = gw.clone();
         gw.decode_blocking(move || {
-            let decoded = decode(&worker, raw, &mut permit, &tenant, partitions)?;
+            let mut decoded = decode(&worker, raw, &mut permit, &tenant, partitions)?;
+            // Compressed here, on a blocking thread and in parallel, not by the partition's writer.
+            for batch in decoded.batches.values_mut() {
+                batch.records.compress(codec);
+            }
             Ok((decoded, permit))
         })
         .await?
@@ -560,6 +565,7 @@ async fn ingest_raw_inner(
         .map_err(|wait| ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate"), wait))?;
     count_bytes(&tenant, Kind::Raw, raw.len());
     let partitions = gw.log.partition_count(Kind::Raw.topic())?;
+    let codec = gw.log.codec(Kind::Raw.topic())?;
     let (records, _permit) = {
         let tenant = tenant.clone();
         let source_id = source_id.clone();
@@ -576,6 +582,7 @@ async fn ingest_raw_inner(
             let hdrs: [(&str, &[u8]); 2] =
                 [(record_headers::STREAM, stream.as_bytes()), (record_headers::CONTENT_TYPE, content_type.as_bytes())];
             records.push(now_ns(), tenant.as_str(), &source_id, &hdrs, &payload).map_err(ApiError::from)?;
+            records.compress(codec);
             Ok((records, permit))
         })
         .await?

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::groups::Groups;
 use crate::partition::{Partition, fsync_dir};
 use crate::{
-    AppendAck, EncodedRecords, Error, GroupOffset, Log, LogConfig, ReadResult, Result, RetentionRemoved, TopicConfig,
-    TopicInfo, io_err,
+    AppendAck, Codec, EncodedRecords, Error, GroupOffset, Log, LogConfig, ReadResult, Result, RetentionRemoved,
+    TopicConfig, TopicInfo, io_err,
 };
 
 const TOPIC_FILE_VERSION: u32 = 1;
@@ -162,6 +162,10 @@ impl Log for EmbeddedLog {
 
     fn partition_count(&self, topic: &str) -> Result<u32> {
         self.topics.get(topic).map(|t| t.partitions.len() as u32).ok_or_else(|| Error::UnknownTopic(topic.to_string()))
+    }
+
+    fn codec(&self, topic: &str) -> Result<Codec> {
+        Ok(self.partition(topic, 0)?.codec)
     }
 
     async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> Result<AppendAck> {

@@ -6,7 +6,7 @@
 //!   0  u32  batch_len        whole batch, header included
 //!   4  u32  crc32c           of bytes [8, batch_len)
 //!   8  u8   version          FORMAT_VERSION
-//!   9  u8   flags            0
+//!   9  u8   flags            bits 0-1: the codec of the records (0 none, 1 zstd)
 //!  10  u16  reserved         0
 //!  12  u32  record_count     >= 1
 //!  16  u64  base_offset
@@ -18,12 +18,50 @@
 //!   u16 len + tenant, u16 len + source_id,
 //!   u16 header count, each: u16 len + key, u32 len + value,
 //!   u32 len + payload
+//! (compressed together as one zstd frame when the codec says so; the CRC covers what is stored)
 //! ```
 
 use crate::{Error, Record, Result};
 
 pub const FORMAT_VERSION: u8 = 1;
 pub const HEADER_BYTES: usize = 48;
+const CODEC_MASK: u8 = 0b11;
+/// zstd's level for batches: its fastest that still finds the repetition across records.
+const ZSTD_LEVEL: i32 = 1;
+
+/// How a topic's batches are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Codec {
+    #[default]
+    None,
+    Zstd,
+}
+
+impl Codec {
+    fn flag(self) -> u8 {
+        match self {
+            Codec::None => 0,
+            Codec::Zstd => 1,
+        }
+    }
+
+    fn from_flags(flags: u8) -> Option<Codec> {
+        match flags {
+            0 => Some(Codec::None),
+            1 => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+
+    /// `none` or `zstd`, as configuration spells it.
+    pub fn parse(s: &str) -> Option<Codec> {
+        match s {
+            "none" => Some(Codec::None),
+            "zstd" => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+}
 
 /// Records encoded for one append, without the batch header; the log adds the header when it
 /// assigns offsets. Encoding happens on the caller's thread, so the log's writer only copies.
@@ -33,11 +71,13 @@ pub struct EncodedRecords {
     count: u32,
     min_ts: i64,
     max_ts: i64,
+    /// How `buf` is compressed; records can be pushed only while it is `None`.
+    codec: Codec,
 }
 
 impl EncodedRecords {
     pub fn new() -> Self {
-        EncodedRecords { buf: Vec::new(), count: 0, min_ts: i64::MAX, max_ts: i64::MIN }
+        EncodedRecords { buf: Vec::new(), count: 0, min_ts: i64::MAX, max_ts: i64::MIN, codec: Codec::None }
     }
 
     /// Appends one record. Fails, leaving the batch as it was, when a field is too long for the format.
@@ -49,6 +89,9 @@ impl EncodedRecords {
         headers: &[(&str, &[u8])],
         payload: &[u8],
     ) -> Result<()> {
+        if self.codec != Codec::None {
+            return Err(Error::Compressed);
+        }
         check_len("tenant", tenant.len(), u16::MAX as usize)?;
         check_len("source_id", source_id.len(), u16::MAX as usize)?;
         check_len("headers", headers.len(), u16::MAX as usize)?;
@@ -103,9 +146,28 @@ impl EncodedRecords {
         self.count == 0
     }
 
-    /// Encoded bytes of the records, without the batch header.
+    /// Encoded bytes of the records, without the batch header (compressed, once they are).
     pub fn bytes_len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Compresses the records with `codec`, once, keeping them as they are when that would not
+    /// make them smaller. CPU work: call it where blocking is fine (a blocking thread, a
+    /// consumer's own thread), not on an async worker.
+    pub fn compress(&mut self, codec: Codec) {
+        if self.codec != Codec::None || codec == Codec::None || self.buf.is_empty() {
+            return;
+        }
+        if let Ok(z) = zstd::bulk::compress(&self.buf, ZSTD_LEVEL)
+            && z.len() < self.buf.len()
+        {
+            self.buf = z;
+            self.codec = codec;
+        }
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.codec
     }
 }
 
@@ -121,6 +183,7 @@ fn check_len(field: &'static str, len: usize, max: usize) -> Result<()> {
 pub struct BatchHeader {
     pub batch_len: u32,
     pub crc: u32,
+    pub codec: Codec,
     pub record_count: u32,
     pub base_offset: u64,
     pub append_time_ms: i64,
@@ -142,7 +205,7 @@ pub fn encode_batch(out: &mut Vec<u8>, base_offset: u64, append_time_ms: i64, re
     out.extend_from_slice(&batch_len.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.push(FORMAT_VERSION);
-    out.push(0);
+    out.push(records.codec.flag());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&records.count.to_le_bytes());
     out.extend_from_slice(&base_offset.to_le_bytes());
@@ -155,6 +218,7 @@ pub fn encode_batch(out: &mut Vec<u8>, base_offset: u64, append_time_ms: i64, re
     BatchHeader {
         batch_len,
         crc,
+        codec: records.codec,
         record_count: records.count,
         base_offset,
         append_time_ms,
@@ -168,6 +232,7 @@ pub fn encode_batch(out: &mut Vec<u8>, base_offset: u64, append_time_ms: i64, re
 pub enum Invalid {
     Length(u32),
     Version(u8),
+    Flags(u8),
     Crc { stored: u32, computed: u32 },
     Count,
     Offset { expected: u64, found: u64 },
@@ -179,6 +244,7 @@ impl std::fmt::Display for Invalid {
         match self {
             Invalid::Length(n) => write!(f, "batch length {n} is impossible"),
             Invalid::Version(v) => write!(f, "batch format version {v} is unknown"),
+            Invalid::Flags(x) => write!(f, "batch flags {x:#04x} name no known codec"),
             Invalid::Crc { stored, computed } => write!(f, "crc32c {computed:08x} does not match stored {stored:08x}"),
             Invalid::Count => write!(f, "batch has no records"),
             Invalid::Offset { expected, found } => {
@@ -200,6 +266,7 @@ pub fn decode_header(h: &[u8; HEADER_BYTES], batch_bytes_max: u32) -> std::resul
     if h[8] != FORMAT_VERSION {
         return Err(Invalid::Version(h[8]));
     }
+    let codec = Codec::from_flags(h[9]).filter(|_| h[9] & !CODEC_MASK == 0).ok_or(Invalid::Flags(h[9]))?;
     let record_count = u32_at(12);
     if record_count == 0 {
         return Err(Invalid::Count);
@@ -207,6 +274,7 @@ pub fn decode_header(h: &[u8; HEADER_BYTES], batch_bytes_max: u32) -> std::resul
     Ok(BatchHeader {
         batch_len,
         crc: u32_at(4),
+        codec,
         record_count,
         base_offset: u64_at(16),
         append_time_ms: u64_at(24) as i64,
@@ -232,7 +300,16 @@ pub fn decode_records(
     from_offset: u64,
     mut f: impl FnMut(u64, Record),
 ) -> std::result::Result<(), Invalid> {
-    let mut r = Reader { b: &bytes[HEADER_BYTES..] };
+    let inflated;
+    let body = match header.codec {
+        Codec::None => &bytes[HEADER_BYTES..],
+        Codec::Zstd => {
+            inflated = zstd::stream::decode_all(&bytes[HEADER_BYTES..])
+                .map_err(|_| Invalid::Records("zstd frame does not decompress"))?;
+            &inflated[..]
+        }
+    };
+    let mut r = Reader { b: body };
     for i in 0..header.record_count {
         let len = r.u32()? as usize;
         let mut rec = Reader { b: r.take(len)? };
@@ -315,10 +392,24 @@ mod tests {
 
     proptest! {
         #[test]
-        fn batches_round_trip(records in proptest::collection::vec(arb_record(), 1..20), base in 0u64..1 << 40, t in any::<i64>()) {
+        fn batches_round_trip(
+            records in proptest::collection::vec(arb_record(), 1..20),
+            base in 0u64..1 << 40,
+            t in any::<i64>(),
+            zstd in any::<bool>(),
+        ) {
             let mut enc = EncodedRecords::new();
             for r in &records {
                 enc.push_record(r).unwrap();
+            }
+            let plain = enc.bytes_len();
+            if zstd {
+                enc.compress(Codec::Zstd);
+                prop_assert!(enc.bytes_len() <= plain);
+                prop_assert_eq!(enc.codec() == Codec::Zstd, enc.bytes_len() < plain, "compressed only when smaller");
+                if enc.codec() == Codec::Zstd {
+                    prop_assert!(enc.clone().push(0, "t", "s", &[], b"late").is_err(), "a compressed batch takes no more records");
+                }
             }
             let mut out = Vec::new();
             let h = encode_batch(&mut out, base, t, &enc);
@@ -336,10 +427,14 @@ mod tests {
         }
 
         #[test]
-        fn any_flipped_byte_is_caught(pos in 0usize..200, bit in 0u8..8) {
+        fn any_flipped_byte_is_caught(pos in 0usize..200, bit in 0u8..8, zstd in any::<bool>()) {
             let mut enc = EncodedRecords::new();
             enc.push(1, "t", "s", &[("k", b"v")], &[7u8; 100]).unwrap();
             enc.push(2, "t", "s", &[], &[9u8; 40]).unwrap();
+            if zstd {
+                enc.compress(Codec::Zstd);
+                prop_assert_eq!(enc.codec(), Codec::Zstd);
+            }
             let mut out = Vec::new();
             encode_batch(&mut out, 5, 9, &enc);
             let pos = pos % out.len();
@@ -348,5 +443,24 @@ mod tests {
                 .and_then(|h| if h.batch_len as usize == out.len() { check_crc(&h, &out).map(|_| h) } else { Err(Invalid::Length(h.batch_len)) });
             prop_assert!(ok.is_err());
         }
+    }
+
+    #[test]
+    fn repetitive_records_compress_and_unknown_codecs_are_refused() {
+        let mut enc = EncodedRecords::new();
+        for i in 0..200 {
+            let line = format!(r#"{{"source_id":"web-1","level":"info","message":"GET /api/v1/items/{i} 200"}}"#);
+            enc.push(i, "acme", "web-1", &[], line.as_bytes()).unwrap();
+        }
+        let plain = enc.bytes_len();
+        enc.compress(Codec::Zstd);
+        assert!(enc.bytes_len() * 5 < plain, "{} of {plain} bytes", enc.bytes_len());
+        let mut out = Vec::new();
+        encode_batch(&mut out, 0, 0, &enc);
+        let mut h: [u8; HEADER_BYTES] = out[..HEADER_BYTES].try_into().unwrap();
+        h[9] = 2;
+        assert_eq!(decode_header(&h, u32::MAX), Err(Invalid::Flags(2)));
+        h[9] = 0x81;
+        assert_eq!(decode_header(&h, u32::MAX), Err(Invalid::Flags(0x81)));
     }
 }

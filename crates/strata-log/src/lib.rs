@@ -12,7 +12,7 @@ mod partition;
 use std::path::PathBuf;
 
 pub use embedded::EmbeddedLog;
-pub use format::EncodedRecords;
+pub use format::{Codec, EncodedRecords};
 pub use groups::validate_group_name;
 
 /// One record of the log: who sent it, when it happened, and its payload.
@@ -108,6 +108,8 @@ pub struct TopicConfig {
     pub retention_ms: Option<u64>,
     /// Oldest segments are deleted while a partition holds more. `None` keeps them.
     pub retention_bytes: Option<u64>,
+    /// How the topic's batches are compressed.
+    pub codec: Codec,
 }
 
 /// Configuration of the embedded log.
@@ -141,6 +143,8 @@ impl LogConfig {
                 partitions,
                 retention_ms: Some(7 * 24 * 3600 * 1000),
                 retention_bytes: None,
+                // Raw payloads are often compressed already (dumps, images): not worth the CPU.
+                codec: if name == "raw" { Codec::None } else { Codec::Zstd },
             })
             .collect();
         LogConfig {
@@ -178,6 +182,8 @@ pub enum Error {
     Failed { topic: String, partition: u32, reason: String },
     #[error("the log is shut down")]
     Closed,
+    #[error("records cannot be added to a batch once it is compressed")]
+    Compressed,
     #[error("i/o error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("consumer group name {0:?} must be 1 to 128 of [A-Za-z0-9._-] and not start with '.'")]
@@ -216,6 +222,10 @@ pub trait Log: Send + Sync + 'static {
 
     /// The number of partitions of `topic`.
     fn partition_count(&self, topic: &str) -> Result<u32>;
+
+    /// How `topic`'s batches are compressed: a producer that compresses them on its own threads
+    /// (`EncodedRecords::compress`) spares the partition's writer the work.
+    fn codec(&self, topic: &str) -> Result<Codec>;
 
     /// Appends records to one partition as one batch. Resolves once they are durable.
     async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> Result<AppendAck>;

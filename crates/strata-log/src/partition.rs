@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::format::{self, BatchHeader, EncodedRecords, HEADER_BYTES};
+use crate::format::{self, BatchHeader, Codec, EncodedRecords, HEADER_BYTES};
 use crate::{AppendAck, Error, LogConfig, PartitionInfo, ReadResult, Result, StoredRecord, io_err};
 
 const INDEX_ENTRY_BYTES: usize = 8;
@@ -101,6 +101,8 @@ pub(crate) struct Partition {
     writer: Mutex<Option<JoinHandle<()>>>,
     append_wait: Duration,
     batch_bytes_max: u32,
+    /// The topic's codec: a batch not compressed by its producer is compressed by the writer.
+    pub codec: Codec,
     append_seconds: Histogram,
 }
 
@@ -138,6 +140,7 @@ impl Partition {
             writer: Mutex::new(None),
             append_wait: Duration::from_millis(cfg.append_wait_ms),
             batch_bytes_max: cfg.batch_bytes_max,
+            codec: cfg.topics.iter().find(|t| t.name == topic).map_or(Codec::None, |t| t.codec),
             append_seconds: metrics::histogram!("strata_log_append_seconds", "topic" => topic.to_string()),
         });
         let writer = Writer::new(part.clone(), dir, active, cfg, &labels)?;
@@ -683,7 +686,9 @@ impl Writer {
         // Requests whose batches are staged in `buf` but not yet durable, with their acks.
         let mut staged: Vec<(AppendReq, AppendAck)> = Vec::new();
         let mut reqs = std::mem::take(group).into_iter();
-        while let Some(req) = reqs.next() {
+        while let Some(mut req) = reqs.next() {
+            // Producers that compress on their own threads (the gateway) have done so already.
+            req.records.compress(self.part.codec);
             if req.records.is_empty() {
                 let _ = req.reply.send(Ok(AppendAck { base_offset: self.next_offset, count: 0 }));
                 continue;

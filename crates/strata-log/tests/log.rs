@@ -5,11 +5,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_log::{EmbeddedLog, EncodedRecords, Error, GroupOffset, Log, LogConfig, Record, TopicConfig};
+use strata_log::{Codec, EmbeddedLog, EncodedRecords, Error, GroupOffset, Log, LogConfig, Record, TopicConfig};
 
+/// Uncompressed, so that sizes (segment rolls, torn tails at every byte) are the records' own.
 fn config(dir: &Path, segment_bytes_max: u64) -> LogConfig {
+    config_with(dir, segment_bytes_max, Codec::None)
+}
+
+fn config_with(dir: &Path, segment_bytes_max: u64, codec: Codec) -> LogConfig {
     let mut cfg = LogConfig::new(dir, 1);
-    cfg.topics = vec![TopicConfig { name: "logs".into(), partitions: 1, retention_ms: None, retention_bytes: None }];
+    cfg.topics =
+        vec![TopicConfig { name: "logs".into(), partitions: 1, retention_ms: None, retention_bytes: None, codec }];
     cfg.segment_bytes_max = segment_bytes_max;
     cfg.index_interval_bytes = 256;
     cfg
@@ -72,6 +78,37 @@ fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_topics_read_back_what_was_written_and_take_less_disk() {
+    let plain_dir = tempfile::tempdir().unwrap();
+    let zstd_dir = tempfile::tempdir().unwrap();
+    let plain = EmbeddedLog::open(config_with(plain_dir.path(), 1 << 20, Codec::None)).unwrap();
+    append_batches(&plain, 60, 5).await;
+    let zstd = EmbeddedLog::open(config_with(zstd_dir.path(), 1 << 20, Codec::Zstd)).unwrap();
+    assert_eq!(zstd.codec("logs").unwrap(), Codec::Zstd);
+    // Half compressed by the producer, half by the partition's writer.
+    for b in 0..60u64 {
+        let mut e = batch(b * 5..(b + 1) * 5);
+        if b % 2 == 0 {
+            e.compress(Codec::Zstd);
+        }
+        zstd.append("logs", 0, e).await.unwrap();
+    }
+    assert_prefix(&read_all(&zstd).unwrap(), 300);
+    let (p, z) = (plain.topics()[0].partitions[0].bytes, zstd.topics()[0].partitions[0].bytes);
+    assert!(z * 2 < p, "compressed {z} bytes against {p}");
+    // Reads from the middle of a compressed batch start at that record.
+    let r = zstd.read("logs", 0, 137, 1).unwrap();
+    assert_eq!(r.records[0].offset, 137);
+    zstd.close();
+    drop(zstd);
+    // Reopened, and with batches of both kinds in one partition (the codec changed).
+    let mixed = EmbeddedLog::open(config_with(zstd_dir.path(), 1 << 20, Codec::None)).unwrap();
+    assert_prefix(&read_all(&mixed).unwrap(), 300);
+    append_batches_from(&mixed, 300, 10).await;
+    assert_prefix(&read_all(&mixed).unwrap(), 310);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -57,6 +57,8 @@ pub struct LogSection {
     pub retention_check_interval_ms: u64,
     pub append_queue_max: usize,
     pub group_commit_bytes_max: usize,
+    /// How each topic's batches are compressed: `zstd` or `none`.
+    pub codecs: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for LogSection {
@@ -70,6 +72,11 @@ impl Default for LogSection {
             retention_check_interval_ms: 60_000,
             append_queue_max: 1024,
             group_commit_bytes_max: 8 << 20,
+            // Raw payloads are often compressed already (dumps, images).
+            codecs: [("logs", "zstd"), ("events", "zstd"), ("metrics", "zstd"), ("raw", "none")]
+                .into_iter()
+                .map(|(t, c)| (t.to_string(), c.to_string()))
+                .collect(),
         }
     }
 }
@@ -238,6 +245,16 @@ impl Config {
         if l.retention_check_interval_ms == 0 {
             return Err("invalid configuration key log.retention_check_interval_ms: must be at least 1".into());
         }
+        for (topic, codec) in &l.codecs {
+            if !strata_model::Kind::ALL.iter().any(|k| k.topic() == topic) {
+                return Err(format!("invalid configuration key log.codecs.{topic}: there is no topic {topic:?}"));
+            }
+            if strata_log::Codec::parse(codec).is_none() {
+                return Err(format!(
+                    "invalid configuration key log.codecs.{topic}: must be \"zstd\" or \"none\", got {codec:?}"
+                ));
+            }
+        }
         self.ingest.validate().map_err(|e| format!("invalid configuration key {e}"))?;
         let s = &self.search;
         if s.writer_memory_bytes < 15_000_000 {
@@ -311,6 +328,9 @@ impl Config {
         for t in &mut c.topics {
             t.retention_ms = (self.log.retention_ms > 0).then_some(self.log.retention_ms);
             t.retention_bytes = (self.log.retention_bytes > 0).then_some(self.log.retention_bytes);
+            if let Some(codec) = self.log.codecs.get(&t.name).and_then(|c| strata_log::Codec::parse(c)) {
+                t.codec = codec;
+            }
         }
         c.segment_bytes_max = self.log.segment_bytes_max;
         c.segment_age_ms = self.log.segment_age_ms;
@@ -428,6 +448,16 @@ mod tests {
             (Some("http_addr = \"nowhere\"\n"), vec![], "invalid configuration key http_addr"),
             (Some("[ingest]\nbody_bytes_max = 0\n"), vec![], "invalid configuration key ingest.body_bytes_max"),
             (Some("this is not toml"), vec![], "is not valid TOML"),
+            (
+                Some("[log.codecs]\nlogs = \"gzip\"\n"),
+                vec![],
+                "invalid configuration key log.codecs.logs: must be \"zstd\" or \"none\", got \"gzip\"",
+            ),
+            (
+                None,
+                vec![("STRATA_LOG_CODECS_METRICS", "lz4")],
+                "invalid environment variable STRATA_LOG_CODECS_METRICS=\"lz4\" (configuration key log.codecs.metrics)",
+            ),
             (
                 None,
                 vec![("STRATA_LOG_PARTITONS", "3")],
