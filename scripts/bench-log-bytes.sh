@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# What the log costs on disk with and without compression, and what compression costs in
+# ingest throughput: one server per codec (none, then zstd) takes 1 KiB log lines as fast as it
+# goes for 30 s, then a node-exporter-like fleet's samples by remote write; the log's segment
+# bytes per raw NDJSON byte and per sample, and the rates, are printed for each.
+# Usage: scripts/bench-log-bytes.sh [work-dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/bench-lib.sh
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
+work=${1:-./strata-bench-data}
+hosts=${STRATA_BENCH_HOSTS:-20}
+hours=${STRATA_BENCH_HOURS:-2}
+mkdir -p "$work"
+cargo build --release -q -p strata-server -p strata-bench
+release="$CARGO_TARGET_DIR/release"
+bench="$release/strata-bench"
+srv="$work/bytes-srv"
+pid=
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+  rm -rf "$srv"
+}
+trap cleanup EXIT
+print_machine "$work"
+
+segment_bytes() { find "$srv/data/log/$1" -name '*.log' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+
+for codec in none zstd; do
+  rm -rf "$srv"
+  mkdir -p "$srv"
+  port=$(free_port)
+  env -u STRATA_BENCH_HOSTS -u STRATA_BENCH_HOURS STRATA_LOG_CODECS_LOGS=$codec STRATA_LOG_CODECS_METRICS=$codec \
+    STRATA_INGEST_RATE_RECORDS_PER_S=1e9 STRATA_INGEST_RATE_RECORDS_BURST=1e9 \
+    "$release/strata" serve --data-dir "$srv/data" --http-addr "127.0.0.1:$port" --no-auth 2>"$srv/serve.log" &
+  pid=$!
+  url="http://127.0.0.1:$port"
+  for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "$url/readyz" >/dev/null || { cat "$srv/serve.log" >&2; exit 1; }
+  echo "== codec $codec: ingest of 1 KiB log lines, closed loop, 30 s"
+  $bench ingest --url "$url" --rate 0 --duration-s 30 --connections 8 --batch-records 1000 --json >"$srv/logs.json"
+  cat "$srv/logs.json"
+  echo "== codec $codec: remote write, $hosts hosts x $hours h"
+  $bench remote-write --url "$url/api/v1/write" --label "strata-$codec" --hosts "$hosts" --hours "$hours" --json \
+    >"$srv/metrics.json"
+  cat "$srv/metrics.json"
+  kill -TERM "$pid"
+  wait "$pid" || true
+  pid=
+  logs_bytes=$(segment_bytes logs)
+  metrics_bytes=$(segment_bytes metrics)
+  raw=$(field "$srv/logs.json" bytes_acknowledged)
+  samples=$(field "$srv/metrics.json" samples_acknowledged)
+  echo "== codec $codec: log bytes"
+  awk -v lb="$logs_bytes" -v raw="$raw" -v mb="$metrics_bytes" -v s="$samples" -v c="$codec" \
+    -v lr="$(field "$srv/logs.json" records_per_s)" -v mr="$(field "$srv/metrics.json" acknowledged_samples_per_s)" \
+    'BEGIN { printf "{\"codec\": \"%s\", \"logs_log_bytes_per_raw_byte\": %.3f, \"logs_records_per_s\": %.0f, \"metrics_log_bytes_per_sample\": %.2f, \"metrics_samples_per_s\": %.0f}\n", c, lb / raw, lr, mb / s, mr }'
+done
+rm -rf "$srv"
+trap - EXIT
