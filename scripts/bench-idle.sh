@@ -25,17 +25,8 @@ trap cleanup EXIT
 print_machine "$work"
 echo "binary: $strata ($("$strata" --version))"
 
-port=${STRATA_BENCH_PORT:-$(free_port)}
 rm -rf "$srv"
-env -u STRATA_BENCH_IDLE_S -u STRATA_BENCH_PORT -u STRATA_BENCH_BIN \
-  "$strata" serve --data-dir "$srv/data" --http-addr "127.0.0.1:$port" --no-auth 2>"$work/idle-serve.log" &
-pid=$!
-url="http://127.0.0.1:$port"
-for _ in $(seq 100); do
-  curl -sf "$url/readyz" >/dev/null && break
-  sleep 0.1
-done
-curl -sf "$url/readyz" >/dev/null || { cat "$work/idle-serve.log" >&2; exit 1; }
+start_strata "$strata" "$srv/data" "$work/idle-serve.log"
 curl -sf -H 'Content-Type: application/json' "$url/ingest/v1/logs" \
   -d '[{"source_id":"a","message":"warm up"},{"source_id":"b","message":"warm up"}]' >/dev/null
 curl -sf -H 'Content-Type: application/json' "$url/ingest/v1/metrics" \
@@ -53,8 +44,6 @@ awk -v t=$((after - before)) -v hz="$hz" -v s="$idle_s" \
 
 echo "== searchable (100 probes every 200 ms under 5,000 background lines/s, search polled every 20 ms)"
 $bench searchable --url "$url" --rate 5000 --probes 100 --json
-kill -TERM "$pid"
-wait "$pid" || true
-pid=
+stop_strata
 rm -rf "$srv" "$work/idle-serve.log"
 trap - EXIT

@@ -30,14 +30,8 @@ field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 for codec in none zstd; do
   rm -rf "$srv"
   mkdir -p "$srv"
-  port=$(free_port)
-  env -u STRATA_BENCH_HOSTS -u STRATA_BENCH_HOURS STRATA_LOG_CODECS_LOGS=$codec STRATA_LOG_CODECS_METRICS=$codec \
-    STRATA_INGEST_RATE_RECORDS_PER_S=1e9 STRATA_INGEST_RATE_RECORDS_BURST=1e9 \
-    "$release/strata" serve --data-dir "$srv/data" --http-addr "127.0.0.1:$port" --no-auth 2>"$srv/serve.log" &
-  pid=$!
-  url="http://127.0.0.1:$port"
-  for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done
-  curl -sf "$url/readyz" >/dev/null || { cat "$srv/serve.log" >&2; exit 1; }
+  start_strata "$release/strata" "$srv/data" "$srv/serve.log" STRATA_LOG_CODECS_LOGS=$codec \
+    STRATA_LOG_CODECS_METRICS=$codec STRATA_INGEST_RATE_RECORDS_PER_S=1e9 STRATA_INGEST_RATE_RECORDS_BURST=1e9
   echo "== codec $codec: ingest of 1 KiB log lines, closed loop, 30 s"
   $bench ingest --url "$url" --rate 0 --duration-s 30 --connections 8 --batch-records 1000 --json >"$srv/logs.json"
   cat "$srv/logs.json"
@@ -45,9 +39,7 @@ for codec in none zstd; do
   $bench remote-write --url "$url/api/v1/write" --label "strata-$codec" --hosts "$hosts" --hours "$hours" --json \
     >"$srv/metrics.json"
   cat "$srv/metrics.json"
-  kill -TERM "$pid"
-  wait "$pid" || true
-  pid=
+  stop_strata
   logs_bytes=$(segment_bytes logs)
   metrics_bytes=$(segment_bytes metrics)
   raw=$(field "$srv/logs.json" bytes_acknowledged)

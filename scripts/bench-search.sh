@@ -31,29 +31,11 @@ $bench index --dir "$index" --lines "$lines" --json
 echo "== search-latency (50 runs per query after 3 warm-up runs, limit 100, newest first)"
 $bench search-latency --dir "$index" --json
 
-port=${STRATA_BENCH_PORT:-$(free_port)}
 rm -rf "$srv"
-# The server refuses STRATA_* variables that are not configuration keys, so it does not see this
-# script's own.
-env -u STRATA_BENCH_LINES -u STRATA_BENCH_PORT \
-  "$release/strata" serve --data-dir "$srv/data" --http-addr "127.0.0.1:$port" --no-auth 2>"$work/search-serve.log" &
-pid=$!
-url="http://127.0.0.1:$port"
-for _ in $(seq 100); do
-  curl -sf "$url/readyz" >/dev/null && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-if ! curl -sf "$url/readyz" >/dev/null; then
-  echo "the server did not become ready on $url:" >&2
-  cat "$work/search-serve.log" >&2
-  exit 1
-fi
+start_strata "$release/strata" "$srv/data" "$work/search-serve.log"
 echo "== searchable (100 probes every 200 ms under 5,000 background lines/s, search polled every 20 ms)"
 $bench searchable --url "$url" --rate 5000 --probes 100 --json
-kill -TERM "$pid"
-wait "$pid" || true
-pid=
+stop_strata
 rm -rf "$srv" "$work/search-serve.log"
 rm -rf "$index"
 trap - EXIT

@@ -41,17 +41,16 @@ pub(crate) struct Groups {
 impl Groups {
     pub fn open(dir: PathBuf) -> Result<Groups> {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // Commits that crashed before their rename: the previous files are still whole.
+        let unfinished = strata_durable::remove_temps(&dir)?;
+        if unfinished > 0 {
+            tracing::info!(files = unfinished, "removed unfinished group commits");
+        }
         let mut state = BTreeMap::new();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(tmp) = name.strip_suffix(".json.tmp") {
-                // A commit that crashed before its rename: the previous file is still whole.
-                tracing::info!(group = tmp, "removing an unfinished group commit");
-                let _ = fs::remove_file(&path);
-                continue;
-            }
             let Some(group) = name.strip_suffix(".json") else {
                 continue;
             };
