@@ -109,7 +109,7 @@ impl MetricBatches {
             return Err(RecordError::SeriesLimit(series.max()));
         }
         drop(series);
-        self.add_admitted(source_id, fp, name, labels, samples, indexes);
+        self.add_admitted(source_id, name, labels, samples, indexes);
         Ok(())
     }
 
@@ -124,7 +124,6 @@ impl MetricBatches {
     pub fn add_admitted(
         &mut self,
         source_id: &str,
-        fingerprint: u64,
         name: &str,
         labels: &[(&str, &str)],
         samples: &[(i64, f64)],
@@ -137,7 +136,7 @@ impl MetricBatches {
                 .entry(source_id.to_string())
                 .or_insert_with(|| (strata_model::MetricBatchBuilder::new(), Vec::new())),
         };
-        entry.0.add_series(fingerprint, name, labels.iter().copied(), samples);
+        entry.0.add_series(name, labels.iter().copied(), samples);
         entry.1.extend(indexes);
     }
 

@@ -169,7 +169,7 @@ fn decode(
             Ok(()) => {
                 let labels = &labels[v.labels.clone()];
                 let source_id = labels.iter().find(|(k, _)| *k == "instance").map_or("", |(_, v)| *v);
-                batches.add_admitted(source_id, v.fingerprint, v.name, labels, &samples[v.samples.clone()], taken);
+                batches.add_admitted(source_id, v.name, labels, &samples[v.samples.clone()], taken);
             }
             Err(e) => out.errors.extend(taken.map(|i| (i, e.clone()))),
         }

@@ -4,23 +4,51 @@
 //! log and a fraction of the work to write and to read back, which is what lets ingest and the
 //! metric store keep up with hundreds of thousands of samples a second.
 //!
+//! A remote-write request carries one sample for each of thousands of series, so a batch is
+//! mostly labels, timestamps and values, one of each per series. Version 2 lays them out in
+//! columns so that the log's compression (zstd per batch of records) finds the repeats: label
+//! symbols repeat position by position from series to series and from source to source,
+//! timestamps are deltas (a scrape's samples share one, so most deltas are zero), and values are
+//! written as decimals where that is exact (`12345.67` is the integer 1234567 and the exponent 2,
+//! three bytes instead of eight). A series' fingerprint is not stored: eight random bytes a sample
+//! would cost more than everything else after compression, and the reader hashes the labels it
+//! resolves anyway.
+//!
 //! ```text
-//! u8      version (1)
+//! u8      version (2)
 //! varint  symbol count, then each: varint length, UTF-8 bytes
-//! varint  series count, then each:
+//! varint  series count
+//! varint  length of the labels column, then per series:
 //!           varint label count, then each: varint name symbol, varint value symbol
 //!             (sorted by name, `__name__` included)
-//!           u64 the series' fingerprint (`series_fingerprint`), so the store need not hash again
-//!           varint sample count, then each: i64 timestamp in ms, f64 value (little endian)
+//! varint  length of the counts column, then per series: varint sample count
+//! varint  length of the timestamps column, then per sample: zigzag varint, the timestamp in ms
+//!           minus the previous sample's (the first minus zero)
+//! values column (the rest), per sample: varint tag = zigzag(m) << 4 | e, the value m / 10^e for
+//!   e in 0..=14; e = 15 is followed by the value's eight bits (little endian) as they are
 //! ```
+//! Version 1 (still read): symbols, then per series its labels, its fingerprint (u64) and its
+//! samples as (i64 ms, f64) pairs, little endian.
 //! `strata consume` and the admin API show a batch as JSON through [`MetricBatch::to_json`].
 
 use std::collections::HashMap;
 
 use crate::varint;
 
-/// The version byte every batch starts with.
-pub const METRIC_BATCH_VERSION: u8 = 1;
+/// The version byte of the batches written now.
+pub const METRIC_BATCH_VERSION: u8 = 2;
+
+/// The first version, read but no longer written.
+const VERSION_1: u8 = 1;
+
+/// The value tag's exponent that says eight raw bytes follow.
+const RAW_VALUE: u64 = 15;
+
+/// Powers of ten exact as `f64`, for the decimal values.
+const POW10: [f64; 15] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14];
+
+/// Integers up to this magnitude are exact as `f64`.
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
 /// Why bytes are not a valid batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +65,43 @@ pub enum BatchError {
     Trailing(usize),
 }
 
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// `v` as `m / 10^e` with `m` an exact integer, if some `e` below 15 gives back `v` bit for bit.
+/// Negative zero, infinities and NaNs (staleness markers among them) have no such form.
+fn decimal(v: f64) -> Option<(i64, u64)> {
+    if !v.is_finite() || v.to_bits() == (-0.0f64).to_bits() {
+        return None;
+    }
+    for (e, &p) in POW10.iter().enumerate() {
+        let m = (v * p).round();
+        if m.abs() >= EXACT_INT {
+            return None;
+        }
+        // Both sides are finite and `v` is not -0, so `==` compares bits.
+        if m / p == v {
+            return Some((m as i64, e as u64));
+        }
+    }
+    None
+}
+
+fn put_value(out: &mut Vec<u8>, v: f64) {
+    match decimal(v) {
+        Some((m, e)) => varint::put(out, (zigzag(m) << 4) | e),
+        None => {
+            varint::put(out, RAW_VALUE);
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+    }
+}
+
 /// Builds one batch. Labels must already be validated; they are sorted here.
 #[derive(Debug, Default)]
 pub struct MetricBatchBuilder {
@@ -50,7 +115,11 @@ pub struct MetricBatchBuilder {
     /// share names and many values position by position, and comparing a few bytes is cheaper
     /// than hashing them.
     previous: Vec<(u64, u64)>,
-    series: Vec<u8>,
+    labels: Vec<u8>,
+    counts: Vec<u8>,
+    timestamps: Vec<u8>,
+    values: Vec<u8>,
+    last_ts_ms: i64,
     series_count: u64,
     samples: usize,
     min_ts_ms: i64,
@@ -100,15 +169,14 @@ impl MetricBatchBuilder {
     }
 
     /// Adds a series: `name` becomes the `__name__` label; `labels` are sorted by name and
-    /// contain no `__name__`; `fingerprint` is `series_fingerprint(name, labels)`.
+    /// contain no `__name__`.
     pub fn add_series<'a>(
         &mut self,
-        fingerprint: u64,
         name: &str,
         labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
         samples: &[(i64, f64)],
     ) {
-        varint::put(&mut self.series, labels.len() as u64 + 1);
+        varint::put(&mut self.labels, labels.len() as u64 + 1);
         let mut position = 0;
         let mut name_written = false;
         for (n, v) in labels {
@@ -123,11 +191,11 @@ impl MetricBatchBuilder {
         if !name_written {
             self.put_label(position, "__name__", name);
         }
-        self.series.extend_from_slice(&fingerprint.to_le_bytes());
-        varint::put(&mut self.series, samples.len() as u64);
+        varint::put(&mut self.counts, samples.len() as u64);
         for &(ts, v) in samples {
-            self.series.extend_from_slice(&ts.to_le_bytes());
-            self.series.extend_from_slice(&v.to_le_bytes());
+            varint::put(&mut self.timestamps, zigzag(ts.wrapping_sub(self.last_ts_ms)));
+            self.last_ts_ms = ts;
+            put_value(&mut self.values, v);
             self.min_ts_ms = self.min_ts_ms.min(ts);
             self.max_ts_ms = self.max_ts_ms.max(ts);
         }
@@ -143,8 +211,8 @@ impl MetricBatchBuilder {
             Some(p) => *p = (n, v),
             None => self.previous.push((n, v)),
         }
-        varint::put(&mut self.series, n);
-        varint::put(&mut self.series, v);
+        varint::put(&mut self.labels, n);
+        varint::put(&mut self.labels, v);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -163,12 +231,17 @@ impl MetricBatchBuilder {
 
     /// The encoded batch.
     pub fn finish(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.symbol_bytes.len() + self.series.len());
+        let columns = self.labels.len() + self.counts.len() + self.timestamps.len() + self.values.len();
+        let mut out = Vec::with_capacity(40 + self.symbol_bytes.len() + columns);
         out.push(METRIC_BATCH_VERSION);
         varint::put(&mut out, self.symbol_at.len() as u64);
         out.extend_from_slice(&self.symbol_bytes);
         varint::put(&mut out, self.series_count);
-        out.extend_from_slice(&self.series);
+        for column in [&self.labels, &self.counts, &self.timestamps] {
+            varint::put(&mut out, column.len() as u64);
+            out.extend_from_slice(column);
+        }
+        out.extend_from_slice(&self.values);
         out
     }
 }
@@ -177,8 +250,16 @@ impl MetricBatchBuilder {
 #[derive(Debug)]
 pub struct MetricBatch<'a> {
     symbols: Vec<&'a str>,
-    series: &'a [u8],
     series_count: u64,
+    layout: Layout<'a>,
+}
+
+#[derive(Debug)]
+enum Layout<'a> {
+    /// Series one after another, each with its fingerprint and raw samples.
+    V1 { series: &'a [u8] },
+    /// Columns, checked and with samples decoded when the batch is.
+    V2 { labels: &'a [u8], counts: &'a [u8], fingerprints: Vec<u64>, samples: Vec<(i64, f64)> },
 }
 
 struct Reader<'a> {
@@ -199,9 +280,19 @@ impl<'a> Reader<'a> {
         self.b = rest;
         Ok(head)
     }
+
+    /// A column: its length, then its bytes.
+    fn column(&mut self) -> Result<&'a [u8], BatchError> {
+        let n = self.varint()?;
+        self.take(n)
+    }
+
+    fn end(&self) -> Result<(), BatchError> {
+        if self.b.is_empty() { Ok(()) } else { Err(BatchError::Trailing(self.b.len())) }
+    }
 }
 
-/// What `walk` calls with each series: its labels and its raw samples.
+/// What `walk_v1` calls with each series: its labels and its raw samples.
 type SeriesVisitor<'a, 'f> = dyn FnMut(u64, &[(&'a str, &'a str)], &'a [u8]) + 'f;
 
 /// One series of a batch.
@@ -213,86 +304,138 @@ pub struct BatchSeries<'a> {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// The fingerprint of labels as a batch holds them (`__name__` among them, sorted): the same
+/// number `series_fingerprint` gives for the name and the other labels.
+fn fingerprint_of(labels: &[(&str, &str)]) -> u64 {
+    let name = labels.iter().find(|(n, _)| *n == "__name__").map_or("", |l| l.1);
+    crate::series_fingerprint(name, labels.iter().filter(|(n, _)| *n != "__name__").copied())
+}
+
+fn v1_samples(bytes: &[u8]) -> impl Iterator<Item = (i64, f64)> + '_ {
+    bytes.chunks_exact(16).map(|c| {
+        let ts = i64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+        let v = f64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
+        (ts, v)
+    })
+}
+
 impl<'a> MetricBatch<'a> {
-    /// Reads the header and the symbol table; series are decoded by `series`.
+    /// Reads the header and the symbol table; a version 2 batch is checked whole here, its
+    /// labels resolved and its samples decoded.
     pub fn decode(bytes: &'a [u8]) -> Result<MetricBatch<'a>, BatchError> {
         let (&version, rest) = bytes.split_first().ok_or(BatchError::Truncated)?;
-        if version != METRIC_BATCH_VERSION {
+        if version != METRIC_BATCH_VERSION && version != VERSION_1 {
             return Err(BatchError::Version(version));
         }
         let mut r = Reader { b: rest };
-        let n = r.varint()?;
-        // Each symbol takes at least one byte: a count past the bytes left is a lie.
-        if n > r.b.len() as u64 {
+        let symbols = read_symbols(&mut r)?;
+        let series_count = r.varint()?;
+        if version == VERSION_1 {
+            return Ok(MetricBatch { symbols, series_count, layout: Layout::V1 { series: r.b } });
+        }
+        // Each series takes a byte at least in the counts column.
+        if series_count > r.b.len() as u64 {
             return Err(BatchError::Truncated);
         }
-        let table = r.b;
-        let mut ends = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let len = r.varint()?;
-            r.take(len)?;
-            ends.push((table.len() - r.b.len(), len as usize));
+        let labels = r.column()?;
+        let counts = r.column()?;
+        let timestamps = r.column()?;
+        let values = r.b;
+        let mut batch = MetricBatch {
+            symbols,
+            series_count,
+            layout: Layout::V2 { labels, counts, fingerprints: Vec::new(), samples: Vec::new() },
+        };
+        let fps = batch.v2_fingerprints(labels)?;
+        let samples = v2_samples(series_count, counts, timestamps, values)?;
+        if let Layout::V2 { fingerprints, samples: s, .. } = &mut batch.layout {
+            *fingerprints = fps;
+            *s = samples;
         }
-        // The table is UTF-8 as a whole when its symbols are and their lengths are below 128 (the
-        // common case): one check then covers every symbol.
-        let whole = std::str::from_utf8(&table[..table.len() - r.b.len()]).ok();
-        let symbols = ends
-            .into_iter()
-            .map(|(end, len)| match whole.and_then(|w| w.get(end - len..end)) {
-                Some(s) => Ok(s),
-                None => std::str::from_utf8(&table[end - len..end]).map_err(|_| BatchError::Utf8),
-            })
-            .collect::<Result<Vec<&str>, BatchError>>()?;
-        let series_count = r.varint()?;
-        Ok(MetricBatch { symbols, series: r.b, series_count })
+        Ok(batch)
     }
 
-    /// Calls `f` with each series' labels and samples, without allocating per series. The whole
-    /// batch is checked first, so `f` sees all of it or none of it.
+    fn symbol(&self, n: u64) -> Result<&'a str, BatchError> {
+        self.symbols.get(n as usize).copied().ok_or(BatchError::Symbol(n))
+    }
+
+    /// Reads one series' labels into `out`.
+    fn read_labels(&self, r: &mut Reader<'a>, out: &mut Vec<(&'a str, &'a str)>) -> Result<(), BatchError> {
+        let n_labels = r.varint()?;
+        // Each label takes two bytes at least: a count past the bytes left is a lie.
+        if n_labels > r.b.len() as u64 {
+            return Err(BatchError::Truncated);
+        }
+        out.clear();
+        for _ in 0..n_labels {
+            out.push((self.symbol(r.varint()?)?, self.symbol(r.varint()?)?));
+        }
+        Ok(())
+    }
+
+    fn v2_fingerprints(&self, labels: &'a [u8]) -> Result<Vec<u64>, BatchError> {
+        let mut r = Reader { b: labels };
+        let mut out = Vec::with_capacity(self.series_count as usize);
+        let mut buf = Vec::new();
+        for _ in 0..self.series_count {
+            self.read_labels(&mut r, &mut buf)?;
+            out.push(fingerprint_of(&buf));
+        }
+        r.end()?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each series' fingerprint, labels and samples, without allocating per series.
+    /// The whole batch is checked first, so `f` sees all of it or none of it.
     pub fn for_each_series(
         &self,
         mut f: impl FnMut(u64, &[(&'a str, &'a str)], &mut dyn Iterator<Item = (i64, f64)>),
     ) -> Result<(), BatchError> {
-        self.walk(&mut |_, _, _| {})?;
-        self.walk(&mut |fingerprint, labels, samples| {
-            let mut it = samples.chunks_exact(16).map(|c| {
-                let ts = i64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
-                let v = f64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
-                (ts, v)
-            });
-            f(fingerprint, labels, &mut it)
-        })
+        match &self.layout {
+            Layout::V1 { series } => {
+                self.walk_v1(series, &mut |_, _, _| {})?;
+                self.walk_v1(series, &mut |fingerprint, labels, samples| {
+                    f(fingerprint, labels, &mut v1_samples(samples))
+                })
+            }
+            Layout::V2 { labels, counts, fingerprints, samples } => {
+                let (mut lr, mut cr) = (Reader { b: labels }, Reader { b: counts });
+                let mut buf = Vec::new();
+                let mut at = 0usize;
+                for &fingerprint in fingerprints {
+                    // Checked when the batch was decoded.
+                    self.read_labels(&mut lr, &mut buf)?;
+                    let n = cr.varint()? as usize;
+                    f(fingerprint, &buf, &mut samples[at..at + n].iter().copied());
+                    at += n;
+                }
+                Ok(())
+            }
+        }
     }
 
-    fn walk(&self, f: &mut SeriesVisitor<'a, '_>) -> Result<(), BatchError> {
-        let mut r = Reader { b: self.series };
-        let sym = |n: u64| self.symbols.get(n as usize).copied().ok_or(BatchError::Symbol(n));
+    fn walk_v1(&self, series: &'a [u8], f: &mut SeriesVisitor<'a, '_>) -> Result<(), BatchError> {
+        let mut r = Reader { b: series };
         let mut labels = Vec::new();
         for _ in 0..self.series_count {
-            let n_labels = r.varint()?;
-            if n_labels > r.b.len() as u64 {
-                return Err(BatchError::Truncated);
-            }
-            labels.clear();
-            for _ in 0..n_labels {
-                labels.push((sym(r.varint()?)?, sym(r.varint()?)?));
-            }
+            self.read_labels(&mut r, &mut labels)?;
             let fingerprint = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
             let n_samples = r.varint()?;
             let bytes = r.take(n_samples.checked_mul(16).ok_or(BatchError::Truncated)?)?;
             f(fingerprint, &labels, bytes);
         }
-        if !r.b.is_empty() {
-            return Err(BatchError::Trailing(r.b.len()));
-        }
-        Ok(())
+        r.end()
     }
 
-    /// The fingerprint of every series in order, read without resolving labels, into `out`. A
-    /// damaged batch gives the fingerprints before the damage.
+    /// The fingerprint of every series in order into `out`. A damaged version 1 batch gives the
+    /// fingerprints before the damage (a damaged version 2 batch does not decode).
     pub fn fingerprints(&self, out: &mut Vec<u64>) {
         out.clear();
-        let mut r = Reader { b: self.series };
+        let series = match &self.layout {
+            Layout::V2 { fingerprints, .. } => return out.extend_from_slice(fingerprints),
+            Layout::V1 { series } => series,
+        };
+        let mut r = Reader { b: series };
         for _ in 0..self.series_count {
             let Ok(n_labels) = r.varint() else { return };
             // Each varint takes a byte at least, so a huge count ends at the batch's end.
@@ -312,37 +455,10 @@ impl<'a> MetricBatch<'a> {
 
     /// Every series, in the order they were added.
     pub fn series(&self) -> Result<Vec<BatchSeries<'a>>, BatchError> {
-        let mut r = Reader { b: self.series };
-        if self.series_count > r.b.len() as u64 {
-            return Err(BatchError::Truncated);
-        }
-        let mut out = Vec::with_capacity(self.series_count as usize);
-        let sym = |n: u64| self.symbols.get(n as usize).copied().ok_or(BatchError::Symbol(n));
-        for _ in 0..self.series_count {
-            let n_labels = r.varint()?;
-            if n_labels > r.b.len() as u64 {
-                return Err(BatchError::Truncated);
-            }
-            let mut labels = Vec::with_capacity(n_labels as usize);
-            for _ in 0..n_labels {
-                labels.push((sym(r.varint()?)?, sym(r.varint()?)?));
-            }
-            let fingerprint = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
-            let n_samples = r.varint()?;
-            let bytes = r.take(n_samples.checked_mul(16).ok_or(BatchError::Truncated)?)?;
-            let samples = bytes
-                .chunks_exact(16)
-                .map(|c| {
-                    let ts = i64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
-                    let v = f64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
-                    (ts, v)
-                })
-                .collect();
-            out.push(BatchSeries { labels, fingerprint, samples });
-        }
-        if !r.b.is_empty() {
-            return Err(BatchError::Trailing(r.b.len()));
-        }
+        let mut out = Vec::new();
+        self.for_each_series(|fingerprint, labels, samples| {
+            out.push(BatchSeries { labels: labels.to_vec(), fingerprint, samples: samples.collect() })
+        })?;
         Ok(out)
     }
 
@@ -376,6 +492,67 @@ impl<'a> MetricBatch<'a> {
     }
 }
 
+/// The symbol table.
+fn read_symbols<'a>(r: &mut Reader<'a>) -> Result<Vec<&'a str>, BatchError> {
+    let n = r.varint()?;
+    // Each symbol takes at least one byte: a count past the bytes left is a lie.
+    if n > r.b.len() as u64 {
+        return Err(BatchError::Truncated);
+    }
+    let table = r.b;
+    let mut ends = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let len = r.varint()?;
+        r.take(len)?;
+        ends.push((table.len() - r.b.len(), len as usize));
+    }
+    // The table is UTF-8 as a whole when its symbols are and their lengths are below 128 (the
+    // common case): one check then covers every symbol.
+    let whole = std::str::from_utf8(&table[..table.len() - r.b.len()]).ok();
+    ends.into_iter()
+        .map(|(end, len)| match whole.and_then(|w| w.get(end - len..end)) {
+            Some(s) => Ok(s),
+            None => std::str::from_utf8(&table[end - len..end]).map_err(|_| BatchError::Utf8),
+        })
+        .collect()
+}
+
+/// The samples of a version 2 batch, checked against its series' counts.
+fn v2_samples(
+    series_count: u64,
+    counts: &[u8],
+    timestamps: &[u8],
+    values: &[u8],
+) -> Result<Vec<(i64, f64)>, BatchError> {
+    let mut cr = Reader { b: counts };
+    let mut total = 0u64;
+    for _ in 0..series_count {
+        total = total.checked_add(cr.varint()?).ok_or(BatchError::Truncated)?;
+    }
+    cr.end()?;
+    // Each sample takes a byte at least in the timestamps column.
+    if total > timestamps.len() as u64 {
+        return Err(BatchError::Truncated);
+    }
+    let (mut tr, mut vr) = (Reader { b: timestamps }, Reader { b: values });
+    let mut out = Vec::with_capacity(total as usize);
+    let mut ts = 0i64;
+    for _ in 0..total {
+        ts = ts.wrapping_add(unzigzag(tr.varint()?));
+        let tag = vr.varint()?;
+        let e = tag & 15;
+        let v = if e == RAW_VALUE {
+            f64::from_bits(u64::from_le_bytes(vr.take(8)?.try_into().expect("8 bytes")))
+        } else {
+            unzigzag(tag >> 4) as f64 / POW10[e as usize]
+        };
+        out.push((ts, v));
+    }
+    tr.end()?;
+    vr.end()?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,9 +561,9 @@ mod tests {
     #[test]
     fn batches_round_trip_with_the_name_among_sorted_labels() {
         let mut b = MetricBatchBuilder::new();
-        b.add_series(7, "up", [("instance", "h:9100"), ("job", "node")].into_iter(), &[(1000, 1.0), (2000, f64::NAN)]);
-        b.add_series(8, "a_metric", [("zone", "ü")].into_iter(), &[(5, -0.0)]);
-        b.add_series(9, "__x", std::iter::empty(), &[]);
+        b.add_series("up", [("instance", "h:9100"), ("job", "node")].into_iter(), &[(1000, 1.0), (2000, f64::NAN)]);
+        b.add_series("a_metric", [("zone", "ü")].into_iter(), &[(5, -0.0)]);
+        b.add_series("__x", std::iter::empty(), &[]);
         assert_eq!((b.samples(), b.max_ts_ms()), (3, 2000));
         let bytes = b.finish();
         let batch = MetricBatch::decode(&bytes).unwrap();
@@ -407,20 +584,58 @@ mod tests {
             assert_eq!(v.1, s.labels);
             assert_eq!(bits(&v.2), bits(&s.samples));
         }
-        assert_eq!(series[0].fingerprint, 7);
+        let want = [
+            crate::series_fingerprint("up", [("instance", "h:9100"), ("job", "node")].into_iter()),
+            crate::series_fingerprint("a_metric", [("zone", "ü")].into_iter()),
+            crate::series_fingerprint("__x", std::iter::empty()),
+        ];
         let mut fps = Vec::new();
         batch.fingerprints(&mut fps);
-        assert_eq!(fps, [7, 8, 9]);
-        MetricBatch::decode(&bytes[..bytes.len() - 9]).unwrap().fingerprints(&mut fps);
-        assert_eq!(fps, [7, 8], "a cut batch gives the fingerprints before the cut");
+        assert_eq!(fps, want, "the fingerprints the gateway computes");
+        assert_eq!(series[1].samples[0].1.to_bits(), (-0.0f64).to_bits());
+        for cut in 1..bytes.len() {
+            assert!(MetricBatch::decode(&bytes[..cut]).is_err(), "a batch cut at {cut} is an error");
+        }
         assert_eq!(batch.to_json().unwrap()[0]["samples"][1][1], format!("NaN:{:016x}", f64::NAN.to_bits()));
+    }
+
+    /// A version 1 batch, as the log holds it from before version 2: the fingerprint stored with
+    /// each series, raw samples.
+    #[test]
+    fn version_1_batches_are_still_read() {
+        let mut v1 = vec![VERSION_1, 3, 2, b'u', b'p', 3, b'j', b'o', b'b', 1, b'x', 1, 2, 0, 0, 1, 2];
+        v1.extend_from_slice(&42u64.to_le_bytes());
+        v1.push(1);
+        v1.extend_from_slice(&1000i64.to_le_bytes());
+        v1.extend_from_slice(&2.5f64.to_le_bytes());
+        let batch = MetricBatch::decode(&v1).unwrap();
+        let series = batch.series().unwrap();
+        assert_eq!(
+            series,
+            [BatchSeries { labels: vec![("up", "up"), ("job", "x")], fingerprint: 42, samples: vec![(1000, 2.5)] }]
+        );
+        let mut fps = Vec::new();
+        MetricBatch::decode(&v1[..v1.len() - 9]).unwrap().fingerprints(&mut fps);
+        assert_eq!(fps, [42], "a cut version 1 batch gives the fingerprints before the cut");
+    }
+
+    #[test]
+    fn decimals_are_found_where_exact() {
+        assert_eq!(decimal(12345.67), Some((1234567, 2)));
+        assert_eq!(decimal(3.0), Some((3, 0)));
+        assert_eq!(decimal(-0.5), Some((-5, 1)));
+        assert_eq!(decimal(0.0), Some((0, 0)));
+        assert_eq!(decimal(-0.0), None);
+        assert_eq!(decimal(f64::INFINITY), None);
+        assert_eq!(decimal(1e300), None);
+        assert_eq!(decimal(std::f64::consts::PI), None);
     }
 
     #[test]
     fn symbols_are_checked_as_utf8_whatever_their_length() {
         let long = "é".repeat(100);
         let mut b = MetricBatchBuilder::new();
-        b.add_series(1, "m", [("long", long.as_str()), ("short", "ü")].into_iter(), &[(1, 1.0)]);
+        b.add_series("m", [("long", long.as_str()), ("short", "ü")].into_iter(), &[(1, 1.0)]);
         let bytes = b.finish();
         let series = MetricBatch::decode(&bytes).unwrap().series().unwrap();
         assert_eq!(series[0].labels, [("__name__", "m"), ("long", long.as_str()), ("short", "ü")]);
@@ -449,7 +664,7 @@ mod tests {
             for (i, (name, labels)) in series.iter().enumerate() {
                 let labels: Vec<(&str, &str)> =
                     labels.iter().filter(|(n, _)| *n != "__name__").map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                b.add_series(i as u64, name, labels.iter().copied(), &[(i as i64, 0.5)]);
+                b.add_series(name, labels.iter().copied(), &[(i as i64, 0.5)]);
                 let mut all = labels.clone();
                 all.push(("__name__", name));
                 all.sort_unstable();
@@ -463,9 +678,29 @@ mod tests {
             prop_assert_eq!(batch.symbols.len(), strings.len());
         }
 
+        /// Every value and timestamp comes back bit for bit, whichever form it was written in.
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut b = vec![METRIC_BATCH_VERSION];
+        fn samples_round_trip_bit_for_bit(
+            samples in proptest::collection::vec((any::<i64>(), prop_oneof![
+                any::<f64>(),
+                (-1_000_000_000i64..1_000_000_000, 0u32..8).prop_map(|(m, e)| m as f64 / 10f64.powi(e as i32)),
+                Just(f64::from_bits(0x7ff0_0000_0000_0002)),
+                Just(-0.0),
+            ]), 0..20),
+        ) {
+            let mut b = MetricBatchBuilder::new();
+            b.add_series("m", std::iter::empty(), &samples[..samples.len() / 2]);
+            b.add_series("n", std::iter::empty(), &samples[samples.len() / 2..]);
+            let bytes = b.finish();
+            let got: Vec<(i64, u64)> = MetricBatch::decode(&bytes).unwrap().series().unwrap()
+                .into_iter().flat_map(|s| s.samples).map(|(t, v)| (t, v.to_bits())).collect();
+            let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(version in 1u8..=2, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut b = vec![version];
             b.extend_from_slice(&bytes);
             if let Ok(batch) = MetricBatch::decode(&b) {
                 let whole = batch.series().is_ok();

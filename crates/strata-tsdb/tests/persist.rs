@@ -1,4 +1,4 @@
-//! The store across crashes: the sink is driven by hand through the `Sink` trait, the way the
+//! The store across crashes: the sink is driven by hand through `BlockingSink`, the way the
 //! consumer runtime drives it, and "crashes" by being dropped without `stop` at many points, with
 //! and without a checkpoint just before. After every restart it resumes from the manifest, and at
 //! the end it must hold exactly what one uninterrupted run holds: every sample, once, with the
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use strata_log::{Record, StoredRecord};
 use strata_model::{MetricBatch, MetricBatchBuilder, MetricPoint};
-use strata_pipeline::{Positions, Sink};
+use strata_pipeline::{BlockingSink, Positions, Typed};
 use strata_tsdb::{Store, TsdbConfig, TsdbSink};
 
 const MIN_MS: i64 = 60_000;
@@ -45,8 +45,7 @@ fn stored(offset: u64, tenant: &str, p: &MetricPoint) -> StoredRecord {
 fn batch(p: &MetricPoint) -> Vec<u8> {
     let mut b = MetricBatchBuilder::new();
     let labels: Vec<(&str, &str)> = p.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let fp = strata_model::series_fingerprint(&p.name, labels.iter().copied());
-    b.add_series(fp, &p.name, labels.into_iter(), &[(p.timestamp_ns / 1_000_000, p.value)]);
+    b.add_series(&p.name, labels.into_iter(), &[(p.timestamp_ns / 1_000_000, p.value)]);
     b.finish()
 }
 
@@ -103,6 +102,9 @@ fn config(dir: &std::path::Path) -> TsdbConfig {
     cfg
 }
 
+/// The sink as the consumer runtime runs it, batches decoded by `Typed`, driven call by call.
+type Driven = BlockingSink<Typed<TsdbSink>>;
+
 fn key(p: u32) -> (String, u32) {
     ("metrics".to_string(), p)
 }
@@ -110,7 +112,7 @@ fn key(p: u32) -> (String, u32) {
 /// Feeds records from `positions` on, in chunks of varying size, alternating partitions,
 /// checkpointing after every `commit_every` chunks; stops after `chunks_max` chunks.
 fn feed(
-    sink: &mut TsdbSink,
+    sink: &mut Driven,
     parts: &[Vec<StoredRecord>],
     positions: &mut Positions,
     chunks_max: usize,
@@ -144,9 +146,9 @@ fn feed(
     }
 }
 
-fn open(dir: &std::path::Path) -> (Arc<Store>, TsdbSink, Positions) {
+fn open(dir: &std::path::Path) -> (Arc<Store>, Driven, Positions) {
     let store = Arc::new(Store::new(config(dir)));
-    let mut sink = TsdbSink::new(store.clone());
+    let mut sink = BlockingSink::new(Typed::new(TsdbSink::new(store.clone())));
     let mut positions = sink.committed().unwrap();
     for p in 0..PARTITIONS {
         positions.entry(key(p)).or_insert(0);
@@ -224,7 +226,7 @@ fn retention_drops_whole_blocks_per_tenant() {
     let mut cfg = config(dir.path());
     cfg.tenant_retention_ms = HashMap::from([("short".to_string(), 24 * HOUR_MS)]);
     let store = Arc::new(Store::new(cfg));
-    let mut sink = TsdbSink::new(store.clone());
+    let mut sink = BlockingSink::new(Typed::new(TsdbSink::new(store.clone())));
     let mut positions = sink.committed().unwrap();
     // Two days ago, then now: the old range is cut and, for "short", past retention.
     for tenant in ["short", "long"] {
