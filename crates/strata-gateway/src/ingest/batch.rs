@@ -1,0 +1,137 @@
+//! A request's records grouped into one batch per partition, metric samples into one batch
+//! record per source.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata_log::EncodedRecords;
+use strata_model::{RecordError, TenantId, partition_for};
+
+/// The records of one partition, with the request indexes they came from.
+pub(crate) struct PartitionBatch {
+    pub records: EncodedRecords,
+    pub indexes: Vec<usize>,
+}
+
+/// Metric samples of one request grouped into one batch record per source (`MetricBatch`).
+pub(crate) struct MetricBatches {
+    by_source: BTreeMap<String, (strata_model::MetricBatchBuilder, Vec<usize>)>,
+    series: Arc<std::sync::Mutex<crate::series::TenantSeries>>,
+    now_s: u32,
+}
+
+impl MetricBatches {
+    pub fn new(gw: &crate::Gateway, tenant: &TenantId) -> MetricBatches {
+        MetricBatches {
+            by_source: BTreeMap::new(),
+            series: gw.series.tenant(tenant.as_str()),
+            now_s: crate::series::now_s(),
+        }
+    }
+
+    /// Adds the samples of one series, validated, with the request indexes they came from; labels
+    /// are sorted and without `__name__`. Refused if the series is new and the tenant is at its
+    /// limit of active series.
+    pub fn add(
+        &mut self,
+        source_id: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        samples: &[(i64, f64)],
+        indexes: impl Iterator<Item = usize>,
+    ) -> Result<(), RecordError> {
+        let fp = strata_model::series_fingerprint(name, labels.iter().copied());
+        let mut series = self.series.lock().expect("tenant series lock");
+        if !series.admit(fp, self.now_s) {
+            return Err(RecordError::SeriesLimit(series.max()));
+        }
+        drop(series);
+        self.add_admitted(source_id, name, labels, samples, indexes);
+        Ok(())
+    }
+
+    /// Admits series by fingerprint against the tenant's active-series limit, in one lock.
+    pub fn admit(&self, fingerprints: impl Iterator<Item = u64>) -> Vec<Result<(), RecordError>> {
+        let mut series = self.series.lock().expect("tenant series lock");
+        let refused = RecordError::SeriesLimit(series.max());
+        fingerprints.map(|fp| if series.admit(fp, self.now_s) { Ok(()) } else { Err(refused.clone()) }).collect()
+    }
+
+    /// Adds a series that `admit` took, as `add` does.
+    pub fn add_admitted(
+        &mut self,
+        source_id: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        samples: &[(i64, f64)],
+        indexes: impl Iterator<Item = usize>,
+    ) {
+        let entry = match self.by_source.get_mut(source_id) {
+            Some(e) => e,
+            None => self
+                .by_source
+                .entry(source_id.to_string())
+                .or_insert_with(|| (strata_model::MetricBatchBuilder::new(), Vec::new())),
+        };
+        entry.0.add_series(name, labels.iter().copied(), samples);
+        entry.1.extend(indexes);
+    }
+
+    /// One record per source into `out`.
+    pub fn finish(self, out: &mut Decoded, tenant: &TenantId, partitions: u32) {
+        for (source_id, (batch, indexes)) in self.by_source {
+            let ts_ns = batch.max_ts_ms().saturating_mul(1_000_000);
+            out.push_many(indexes, tenant, &source_id, ts_ns, &batch.finish(), partitions);
+        }
+    }
+}
+
+/// A decoded and validated body, ready to append.
+pub(crate) struct Decoded {
+    pub batches: BTreeMap<u32, PartitionBatch>,
+    pub total: usize,
+    pub errors: Vec<(usize, RecordError)>,
+}
+
+impl Decoded {
+    pub fn new() -> Decoded {
+        Decoded { batches: BTreeMap::new(), total: 0, errors: Vec::new() }
+    }
+
+    /// Adds one valid record's stored form to its partition's batch.
+    pub fn push(
+        &mut self,
+        index: usize,
+        tenant: &TenantId,
+        source_id: &str,
+        timestamp_ns: i64,
+        payload: &[u8],
+        partitions: u32,
+    ) {
+        self.push_many(std::iter::once(index), tenant, source_id, timestamp_ns, payload, partitions)
+    }
+
+    /// Adds one record that carries the items `indexes` of the request (a metric batch).
+    pub fn push_many(
+        &mut self,
+        indexes: impl IntoIterator<Item = usize>,
+        tenant: &TenantId,
+        source_id: &str,
+        timestamp_ns: i64,
+        payload: &[u8],
+        partitions: u32,
+    ) {
+        let p = partition_for(tenant.as_str(), source_id, partitions);
+        let batch = self
+            .batches
+            .entry(p)
+            .or_insert_with(|| PartitionBatch { records: EncodedRecords::new(), indexes: Vec::new() });
+        match batch.records.push(timestamp_ns, tenant.as_str(), source_id, &[], payload) {
+            Ok(()) => batch.indexes.extend(indexes),
+            Err(_) => {
+                let e = RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize };
+                self.errors.extend(indexes.into_iter().map(|i| (i, e.clone())));
+            }
+        }
+    }
+}
