@@ -1,7 +1,7 @@
 //! `strata-bench index`: the log search indexer alone, in process. Generated lines are fed to a
-//! `SearchSink` the way the consumer runtime feeds it (per-partition batches with consecutive
-//! offsets, a commit about every second), and the throughput, the index size and the memory are
-//! reported.
+//! `SearchSink` the way the consumer runtime feeds it (through `Typed`, which decodes each stored
+//! line, in per-partition batches with consecutive offsets, a commit about every second), and the
+//! throughput, the index size and the memory are reported.
 //!
 //! A pool of distinct producer lines is generated and normalised with `normalize_log`, as the
 //! gateway does, before the clock starts. The timed part takes pool lines in rotation, stamps each
@@ -17,8 +17,9 @@ use anyhow::{Context as _, bail, ensure};
 use clap::Args;
 use serde::Serialize;
 use strata_log::{Record, StoredRecord};
-use strata_model::{Limits, LogLine, TenantId};
-use strata_pipeline::{Positions, Sink as _};
+use strata_model::topic::Logs;
+use strata_model::{Limits, LogLine, TenantId, Topic};
+use strata_pipeline::{BlockingSink, Positions, Typed};
 use strata_search::{IndexerConfig, Indexes, Retention, SearchSink};
 
 use crate::args::{WorkloadArgs, now_ms};
@@ -33,7 +34,7 @@ pub const RARE_TOKEN: &str = "xyzzyrare";
 pub const TENANT: &str = "bench";
 
 /// The topic the search sink reads.
-const TOPIC: &str = "logs";
+const TOPIC: &str = Logs::SPEC.name;
 
 /// The clock the pool is generated with: 2024-05-01T12:00:00Z.
 const POOL_CLOCK_MS: i64 = 1_714_564_800_000;
@@ -259,7 +260,7 @@ pub fn build(args: &IndexArgs) -> anyhow::Result<IndexReport> {
         Indexes::new(args.dir.clone(), Retention::default())
             .with_context(|| format!("cannot create indexes in {}", args.dir.display()))?,
     );
-    let mut sink = SearchSink::new(Arc::clone(&indexes), IndexerConfig::default());
+    let mut sink = BlockingSink::new(Typed::new(SearchSink::new(Arc::clone(&indexes), IndexerConfig::default())));
     // The consumer runtime asks for the sink's positions before it feeds it; on an empty directory
     // there are none.
     let resumed = sink.committed()?;
@@ -367,7 +368,12 @@ pub fn build(args: &IndexArgs) -> anyhow::Result<IndexReport> {
 }
 
 /// Hands the records of `batch` to the sink and advances the partition's position past them.
-fn flush(sink: &mut SearchSink, partition: u32, batch: &mut Batch, positions: &mut Positions) -> anyhow::Result<()> {
+fn flush(
+    sink: &mut BlockingSink<Typed<SearchSink>>,
+    partition: u32,
+    batch: &mut Batch,
+    positions: &mut Positions,
+) -> anyhow::Result<()> {
     let records = &batch.records[..batch.len];
     sink.write(TOPIC, partition, records)?;
     if let Some(last) = records.last() {

@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use hdrhistogram::Histogram;
 use strata_log::{EmbeddedLog, EncodedRecords, Log, LogConfig};
+use strata_model::Topic;
+use strata_model::topic::Logs;
 
 #[derive(Debug, Args)]
 pub struct LogAppendArgs {
@@ -117,7 +119,7 @@ pub fn run(args: LogAppendArgs) -> anyhow::Result<()> {
 
 async fn append(args: &LogAppendArgs, dir: &Path) -> anyhow::Result<(Duration, Histogram<u64>, u64)> {
     let mut cfg = LogConfig::new(dir, args.partitions);
-    cfg.topics.retain(|t| t.name == "logs");
+    cfg.topics.retain(|t| t.name == Logs::SPEC.name);
     let log = Arc::new(EmbeddedLog::open(cfg)?);
     let payload = vec![b'x'; args.record_bytes];
     let mut batch = EncodedRecords::new();
@@ -136,7 +138,7 @@ async fn append(args: &LogAppendArgs, dir: &Path) -> anyhow::Result<(Duration, H
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < appends_total {
                 let t = Instant::now();
-                log.append("logs", partition, batch.clone()).await?;
+                log.append(Logs::SPEC.name, partition, batch.clone()).await?;
                 hist.record(t.elapsed().as_micros() as u64).expect("in bounds");
             }
             Ok::<_, strata_log::Error>(hist)

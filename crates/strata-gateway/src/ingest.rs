@@ -25,6 +25,7 @@ pub(crate) use batch::{Decoded, MetricBatches, PartitionBatch};
 pub use decode::Format;
 use decode::{decode, now_ns};
 
+/// One rejected record in an answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemError {
     pub index: usize,
@@ -49,6 +50,7 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// `POST /ingest/v1/{logs,events,metrics}`.
 pub(crate) async fn ingest_records(gw: Arc<Gateway>, kind: Kind, headers: HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
     let result = ingest_records_inner(&gw, kind, &headers, body).await;

@@ -21,6 +21,8 @@
 //! (compressed together as one zstd frame when the codec says so; the CRC covers what is stored)
 //! ```
 
+use strata_model::topic::Compression;
+
 use crate::{Error, Record, Result};
 
 pub const FORMAT_VERSION: u8 = 1;
@@ -55,10 +57,16 @@ impl Codec {
 
     /// `none` or `zstd`, as configuration spells it.
     pub fn parse(s: &str) -> Option<Codec> {
-        match s {
-            "none" => Some(Codec::None),
-            "zstd" => Some(Codec::Zstd),
-            _ => None,
+        Compression::ALL.into_iter().find(|c| c.name() == s).map(Codec::from)
+    }
+}
+
+/// A topic declaration's compression is the codec of the same name.
+impl From<Compression> for Codec {
+    fn from(c: Compression) -> Codec {
+        match c {
+            Compression::None => Codec::None,
+            Compression::Zstd => Codec::Zstd,
         }
     }
 }
@@ -372,6 +380,16 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_declared_compression_is_the_codec_configuration_names_alike() {
+        for c in Compression::ALL {
+            assert_eq!(Codec::parse(c.name()), Some(Codec::from(c)), "{c:?}");
+        }
+        assert_eq!(Codec::from(Compression::None), Codec::None);
+        assert_eq!(Codec::from(Compression::Zstd), Codec::Zstd);
+        assert_eq!(Codec::parse("gzip"), None);
+    }
 
     fn arb_record() -> impl Strategy<Value = Record> {
         (

@@ -11,6 +11,8 @@ mod partition;
 
 use std::path::PathBuf;
 
+use strata_model::TopicSpec;
+
 pub use embedded::EmbeddedLog;
 pub use format::{Codec, EncodedRecords};
 pub use groups::validate_group_name;
@@ -112,6 +114,19 @@ pub struct TopicConfig {
     pub codec: Codec,
 }
 
+impl TopicConfig {
+    /// A topic as its declaration has it, with `partitions` partitions.
+    pub fn declared(spec: &TopicSpec, partitions: u32) -> TopicConfig {
+        TopicConfig {
+            name: spec.name.to_string(),
+            partitions,
+            retention_ms: spec.retention_ms,
+            retention_bytes: None,
+            codec: spec.compression.into(),
+        }
+    }
+}
+
 /// Configuration of the embedded log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -134,19 +149,10 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
-    /// Defaults for a data directory: the four record topics with `partitions` each.
+    /// Defaults for a data directory: every declared topic (`TopicSpec::ALL`) with `partitions`
+    /// each, and its declared codec and retention.
     pub fn new(dir: impl Into<PathBuf>, partitions: u32) -> Self {
-        let topics = ["logs", "events", "metrics", "raw"]
-            .into_iter()
-            .map(|name| TopicConfig {
-                name: name.to_string(),
-                partitions,
-                retention_ms: Some(7 * 24 * 3600 * 1000),
-                retention_bytes: None,
-                // Raw payloads are often compressed already (dumps, images): not worth the CPU.
-                codec: if name == "raw" { Codec::None } else { Codec::Zstd },
-            })
-            .collect();
+        let topics = TopicSpec::ALL.iter().map(|spec| TopicConfig::declared(spec, partitions)).collect();
         LogConfig {
             dir: dir.into(),
             topics,

@@ -1,5 +1,5 @@
 //! The record types every other crate speaks: tenants, kinds of record, logs, metric points, events,
-//! the limits they are validated against, and the partition key.
+//! the topics they are appended to, the limits they are validated against, and the partition key.
 //!
 //! This crate does no I/O. Everything here is a pure function of its input, so the gateway can
 //! validate on any thread and later stages can decode what the gateway wrote.
@@ -11,6 +11,7 @@ mod metric_batch;
 mod record;
 mod tenant;
 mod timestamp;
+pub mod topic;
 pub mod varint;
 
 pub use duration::parse_duration_ms;
@@ -23,8 +24,9 @@ pub use record::{
 };
 pub use tenant::{TenantError, TenantId};
 pub use timestamp::{TimestampError, format_rfc3339_nanos, parse_timestamp};
+pub use topic::{DecodeError, Topic, TopicSpec};
 
-/// The four kinds of record a producer sends, one topic each.
+/// The four kinds of record a producer sends, one topic each (declared in [`topic`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Logs,
@@ -36,14 +38,9 @@ pub enum Kind {
 impl Kind {
     pub const ALL: [Kind; 4] = [Kind::Logs, Kind::Events, Kind::Metrics, Kind::Raw];
 
-    /// The log topic records of this kind are appended to.
+    /// The name of the log topic records of this kind are appended to, from its declaration.
     pub fn topic(self) -> &'static str {
-        match self {
-            Kind::Logs => "logs",
-            Kind::Events => "events",
-            Kind::Metrics => "metrics",
-            Kind::Raw => "raw",
-        }
+        self.spec().name
     }
 
     pub fn as_str(self) -> &'static str {
@@ -51,7 +48,7 @@ impl Kind {
     }
 
     pub fn from_topic(topic: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.topic() == topic)
+        TopicSpec::named(topic).map(|s| s.kind)
     }
 }
 

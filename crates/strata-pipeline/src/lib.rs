@@ -1,19 +1,31 @@
 //! The consumer runtime: reads every partition of a sink's topics and hands the records to the
 //! sink, which commits its input positions together with its own data. After a crash a sink
 //! resumes from the positions of its last commit, so it neither skips nor repeats a record.
+//!
+//! Sinks are async-capable: each consumer thread owns a current-thread tokio runtime and drives
+//! its sink's futures with `block_on`, so a sink may await I/O (an object store) while the ones
+//! that only touch local files stay synchronous inside their `async fn`s. A [`TopicSink`] reads
+//! one declared topic and is handed its records decoded, through the [`Typed`] adapter.
 
+mod blocking;
 mod checkpoint;
+mod kept;
 mod processor;
 mod runtime;
 mod stats;
+mod typed;
 
 use std::collections::BTreeMap;
 
+/// Implementations of [`Sink`] and [`TopicSink`] put this on their `impl` block.
+pub use async_trait::async_trait;
+pub use blocking::BlockingSink;
 pub use checkpoint::{Checkpoint, CheckpointDelta, CheckpointError};
 pub use processor::{OutputRecord, Processor, ProcessorSink, SOURCE_POSITION_HEADER};
 pub use runtime::{Consumer, ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, SinkFactory, spawn_consumer};
 pub use stats::StatsSink;
 use strata_log::StoredRecord;
+pub use typed::{Decoded, TopicSink, Typed};
 
 /// Next offset to read, per (topic, partition).
 pub type Positions = BTreeMap<(String, u32), u64>;
@@ -46,7 +58,26 @@ impl SinkError {
     }
 }
 
-/// A materialised view fed from the log.
+/// Who keeps a sink's positions, and so what a crash can cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckpointKind {
+    /// The sink stores them with its data in one atomic step (`commit`) and gives them back
+    /// (`committed`): exactly once across crashes. Every store does this.
+    #[default]
+    WithData,
+    /// The runtime stores them in `<checkpoint_dir>/<group>.positions` (see
+    /// `ConsumerConfig::checkpoint_dir`) after each `commit` of the sink succeeds, and starts the
+    /// sink from them. Stopped, failed or panicked, the sink resumes exactly after what its last
+    /// commit made durable. A crash of the process after the sink's commit and before the
+    /// runtime's write (or a stop while that write keeps failing) replays the records since the
+    /// runtime's previous write: at least once across that window, which is why stores keep
+    /// their positions with their data. For sinks that cannot.
+    Runtime,
+}
+
+/// A materialised view fed from the log. The runtime awaits each call to its end before it makes
+/// the next one, on the consumer's own thread.
+#[async_trait::async_trait]
 pub trait Sink: Send + 'static {
     /// The consumer group: names the sink's positions in the log and in metrics.
     fn group(&self) -> &str;
@@ -54,17 +85,23 @@ pub trait Sink: Send + 'static {
     /// The topics the sink reads.
     fn topics(&self) -> Vec<String>;
 
+    /// Who keeps the sink's positions. Asked once per attempt, at its start.
+    fn checkpoint_kind(&self) -> CheckpointKind {
+        CheckpointKind::WithData
+    }
+
     /// The positions stored with the sink's data by its last commit. Called once per attempt, at
-    /// its start, on a sink the runtime has just built.
-    fn committed(&mut self) -> Result<Positions, SinkError>;
+    /// its start, on a sink the runtime has just built; a sink opens its state here. With
+    /// [`CheckpointKind::Runtime`] the runtime starts from the positions it kept and ignores these.
+    async fn committed(&mut self) -> Result<Positions, SinkError>;
 
     /// Takes records read from one partition. Nothing of them needs to be durable until `commit`.
-    fn write(&mut self, topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError>;
+    async fn write(&mut self, topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError>;
 
     /// Makes everything written so far durable, in one atomic step with `positions`. A sink whose
     /// data can be rebuilt from the log may persist less often than it is asked to (and resume
     /// from older positions), as long as `committed` then returns the positions of what it did.
-    fn commit(&mut self, positions: &Positions) -> Result<(), SinkError>;
+    async fn commit(&mut self, positions: &Positions) -> Result<(), SinkError>;
 
     /// Whether the sink lost its state (a damaged state file it set aside) and must be fed the
     /// log from the start, rather than from its consumer group's offsets. Asked after `committed`.
@@ -74,7 +111,7 @@ pub trait Sink: Send + 'static {
 
     /// Called once when the consumer stops, after the last `commit`: a sink that persists less
     /// often than `commit` is called persists everything here, so a restart replays little.
-    fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {
+    async fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {
         let _ = positions;
         Ok(())
     }

@@ -62,7 +62,6 @@ pub struct ProcessorSink<P: Processor> {
     processor: P,
     log: Arc<dyn Log>,
     hint_path: PathBuf,
-    rt: tokio::runtime::Runtime,
     output_partitions: u32,
     out: Vec<OutputRecord>,
 }
@@ -71,8 +70,7 @@ impl<P: Processor> ProcessorSink<P> {
     /// `state_dir` keeps the processor's hint file, `<name>.processor`.
     pub fn new(processor: P, log: Arc<dyn Log>, state_dir: &std::path::Path) -> ProcessorSink<P> {
         let hint_path = state_dir.join(format!("{}.processor", processor.name()));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("processor runtime");
-        ProcessorSink { processor, log, hint_path, rt, output_partitions: 0, out: Vec::new() }
+        ProcessorSink { processor, log, hint_path, output_partitions: 0, out: Vec::new() }
     }
 
     fn header_value(&self, topic: &str, partition: u32, next_offset: u64) -> Vec<u8> {
@@ -116,6 +114,7 @@ fn log_err(e: strata_log::Error) -> SinkError {
     }
 }
 
+#[async_trait::async_trait]
 impl<P: Processor> Sink for ProcessorSink<P> {
     fn group(&self) -> &str {
         self.processor.name()
@@ -125,7 +124,7 @@ impl<P: Processor> Sink for ProcessorSink<P> {
         vec![self.processor.input().to_string()]
     }
 
-    fn committed(&mut self) -> Result<Positions, SinkError> {
+    async fn committed(&mut self) -> Result<Positions, SinkError> {
         self.output_partitions = self.log.partition_count(self.processor.output()).map_err(log_err)?;
         let hint = self.read_hint()?;
         let mut positions: Positions = hint.positions.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
@@ -158,7 +157,7 @@ impl<P: Processor> Sink for ProcessorSink<P> {
         Ok(positions)
     }
 
-    fn write(&mut self, topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
+    async fn write(&mut self, topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
         let Some(last) = records.last() else { return Ok(()) };
         let mut outputs: Vec<(&str, OutputRecord)> = Vec::new();
         for r in records {
@@ -183,14 +182,12 @@ impl<P: Processor> Sink for ProcessorSink<P> {
                 .map_err(|e| SinkError::Corrupt { path: PathBuf::from("log"), reason: e.to_string() })?;
         }
         let q = partition % self.output_partitions.max(1);
-        let output = self.processor.output().to_string();
-        let log = self.log.clone();
         // One batch, durable whole or not at all, with the input position on its last record.
-        self.rt.block_on(async move { log.append(&output, q, batch).await }).map_err(log_err)?;
+        self.log.append(self.processor.output(), q, batch).await.map_err(log_err)?;
         Ok(())
     }
 
-    fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
+    async fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
         let output = self.processor.output();
         let topics = self.log.topics();
         let ends: Vec<(u32, u64)> = topics

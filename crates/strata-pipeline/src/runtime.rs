@@ -4,9 +4,14 @@
 //! a failure at start or a panic ends the attempt, and the supervisor builds a new sink and starts
 //! again from its last commit, also with backoff. Every consumer's state is in `Consumers`, which
 //! the admin API, `/readyz` and `/metrics` read.
+//!
+//! The consumer thread owns a current-thread tokio runtime (every driver enabled) and drives each
+//! of the sink's calls to its end with `block_on`: a sink may await I/O, and the calls of one
+//! sink never overlap, as they never did when they were blocking.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +21,7 @@ use strata_log::{Error as LogError, GroupOffset, Log};
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoint, CheckpointDelta};
-use crate::{Positions, Sink, SinkError};
+use crate::{CheckpointKind, Positions, Sink, SinkError, kept};
 
 /// How a consumer reads, commits and recovers.
 #[derive(Debug, Clone)]
@@ -32,6 +37,9 @@ pub struct ConsumerConfig {
     /// it doubles with each failure in a row up to `backoff_ms_max`.
     pub backoff_ms_min: u64,
     pub backoff_ms_max: u64,
+    /// Where the runtime keeps the positions of a sink of `CheckpointKind::Runtime`, one file per
+    /// consumer group. Such a sink fails at start without it.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 impl Default for ConsumerConfig {
@@ -42,6 +50,7 @@ impl Default for ConsumerConfig {
             idle_wait_ms: 10_000,
             backoff_ms_min: 200,
             backoff_ms_max: 30_000,
+            checkpoint_dir: None,
         }
     }
 }
@@ -184,7 +193,7 @@ struct PartitionState {
 /// a restarted attempt never sees what a failed one left in memory.
 pub type SinkFactory = Box<dyn FnMut() -> Box<dyn Sink> + Send>;
 
-/// Starts a supervised consumer on its own thread (a sink's calls are blocking work: files,
+/// Starts a supervised consumer on its own thread (a sink's calls may be blocking work: files,
 /// indexes) and registers it in `consumers`. Returns at once; failures show in its status.
 pub fn spawn_consumer(
     log: Arc<dyn Log>,
@@ -222,7 +231,7 @@ fn supervise(
     let group = first.group().to_string();
     let mut sink = Some(first);
     let mut failures = 0u32;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("consumer runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("consumer runtime");
     loop {
         let attempt_sink = sink.take().unwrap_or_else(|| factory());
         let started = Instant::now();
@@ -279,10 +288,21 @@ async fn stop_within(stopped: &mut watch::Receiver<bool>, d: Duration) -> bool {
     asked || *stopped.borrow()
 }
 
-/// Loads the sink's positions and fills in the partitions it has none for.
-fn start(log: &dyn Log, sink: &mut dyn Sink) -> Result<(Positions, Vec<PartitionState>), String> {
+/// Loads the sink's positions (its own, or the ones the runtime kept for it) and fills in the
+/// partitions it has none for.
+fn start(
+    log: &dyn Log,
+    sink: &mut dyn Sink,
+    kept_path: Option<&std::path::Path>,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(Positions, Vec<PartitionState>), String> {
     let group = sink.group().to_string();
-    let mut positions = sink.committed().map_err(|e| format!("cannot load its state: {e}"))?;
+    let own = rt.block_on(sink.committed()).map_err(|e| format!("cannot load its state: {e}"))?;
+    let mut positions = match kept_path {
+        None => own,
+        Some(_) if sink.rebuild_from_start() => Positions::new(),
+        Some(path) => kept::read(path).map_err(|e| format!("cannot load its positions: {e}"))?,
+    };
     let mut parts = Vec::new();
     for topic in sink.topics() {
         let n = log.partition_count(&topic).map_err(|e| e.to_string())?;
@@ -306,6 +326,17 @@ fn start(log: &dyn Log, sink: &mut dyn Sink) -> Result<(Positions, Vec<Partition
         }
     }
     Ok((positions, parts))
+}
+
+/// Where the runtime keeps the sink's positions: `None` when the sink keeps them itself.
+fn kept_path(sink: &dyn Sink, cfg: &ConsumerConfig) -> Result<Option<PathBuf>, String> {
+    if sink.checkpoint_kind() == CheckpointKind::WithData {
+        return Ok(None);
+    }
+    let Some(dir) = &cfg.checkpoint_dir else {
+        return Err("it asks the runtime to keep its positions, but the consumer has no checkpoint_dir".to_string());
+    };
+    kept::path(dir, sink.group()).map(Some).map_err(|e| e.to_string())
 }
 
 /// Retries a sink call while it fails with a retryable error, with capped exponential backoff,
@@ -354,7 +385,11 @@ fn attempt(
 ) -> Ended {
     let group = sink.group().to_string();
     consumers.set_state(&group, ConsumerState::Starting);
-    let (positions, parts) = match start(&**log, &mut *sink) {
+    let kept_path = match kept_path(&*sink, cfg) {
+        Ok(p) => p,
+        Err(reason) => return Ended::Failed(reason),
+    };
+    let (positions, parts) = match start(&**log, &mut *sink, kept_path.as_deref(), rt) {
         Ok(p) => p,
         Err(reason) => return Ended::Failed(reason),
     };
@@ -383,7 +418,7 @@ fn attempt(
                     let fresh = checkpoint.unapplied(&ps.topic, ps.partition, &r.records);
                     if !fresh.is_empty() {
                         let written = with_retries(&group, "sink write", cfg, consumers, stopped, rt, || {
-                            sink.write(&ps.topic, ps.partition, fresh)
+                            rt.block_on(sink.write(&ps.topic, ps.partition, fresh))
                         });
                         match written {
                             Ok(()) => {}
@@ -428,7 +463,18 @@ fn attempt(
         if dirty && (stopping || last_commit.elapsed() >= commit_every) {
             let t = Instant::now();
             let positions = checkpoint.positions();
-            match with_retries(&group, "sink commit", cfg, consumers, stopped, rt, || sink.commit(positions)) {
+            let committed = with_retries(&group, "sink commit", cfg, consumers, stopped, rt, || {
+                rt.block_on(sink.commit(positions))
+            })
+            .and_then(|()| match &kept_path {
+                None => Ok(()),
+                // After the sink's commit, never before: positions ahead of the data would skip
+                // records, behind it they only replay them.
+                Some(path) => with_retries(&group, "checkpoint write", cfg, consumers, stopped, rt, || {
+                    kept::write(path, positions)
+                }),
+            });
+            match committed {
                 Ok(()) => {
                     commit_seconds.record(t.elapsed().as_secs_f64());
                     dirty = false;
@@ -446,7 +492,7 @@ fn attempt(
             }
         }
         if stopping && !dirty {
-            if let Err(e) = sink.stop(checkpoint.positions()) {
+            if let Err(e) = rt.block_on(sink.stop(checkpoint.positions())) {
                 tracing::error!(%group, error = %e, "sink could not persist its state at stop");
             }
             return Ended::Stopped;

@@ -32,6 +32,10 @@ struct StatsBody {
 
 /// Counts every record of the record topics by (tenant, topic), and keeps the counts and its log
 /// positions in one file replaced atomically, so a crash can never count a record twice.
+///
+/// A plain [`Sink`] rather than a `TopicSink`: it reads every topic and needs only each record's
+/// tenant and payload length, so decoding would be wasted work, and a record that does not decode
+/// is still stored and still counted.
 pub struct StatsSink {
     path: PathBuf,
     topics: Vec<String>,
@@ -92,6 +96,7 @@ fn read_stats(path: &std::path::Path) -> Result<Option<StatsFile>, strata_durabl
     Ok(Some(f))
 }
 
+#[async_trait::async_trait]
 impl Sink for StatsSink {
     fn group(&self) -> &str {
         Self::GROUP
@@ -101,7 +106,42 @@ impl Sink for StatsSink {
         self.topics.clone()
     }
 
-    fn committed(&mut self) -> Result<Positions, SinkError> {
+    async fn committed(&mut self) -> Result<Positions, SinkError> {
+        self.load()
+    }
+
+    fn rebuild_from_start(&self) -> bool {
+        self.rebuild
+    }
+
+    async fn write(&mut self, topic: &str, _partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
+        for r in records {
+            let c = self.counts.entry((r.record.tenant.clone(), topic.to_string())).or_default();
+            c.records += 1;
+            c.bytes += r.record.payload.len() as u64;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
+        let body = StatsBody {
+            positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+            counts: self.counts.iter().map(|((t, k), c)| (t.clone(), k.clone(), c.clone())).collect(),
+        };
+        let file = StatsFile { version: STATS_FILE_VERSION, crc32c: crc(&body), body };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(self.io())?;
+        }
+        strata_durable::write(&self.path, &serde_json::to_vec(&file).expect("stats serialise"))?;
+        self.publish();
+        Ok(())
+    }
+}
+
+impl StatsSink {
+    /// Reads the counts and positions of the last commit, as `Sink::committed` does; a damaged
+    /// file is set aside and the counts start again from the log's start.
+    pub fn load(&mut self) -> Result<Positions, SinkError> {
         let f = match read_stats(&self.path) {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(Positions::new()),
@@ -119,35 +159,6 @@ impl Sink for StatsSink {
         Ok(f.body.positions.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
     }
 
-    fn rebuild_from_start(&self) -> bool {
-        self.rebuild
-    }
-
-    fn write(&mut self, topic: &str, _partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
-        for r in records {
-            let c = self.counts.entry((r.record.tenant.clone(), topic.to_string())).or_default();
-            c.records += 1;
-            c.bytes += r.record.payload.len() as u64;
-        }
-        Ok(())
-    }
-
-    fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
-        let body = StatsBody {
-            positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
-            counts: self.counts.iter().map(|((t, k), c)| (t.clone(), k.clone(), c.clone())).collect(),
-        };
-        let file = StatsFile { version: STATS_FILE_VERSION, crc32c: crc(&body), body };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(self.io())?;
-        }
-        strata_durable::write(&self.path, &serde_json::to_vec(&file).expect("stats serialise"))?;
-        self.publish();
-        Ok(())
-    }
-}
-
-impl StatsSink {
     /// Counts as of the last commit, by (tenant, topic).
     pub fn committed_counts(&self) -> &BTreeMap<(String, String), Count> {
         &self.published

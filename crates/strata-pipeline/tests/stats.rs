@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_log::{EmbeddedLog, EncodedRecords, Log, LogConfig};
-use strata_pipeline::{ConsumerConfig, Consumers, Sink, StatsSink, spawn_consumer};
+use strata_pipeline::{ConsumerConfig, Consumers, StatsSink, spawn_consumer};
 
 async fn append(log: &EmbeddedLog, tenant: &str, n: u32) {
     for p in 0..2 {
@@ -19,7 +19,7 @@ async fn append(log: &EmbeddedLog, tenant: &str, n: u32) {
 
 fn committed(dir: &std::path::Path) -> (u64, u64) {
     let mut s = StatsSink::new(dir, vec!["logs".into()]);
-    let positions = s.committed().unwrap();
+    let positions = s.load().unwrap();
     let records = s.committed_counts().values().map(|c| c.records).sum();
     (records, positions.values().sum())
 }

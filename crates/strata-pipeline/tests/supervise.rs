@@ -37,6 +37,7 @@ struct Applier {
     faults_left: Arc<AtomicU32>,
 }
 
+#[strata_pipeline::async_trait]
 impl Sink for Applier {
     fn group(&self) -> &str {
         &self.group
@@ -46,7 +47,7 @@ impl Sink for Applier {
         vec!["logs".to_string()]
     }
 
-    fn committed(&mut self) -> Result<Positions, SinkError> {
+    async fn committed(&mut self) -> Result<Positions, SinkError> {
         if let Fault::FailStarts(_) = self.fault
             && take_fault(&self.faults_left)
         {
@@ -55,7 +56,7 @@ impl Sink for Applier {
         Ok(self.durable.lock().unwrap().positions.clone())
     }
 
-    fn write(&mut self, _topic: &str, _partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
+    async fn write(&mut self, _topic: &str, _partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
         if let Fault::RetryWrites(_) = self.fault
             && take_fault(&self.faults_left)
         {
@@ -71,7 +72,7 @@ impl Sink for Applier {
         Ok(())
     }
 
-    fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
+    async fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
         let mut d = self.durable.lock().unwrap();
         d.applied.append(&mut self.pending);
         d.positions = positions.clone();

@@ -8,7 +8,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use strata_log::{Log, StoredRecord};
-use strata_model::{LogLine, TenantId};
+use strata_model::topic::Logs;
+use strata_model::{LogLine, TenantId, Topic};
 use tantivy::collector::DocSetCollector;
 use tantivy::query::Query;
 use tantivy::query_grammar::UserInputAst;
@@ -162,7 +163,7 @@ fn run_hub(inner: Arc<Inner>) {
             }
         }
         if positions.is_empty() {
-            for t in inner.log.topics().into_iter().filter(|t| t.name == "logs") {
+            for t in inner.log.topics().into_iter().filter(|t| t.name == Logs::SPEC.name) {
                 for p in t.partitions {
                     positions.insert(p.partition, p.latest_offset);
                 }
@@ -170,7 +171,7 @@ fn run_hub(inner: Arc<Inner>) {
         }
         let mut records: Vec<(u32, StoredRecord)> = Vec::new();
         for (&p, pos) in positions.iter_mut() {
-            match inner.log.read("logs", p, *pos, 4 << 20) {
+            match inner.log.read(Logs::SPEC.name, p, *pos, 4 << 20) {
                 Ok(r) => {
                     *pos = r.next_offset;
                     records.extend(r.records.into_iter().map(|s| (p, s)));
@@ -206,7 +207,7 @@ fn deliver(schema: &LogSchema, recs: &[(u32, &StoredRecord)], subs: &[&Arc<Subsc
     let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 15_000_000).map_err(ierr)?;
     let mut lines: Vec<Option<LogLine>> = Vec::with_capacity(recs.len());
     for (p, r) in recs {
-        match serde_json::from_slice::<LogLine>(&r.record.payload) {
+        match Logs::decode(&r.record.payload) {
             Ok(line) => {
                 writer.add_document(schema.document(&line, &[], *p, r.offset)).map_err(ierr)?;
                 lines.push(Some(line));

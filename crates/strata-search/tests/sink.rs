@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use strata_log::{Record, StoredRecord};
 use strata_model::{LogLine, TenantId};
-use strata_pipeline::{Positions, Sink};
+use strata_pipeline::{BlockingSink, Positions, Typed};
 use strata_search::{IndexerConfig, Indexes, SearchRequest, SearchSink, Sort, day_name, day_of, search};
 
 const DAY_NS: i64 = 86_400 * 1_000_000_000;
@@ -40,6 +40,11 @@ fn record(offset: u64, ts: i64, msg: &str) -> StoredRecord {
     }
 }
 
+/// The sink as the consumer runtime runs it, lines decoded by `Typed`, driven call by call.
+fn driven_sink(indexes: &Arc<Indexes>, cfg: IndexerConfig) -> BlockingSink<Typed<SearchSink>> {
+    BlockingSink::new(Typed::new(SearchSink::new(indexes.clone(), cfg)))
+}
+
 fn positions(next: u64) -> Positions {
     [(("logs".to_string(), 0u32), next)].into_iter().collect()
 }
@@ -66,14 +71,14 @@ fn a_replay_from_older_positions_indexes_nothing_twice() {
     let indexes = Arc::new(Indexes::new(dir.path().to_path_buf(), Default::default()).unwrap());
     let now = now_ns();
     let recs: Vec<StoredRecord> = (0..100).map(|i| record(i, now - i as i64, &format!("line {i}"))).collect();
-    let mut sink = SearchSink::new(indexes.clone(), IndexerConfig::default());
+    let mut sink = driven_sink(&indexes, IndexerConfig::default());
     assert!(sink.committed().unwrap().is_empty());
     sink.write("logs", 0, &recs[..60]).unwrap();
     sink.commit(&positions(60)).unwrap();
     drop(sink);
     // A crash after the index commit but before the state file: the state says 20.
     std::fs::write(dir.path().join("state.json"), r#"{"version":1,"positions":[["logs",0,20]]}"#).unwrap();
-    let mut sink = SearchSink::new(indexes.clone(), IndexerConfig::default());
+    let mut sink = driven_sink(&indexes, IndexerConfig::default());
     assert_eq!(sink.committed().unwrap(), positions(20));
     sink.write("logs", 0, &recs[20..]).unwrap();
     sink.commit(&positions(100)).unwrap();
@@ -86,7 +91,7 @@ fn quiet_past_days_are_merged_and_broken_days_cost_only_their_lines() {
     let dir = tempfile::tempdir().unwrap();
     let indexes = Arc::new(Indexes::new(dir.path().to_path_buf(), Default::default()).unwrap());
     let cfg = IndexerConfig { writer_idle_ms: 0, ..IndexerConfig::default() };
-    let mut sink = SearchSink::new(indexes.clone(), cfg);
+    let mut sink = driven_sink(&indexes, cfg);
     let yesterday = now_ns() - DAY_NS;
     let mut offset = 0;
     // Several commits make several segments in yesterday's index.

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata_gateway::GatewayConfig;
+use strata_model::TopicSpec;
+use strata_model::topic::{PARTITIONS_DEFAULT, RETENTION_MS_DEFAULT};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -64,19 +66,15 @@ pub struct LogSection {
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
-            partitions: 4,
+            partitions: PARTITIONS_DEFAULT,
             segment_bytes_max: 128 << 20,
             segment_age_ms: 3_600_000,
-            retention_ms: 7 * 24 * 3_600_000,
+            retention_ms: RETENTION_MS_DEFAULT,
             retention_bytes: 0,
             retention_check_interval_ms: 60_000,
             append_queue_max: 1024,
             group_commit_bytes_max: 8 << 20,
-            // Raw payloads are often compressed already (dumps, images).
-            codecs: [("logs", "zstd"), ("events", "zstd"), ("metrics", "zstd"), ("raw", "none")]
-                .into_iter()
-                .map(|(t, c)| (t.to_string(), c.to_string()))
-                .collect(),
+            codecs: TopicSpec::ALL.iter().map(|t| (t.name.to_string(), t.compression.name().to_string())).collect(),
         }
     }
 }
@@ -191,8 +189,10 @@ impl Config {
                 continue;
             };
             // Not configuration keys: a secret, the log filter read before the config, and the
-            // inspection commands' server URL.
-            if matches!(rest, "ADMIN_TOKEN" | "LOG" | "SERVER") {
+            // inspection commands' server URL; and in test builds the faults to inject.
+            if matches!(rest, "ADMIN_TOKEN" | "LOG" | "SERVER")
+                || (cfg!(feature = "fault-injection") && rest == "FAULTS")
+            {
                 continue;
             }
             let Some(key) = keys.iter().find(|k| k.replace('.', "_").eq_ignore_ascii_case(rest)) else {
@@ -246,7 +246,7 @@ impl Config {
             return Err("invalid configuration key log.retention_check_interval_ms: must be at least 1".into());
         }
         for (topic, codec) in &l.codecs {
-            if !strata_model::Kind::ALL.iter().any(|k| k.topic() == topic) {
+            if TopicSpec::named(topic).is_none() {
                 return Err(format!("invalid configuration key log.codecs.{topic}: there is no topic {topic:?}"));
             }
             if strata_log::Codec::parse(codec).is_none() {

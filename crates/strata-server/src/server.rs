@@ -14,7 +14,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use strata_gateway::{AdminTokenSource, ApiError, Auth, Gateway};
 use strata_log::{EmbeddedLog, Log};
-use strata_pipeline::{ConsumerConfig, Consumers, SinkFactory, StatsSink, spawn_consumer};
+use strata_pipeline::{ConsumerConfig, Consumers, SinkFactory, StatsSink, Typed, spawn_consumer};
 use strata_search::{IndexerConfig, Indexes, Retention, SearchSink, TailConfig, TailHub};
 use tower::ServiceExt;
 
@@ -115,7 +115,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         ..ConsumerConfig::default()
     };
     let consumers = Consumers::new();
-    let topics: Vec<String> = strata_model::Kind::ALL.iter().map(|k| k.topic().to_string()).collect();
+    let topics: Vec<String> = strata_model::TopicSpec::ALL.iter().map(|t| t.name.to_string()).collect();
     let stats = {
         let meta = meta.clone();
         let factory: SinkFactory = Box::new(move || Box::new(StatsSink::new(&meta, topics.clone())));
@@ -132,17 +132,21 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let search_consumer = {
         let indexes = indexes.clone();
-        let factory: SinkFactory = Box::new(move || Box::new(SearchSink::new(indexes.clone(), indexer_cfg.clone())));
+        let factory: SinkFactory =
+            Box::new(move || Box::new(Typed::new(SearchSink::new(indexes.clone(), indexer_cfg.clone()))));
         let cfg = ConsumerConfig { commit_interval_ms: cfg.search.commit_interval_ms, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
     let tsdb = Arc::new(strata_tsdb::Store::new(cfg.tsdb_config()));
     let tsdb_consumer = {
         let tsdb = tsdb.clone();
-        let factory: SinkFactory = Box::new(move || Box::new(strata_tsdb::TsdbSink::new(tsdb.clone())));
-        let cfg = ConsumerConfig { read_bytes_max: ConsumerConfig::default().read_bytes_max, ..consumer_cfg };
+        let factory: SinkFactory = Box::new(move || Box::new(Typed::new(strata_tsdb::TsdbSink::new(tsdb.clone()))));
+        let cfg = ConsumerConfig { read_bytes_max: ConsumerConfig::default().read_bytes_max, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
+    #[cfg(feature = "fault-injection")]
+    let fault_consumers =
+        crate::faults::Faults::from_env()?.spawn(&dyn_log, &cfg.data_dir, &consumer_cfg, &consumers)?;
     let tail = TailHub::start(
         dyn_log.clone(),
         TailConfig {
@@ -223,6 +227,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         stats.stop();
         search_consumer.stop();
         tsdb_consumer.stop();
+        #[cfg(feature = "fault-injection")]
+        fault_consumers.into_iter().for_each(strata_pipeline::Consumer::stop);
         log.close();
     })
     .await?;

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use strata_log::StoredRecord;
-use strata_model::MetricBatch;
-use strata_pipeline::{Positions, Sink, SinkError};
+use strata_model::Topic;
+use strata_model::topic::Metrics;
+use strata_pipeline::{Decoded, Positions, SinkError, TopicSink};
 
 use crate::block::{BlockError, BlockFile, BlockWriter, SeriesEntry};
 use crate::head::{AppendError, BLOCK_RANGE_MS, Head, range_start};
@@ -23,7 +23,7 @@ use crate::index::{LabelSet, Matcher, SeriesId, SeriesIndex};
 use crate::manifest::{self, BlockRef, ManifestError};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
-const TOPIC: &str = "metrics";
+const TOPIC: &str = Metrics::SPEC.name;
 
 /// How the metric store keeps and persists samples.
 #[derive(Debug, Clone)]
@@ -721,7 +721,9 @@ impl Store {
     }
 }
 
-/// Feeds the store from the `metrics` topic (consumer group `tsdb`), and checkpoints it.
+/// Feeds the store from the `metrics` topic (consumer group `tsdb`), and checkpoints it. A
+/// `TopicSink`: the runtime decodes each record's batch header and symbols (and skips and counts
+/// the ones that do not decode), so it runs as `Typed::new(TsdbSink::new(..))`.
 pub struct TsdbSink {
     store: Arc<Store>,
     last_checkpoint: Instant,
@@ -747,34 +749,25 @@ impl TsdbSink {
     }
 }
 
-impl Sink for TsdbSink {
+#[strata_pipeline::async_trait]
+impl TopicSink for TsdbSink {
+    type Topic = Metrics;
+
     fn group(&self) -> &str {
         Self::GROUP
     }
 
-    fn topics(&self) -> Vec<String> {
-        vec![TOPIC.to_string()]
-    }
-
-    fn committed(&mut self) -> Result<Positions, SinkError> {
+    async fn committed(&mut self) -> Result<Positions, SinkError> {
         self.store.open().map_err(|e| SinkError::Corrupt { path: self.store.cfg.dir.clone(), reason: e.to_string() })
     }
 
-    fn write(&mut self, _topic: &str, partition: u32, records: &[StoredRecord]) -> Result<(), SinkError> {
+    async fn write<'r>(&mut self, partition: u32, records: &[Decoded<'r, Metrics>]) -> Result<(), SinkError> {
         let mut appended: HashMap<&str, u64> = HashMap::new();
         let mut rejected: HashMap<(&str, &'static str), u64> = HashMap::new();
         let mut skipped = 0u64;
         let mut current: Option<(&str, Arc<RwLock<Tenant>>)> = None;
-        for r in records {
-            let tenant = r.record.tenant.as_str();
-            let batch = match MetricBatch::decode(&r.record.payload) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(tenant, partition, offset = r.offset, error = %e, "undecodable metric record");
-                    *rejected.entry((tenant, "undecodable")).or_default() += 1;
-                    continue;
-                }
-            };
+        for d in records {
+            let (r, batch, tenant) = (d.stored, &d.record, d.tenant());
             if current.as_ref().is_none_or(|(name, _)| *name != tenant) {
                 current = Some((tenant, self.store.tenant_or_create(tenant)));
             }
@@ -800,6 +793,7 @@ impl Sink for TsdbSink {
                     }
                 }
             });
+            // Damage past the symbol table shows only when the series are walked, here.
             if let Err(e) = applied {
                 tracing::warn!(tenant, partition, offset = r.offset, error = %e, "undecodable metric record");
                 *rejected.entry((tenant, "undecodable")).or_default() += 1;
@@ -824,14 +818,14 @@ impl Sink for TsdbSink {
         Ok(())
     }
 
-    fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
+    async fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
         if self.last_checkpoint.elapsed().as_millis() as u64 >= self.store.cfg.checkpoint_interval_ms {
             self.checkpoint(positions)?;
         }
         Ok(())
     }
 
-    fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {
+    async fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {
         self.checkpoint(positions)
     }
 }

@@ -33,8 +33,6 @@ impl Format {
     }
 }
 
-/// One rejected record in an answer.
-
 pub(super) fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
@@ -161,8 +159,6 @@ fn json_error_message(body: &[u8], e: &serde_json::Error) -> String {
     let byte = (line_start + column.saturating_sub(1)).min(body.len());
     format!("invalid JSON at byte {byte} (line {line}, column {column}): {}", strip_position(e))
 }
-
-/// `POST /ingest/v1/{logs,events,metrics}`.
 
 #[cfg(test)]
 mod tests {

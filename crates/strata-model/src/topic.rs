@@ -1,0 +1,253 @@
+//! The log's topics, each declared once: its name, the kind of record it holds, how its batches
+//! are compressed and how long they are kept unless configured otherwise. The gateway, the log,
+//! the server's configuration defaults and the consumers name a declaration rather than spelling
+//! a topic's name, so a topic cannot change in one of them and not in the others.
+//!
+//! [`Topic`] ties a declaration to the type its payloads decode to. The consumer runtime decodes
+//! every record once, through it, and a sink is handed records it never parses itself.
+
+use crate::{BatchError, Event, Kind, LogLine, MetricBatch};
+
+/// Partitions of each topic unless configured otherwise.
+pub const PARTITIONS_DEFAULT: u32 = 4;
+
+/// How long a topic keeps its segments unless configured otherwise: 7 days.
+pub const RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+
+/// How a topic's batches are compressed; the log maps each to its codec of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd,
+}
+
+impl Compression {
+    pub const ALL: [Compression; 2] = [Compression::None, Compression::Zstd];
+
+    /// The name configuration files use for it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// One topic's declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic's name in the log, in consumer positions and in metrics labels.
+    pub name: &'static str,
+    /// The kind of record producers append to it.
+    pub kind: Kind,
+    /// How its batches are compressed by default.
+    pub compression: Compression,
+    /// How long its segments are kept by default; `None` keeps them.
+    pub retention_ms: Option<u64>,
+}
+
+impl TopicSpec {
+    /// Every topic of the log.
+    pub const ALL: [TopicSpec; 4] = [Logs::SPEC, Events::SPEC, Metrics::SPEC, Raw::SPEC];
+
+    /// The declaration of the topic called `name`, if there is one.
+    pub fn named(name: &str) -> Option<TopicSpec> {
+        TopicSpec::ALL.into_iter().find(|s| s.name == name)
+    }
+}
+
+impl Kind {
+    /// The declaration of the topic records of this kind are appended to.
+    pub const fn spec(self) -> TopicSpec {
+        match self {
+            Kind::Logs => Logs::SPEC,
+            Kind::Events => Events::SPEC,
+            Kind::Metrics => Metrics::SPEC,
+            Kind::Raw => Raw::SPEC,
+        }
+    }
+}
+
+/// Why a record's payload is not what its topic declares.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload is not a valid {kind} record: {source}")]
+    Json { kind: Kind, source: serde_json::Error },
+    #[error(transparent)]
+    MetricBatch(#[from] BatchError),
+}
+
+/// A topic as a type: its declaration and how its payloads decode. A decoded record may borrow
+/// from the payload, so a consumer decodes straight out of its read buffer.
+pub trait Topic: Send + Sync + 'static {
+    const SPEC: TopicSpec;
+
+    /// A payload decoded. `Send + Sync` so that a sink may hold records across an `.await`.
+    type Record<'a>: Send + Sync;
+
+    fn decode(payload: &[u8]) -> Result<Self::Record<'_>, DecodeError>;
+}
+
+/// The `logs` topic: normalised log lines as JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct Logs;
+
+/// The `events` topic: normalised events as JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct Events;
+
+/// The `metrics` topic: one `MetricBatch` per source and request.
+#[derive(Debug, Clone, Copy)]
+pub struct Metrics;
+
+/// The `raw` topic: opaque payloads, with their stream and content type in headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw;
+
+fn json<'a, T: serde::Deserialize<'a>>(kind: Kind, payload: &'a [u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(|source| DecodeError::Json { kind, source })
+}
+
+impl Topic for Logs {
+    const SPEC: TopicSpec = TopicSpec {
+        name: "logs",
+        kind: Kind::Logs,
+        compression: Compression::Zstd,
+        retention_ms: Some(RETENTION_MS_DEFAULT),
+    };
+
+    // Owned rather than borrowed: the search schema, the tail and the gateway all speak
+    // `LogLine`, whose attributes are a JSON map; a borrowed twin would ripple through all of
+    // them for a copy of a few short strings per line.
+    type Record<'a> = LogLine;
+
+    fn decode(payload: &[u8]) -> Result<LogLine, DecodeError> {
+        json(Kind::Logs, payload)
+    }
+}
+
+impl Topic for Events {
+    const SPEC: TopicSpec = TopicSpec {
+        name: "events",
+        kind: Kind::Events,
+        compression: Compression::Zstd,
+        retention_ms: Some(RETENTION_MS_DEFAULT),
+    };
+
+    // Owned for the same reason as `Logs`: its data is a JSON map.
+    type Record<'a> = Event;
+
+    fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
+        json(Kind::Events, payload)
+    }
+}
+
+impl Topic for Metrics {
+    const SPEC: TopicSpec = TopicSpec {
+        name: "metrics",
+        kind: Kind::Metrics,
+        compression: Compression::Zstd,
+        retention_ms: Some(RETENTION_MS_DEFAULT),
+    };
+
+    /// Borrows its label strings from the payload. A version 2 batch (what the gateway writes) is
+    /// checked whole by `decode`; a version 1 batch, from logs written before it, has only its
+    /// header and symbol table checked here and its series when they are walked
+    /// (`MetricBatch::for_each_series`).
+    type Record<'a> = MetricBatch<'a>;
+
+    fn decode(payload: &[u8]) -> Result<MetricBatch<'_>, DecodeError> {
+        Ok(MetricBatch::decode(payload)?)
+    }
+}
+
+impl Topic for Raw {
+    // Raw payloads are often compressed already (dumps, images): not worth the CPU.
+    const SPEC: TopicSpec = TopicSpec {
+        name: "raw",
+        kind: Kind::Raw,
+        compression: Compression::None,
+        retention_ms: Some(RETENTION_MS_DEFAULT),
+    };
+
+    /// The payload itself: every byte string is a raw record.
+    type Record<'a> = &'a [u8];
+
+    fn decode(payload: &[u8]) -> Result<&[u8], DecodeError> {
+        Ok(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MetricBatchBuilder;
+
+    #[test]
+    fn every_kind_has_one_declaration_and_back() {
+        for kind in Kind::ALL {
+            let declared: Vec<TopicSpec> = TopicSpec::ALL.into_iter().filter(|s| s.kind == kind).collect();
+            assert_eq!(declared, [kind.spec()], "{kind}: exactly one declaration, the one `spec` gives");
+            assert_eq!(kind.topic(), kind.spec().name);
+            assert_eq!(Kind::from_topic(kind.topic()), Some(kind));
+            assert_eq!(TopicSpec::named(kind.topic()), Some(kind.spec()));
+        }
+        assert_eq!(TopicSpec::ALL.len(), Kind::ALL.len(), "no declaration without its kind");
+        assert_eq!(Kind::from_topic("log"), None);
+        assert_eq!(TopicSpec::named("Logs"), None, "names are exact");
+    }
+
+    #[test]
+    fn names_are_unique_and_usable_as_directory_names() {
+        for (i, a) in TopicSpec::ALL.iter().enumerate() {
+            assert!(
+                !a.name.is_empty() && a.name.bytes().all(|b| b.is_ascii_lowercase()),
+                "{:?} is not a plain lowercase name",
+                a.name
+            );
+            for b in &TopicSpec::ALL[i + 1..] {
+                assert_ne!(a.name, b.name, "two topics share a name");
+            }
+        }
+    }
+
+    #[test]
+    fn markers_carry_their_kinds_declaration() {
+        assert_eq!(Logs::SPEC, Kind::Logs.spec());
+        assert_eq!(Events::SPEC, Kind::Events.spec());
+        assert_eq!(Metrics::SPEC, Kind::Metrics.spec());
+        assert_eq!(Raw::SPEC, Kind::Raw.spec());
+    }
+
+    #[test]
+    fn payloads_decode_as_their_topic_declares() {
+        let line = LogLine {
+            timestamp_ns: 7,
+            source_id: "s".into(),
+            level: "info".into(),
+            message: "m".into(),
+            run_id: None,
+            trace_id: None,
+            service: None,
+            host: None,
+            attributes: Default::default(),
+        };
+        assert_eq!(Logs::decode(&serde_json::to_vec(&line).unwrap()).unwrap(), line);
+
+        let bytes = MetricBatchBuilder::new().finish();
+        let batch = Metrics::decode(&bytes).unwrap();
+        assert_eq!(batch.series().unwrap(), [], "an empty batch is a valid one");
+
+        assert_eq!(Raw::decode(b"\x00anything").unwrap(), b"\x00anything");
+    }
+
+    #[test]
+    fn a_payload_of_another_shape_is_an_error_naming_the_kind() {
+        let err = Logs::decode(b"{\"not\": \"a line\"}").unwrap_err();
+        assert!(err.to_string().starts_with("payload is not a valid logs record: "), "{err}");
+        let err = Events::decode(b"[").unwrap_err();
+        assert!(err.to_string().starts_with("payload is not a valid events record: "), "{err}");
+        assert!(matches!(Metrics::decode(b"{}"), Err(DecodeError::MetricBatch(BatchError::Version(b'{')))));
+        assert!(matches!(Metrics::decode(b""), Err(DecodeError::MetricBatch(BatchError::Truncated))));
+    }
+}
