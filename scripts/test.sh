@@ -27,7 +27,10 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+# The server's tests inject faults into its consumers (crates/strata-server/src/faults.rs); the
+# feature that compiles that in is on for the tests only, never in release builds.
+features=(--features strata-server/fault-injection)
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked "${features[@]}" -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked "${features[@]}"

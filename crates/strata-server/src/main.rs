@@ -3,6 +3,8 @@
 mod admin;
 mod cli;
 mod config;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod metrics_query;
 mod prom;
 mod search;

@@ -88,14 +88,8 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
     ];
     for (file, outcome) in &cases {
         for how in ["flip", "truncate"] {
-            let mut copy = Server {
-                dir: tempfile::tempdir().unwrap(),
-                port: common::free_port(),
-                child: None,
-                extra_config: s.extra_config.clone(),
-                no_auth: false,
-                http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
-            };
+            let mut copy = Server::new(&s.extra_config, false);
+            copy.http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
             let status = Command::new("cp").arg("-a").arg(&data).arg(copy.data_dir()).status().unwrap();
             assert!(status.success());
             damage(&copy.data_dir().join(file), how);

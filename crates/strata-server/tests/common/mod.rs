@@ -17,6 +17,8 @@ pub struct Server {
     pub child: Option<Child>,
     pub extra_config: String,
     pub no_auth: bool,
+    /// Environment variables the server is started with, besides the admin token and log level.
+    pub envs: Vec<(String, String)>,
     pub http: reqwest::blocking::Client,
 }
 
@@ -31,16 +33,22 @@ impl Server {
     }
 
     pub fn start_with(extra_config: &str, no_auth: bool) -> Server {
-        let mut s = Server {
+        let mut s = Server::new(extra_config, no_auth);
+        s.spawn();
+        s
+    }
+
+    /// A server not started yet: set `envs`, then `spawn` or `launch` it.
+    pub fn new(extra_config: &str, no_auth: bool) -> Server {
+        Server {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             child: None,
             extra_config: extra_config.to_string(),
             no_auth,
+            envs: Vec::new(),
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
-        };
-        s.spawn();
-        s
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -94,6 +102,7 @@ impl Server {
             .arg(&cfg)
             .env("STRATA_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("STRATA_LOG", "info")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);
         if self.no_auth {
