@@ -1,0 +1,122 @@
+//! `TsdbSink`: the `TopicSink` that feeds the store from the `metrics` topic, batch by batch, and
+//! checkpoints it on commit and stop.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use strata_model::topic::Metrics;
+use strata_pipeline::{Decoded, Positions, SinkError, TopicSink};
+
+use super::{Store, Tenant};
+use crate::index::SeriesId;
+use crate::manifest;
+
+/// Feeds the store from the `metrics` topic (consumer group `tsdb`), and checkpoints it. A
+/// `TopicSink`: the runtime decodes each record's batch header and symbols (and skips and counts
+/// the ones that do not decode), so it runs as `Typed::new(TsdbSink::new(..))`.
+pub struct TsdbSink {
+    store: Arc<Store>,
+    last_checkpoint: Instant,
+    /// Reused for every batch: its series' fingerprints and the ids already known.
+    fingerprints: Vec<u64>,
+    ids: Vec<SeriesId>,
+}
+
+impl TsdbSink {
+    pub const GROUP: &'static str = "tsdb";
+
+    pub fn new(store: Arc<Store>) -> TsdbSink {
+        TsdbSink { store, last_checkpoint: Instant::now(), fingerprints: Vec::new(), ids: Vec::new() }
+    }
+
+    fn checkpoint(&mut self, positions: &Positions) -> Result<(), SinkError> {
+        self.store.checkpoint(positions).map_err(|e| SinkError::Corrupt {
+            path: self.store.cfg.dir.join(manifest::FILE_NAME),
+            reason: format!("checkpoint failed: {e}"),
+        })?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+}
+
+#[strata_pipeline::async_trait]
+impl TopicSink for TsdbSink {
+    type Topic = Metrics;
+
+    fn group(&self) -> &str {
+        Self::GROUP
+    }
+
+    async fn committed(&mut self) -> Result<Positions, SinkError> {
+        self.store.open().map_err(|e| SinkError::Corrupt { path: self.store.cfg.dir.clone(), reason: e.to_string() })
+    }
+
+    async fn write<'r>(&mut self, partition: u32, records: &[Decoded<'r, Metrics>]) -> Result<(), SinkError> {
+        let mut appended: HashMap<&str, u64> = HashMap::new();
+        let mut rejected: HashMap<(&str, &'static str), u64> = HashMap::new();
+        let mut skipped = 0u64;
+        let mut current: Option<(&str, Arc<RwLock<Tenant>>)> = None;
+        for d in records {
+            let (r, batch, tenant) = (d.stored, &d.record, d.tenant());
+            if current.as_ref().is_none_or(|(name, _)| *name != tenant) {
+                current = Some((tenant, self.store.tenant_or_create(tenant)));
+            }
+            let t = &current.as_ref().expect("set above").1;
+            let mut t = t.write().expect("tenant lock");
+            t.last_append = Instant::now();
+            batch.fingerprints(&mut self.fingerprints);
+            t.index.warm(&self.fingerprints, &mut self.ids);
+            t.head.warm(&self.ids);
+            let (mut n_appended, mut n_skipped) = (0u64, 0u64);
+            let mut n_rejected: Vec<&'static str> = Vec::new();
+            let applied = batch.for_each_series(|fingerprint, labels, samples| {
+                let mut id = None;
+                for (ts, v) in samples {
+                    if t.in_blocks(partition, r.offset, ts) {
+                        n_skipped += 1;
+                        continue;
+                    }
+                    let id = *id.get_or_insert_with(|| t.index.get_or_insert_fingerprinted(fingerprint, labels));
+                    match self.store.append_id(&mut t, id, ts, v, partition, r.offset) {
+                        Ok(()) => n_appended += 1,
+                        Err(e) => n_rejected.push(e.reason()),
+                    }
+                }
+            });
+            // Damage past the symbol table shows only when the series are walked, here.
+            if let Err(e) = applied {
+                tracing::warn!(tenant, partition, offset = r.offset, error = %e, "undecodable metric record");
+                *rejected.entry((tenant, "undecodable")).or_default() += 1;
+                continue;
+            }
+            *appended.entry(tenant).or_default() += n_appended;
+            skipped += n_skipped;
+            for reason in n_rejected {
+                *rejected.entry((tenant, reason)).or_default() += 1;
+            }
+        }
+        for (tenant, n) in appended {
+            metrics::counter!("strata_tsdb_samples_appended_total", "tenant" => tenant.to_string()).increment(n);
+        }
+        for ((tenant, reason), n) in rejected {
+            metrics::counter!("strata_tsdb_samples_rejected_total", "tenant" => tenant.to_string(), "reason" => reason)
+                .increment(n);
+        }
+        if skipped > 0 {
+            metrics::counter!("strata_tsdb_samples_replay_skipped_total").increment(skipped);
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
+        if self.last_checkpoint.elapsed().as_millis() as u64 >= self.store.cfg.checkpoint_interval_ms {
+            self.checkpoint(positions)?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {
+        self.checkpoint(positions)
+    }
+}
