@@ -31,6 +31,48 @@ const CODEC_MASK: u8 = 0b11;
 /// zstd's level for batches: its fastest that still finds the repetition across records.
 const ZSTD_LEVEL: i32 = 1;
 
+/// The most a batch may inflate to. Batches are written at most a few MiB before compression;
+/// a frame that says it holds more is damage, refused before anything is allocated.
+const INFLATED_BYTES_MAX: u64 = 256 << 20;
+
+thread_local! {
+    // One context per thread, kept: a context is hundreds of KiB to set up, and the threads that
+    // compress (the gateway's decode threads, the partition writers) and decompress (consumers)
+    // do it batch after batch.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with_borrow_mut(|c| {
+        let c = match c {
+            Some(c) => c,
+            None => c.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        c.compress(data)
+    })
+}
+
+/// Inflates one frame into a buffer of exactly its content size (which `zstd_compress` writes in
+/// the frame header), with no growing and copying on the way.
+fn zstd_decompress(frame: &[u8]) -> std::result::Result<Vec<u8>, Invalid> {
+    let bad = Invalid::Records("zstd frame does not decompress");
+    let size = match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(size)) if size <= INFLATED_BYTES_MAX => size as usize,
+        _ => return Err(bad),
+    };
+    DECOMPRESSOR.with_borrow_mut(|d| {
+        let d = match d {
+            Some(d) => d,
+            None => d.insert(zstd::bulk::Decompressor::new().map_err(|_| bad.clone())?),
+        };
+        match d.decompress(frame, size) {
+            Ok(out) if out.len() == size => Ok(out),
+            _ => Err(bad),
+        }
+    })
+}
+
 /// How a topic's batches are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Codec {
@@ -166,7 +208,7 @@ impl EncodedRecords {
         if self.codec != Codec::None || codec == Codec::None || self.buf.is_empty() {
             return;
         }
-        if let Ok(z) = zstd::bulk::compress(&self.buf, ZSTD_LEVEL)
+        if let Ok(z) = zstd_compress(&self.buf)
             && z.len() < self.buf.len()
         {
             self.buf = z;
@@ -312,8 +354,7 @@ pub fn decode_records(
     let body = match header.codec {
         Codec::None => &bytes[HEADER_BYTES..],
         Codec::Zstd => {
-            inflated = zstd::stream::decode_all(&bytes[HEADER_BYTES..])
-                .map_err(|_| Invalid::Records("zstd frame does not decompress"))?;
+            inflated = zstd_decompress(&bytes[HEADER_BYTES..])?;
             &inflated[..]
         }
     };
