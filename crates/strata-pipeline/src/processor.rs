@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use strata_log::{EncodedRecords, Log, StoredRecord};
+use strata_model::TopicSpec;
 
 use crate::{Positions, Sink, SinkError};
 
@@ -36,8 +37,10 @@ pub struct OutputRecord {
 pub trait Processor: Send + 'static {
     /// Names the processor: its consumer group, its state file and its position headers.
     fn name(&self) -> &str;
-    fn input(&self) -> &str;
-    fn output(&self) -> &str;
+    /// The declared topic it reads.
+    fn input(&self) -> TopicSpec;
+    /// The declared topic it appends to.
+    fn output(&self) -> TopicSpec;
     /// The output records of one input record: none, one or several. It must give the same
     /// output for the same input, as a record may be processed again after a crash (its earlier
     /// output then never reached the log).
@@ -121,16 +124,16 @@ impl<P: Processor> Sink for ProcessorSink<P> {
     }
 
     fn topics(&self) -> Vec<String> {
-        vec![self.processor.input().to_string()]
+        vec![self.processor.input().name.to_string()]
     }
 
     async fn committed(&mut self) -> Result<Positions, SinkError> {
-        self.output_partitions = self.log.partition_count(self.processor.output()).map_err(log_err)?;
+        self.output_partitions = self.log.partition_count(self.processor.output().name).map_err(log_err)?;
         let hint = self.read_hint()?;
         let mut positions: Positions = hint.positions.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
         let scanned: BTreeMap<u32, u64> = hint.output_scanned_to.into_iter().collect();
         // The output says the truth; the hint only says where to start reading it.
-        let output = self.processor.output().to_string();
+        let output = self.processor.output().name.to_string();
         for q in 0..self.output_partitions {
             let mut at = scanned.get(&q).copied().unwrap_or(0);
             loop {
@@ -183,12 +186,12 @@ impl<P: Processor> Sink for ProcessorSink<P> {
         }
         let q = partition % self.output_partitions.max(1);
         // One batch, durable whole or not at all, with the input position on its last record.
-        self.log.append(self.processor.output(), q, batch).await.map_err(log_err)?;
+        self.log.append(self.processor.output().name, q, batch).await.map_err(log_err)?;
         Ok(())
     }
 
     async fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
-        let output = self.processor.output();
+        let output = self.processor.output().name;
         let topics = self.log.topics();
         let ends: Vec<(u32, u64)> = topics
             .iter()

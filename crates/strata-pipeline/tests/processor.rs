@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_log::{EmbeddedLog, EncodedRecords, Log, LogConfig, StoredRecord};
+use strata_model::topic::{Events, Logs};
+use strata_model::{Topic, TopicSpec};
 use strata_pipeline::{
     ConsumerConfig, Consumers, OutputRecord, Processor, ProcessorSink, SinkError, SinkFactory, spawn_consumer,
 };
@@ -35,12 +37,12 @@ impl Processor for Transform {
         "transform"
     }
 
-    fn input(&self) -> &str {
-        "logs"
+    fn input(&self) -> TopicSpec {
+        Logs::SPEC
     }
 
-    fn output(&self) -> &str {
-        "events"
+    fn output(&self) -> TopicSpec {
+        Events::SPEC
     }
 
     fn process(&mut self, record: &StoredRecord, out: &mut Vec<OutputRecord>) -> Result<(), SinkError> {

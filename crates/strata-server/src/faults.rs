@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use strata_log::{Log, StoredRecord};
 use strata_model::topic::{Events, Logs};
-use strata_model::{Event, LogLine, Topic};
+use strata_model::{Event, LogLine, Topic, TopicSpec};
 use strata_pipeline::{
     Consumer, ConsumerConfig, Consumers, Decoded, OutputRecord, Positions, Processor, ProcessorSink, SinkError,
     SinkFactory, TopicSink, Typed, spawn_consumer,
@@ -195,12 +195,12 @@ impl Processor for EventsToLogs {
         "events-to-logs"
     }
 
-    fn input(&self) -> &str {
-        Events::SPEC.name
+    fn input(&self) -> TopicSpec {
+        Events::SPEC
     }
 
-    fn output(&self) -> &str {
-        Logs::SPEC.name
+    fn output(&self) -> TopicSpec {
+        Logs::SPEC
     }
 
     fn process(&mut self, record: &StoredRecord, out: &mut Vec<OutputRecord>) -> Result<(), SinkError> {
