@@ -5,11 +5,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{NumberedClients, Server};
 use rand::Rng;
 use serde_json::{Value, json};
 use strata_log::{EmbeddedLog, Log, LogConfig};
@@ -22,41 +20,15 @@ const BATCH: u64 = 10;
 fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
     let mut server = Server::start("[log]\nsegment_bytes_max = 1048576\n[pipeline]\ncommit_interval_ms = 200\n");
     let key = server.tenant_key("crash");
-    let port = server.port;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<BTreeMap<usize, BTreeSet<u64>>>> = Arc::default();
-    let mut clients = Vec::new();
-    for c in 0..CLIENTS {
-        let (stop, acked, key) = (stop.clone(), acked.clone(), key.clone());
-        clients.push(std::thread::spawn(move || {
-            let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let body: String = (seq..seq + BATCH)
-                    .map(|n| {
-                        format!("{}\n", json!({"source_id": format!("client-{c}"), "message": format!("c{c} n{n}")}))
-                    })
-                    .collect();
-                let r = http
-                    .post(format!("http://127.0.0.1:{port}/ingest/v1/logs"))
-                    .bearer_auth(&key)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body)
-                    .send();
-                match r {
-                    Ok(r) if r.status() == 200 => {
-                        let v: Value = r.json().unwrap();
-                        assert_eq!(v["accepted"], BATCH, "{v}");
-                        acked.lock().unwrap().entry(c).or_default().extend(seq..seq + BATCH);
-                    }
-                    // Refused, reset or cut off by the kill: not acknowledged, and never resent,
-                    // so a record that made it to the log anyway is still there only once.
-                    _ => std::thread::sleep(Duration::from_millis(5)),
-                }
-                seq += BATCH;
-            }
-        }));
-    }
+    let clients = NumberedClients::start(
+        &server,
+        &key,
+        "logs",
+        CLIENTS,
+        BATCH,
+        0,
+        |c, n| json!({"source_id": format!("client-{c}"), "message": format!("c{c} n{n}")}),
+    );
     let mut rng = rand::rng();
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
@@ -64,10 +36,7 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
         server.spawn();
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let acked = clients.stop();
 
     // The stats consumer catches up and has counted each record of the log exactly once.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -98,8 +67,7 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
     };
     assert!(server.terminate().success(), "a clean shutdown exits 0");
 
-    let acked = acked.lock().unwrap().clone();
-    let acked_count: usize = acked.values().map(BTreeSet::len).sum();
+    let acked_count = acked.len();
     assert!(acked_count >= 2000, "too few acknowledged records to mean anything: {acked_count}");
 
     // Read the log files directly: every batch is CRC-checked on the way.
@@ -131,7 +99,7 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
         // One client's records are in one partition, in the order it sent them, none twice.
         assert!(got.windows(2).all(|w| w[0] < w[1]), "client {c}: out of order or duplicated");
         let got: BTreeSet<u64> = got.into_iter().collect();
-        let want = acked.get(&c).cloned().unwrap_or_default();
+        let want: BTreeSet<u64> = acked.iter().filter(|(client, _)| *client == c).map(|(_, n)| *n).collect();
         let lost: Vec<&u64> = want.difference(&got).collect();
         assert!(lost.is_empty(), "client {c} lost {} acknowledged records, first {:?}", lost.len(), lost.first());
     }

@@ -12,11 +12,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{NumberedClients, Server};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -131,24 +129,10 @@ fn numbered(r: &Value, field: &str) -> (usize, u64) {
     (c, r["payload"][field]["n"].as_u64().unwrap())
 }
 
-/// Records by partition, in offset order.
+/// Records by partition, in offset order, as (client, number).
 fn by_partition(s: &Server, topic: &str, field: &str) -> BTreeMap<u64, Vec<(usize, u64)>> {
-    let topics = s.admin_get("/admin/v1/topics");
-    let t = topics["topics"].as_array().unwrap().iter().find(|t| t["name"] == topic).unwrap().clone();
-    let mut out = BTreeMap::new();
-    for p in t["partitions"].as_array().unwrap() {
-        let id = p["partition"].as_u64().unwrap();
-        let (mut offset, latest) = (p["earliest_offset"].as_u64().unwrap(), p["latest_offset"].as_u64().unwrap());
-        let mut records = Vec::new();
-        while offset < latest {
-            let v =
-                s.admin_get(&format!("/admin/v1/topics/{topic}/partitions/{id}/records?offset={offset}&limit=1000"));
-            records.extend(v["records"].as_array().unwrap().iter().map(|r| numbered(r, field)));
-            offset = v["next_offset"].as_u64().unwrap();
-        }
-        out.insert(id, records);
-    }
-    out
+    let records = s.records_by_partition(topic);
+    records.into_iter().map(|(p, rs)| (p, rs.iter().map(|r| numbered(r, field)).collect())).collect()
 }
 
 #[test]
@@ -157,39 +141,15 @@ fn a_processor_writes_each_output_once_while_the_server_is_killed_at_random() {
     server.envs.push(("STRATA_FAULTS".into(), "copy-events".into()));
     server.spawn();
     let key = server.tenant_key("copy");
-    let port = server.port;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<BTreeSet<(usize, u64)>>> = Arc::default();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (stop, acked, key) = (stop.clone(), acked.clone(), key.clone());
-            std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-                let mut seq = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let body: String = (seq..seq + BATCH)
-                        .map(|n| {
-                            let e = json!({"type": "numbered", "source_id": format!("client-{c}"), "data": {"n": n}});
-                            format!("{e}\n")
-                        })
-                        .collect();
-                    let r = http
-                        .post(format!("http://127.0.0.1:{port}/ingest/v1/events"))
-                        .bearer_auth(&key)
-                        .header("content-type", "application/x-ndjson")
-                        .body(body)
-                        .send();
-                    match r {
-                        Ok(r) if r.status() == 200 => acked.lock().unwrap().extend((seq..seq + BATCH).map(|n| (c, n))),
-                        // Not acknowledged and never resent: if it reached the log anyway, it is
-                        // there once, and so must its output be.
-                        _ => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                    seq += BATCH;
-                }
-            })
-        })
-        .collect();
+    let clients = NumberedClients::start(
+        &server,
+        &key,
+        "events",
+        CLIENTS,
+        BATCH,
+        0,
+        |c, n| json!({"type": "numbered", "source_id": format!("client-{c}"), "data": {"n": n}}),
+    );
     let mut rng = rand::rng();
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(rng.random_range(50..500)));
@@ -197,10 +157,7 @@ fn a_processor_writes_each_output_once_while_the_server_is_killed_at_random() {
         server.spawn();
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let acked = clients.stop();
 
     // The processor catches up: as many lines as events, never more.
     let count = |m: &BTreeMap<u64, Vec<(usize, u64)>>| m.values().map(Vec::len).sum::<usize>();
@@ -221,7 +178,6 @@ fn a_processor_writes_each_output_once_while_the_server_is_killed_at_random() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 1000, "too few acknowledged events to mean anything: {}", acked.len());
     let in_log: BTreeSet<(usize, u64)> = events.values().flatten().copied().collect();
     assert_eq!(in_log.len(), count(&events), "no event twice in the log");

@@ -6,11 +6,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{NumberedClients, Server};
 use serde_json::{Value, json};
 
 fn now_ms() -> i64 {
@@ -365,47 +363,22 @@ fn tail_streams_new_matching_lines_in_order_and_a_stalled_reader_is_told_what_it
 fn sigkill_during_ingest_leaves_each_acknowledged_line_searchable_exactly_once() {
     let mut server = Server::start("[search]\ncommit_interval_ms = 300\n");
     let key = server.tenant_key("crash");
-    let port = server.port;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let clients: Vec<_> = (0..3)
-        .map(|c| {
-            let (stop, acked, key) = (stop.clone(), acked.clone(), key.clone());
-            std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-                let mut seq = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let msgs: Vec<String> = (seq..seq + 20).map(|n| format!("c{c}x{n}")).collect();
-                    let body: String = msgs
-                        .iter()
-                        .map(|m| format!("{}\n", json!({"source_id": format!("s{c}"), "message": m})))
-                        .collect();
-                    let r = http
-                        .post(format!("http://127.0.0.1:{port}/ingest/v1/logs"))
-                        .bearer_auth(&key)
-                        .header("content-type", "application/x-ndjson")
-                        .body(body)
-                        .send();
-                    match r {
-                        Ok(r) if r.status() == 200 => acked.lock().unwrap().extend(msgs),
-                        _ => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                    seq += 20;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            })
-        })
-        .collect();
+    let clients = NumberedClients::start(
+        &server,
+        &key,
+        "logs",
+        3,
+        20,
+        2,
+        |c, n| json!({"source_id": format!("s{c}"), "message": format!("c{c}x{n}")}),
+    );
     for i in 0..10 {
         std::thread::sleep(Duration::from_millis(200 + (i * 37) % 300));
         server.kill();
         server.spawn();
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
+    let acked: BTreeSet<String> = clients.stop().into_iter().map(|(c, n)| format!("c{c}x{n}")).collect();
     // Wait for the indexer to catch up with the log.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -437,7 +410,6 @@ fn sigkill_during_ingest_leaves_each_acknowledged_line_searchable_exactly_once()
             None => break,
         }
     }
-    let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 1000, "too few acknowledged lines to mean anything: {}", acked.len());
     let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(dups.is_empty(), "lines found more than once: {dups:?}");

@@ -1,10 +1,14 @@
 //! Starts the real `strata` binary on 127.0.0.1 with its own data directory.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -219,22 +223,28 @@ impl Server {
 
     /// Every record of a topic, read through the admin API.
     pub fn all_records(&self, topic: &str) -> Vec<Value> {
+        self.records_by_partition(topic).into_values().flatten().collect()
+    }
+
+    /// Every record of a topic by partition, in offset order, read through the admin API.
+    pub fn records_by_partition(&self, topic: &str) -> BTreeMap<u64, Vec<Value>> {
         let topics = self.admin_get("/admin/v1/topics");
         let t = topics["topics"].as_array().unwrap().iter().find(|t| t["name"] == topic).unwrap().clone();
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for p in t["partitions"].as_array().unwrap() {
+            let id = p["partition"].as_u64().unwrap();
             let mut offset = p["earliest_offset"].as_u64().unwrap();
             let latest = p["latest_offset"].as_u64().unwrap();
+            let mut records = Vec::new();
             while offset < latest {
-                let v = self.admin_get(&format!(
-                    "/admin/v1/topics/{topic}/partitions/{}/records?offset={offset}&limit=1000",
-                    p["partition"]
-                ));
+                let v = self
+                    .admin_get(&format!("/admin/v1/topics/{topic}/partitions/{id}/records?offset={offset}&limit=1000"));
                 let recs = v["records"].as_array().unwrap();
                 assert!(!recs.is_empty());
-                out.extend(recs.iter().cloned());
+                records.extend(recs.iter().cloned());
                 offset = v["next_offset"].as_u64().unwrap();
             }
+            out.insert(id, records);
         }
         out
     }
@@ -259,6 +269,71 @@ impl Drop for Server {
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
             eprintln!("kept {}", dir.keep().display());
         }
+    }
+}
+
+/// Clients that each send numbered records, `batch` to a request, until stopped, and remember
+/// which were acknowledged. A request that fails (the server was killed under it) is never
+/// resent, so a record that reached the log anyway is there once.
+pub struct NumberedClients {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeSet<(usize, u64)>>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl NumberedClients {
+    /// `record(client, n)` is the record numbered `n` of client `client`; `kind` is the ingest
+    /// endpoint (`logs`, `events`); `pause_ms` is the wait between a client's requests.
+    pub fn start(
+        s: &Server,
+        key: &str,
+        kind: &'static str,
+        clients: usize,
+        batch: u64,
+        pause_ms: u64,
+        record: fn(usize, u64) -> Value,
+    ) -> NumberedClients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<BTreeSet<(usize, u64)>>> = Arc::default();
+        let url = s.url(&format!("/ingest/v1/{kind}"));
+        let handles = (0..clients)
+            .map(|c| {
+                let (stop, acked, key, url) = (stop.clone(), acked.clone(), key.to_string(), url.clone());
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let body: String = (seq..seq + batch).map(|n| format!("{}\n", record(c, n))).collect();
+                        let r = http
+                            .post(&url)
+                            .bearer_auth(&key)
+                            .header("content-type", "application/x-ndjson")
+                            .body(body)
+                            .send();
+                        match r {
+                            Ok(r) if r.status() == 200 => {
+                                let v: Value = r.json().unwrap();
+                                assert_eq!(v["accepted"], batch, "{v}");
+                                acked.lock().unwrap().extend((seq..seq + batch).map(|n| (c, n)));
+                            }
+                            _ => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                        seq += batch;
+                        std::thread::sleep(Duration::from_millis(pause_ms));
+                    }
+                })
+            })
+            .collect();
+        NumberedClients { stop, acked, handles }
+    }
+
+    /// Stops the clients; the (client, number) of every record acknowledged.
+    pub fn stop(self) -> BTreeSet<(usize, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
     }
 }
 
