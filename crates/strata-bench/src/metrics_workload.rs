@@ -282,7 +282,10 @@ impl<'a> Builder<'a> {
 
     fn walk(&mut self, name: &str, labels: &[(&str, &str)], start: f64, step: f64, steps_max: u32, change_share: f64) {
         let start = (start / step).round() * step;
-        let (min, max) = ((start * 0.5 / step).floor() * step, (start * 1.5 / step).ceil() * step + step);
+        // Half to one and a half times the start, whichever its sign: a negative start (a gauge
+        // whose level came out below zero) would otherwise give a minimum above the maximum.
+        let (low, high) = ((start * 0.5).min(start * 1.5), (start * 0.5).max(start * 1.5));
+        let (min, max) = ((low / step).floor() * step, (high / step).ceil() * step + step);
         self.push(name, labels, Dynamics::Walk { step, steps_max, min, max }, start, change_share);
     }
 
@@ -944,6 +947,23 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), per_host);
+    }
+
+    /// At the seed's cardinality (1,000 hosts, about a million series) some gauges start below
+    /// zero; their walks must still have a minimum below their maximum.
+    #[test]
+    fn a_thousand_hosts_scrape_without_a_walk_out_of_bounds() {
+        let mut fleet = fleet(1000, 1);
+        let mut values = 0u64;
+        for host in 0..1000 {
+            for round in 0..2 {
+                fleet.scrape(host, round * INTERVAL_MS, |_, v| {
+                    assert!(v.is_finite());
+                    values += 1;
+                });
+            }
+        }
+        assert_eq!(values, 2 * fleet.series());
     }
 
     #[test]
