@@ -25,6 +25,7 @@ pub use processor::{OutputRecord, Processor, ProcessorSink, SOURCE_POSITION_HEAD
 pub use runtime::{Consumer, ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, SinkFactory, spawn_consumer};
 pub use stats::StatsSink;
 use strata_log::StoredRecord;
+use strata_model::TopicSpec;
 pub use typed::{Decoded, TopicSink, Typed};
 
 /// Next offset to read, per (topic, partition).
@@ -82,8 +83,8 @@ pub trait Sink: Send + 'static {
     /// The consumer group: names the sink's positions in the log and in metrics.
     fn group(&self) -> &str;
 
-    /// The topics the sink reads.
-    fn topics(&self) -> Vec<String>;
+    /// The declared topics the sink reads.
+    fn topics(&self) -> Vec<TopicSpec>;
 
     /// Who keeps the sink's positions. Asked once per attempt, at its start.
     fn checkpoint_kind(&self) -> CheckpointKind {

@@ -123,8 +123,8 @@ impl<P: Processor> Sink for ProcessorSink<P> {
         self.processor.name()
     }
 
-    fn topics(&self) -> Vec<String> {
-        vec![self.processor.input().name.to_string()]
+    fn topics(&self) -> Vec<TopicSpec> {
+        vec![self.processor.input()]
     }
 
     async fn committed(&mut self) -> Result<Positions, SinkError> {

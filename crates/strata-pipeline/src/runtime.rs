@@ -304,7 +304,7 @@ fn start(
         Some(path) => kept::read(path).map_err(|e| format!("cannot load its positions: {e}"))?,
     };
     let mut parts = Vec::new();
-    for topic in sink.topics() {
+    for topic in sink.topics().into_iter().map(|t| t.name.to_string()) {
         let n = log.partition_count(&topic).map_err(|e| e.to_string())?;
         let group_offsets =
             if sink.rebuild_from_start() { Vec::new() } else { log.committed_offsets(&group).unwrap_or_default() };

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use strata_log::StoredRecord;
+use strata_model::TopicSpec;
 
 use crate::{Positions, Sink, SinkError};
 
@@ -38,7 +39,7 @@ struct StatsBody {
 /// is still stored and still counted.
 pub struct StatsSink {
     path: PathBuf,
-    topics: Vec<String>,
+    topics: Vec<TopicSpec>,
     counts: BTreeMap<(String, String), Count>,
     /// Counts as of the last commit: what `/metrics` shows.
     published: BTreeMap<(String, String), Count>,
@@ -49,7 +50,7 @@ pub struct StatsSink {
 impl StatsSink {
     pub const GROUP: &'static str = "stats";
 
-    pub fn new(dir: &Path, topics: Vec<String>) -> StatsSink {
+    pub fn new(dir: &Path, topics: Vec<TopicSpec>) -> StatsSink {
         StatsSink {
             path: dir.join("stats.json"),
             topics,
@@ -102,7 +103,7 @@ impl Sink for StatsSink {
         Self::GROUP
     }
 
-    fn topics(&self) -> Vec<String> {
+    fn topics(&self) -> Vec<TopicSpec> {
         self.topics.clone()
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use strata_log::StoredRecord;
-use strata_model::Topic;
+use strata_model::{Topic, TopicSpec};
 
 use crate::{CheckpointKind, Positions, Sink, SinkError};
 
@@ -143,8 +143,8 @@ impl<S: TopicSink> Sink for Typed<S> {
         self.sink.group()
     }
 
-    fn topics(&self) -> Vec<String> {
-        vec![<S::Topic as Topic>::SPEC.name.to_string()]
+    fn topics(&self) -> Vec<TopicSpec> {
+        vec![<S::Topic as Topic>::SPEC]
     }
 
     fn checkpoint_kind(&self) -> CheckpointKind {

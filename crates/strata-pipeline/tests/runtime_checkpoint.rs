@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_log::{EmbeddedLog, EncodedRecords, Log, LogConfig, StoredRecord};
+use strata_model::topic::Logs;
+use strata_model::{Topic, TopicSpec};
 use strata_pipeline::{
     CheckpointKind, ConsumerConfig, ConsumerState, Consumers, Positions, Sink, SinkError, SinkFactory, spawn_consumer,
 };
@@ -29,8 +31,8 @@ impl Sink for Applier {
         GROUP
     }
 
-    fn topics(&self) -> Vec<String> {
-        vec!["logs".to_string()]
+    fn topics(&self) -> Vec<TopicSpec> {
+        vec![Logs::SPEC]
     }
 
     fn checkpoint_kind(&self) -> CheckpointKind {

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_log::{EmbeddedLog, EncodedRecords, Log, LogConfig};
+use strata_model::Topic;
+use strata_model::topic::Logs;
 use strata_pipeline::{ConsumerConfig, Consumers, StatsSink, spawn_consumer};
 
 async fn append(log: &EmbeddedLog, tenant: &str, n: u32) {
@@ -18,7 +20,7 @@ async fn append(log: &EmbeddedLog, tenant: &str, n: u32) {
 }
 
 fn committed(dir: &std::path::Path) -> (u64, u64) {
-    let mut s = StatsSink::new(dir, vec!["logs".into()]);
+    let mut s = StatsSink::new(dir, vec![Logs::SPEC]);
     let positions = s.load().unwrap();
     let records = s.committed_counts().values().map(|c| c.records).sum();
     (records, positions.values().sum())
@@ -44,7 +46,7 @@ async fn counts_resume_from_the_sinks_own_commit() {
     append(&log, "a", 50).await;
     let consumers = Consumers::new();
     let factory = |meta: std::path::PathBuf| -> strata_pipeline::SinkFactory {
-        Box::new(move || Box::new(StatsSink::new(&meta, vec!["logs".into()])))
+        Box::new(move || Box::new(StatsSink::new(&meta, vec![Logs::SPEC])))
     };
     let consumer = spawn_consumer(log.clone(), factory(meta.clone()), cc.clone(), &consumers);
     wait_for(&meta, 100);

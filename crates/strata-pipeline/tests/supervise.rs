@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_log::{EmbeddedLog, EncodedRecords, Log, LogConfig, StoredRecord};
+use strata_model::topic::Logs;
+use strata_model::{Topic, TopicSpec};
 use strata_pipeline::{
     ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, Positions, Sink, SinkError, SinkFactory, spawn_consumer,
 };
@@ -43,8 +45,8 @@ impl Sink for Applier {
         &self.group
     }
 
-    fn topics(&self) -> Vec<String> {
-        vec!["logs".to_string()]
+    fn topics(&self) -> Vec<TopicSpec> {
+        vec![Logs::SPEC]
     }
 
     async fn committed(&mut self) -> Result<Positions, SinkError> {

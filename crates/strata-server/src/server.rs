@@ -115,7 +115,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         ..ConsumerConfig::default()
     };
     let consumers = Consumers::new();
-    let topics: Vec<String> = strata_model::TopicSpec::ALL.iter().map(|t| t.name.to_string()).collect();
+    let topics = strata_model::TopicSpec::ALL.to_vec();
     let stats = {
         let meta = meta.clone();
         let factory: SinkFactory = Box::new(move || Box::new(StatsSink::new(&meta, topics.clone())));
