@@ -46,7 +46,7 @@ impl Matcher {
         Ok(if negate { Matcher::NotRegex(name.to_string(), re) } else { Matcher::Regex(name.to_string(), re) })
     }
 
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         match self {
             Matcher::Equal(n, _) | Matcher::NotEqual(n, _) | Matcher::Regex(n, _) | Matcher::NotRegex(n, _) => n,
         }

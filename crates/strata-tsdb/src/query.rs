@@ -1,26 +1,7 @@
-//! The native metrics query (`GET /query/v1/metrics`): series selection, downsampling by step,
-//! aggregation and grouping, pagination over series.
-//!
-//! Parameters (`NativeQuery::parse` takes them as query-string pairs):
-//!
-//! - `name` (required): the metric name.
-//! - `labels` (repeatable, all must hold): `k:v` or `k=v` (equal), `k!=v`, `k=~re`, `k!~re` (regexes
-//!   anchored at both ends, as in Prometheus). The value is everything after the operator, commas
-//!   included, so give one filter per `labels`. An absent label has the value `""`: `k:` selects the
-//!   series without `k`. At most `LABEL_FILTERS_MAX`.
-//! - `from`, `to`: Unix milliseconds or RFC 3339, both inclusive; `to` defaults to now and `from`
-//!   to one hour before `to`.
-//! - `step`: milliseconds, or a duration such as `500ms`, `30s`, `5m`, `1h`, `1d`, `1w`. By default
-//!   the smallest of 1, 2, 5, 10, 20, 50, 100, 200, 500 ms, 1, 2, 5, 10, 15, 30 s, 1, 2, 5, 10, 15,
-//!   30 min, 1, 2, 3, 6, 12 h, then whole days, that gives at most `DEFAULT_POINTS_MAX` points.
-//!   A step giving more than `POINTS_MAX` points per series is refused, as Prometheus does.
-//! - `agg`: `sum`, `avg`, `min`, `max`, `count`, or a percentile `p1` to `p99` (`p50`, `p90`, `p99`).
-//! - `group_by` (comma-separated or repeatable): label names, at most `GROUP_BY_MAX`.
-//! - `limit`: series per page, default `LIMIT_DEFAULT`, at most `LIMIT_MAX`.
-//! - `cursor`: the previous answer's `next_cursor`, unchanged.
-//!
-//! Any other parameter, or a single-valued one given twice, is refused so that a typo cannot
-//! silently widen a query. An empty value counts as absent (except for `name`).
+//! The native metrics query (`/query/v1/metrics`): the series of one metric that label matchers
+//! select, downsampled by step, aggregated and grouped, one page of output series at a time. The
+//! server reads the request's parameters into a `NativeQuery` (`strata-server`'s
+//! `metrics_query.rs` documents them); the samples come from the store's `Querier`.
 //!
 //! Semantics:
 //!
@@ -44,52 +25,32 @@
 //! - Sums are compensated (Neumaier) so that adding many small values loses no precision. A value
 //!   is non-finite only when a sample is ±Inf or a sum passes `f64::MAX`.
 //! - Output series are sorted by their label set, and a page holds the first `limit` of them after
-//!   the cursor. A page ends earlier once it holds `Limits::page_points_max` points (but always
-//!   has one series), so follow `next_cursor` until it is absent rather than counting series.
-//!   The cursor is the last label set of the page, so pages stay consistent while series come and
-//!   go: no series is returned twice, and none present throughout is skipped. It carries a
-//!   checksum and the fingerprint of `name`, `labels` and `group_by`: a damaged cursor or one from
-//!   another query is refused.
+//!   the label set `after` (the last of the previous page). A page ends earlier once it holds
+//!   `Limits::page_points_max` points (but always has one series); `QueryAnswer::more` says
+//!   whether another page follows.
+//! - Without `group_by` the series are read one at a time and reading stops once the page is
+//!   full; series up to `after` are not read at all. With `group_by` every selected series is
+//!   read, since any of them may belong to any group.
 //! - Limits: at most `Limits::series_max` series selected and `Limits::samples_max` samples read
 //!   per request, with an error saying which and how to narrow the query.
 
 use std::collections::BTreeMap;
 
-use crate::index::{LabelSet, Matcher, MatcherError, is_label_name};
-use crate::store::{SelectError, Store};
+use crate::index::{LabelSet, Matcher};
+use crate::store::{ReadLimits, SelectError, SeriesSet, Store};
 
-/// Points one output series may have, as in Prometheus.
-pub const POINTS_MAX: u64 = 11_000;
-/// Points per series the default step aims at.
-pub const DEFAULT_POINTS_MAX: u64 = 300;
-/// The range when `from` is absent.
-pub const DEFAULT_RANGE_MS: i64 = 3_600_000;
-pub const LIMIT_DEFAULT: usize = 100;
-/// Series one page may have.
-pub const LIMIT_MAX: usize = 10_000;
-/// `labels` filters one query may have.
-pub const LABEL_FILTERS_MAX: usize = 64;
-/// Labels one query may group by.
-pub const GROUP_BY_MAX: usize = 30;
-/// Longest cursor accepted; a cursor is a hex-encoded label set, so this bounds the work to decode it.
-pub const CURSOR_BYTES_MAX: usize = 262_144;
-/// Latest time accepted: 9999-12-31T23:59:59.999Z, as far as RFC 3339 goes. It also keeps bucket
-/// arithmetic far from overflow.
+/// Latest time a query may name: 9999-12-31T23:59:59.999Z, as far as RFC 3339 goes. It also keeps
+/// bucket arithmetic far from overflow.
 pub const TIME_MS_MAX: i64 = 253_402_300_799_999;
-
-const PARAMS: [&str; 9] = ["name", "labels", "from", "to", "step", "agg", "group_by", "limit", "cursor"];
-const CURSOR_VERSION: u8 = 1;
-/// Longest cursor quoted back in an error message.
-const CURSOR_QUOTE_BYTES_MAX: usize = 64;
 
 /// What one request may read and answer.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Series the selection may match (passed to `Store::select`).
+    /// Series the selection may match (`ReadLimits::series_max`).
     pub series_max: usize,
-    /// Samples the selected series may have in the range, together.
+    /// Samples the selected series may have in the range, together (`ReadLimits::samples_max`).
     pub samples_max: usize,
-    /// Points one page may hold; a page ends early, with a cursor, once it has this many.
+    /// Points one page may hold; a page ends early, with more to follow, once it has this many.
     pub page_points_max: usize,
 }
 
@@ -99,52 +60,19 @@ impl Default for Limits {
     }
 }
 
-/// Why a query was refused. Every variant but `Store` is the caller's doing; `TooManySeries` and
-/// `TooManySamples` are a valid query that asks for too much.
+/// Why a query has no answer. `Range` and `Step` are a query its builder should not have made;
+/// `TooManySeries` and `TooManySamples` are a valid query that asks for too much; `Store` is the
+/// store's failure.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
-    #[error("parameter \"name\" is required")]
-    MissingName,
-    #[error("parameter {0:?} is not known; use name, labels, from, to, step, agg, group_by, limit or cursor")]
-    UnknownParameter(String),
-    #[error("parameter {param:?} is given {count} times; it takes one value")]
-    Repeated { param: &'static str, count: usize },
-    #[error("name {0:?} is not a valid metric name")]
-    MetricName(String),
-    #[error("labels {0:?} must be name:value, name=value, name!=value, name=~regex or name!~regex")]
-    LabelFilter(String),
-    #[error("labels {filter:?}: {source}")]
-    LabelRegex { filter: String, source: MatcherError },
-    #[error("labels has {0} filters, more than label_filters_max {LABEL_FILTERS_MAX}")]
-    TooManyLabelFilters(usize),
-    #[error("group_by {0:?} is not a valid label name")]
-    GroupBy(String),
-    #[error("group_by has {0} labels, more than group_by_max {GROUP_BY_MAX}")]
-    TooManyGroupBy(usize),
-    #[error("{param} {value:?} must be Unix milliseconds or RFC 3339, from 1970 to 9999")]
-    Time { param: &'static str, value: String },
-    #[error("from {from_ms} is after to {to_ms} (to defaults to now)")]
+    #[error("range {from_ms} to {to_ms} is empty or outside 0 to {TIME_MS_MAX}")]
     Range { from_ms: i64, to_ms: i64 },
-    #[error("step {0:?} must be a positive number of milliseconds or a duration such as 500ms, 30s, 5m, 1h, 1d")]
-    Step(String),
-    #[error(
-        "step {step_ms}ms gives {points} points per series from {from_ms} to {to_ms}, more than points_max \
-         {POINTS_MAX}; use a larger step or a shorter range"
-    )]
-    TooManyPoints { step_ms: i64, points: u64, from_ms: i64, to_ms: i64 },
-    #[error("agg {0:?} must be sum, avg, min, max, count or a percentile p1 to p99")]
-    Agg(String),
-    #[error("limit {0:?} must be a whole number from 1 to {LIMIT_MAX}")]
-    Limit(String),
-    #[error("cursor {0:?} is not valid; pass the previous answer's next_cursor unchanged")]
-    Cursor(String),
-    #[error("cursor belongs to a query with other name, labels or group_by")]
-    CursorQuery,
+    #[error("step {0}ms is not positive")]
+    Step(i64),
     #[error("the query selects more than series_max {max} series; narrow it with labels")]
     TooManySeries { max: usize },
     #[error("the query reads more than samples_max {max} samples; use a shorter range or narrow it with labels")]
     TooManySamples { max: usize },
-    /// Not the caller's doing: the store could not be read.
     #[error("cannot read the metric store: {0}")]
     Store(String),
 }
@@ -153,6 +81,16 @@ impl QueryError {
     /// Whether the query was valid but asked for more than the limits allow.
     pub fn is_too_large(&self) -> bool {
         matches!(self, QueryError::TooManySeries { .. } | QueryError::TooManySamples { .. })
+    }
+}
+
+impl From<SelectError> for QueryError {
+    fn from(e: SelectError) -> QueryError {
+        match e {
+            SelectError::TooManySeries { max } => QueryError::TooManySeries { max },
+            SelectError::TooManySamples { max } => QueryError::TooManySamples { max },
+            SelectError::Block(reason) => QueryError::Store(reason),
+        }
     }
 }
 
@@ -168,40 +106,16 @@ pub enum Agg {
     Percentile(u8),
 }
 
-impl Agg {
-    fn parse(s: &str) -> Option<Agg> {
-        Some(match s {
-            "sum" => Agg::Sum,
-            "avg" => Agg::Avg,
-            "min" => Agg::Min,
-            "max" => Agg::Max,
-            "count" => Agg::Count,
-            _ => {
-                let digits = s.strip_prefix('p')?;
-                if digits.is_empty() || digits.len() > 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                let p: u8 = digits.parse().ok()?;
-                if !(1..=99).contains(&p) {
-                    return None;
-                }
-                Agg::Percentile(p)
-            }
-        })
-    }
-}
-
-/// A validated native query: build it with `NativeQuery::parse`.
+/// A native query: which series, which range and step, how to aggregate, which page.
 #[derive(Debug, Clone)]
 pub struct NativeQuery {
     name: String,
-    /// `(label, operator, value)` as given, for the cursor's fingerprint.
-    filters: Vec<(String, &'static str, String)>,
+    /// Besides `__name__`; all must hold.
     matchers: Vec<Matcher>,
     from_ms: i64,
     to_ms: i64,
     step_ms: i64,
-    agg: Option<Agg>,
+    agg: Agg,
     /// Sorted, unique.
     group_by: Vec<String>,
     limit: usize,
@@ -210,98 +124,69 @@ pub struct NativeQuery {
 }
 
 impl NativeQuery {
-    /// Validates query-string pairs; `now_ms` is the default `to`.
-    pub fn parse(params: &[(String, String)], now_ms: i64) -> Result<NativeQuery, QueryError> {
-        // `_` is the cache-busting parameter that browsers' and dashboards' HTTP clients add.
-        if let Some((k, _)) = params.iter().find(|(k, _)| k != "_" && !PARAMS.contains(&k.as_str())) {
-            return Err(QueryError::UnknownParameter(k.clone()));
-        }
-        let single = |param: &'static str| -> Result<Option<&str>, QueryError> {
-            let values: Vec<&str> =
-                params.iter().filter(|(k, v)| k == param && !v.is_empty()).map(|(_, v)| v.as_str()).collect();
-            match values.len() {
-                0 => Ok(None),
-                1 => Ok(Some(values[0])),
-                count => Err(QueryError::Repeated { param, count }),
-            }
-        };
-        let name = single("name")?.ok_or(QueryError::MissingName)?.to_string();
-        if !strata_model::is_valid_metric_name(&name) {
-            return Err(QueryError::MetricName(name));
-        }
-
-        let raw_filters: Vec<&str> =
-            params.iter().filter(|(k, v)| k == "labels" && !v.is_empty()).map(|(_, v)| v.as_str()).collect();
-        if raw_filters.len() > LABEL_FILTERS_MAX {
-            return Err(QueryError::TooManyLabelFilters(raw_filters.len()));
-        }
-        let mut filters = Vec::with_capacity(raw_filters.len());
-        let mut matchers = Vec::with_capacity(raw_filters.len());
-        for raw in raw_filters {
-            let (label, op, value) = parse_filter(raw).ok_or_else(|| QueryError::LabelFilter(raw.to_string()))?;
-            let regex = |negate| {
-                Matcher::regex(label, value, negate)
-                    .map_err(|source| QueryError::LabelRegex { filter: raw.to_string(), source })
-            };
-            matchers.push(match op {
-                "=" => Matcher::Equal(label.to_string(), value.to_string()),
-                "!=" => Matcher::NotEqual(label.to_string(), value.to_string()),
-                "=~" => regex(false)?,
-                _ => regex(true)?,
-            });
-            filters.push((label.to_string(), op, value.to_string()));
-        }
-
-        let mut group_by: Vec<String> = params
-            .iter()
-            .filter(|(k, _)| k == "group_by")
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        if let Some(bad) = group_by.iter().find(|l| !is_label_name(l)) {
-            return Err(QueryError::GroupBy(bad.clone()));
-        }
-        group_by.sort();
-        group_by.dedup();
-        if group_by.len() > GROUP_BY_MAX {
-            return Err(QueryError::TooManyGroupBy(group_by.len()));
-        }
-
-        let now_ms = now_ms.clamp(0, TIME_MS_MAX);
-        let to_ms = single("to")?.map(|v| parse_time("to", v)).transpose()?.unwrap_or(now_ms);
-        let from_ms =
-            single("from")?.map(|v| parse_time("from", v)).transpose()?.unwrap_or((to_ms - DEFAULT_RANGE_MS).max(0));
-        if from_ms > to_ms {
+    /// The series of metric `name` matching every one of `matchers`, over `[from_ms, to_ms]` in
+    /// buckets of `step_ms`, averaged, ungrouped, the first 100 of them. The range must lie
+    /// within `0..=TIME_MS_MAX` and the step be positive.
+    pub fn new(
+        name: impl Into<String>,
+        matchers: Vec<Matcher>,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<NativeQuery, QueryError> {
+        if !(0 <= from_ms && from_ms <= to_ms && to_ms <= TIME_MS_MAX) {
             return Err(QueryError::Range { from_ms, to_ms });
         }
-        let step_ms = match single("step")? {
-            None => default_step_ms(from_ms, to_ms),
-            Some(v) => {
-                let step_ms = parse_duration_ms(v).ok_or_else(|| QueryError::Step(v.to_string()))?;
-                let points = bucket_count(from_ms, to_ms, step_ms);
-                if points > POINTS_MAX {
-                    return Err(QueryError::TooManyPoints { step_ms, points, from_ms, to_ms });
-                }
-                step_ms
-            }
-        };
-        let agg = single("agg")?.map(|v| Agg::parse(v).ok_or_else(|| QueryError::Agg(v.to_string()))).transpose()?;
-        let limit = match single("limit")? {
-            None => LIMIT_DEFAULT,
-            Some(v) => v
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=LIMIT_MAX).contains(n))
-                .ok_or_else(|| QueryError::Limit(v.to_string()))?,
-        };
-
-        let mut q = NativeQuery { name, filters, matchers, from_ms, to_ms, step_ms, agg, group_by, limit, after: None };
-        if let Some(c) = single("cursor")? {
-            q.after = Some(decode_cursor(c, q.fingerprint())?);
+        if step_ms <= 0 {
+            return Err(QueryError::Step(step_ms));
         }
-        Ok(q)
+        Ok(NativeQuery {
+            name: name.into(),
+            matchers,
+            from_ms,
+            to_ms,
+            step_ms,
+            agg: Agg::Avg,
+            group_by: Vec::new(),
+            limit: 100,
+            after: None,
+        })
+    }
+
+    /// How a bucket's samples become one value (by default their average).
+    pub fn with_agg(mut self, agg: Agg) -> NativeQuery {
+        self.agg = agg;
+        self
+    }
+
+    /// Groups the series by these labels.
+    pub fn with_group_by(mut self, mut labels: Vec<String>) -> NativeQuery {
+        labels.sort();
+        labels.dedup();
+        self.group_by = labels;
+        self
+    }
+
+    /// Output series per page, at least one.
+    pub fn with_limit(mut self, limit: usize) -> NativeQuery {
+        self.limit = limit.max(1);
+        self
+    }
+
+    /// Starts the page after the output series with these labels (the previous page's last).
+    pub fn with_after(mut self, labels: LabelSet) -> NativeQuery {
+        self.after = Some(labels);
+        self
+    }
+
+    /// The metric name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The matchers besides the name.
+    pub fn matchers(&self) -> &[Matcher] {
+        &self.matchers
     }
 
     pub fn from_ms(&self) -> i64 {
@@ -312,28 +197,26 @@ impl NativeQuery {
         self.to_ms
     }
 
-    /// The bucket width, given or chosen.
     pub fn step_ms(&self) -> i64 {
         self.step_ms
     }
 
-    /// What decides the output series' identities and order, so a cursor fits only its own query.
-    fn fingerprint(&self) -> u32 {
-        let mut filters: Vec<&(String, &'static str, String)> = self.filters.iter().collect();
-        filters.sort();
-        let mut buf = Vec::new();
-        put_str(&mut buf, &self.name);
-        put_u32(&mut buf, filters.len());
-        for (label, op, value) in filters {
-            put_str(&mut buf, label);
-            put_str(&mut buf, op);
-            put_str(&mut buf, value);
-        }
-        put_u32(&mut buf, self.group_by.len());
-        for l in &self.group_by {
-            put_str(&mut buf, l);
-        }
-        crc32c::crc32c(&buf)
+    pub fn agg(&self) -> Agg {
+        self.agg
+    }
+
+    /// Sorted, unique.
+    pub fn group_by(&self) -> &[String] {
+        &self.group_by
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Where the page starts: after this output series.
+    pub fn after(&self) -> Option<&LabelSet> {
+        self.after.as_ref()
     }
 
     /// An output series' identity: the full label set, or the group's labels.
@@ -342,6 +225,10 @@ impl NativeQuery {
             return labels;
         }
         labels.into_iter().filter(|(n, v)| !v.is_empty() && self.group_by.binary_search(n).is_ok()).collect()
+    }
+
+    fn is_after_cursor(&self, labels: &LabelSet) -> bool {
+        self.after.as_ref().is_none_or(|after| labels > after)
     }
 }
 
@@ -358,11 +245,12 @@ pub struct QuerySeries {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryAnswer {
     pub series: Vec<QuerySeries>,
-    /// Passed as `cursor`, continues after the last series of this page; `None` on the last page.
-    pub next_cursor: Option<String>,
+    /// Whether output series follow the last of this page: ask again with it as `after`.
+    pub more: bool,
     pub step_ms: i64,
-    /// Series the selection matched, before grouping and pagination.
+    /// Selected series read, before grouping.
     pub series_scanned: usize,
+    /// Samples read, as `ReadLimits::samples_max` counts them.
     pub samples_read: usize,
 }
 
@@ -380,22 +268,46 @@ pub fn run_with_limits(
     let mut matchers = Vec::with_capacity(q.matchers.len() + 1);
     matchers.push(Matcher::Equal("__name__".to_string(), q.name.clone()));
     matchers.extend(q.matchers.iter().cloned());
-    let selected = store.select(tenant, &matchers, q.from_ms, q.to_ms, limits.series_max, limits.samples_max).map_err(
-        |e| match e {
-            SelectError::TooManySeries { max } => QueryError::TooManySeries { max },
-            SelectError::TooManySamples { max } => QueryError::TooManySamples { max },
-            SelectError::Block(reason) => QueryError::Store(reason),
-        },
-    )?;
-    let series_scanned = selected.len();
-    let samples_read: usize = selected.iter().map(|s| s.samples.len()).sum();
+    let read_limits = ReadLimits { series_max: limits.series_max, samples_max: limits.samples_max };
+    let mut set = store.querier(tenant, q.from_ms, q.to_ms).with_limits(read_limits).select(&matchers);
+    let mut series_scanned = 0usize;
+    let (series, more) = if q.group_by.is_empty() {
+        if let Some(after) = &q.after {
+            set.skip_through(after);
+        }
+        // Series come sorted by label set, which is the output order: read only what the page
+        // needs. NaN samples go first, so that every series left has at least one point.
+        let outputs = set.by_ref().filter_map(|s| {
+            let s = match s {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e.into())),
+            };
+            series_scanned += 1;
+            let mut samples = s.samples;
+            samples.retain(|(_, v)| !v.is_nan());
+            (!samples.is_empty()).then(|| Ok((s.labels, bucket_points(&samples, q.step_ms, q.agg))))
+        });
+        page(outputs, q.limit, limits.page_points_max)?
+    } else {
+        let groups = groups(q, &mut set, &mut series_scanned)?;
+        let outputs =
+            groups.into_iter().map(|(labels, members)| Ok((labels, group_points(&members, q.step_ms, q.agg))));
+        page(outputs, q.limit, limits.page_points_max)?
+    };
+    Ok(QueryAnswer { series, more, step_ms: q.step_ms, series_scanned, samples_read: set.samples_read() })
+}
 
-    // Output series after the cursor, each with the samples of its members. NaN samples go
-    // first, so that every series left has at least one point.
-    let mut groups: BTreeMap<LabelSet, Vec<Vec<(i64, f64)>>> = BTreeMap::new();
-    for s in selected {
+/// Output series by label set, each with the samples of its members.
+type Groups = BTreeMap<LabelSet, Vec<Vec<(i64, f64)>>>;
+
+/// Every group after the cursor with the samples of its members, NaN left out.
+fn groups(q: &NativeQuery, set: &mut SeriesSet, series_scanned: &mut usize) -> Result<Groups, QueryError> {
+    let mut groups = Groups::new();
+    for s in set {
+        let s = s?;
+        *series_scanned += 1;
         let key = q.output_labels(s.labels);
-        if q.after.as_ref().is_some_and(|after| key <= *after) {
+        if !q.is_after_cursor(&key) {
             continue;
         }
         let mut samples = s.samples;
@@ -404,41 +316,34 @@ pub fn run_with_limits(
             groups.entry(key).or_default().push(samples);
         }
     }
+    Ok(groups)
+}
 
-    let mut series = Vec::new();
+/// The first output series, in label order, that fit in a page; and whether any follow.
+fn page(
+    outputs: impl Iterator<Item = Result<(LabelSet, Vec<(i64, f64)>), QueryError>>,
+    limit: usize,
+    page_points_max: usize,
+) -> Result<(Vec<QuerySeries>, bool), QueryError> {
+    let mut series: Vec<QuerySeries> = Vec::new();
     let mut points_total = 0usize;
-    let mut next_cursor = None;
-    let mut rest = groups.into_iter().peekable();
-    while let Some((labels, members)) = rest.next() {
-        let points = if q.group_by.is_empty() {
-            // Without group_by the key is a full label set, which one series has.
-            debug_assert_eq!(members.len(), 1);
-            bucket_points(&members[0], q.step_ms, q.agg.unwrap_or(Agg::Avg))
-        } else {
-            group_points(&members, q.step_ms, q.agg.unwrap_or(Agg::Avg))
-        };
-        if !series.is_empty() && points_total + points.len() > limits.page_points_max {
-            next_cursor = series.last().map(|s: &QuerySeries| encode_cursor(&s.labels, q.fingerprint()));
-            break;
+    for output in outputs {
+        let (labels, points) = output?;
+        if series.len() == limit || (!series.is_empty() && points_total + points.len() > page_points_max) {
+            return Ok((series, true));
         }
         points_total += points.len();
         series.push(QuerySeries { labels, points });
-        if series.len() == q.limit {
-            if rest.peek().is_some() {
-                next_cursor = series.last().map(|s| encode_cursor(&s.labels, q.fingerprint()));
-            }
-            break;
-        }
     }
-    Ok(QueryAnswer { series, next_cursor, step_ms: q.step_ms, series_scanned, samples_read })
+    Ok((series, false))
 }
 
 fn bucket_start(t: i64, step_ms: i64) -> i64 {
     t - t.rem_euclid(step_ms)
 }
 
-/// Buckets `[from, to]` touches.
-fn bucket_count(from_ms: i64, to_ms: i64, step_ms: i64) -> u64 {
+/// Buckets `[from_ms, to_ms]` touches: the points one output series may have.
+pub fn bucket_count(from_ms: i64, to_ms: i64, step_ms: i64) -> u64 {
     (to_ms.div_euclid(step_ms) - from_ms.div_euclid(step_ms) + 1) as u64
 }
 
@@ -539,159 +444,6 @@ fn percentile(sorted: &[f64], p: u8) -> f64 {
     lo + (hi - lo) * hundredths as f64 / 100.0
 }
 
-/// Integer milliseconds, or RFC 3339.
-fn parse_time(param: &'static str, v: &str) -> Result<i64, QueryError> {
-    let err = || QueryError::Time { param, value: v.to_string() };
-    let ms = if v.bytes().all(|b| b.is_ascii_digit()) {
-        v.parse::<i64>().map_err(|_| err())?
-    } else {
-        strata_model::parse_timestamp(&serde_json::Value::String(v.to_string()))
-            .map_err(|_| err())?
-            .div_euclid(1_000_000)
-    };
-    if !(0..=TIME_MS_MAX).contains(&ms) {
-        return Err(err());
-    }
-    Ok(ms)
-}
-
-/// A step: one of the durations every API takes, at most `TIME_MS_MAX`.
-fn parse_duration_ms(s: &str) -> Option<i64> {
-    strata_model::parse_duration_ms(s).filter(|ms| *ms <= TIME_MS_MAX)
-}
-
-/// The smallest round step giving at most `DEFAULT_POINTS_MAX` points.
-fn default_step_ms(from_ms: i64, to_ms: i64) -> i64 {
-    const ROUND_MS: [i64; 27] = [
-        1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000,
-        600_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000, 86_400_000,
-    ];
-    if let Some(&step) = ROUND_MS.iter().find(|&&s| bucket_count(from_ms, to_ms, s) <= DEFAULT_POINTS_MAX) {
-        return step;
-    }
-    // Whole days: `range / step <= points - 2` keeps the count within `points` however the range
-    // is aligned.
-    const DAY_MS: i64 = 86_400_000;
-    let per_point = (DEFAULT_POINTS_MAX - 2) as i64 * DAY_MS;
-    let days = ((to_ms - from_ms) + per_point - 1) / per_point;
-    let step = days.max(1) * DAY_MS;
-    debug_assert!(bucket_count(from_ms, to_ms, step) <= DEFAULT_POINTS_MAX);
-    step
-}
-
-/// `name op value`; `op` is `=` for both `:` and `=`.
-fn parse_filter(s: &str) -> Option<(&str, &'static str, &str)> {
-    let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
-    let (label, rest) = s.split_at(end);
-    if !is_label_name(label) {
-        return None;
-    }
-    [("!=", "!="), ("!~", "!~"), ("=~", "=~"), ("=", "="), (":", "=")]
-        .into_iter()
-        .find_map(|(given, op)| rest.strip_prefix(given).map(|value| (label, op, value)))
-}
-
-fn put_u32(buf: &mut Vec<u8>, n: usize) {
-    // Label sets and their strings are far below 4 GiB (cursors are bounded by CURSOR_BYTES_MAX).
-    buf.extend_from_slice(&(n as u32).to_le_bytes());
-}
-
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    put_u32(buf, s.len());
-    buf.extend_from_slice(s.as_bytes());
-}
-
-/// Hex of: version, fingerprint (u32 LE), label count, each name and value length-prefixed, and a
-/// CRC32C of all of that.
-fn encode_cursor(labels: &LabelSet, fingerprint: u32) -> String {
-    let mut buf = vec![CURSOR_VERSION];
-    buf.extend_from_slice(&fingerprint.to_le_bytes());
-    put_u32(&mut buf, labels.len());
-    for (n, v) in labels {
-        put_str(&mut buf, n);
-        put_str(&mut buf, v);
-    }
-    let crc = crc32c::crc32c(&buf);
-    buf.extend_from_slice(&crc.to_le_bytes());
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_cursor(s: &str, fingerprint: u32) -> Result<LabelSet, QueryError> {
-    let invalid = || {
-        let mut quoted = s.to_string();
-        if quoted.len() > CURSOR_QUOTE_BYTES_MAX {
-            let mut end = CURSOR_QUOTE_BYTES_MAX;
-            while !quoted.is_char_boundary(end) {
-                end -= 1;
-            }
-            quoted.truncate(end);
-            quoted.push('…');
-        }
-        QueryError::Cursor(quoted)
-    };
-    // Lowercase only, as encoded: one cursor has one spelling.
-    if s.len() > CURSOR_BYTES_MAX
-        || !s.len().is_multiple_of(2)
-        || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return Err(invalid());
-    }
-    let bytes: Vec<u8> = s
-        .as_bytes()
-        .chunks(2)
-        .map(|pair| std::str::from_utf8(pair).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<_>>()
-        .ok_or_else(invalid)?;
-    let Some((body, crc)) = bytes.split_last_chunk::<4>() else { return Err(invalid()) };
-    if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
-        return Err(invalid());
-    }
-    let mut r = Reader(body);
-    if r.take(1).ok_or_else(invalid)? != [CURSOR_VERSION] {
-        return Err(invalid());
-    }
-    if r.u32().ok_or_else(invalid)? != fingerprint {
-        return Err(QueryError::CursorQuery);
-    }
-    let count = r.u32().ok_or_else(invalid)? as usize;
-    // Each label takes at least 8 bytes, which bounds `count` by what is really there.
-    if count > r.0.len() / 8 {
-        return Err(invalid());
-    }
-    let mut labels = Vec::with_capacity(count);
-    for _ in 0..count {
-        let n = r.str().ok_or_else(invalid)?;
-        let v = r.str().ok_or_else(invalid)?;
-        labels.push((n, v));
-    }
-    if !r.0.is_empty() {
-        return Err(invalid());
-    }
-    Ok(labels)
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn str(&mut self) -> Option<String> {
-        let len = self.u32()? as usize;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,18 +462,56 @@ mod tests {
         l
     }
 
-    fn params(s: &str) -> Vec<(String, String)> {
-        s.split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect()
-    }
-
-    fn parse(s: &str) -> Result<NativeQuery, QueryError> {
-        NativeQuery::parse(&params(s), 1_000_000)
+    /// A query written as the server's parameters (`name=cpu&step=1m&labels=host=~a|b&...`), so
+    /// that tables of cases stay short. Without `to`, `from` and `step`: 1_000_000, an hour
+    /// before `to`, and 1 minute. Only well-formed input: the server's own tests check parsing.
+    fn parse(s: &str) -> NativeQuery {
+        let (mut name, mut matchers, mut group_by) = (String::new(), Vec::new(), Vec::new());
+        let (mut from, mut to, mut step) = (None, 1_000_000, 60_000);
+        let (mut agg, mut limit, mut after) = (Agg::Avg, 100, None);
+        for (k, v) in s.split('&').filter_map(|p| p.split_once('=')) {
+            match k {
+                "name" => name = v.to_string(),
+                "from" => from = Some(v.parse().unwrap()),
+                "to" => to = v.parse().unwrap(),
+                "step" => step = strata_model::parse_duration_ms(v).unwrap(),
+                "limit" => limit = v.parse().unwrap(),
+                "group_by" => group_by.extend(v.split(',').map(str::to_string)),
+                "agg" => {
+                    agg = match v {
+                        "sum" => Agg::Sum,
+                        "avg" => Agg::Avg,
+                        "min" => Agg::Min,
+                        "max" => Agg::Max,
+                        "count" => Agg::Count,
+                        p => Agg::Percentile(p[1..].parse().unwrap()),
+                    }
+                }
+                "labels" => {
+                    let end = v.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap();
+                    let (label, rest) = v.split_at(end);
+                    let m = if let Some(value) = rest.strip_prefix("!=") {
+                        Matcher::NotEqual(label.into(), value.into())
+                    } else if let Some(re) = rest.strip_prefix("!~") {
+                        Matcher::regex(label, re, true).unwrap()
+                    } else if let Some(re) = rest.strip_prefix("=~") {
+                        Matcher::regex(label, re, false).unwrap()
+                    } else {
+                        Matcher::Equal(label.into(), rest[1..].into())
+                    };
+                    matchers.push(m);
+                }
+                "after" => after = Some(ls(&[("i", v)])),
+                other => panic!("no parameter {other} in these tests"),
+            }
+        }
+        let from = from.unwrap_or((to - 3_600_000).max(0));
+        let q = NativeQuery::new(name, matchers, from, to, step).unwrap();
+        let q = q.with_agg(agg).with_group_by(group_by).with_limit(limit);
+        match after {
+            Some(a) => q.with_after(a),
+            None => q,
+        }
     }
 
     /// Series of `cpu` (host, dc) and `mem`, in one tenant; every timestamp is in the first
@@ -753,7 +543,7 @@ mod tests {
     }
 
     fn answer(store: &Store, q: &str) -> QueryAnswer {
-        run(store, "t1", &parse(q).unwrap_or_else(|e| panic!("{q}: {e}"))).unwrap_or_else(|e| panic!("{q}: {e}"))
+        run(store, "t1", &parse(q)).unwrap_or_else(|e| panic!("{q}: {e}"))
     }
 
     /// `labels => points`, one line per series, for compact expectations.
@@ -893,7 +683,7 @@ mod tests {
         assert_eq!(mem.series[0].labels, ls(&[("__name__", "mem"), ("host", "a")]));
         assert_eq!(mem.series_scanned, 1);
         assert!(answer(&s, "name=cpu&from=0&to=599999&step=1m").series.is_empty());
-        assert!(run(&s, "t2", &parse(range).unwrap()).unwrap().series.is_empty(), "another tenant sees nothing");
+        assert!(run(&s, "t2", &parse(range)).unwrap().series.is_empty(), "another tenant sees nothing");
     }
 
     #[test]
@@ -925,104 +715,18 @@ mod tests {
     }
 
     #[test]
-    fn parameters_are_validated_with_their_name_and_value() {
-        let e = |q: &str| parse(q).unwrap_err();
-        assert!(parse("name=cpu&_=1764000000000").is_ok(), "a cache-busting `_` is ignored");
-        let cases: Vec<(&str, QueryError)> = vec![
-            ("", QueryError::MissingName),
-            ("name=", QueryError::MissingName),
-            ("name=cpu&lables=a:b", QueryError::UnknownParameter("lables".into())),
-            ("name=cpu&name=mem", QueryError::Repeated { param: "name", count: 2 }),
-            ("name=cpu&step=1s&step=2s", QueryError::Repeated { param: "step", count: 2 }),
-            ("name=cpu-x", QueryError::MetricName("cpu-x".into())),
-            ("name=cpu&labels=host", QueryError::LabelFilter("host".into())),
-            ("name=cpu&labels=1a:b", QueryError::LabelFilter("1a:b".into())),
-            ("name=cpu&labels=:b", QueryError::LabelFilter(":b".into())),
-            ("name=cpu&group_by=dc,1x", QueryError::GroupBy("1x".into())),
-            ("name=cpu&from=yesterday", QueryError::Time { param: "from", value: "yesterday".into() }),
-            ("name=cpu&to=-5", QueryError::Time { param: "to", value: "-5".into() }),
-            (
-                "name=cpu&to=99999999999999999999",
-                QueryError::Time { param: "to", value: "99999999999999999999".into() },
-            ),
-            ("name=cpu&to=253402300800000", QueryError::Time { param: "to", value: "253402300800000".into() }),
-            ("name=cpu&from=5&to=4", QueryError::Range { from_ms: 5, to_ms: 4 }),
-            ("name=cpu&from=2000000", QueryError::Range { from_ms: 2_000_000, to_ms: 1_000_000 }),
-            ("name=cpu&step=0", QueryError::Step("0".into())),
-            ("name=cpu&step=-1s", QueryError::Step("-1s".into())),
-            ("name=cpu&step=1y", QueryError::Step("1y".into())),
-            ("name=cpu&step=1.5s", QueryError::Step("1.5s".into())),
-            ("name=cpu&step=s", QueryError::Step("s".into())),
-            ("name=cpu&step=99999999999w", QueryError::Step("99999999999w".into())),
-            (
-                "name=cpu&from=0&to=11000&step=1",
-                QueryError::TooManyPoints { step_ms: 1, points: 11_001, from_ms: 0, to_ms: 11_000 },
-            ),
-            ("name=cpu&agg=median", QueryError::Agg("median".into())),
-            ("name=cpu&agg=p0", QueryError::Agg("p0".into())),
-            ("name=cpu&agg=p100", QueryError::Agg("p100".into())),
-            ("name=cpu&agg=p", QueryError::Agg("p".into())),
-            ("name=cpu&agg=p+9", QueryError::Agg("p+9".into())),
-            ("name=cpu&limit=0", QueryError::Limit("0".into())),
-            ("name=cpu&limit=10001", QueryError::Limit("10001".into())),
-            ("name=cpu&limit=ten", QueryError::Limit("ten".into())),
-            ("name=cpu&cursor=zz", QueryError::Cursor("zz".into())),
-            ("name=cpu&cursor=abc", QueryError::Cursor("abc".into())),
-            ("name=cpu&cursor=00", QueryError::Cursor("00".into())),
-        ];
-        for (q, want) in cases {
-            assert_eq!(e(q), want, "{q}");
-        }
-        assert!(matches!(e("name=cpu&labels=a=~("), QueryError::LabelRegex { .. }));
-        let many = "&labels=a:b".repeat(LABEL_FILTERS_MAX + 1);
-        assert_eq!(e(&format!("name=cpu{many}")), QueryError::TooManyLabelFilters(LABEL_FILTERS_MAX + 1));
-        let wide: Vec<String> = (0..=GROUP_BY_MAX).map(|i| format!("l{i}")).collect();
-        assert_eq!(e(&format!("name=cpu&group_by={}", wide.join(","))), QueryError::TooManyGroupBy(GROUP_BY_MAX + 1));
-
-        // Messages name the parameter and the value.
-        assert_eq!(
-            e("name=cpu&step=0").to_string(),
-            "step \"0\" must be a positive number of milliseconds or a duration such as 500ms, 30s, 5m, 1h, 1d"
-        );
-        assert!(e("name=cpu&from=0&to=11000&step=1").to_string().contains("points_max 11000"));
-        assert_eq!(e("name=cpu&from=5&to=4").to_string(), "from 5 is after to 4 (to defaults to now)");
-        let long = format!("name=cpu&cursor={}", "g".repeat(1000));
-        assert!(e(&long).to_string().len() < 200, "a long cursor is not echoed whole");
-
-        // Exactly points_max points is allowed; from == to is one instant.
-        assert_eq!(parse("name=cpu&from=0&to=10999&step=1").unwrap().step_ms(), 1);
-        assert_eq!(parse("name=cpu&from=5&to=5&step=1").unwrap().from_ms(), 5);
-        // Empty values are absent; commas and repeats both list group_by labels.
-        let q = parse("name=cpu&step=&agg=&cursor=&labels=&group_by=b,a&group_by=a&group_by=").unwrap();
-        assert_eq!((q.group_by.clone(), q.agg, q.filters.len()), (vec!["a".to_string(), "b".to_string()], None, 0));
-        // RFC 3339 and defaults.
-        let q = parse("name=cpu&from=1970-01-01T00:00:01.5Z&to=1970-01-01T00:00:02Z&step=250ms").unwrap();
-        assert_eq!((q.from_ms(), q.to_ms(), q.step_ms()), (1_500, 2_000, 250));
-        let q = parse("name=cpu").unwrap();
-        assert_eq!((q.from_ms(), q.to_ms(), q.limit), (0, 1_000_000, LIMIT_DEFAULT));
-        assert_eq!(
-            NativeQuery::parse(&params("name=cpu"), 10_000_000).unwrap().from_ms(),
-            10_000_000 - DEFAULT_RANGE_MS
-        );
-    }
-
-    #[test]
-    fn the_default_step_is_round_and_gives_at_most_a_few_hundred_points() {
-        let cases: &[(i64, i64, i64)] = &[
-            (0, 0, 1),
-            (0, 299, 1),
-            (0, 300, 2),
-            (1_000, 1_000 + 3_600_000, 15_000),
-            (0, 86_400_000, 300_000),
-            (0, 7 * 86_400_000, 3_600_000),
-            (0, 365 * 86_400_000, 2 * 86_400_000),
-            (123_456_789, TIME_MS_MAX, 9_842 * 86_400_000),
-        ];
-        for &(from, to, want) in cases {
-            let step = default_step_ms(from, to);
-            assert_eq!(step, want, "{from}..{to}");
-            assert!(bucket_count(from, to, step) <= DEFAULT_POINTS_MAX, "{from}..{to}");
-        }
+    fn queries_must_have_a_range_within_bounds_and_a_positive_step() {
+        let new = |from, to, step| NativeQuery::new("cpu", Vec::new(), from, to, step).map(|q| q.step_ms());
+        assert_eq!(new(0, TIME_MS_MAX, 1), Ok(1));
+        assert_eq!(new(5, 5, 1), Ok(1), "from == to is one instant");
+        assert_eq!(new(5, 4, 1), Err(QueryError::Range { from_ms: 5, to_ms: 4 }));
+        assert_eq!(new(-1, 4, 1), Err(QueryError::Range { from_ms: -1, to_ms: 4 }));
+        assert_eq!(new(0, TIME_MS_MAX + 1, 1), Err(QueryError::Range { from_ms: 0, to_ms: TIME_MS_MAX + 1 }));
+        assert_eq!(new(0, 4, 0), Err(QueryError::Step(0)));
+        assert_eq!(new(0, 4, -1000), Err(QueryError::Step(-1000)));
+        let q = NativeQuery::new("cpu", Vec::new(), 0, 1, 1).unwrap();
+        let q = q.with_group_by(vec!["b".into(), "a".into(), "b".into()]).with_limit(0);
+        assert_eq!((q.group_by, q.limit), (vec!["a".to_string(), "b".to_string()], 1));
     }
 
     #[test]
@@ -1036,22 +740,22 @@ mod tests {
         }
         let base = "name=req&from=0&to=100000&step=1m";
         let collect = |extra: &str, limits: &Limits| -> (Vec<QuerySeries>, usize) {
-            let mut all = Vec::new();
+            let mut all: Vec<QuerySeries> = Vec::new();
             let mut pages = 0;
-            let mut cursor: Option<String> = None;
+            let mut after: Option<LabelSet> = None;
             loop {
-                let mut q = format!("{base}&{extra}");
-                if let Some(c) = &cursor {
-                    q.push_str(&format!("&cursor={c}"));
+                let mut q = parse(&format!("{base}&{extra}"));
+                if let Some(a) = after.take() {
+                    q = q.with_after(a);
                 }
-                let a = run_with_limits(&s, "t1", &parse(&q).unwrap(), limits).unwrap();
+                let a = run_with_limits(&s, "t1", &q, limits).unwrap();
                 pages += 1;
                 assert!(!a.series.is_empty() || pages == 1, "page {pages} is empty");
                 all.extend(a.series);
-                match a.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => return (all, pages),
+                if !a.more {
+                    return (all, pages);
                 }
+                after = Some(all.last().unwrap().labels.clone());
                 assert!(pages < 100);
             }
         };
@@ -1078,64 +782,25 @@ mod tests {
             .map(|i| QuerySeries { labels: ls(&[("i", &format!("{i:02}"))]), points: vec![(0, (30 * i + 3) as f64)] })
             .collect();
         assert_eq!(grouped, want);
+        assert_eq!(answer(&s, &format!("{base}&group_by=i&agg=sum&after=20")).series, want[21..]);
 
-        // A series added before the cursor is not returned; one after it is, once.
+        // A series added before the page's start is not returned; one after it is, once.
         let first = answer(&s, &format!("{base}&limit=3"));
+        assert!(first.more);
         s.append("t1", ls(&[("__name__", "req"), ("i", "00"), ("j", "00")]), 500, 1.0).unwrap();
         s.append("t1", ls(&[("__name__", "req"), ("i", "99")]), 500, 1.0).unwrap();
-        let q = format!("{base}&limit=10000&cursor={}", first.next_cursor.clone().unwrap());
-        let rest = answer(&s, &q);
+        let q = parse(&format!("{base}&limit=10000")).with_after(first.series[2].labels.clone());
+        let rest = run(&s, "t1", &q).unwrap();
         assert_eq!(rest.series.len(), 67);
         assert_eq!(rest.series[0].labels, whole[3].labels);
         assert_eq!(rest.series.last().unwrap().labels, ls(&[("__name__", "req"), ("i", "99")]));
-    }
-
-    #[test]
-    fn cursors_are_checked() {
-        let s = store();
-        let a = answer(&s, "name=cpu&from=0&to=700000&limit=1");
-        let c = a.next_cursor.unwrap();
-        assert!(c.bytes().all(|b| b.is_ascii_hexdigit()));
-        // The same selection with another step, range or agg continues; another selection does not.
-        assert!(parse(&format!("name=cpu&from=0&to=800000&step=1s&agg=max&cursor={c}")).is_ok());
-        assert_eq!(parse(&format!("name=mem&cursor={c}")).unwrap_err(), QueryError::CursorQuery);
-        assert_eq!(parse(&format!("name=cpu&labels=dc:x&cursor={c}")).unwrap_err(), QueryError::CursorQuery);
-        assert_eq!(parse(&format!("name=cpu&group_by=dc&cursor={c}")).unwrap_err(), QueryError::CursorQuery);
-        // Filters in another order are the same selection.
-        let two = answer(&s, "name=cpu&from=0&to=700000&limit=1&labels=dc:x&labels=host=~a|b").next_cursor.unwrap();
-        assert!(parse(&format!("name=cpu&labels=host=~a|b&labels=dc:x&cursor={two}")).is_ok());
-
-        // Every single-character change, truncation or extension is refused without a panic.
-        let bytes = c.as_bytes();
-        for i in 0..bytes.len() {
-            for sub in [b'0', b'f', b'g', b'A'] {
-                if bytes[i] == sub {
-                    continue;
-                }
-                let mut t = bytes.to_vec();
-                t[i] = sub;
-                let t = String::from_utf8(t).unwrap();
-                assert!(parse(&format!("name=cpu&cursor={t}")).is_err(), "{t}");
-            }
-            if i > 0 {
-                assert!(parse(&format!("name=cpu&cursor={}", &c[..i])).is_err());
-            }
-        }
-        assert!(parse(&format!("name=cpu&cursor={c}00")).is_err());
-        assert!(parse(&format!("name=cpu&cursor={c}é")).is_err());
-        // A well-formed cursor claiming more labels than it holds.
-        let mut body = vec![CURSOR_VERSION];
-        body.extend_from_slice(&parse("name=cpu").unwrap().fingerprint().to_le_bytes());
-        body.extend_from_slice(&u32::MAX.to_le_bytes());
-        body.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        let forged: String = body.iter().map(|b| format!("{b:02x}")).collect();
-        assert!(matches!(parse(&format!("name=cpu&cursor={forged}")), Err(QueryError::Cursor(_))));
+        assert!(!rest.more);
     }
 
     #[test]
     fn limits_are_enforced() {
         let s = store();
-        let q = parse("name=cpu&from=0&to=800000").unwrap();
+        let q = parse("name=cpu&from=0&to=800000");
         let limits = |series_max, samples_max| Limits { series_max, samples_max, ..Limits::default() };
         assert_eq!(run_with_limits(&s, "t1", &q, &limits(3, 100)).unwrap_err(), QueryError::TooManySeries { max: 3 });
         // cpu has 4 series with 12 samples, NaN and staleness markers included.
@@ -1146,6 +811,32 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "the query reads more than samples_max 11 samples; use a shorter range or narrow it with labels"
+        );
+        assert_eq!(
+            QueryError::TooManySeries { max: 3 }.to_string(),
+            "the query selects more than series_max 3 series; narrow it with labels"
+        );
+    }
+
+    #[test]
+    fn an_ungrouped_page_reads_only_the_series_it_needs() {
+        let s = store();
+        // host=a has 5 samples, b 3, c 3, d 1. A page of one series reads a, and b to know
+        // that more follow; the page after a starts reading at b.
+        let limits = |samples_max| Limits { samples_max, ..Limits::default() };
+        let first = parse("name=cpu&from=0&to=800000&limit=1");
+        let a = run_with_limits(&s, "t1", &first, &limits(8)).unwrap();
+        assert_eq!((a.series.len(), a.more, a.series_scanned, a.samples_read), (1, true, 2, 8));
+        assert_eq!(run_with_limits(&s, "t1", &first, &limits(7)).unwrap_err(), QueryError::TooManySamples { max: 7 });
+        let second = first.clone().with_after(a.series[0].labels.clone());
+        let b = run_with_limits(&s, "t1", &second, &limits(6)).unwrap();
+        assert_eq!(b.series[0].labels, ls(&[("__name__", "cpu"), ("dc", "x"), ("host", "b")]));
+        assert_eq!((b.series_scanned, b.samples_read), (2, 6));
+        // Grouped, any series may belong to the first group: all are read.
+        let grouped = parse("name=cpu&from=0&to=800000&limit=1&group_by=dc");
+        assert_eq!(
+            run_with_limits(&s, "t1", &grouped, &limits(11)).unwrap_err(),
+            QueryError::TooManySamples { max: 11 }
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Every tenant's series index, head and blocks: the `Store`, its configuration and errors, the
 //! `Tenant` and `Block` it keeps them in, and opening it from the manifest. One concern per file
-//! below it: `append.rs` (head appends), `select.rs` (the read path), `checkpoint.rs` (cuts, day
-//! merges, retention and the manifest) and `sink.rs` (`TsdbSink`, fed from the `metrics` topic).
+//! below it: `append.rs` (head appends), `querier.rs` (the lazy read path of samples), `series.rs`
+//! (series, label names and values, counts), `checkpoint.rs` (cuts, day merges, retention and the
+//! manifest) and `sink.rs` (`TsdbSink`, fed from the `metrics` topic).
 //!
 //! Durability comes from the log and the blocks alone. A checkpoint cuts every 2-hour range that
 //! the out-of-order window has closed into a block, merges a settled day's blocks into one, drops
@@ -13,7 +14,8 @@
 
 mod append;
 mod checkpoint;
-mod select;
+mod querier;
+mod series;
 mod sink;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,6 +30,7 @@ use crate::head::{AppendError, Head};
 use crate::index::{LabelSet, SeriesId, SeriesIndex};
 use crate::manifest::{self, BlockRef, ManifestError};
 
+pub use querier::{Querier, ReadLimits, SeriesSet};
 pub use sink::TsdbSink;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -102,7 +105,8 @@ pub struct SeriesData {
     pub samples: Vec<(i64, f64)>,
 }
 
-/// Why a read was refused.
+/// Why a read was refused or failed. `TooManySeries` and `TooManySamples` are a query that asks
+/// for more than `ReadLimits` allow; `Block` is the store's failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectError {
     #[error("the query selects more than {max} series; narrow it with more label matchers")]
@@ -146,6 +150,8 @@ struct Tenant {
     head_offsets: BTreeMap<i64, BTreeMap<u32, u64>>,
     /// Sorted by sequence.
     blocks: Vec<Arc<Block>>,
+    /// Changes whenever `blocks` does, so that a querier's copy of the list can tell it is old.
+    blocks_version: u64,
     /// Per partition, the highest cut position of any block: records at or past it cannot be
     /// in a block, which makes the replay check free for new records.
     cut_max: BTreeMap<u32, u64>,
@@ -162,6 +168,7 @@ impl Tenant {
             last_append: Instant::now(),
             head_offsets: BTreeMap::new(),
             blocks: Vec::new(),
+            blocks_version: 0,
             cut_max: BTreeMap::new(),
         }
     }
@@ -173,6 +180,15 @@ impl Tenant {
         }
         let at = self.blocks.partition_point(|b| b.reference.seq < block.reference.seq);
         self.blocks.insert(at, block);
+        self.blocks_version += 1;
+    }
+
+    /// Removes the blocks `gone` says to and returns them.
+    fn remove_blocks(&mut self, gone: impl Fn(&Block) -> bool) -> Vec<Arc<Block>> {
+        let (removed, kept) = std::mem::take(&mut self.blocks).into_iter().partition(|b| gone(b));
+        self.blocks = kept;
+        self.blocks_version += 1;
+        removed
     }
 
     fn in_blocks(&self, partition: u32, offset: u64, ts: i64) -> bool {

@@ -159,10 +159,10 @@ fn open(dir: &std::path::Path) -> (Arc<Store>, Driven, Positions) {
 fn stored_now(store: &Store) -> BTreeMap<String, BTreeMap<i64, u64>> {
     let matchers = [strata_tsdb::Matcher::Equal("__name__".into(), "node_load1".into())];
     store
-        .select("acme", &matchers, i64::MIN, i64::MAX, 1000, usize::MAX)
-        .unwrap()
-        .into_iter()
+        .querier("acme", i64::MIN, i64::MAX)
+        .select(&matchers)
         .map(|s| {
+            let s = s.unwrap();
             let instance = s.labels.iter().find(|(n, _)| n == "instance").unwrap().1.clone();
             (instance, s.samples.into_iter().map(|(t, v)| (t, v.to_bits())).collect())
         })
@@ -242,12 +242,7 @@ fn retention_drops_whole_blocks_per_tenant() {
     sink.commit(&positions).unwrap();
     let matchers = [strata_tsdb::Matcher::Equal("__name__".into(), "node_load1".into())];
     let count = |tenant: &str| {
-        store
-            .select(tenant, &matchers, i64::MIN, i64::MAX, 10, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|s| s.samples.len())
-            .sum::<usize>()
+        store.querier(tenant, i64::MIN, i64::MAX).select(&matchers).map(|s| s.unwrap().samples.len()).sum::<usize>()
     };
     assert_eq!(count("long"), 3);
     assert_eq!(count("short"), 1, "the two-day-old samples of \"short\" are gone");

@@ -10,7 +10,7 @@ use strata_model::Topic;
 use strata_model::topic::Metrics;
 use strata_pipeline::Positions;
 
-use super::select::merge_runs;
+use super::querier::merge_runs;
 use super::{Block, DAY_MS, Error, Store, Tenant};
 use crate::block::{BlockFile, BlockWriter};
 use crate::head::BLOCK_RANGE_MS;
@@ -129,10 +129,7 @@ impl Store {
             if let Some((b, _)) = merged {
                 t.add_block(b);
             }
-            let (gone, kept): (Vec<Arc<Block>>, Vec<Arc<Block>>) = std::mem::take(&mut t.blocks)
-                .into_iter()
-                .partition(|b| expired.contains(&b.reference.seq) || replaced.contains(&b.reference.seq));
-            t.blocks = kept;
+            let gone = t.remove_blocks(|b| expired.contains(&b.reference.seq) || replaced.contains(&b.reference.seq));
             obsolete.extend(gone.into_iter().map(|b| b.file.path().to_path_buf()));
             if !expired.is_empty() {
                 tracing::info!(tenant = %t.name, blocks = expired.len(), "retention removed blocks");
