@@ -175,7 +175,7 @@ impl Auth {
             .read()
             .expect("auth lock")
             .by_key
-            .get(&sha256_hex(key))
+            .get(&sha256_hex(&key))
             .cloned()
             .ok_or_else(|| ApiError::unauthorized("unknown api key"))
     }
@@ -186,7 +186,7 @@ impl Auth {
             return Ok(());
         }
         let token = bearer(headers)?;
-        if sha256_hex(token) == self.admin_token_sha256 {
+        if sha256_hex(&token) == self.admin_token_sha256 {
             Ok(())
         } else {
             Err(ApiError::unauthorized("admin token required"))
@@ -236,14 +236,26 @@ fn tenants_crc(tenants: &[TenantInfo]) -> u32 {
     crc32c::crc32c(&serde_json::to_vec(tenants).expect("tenants serialise"))
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+/// The API key of a request: `Authorization: Bearer <key>`, or HTTP Basic authentication with
+/// the key as the password (any user name), which clients that only speak Basic use: promtool,
+/// and Grafana or vmalert set up that way.
+fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers.get(AUTHORIZATION).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
     let value = value.to_str().map_err(|_| ApiError::unauthorized("authorization header is not ascii"))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| ApiError::unauthorized("authorization must be \"Bearer <key>\""))?;
-    Ok(token.trim())
+    if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+        return Ok(token.trim().to_string());
+    }
+    if let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| ApiError::unauthorized("basic credentials are not base64"))?;
+        let decoded =
+            String::from_utf8(decoded).map_err(|_| ApiError::unauthorized("basic credentials are not UTF-8"))?;
+        let (_, key) = decoded.split_once(':').ok_or_else(|| ApiError::unauthorized("basic credentials lack a ':'"))?;
+        return Ok(key.to_string());
+    }
+    Err(ApiError::unauthorized("authorization must be \"Bearer <key>\" or Basic with the key as the password"))
 }
 
 #[cfg(test)]
@@ -281,5 +293,26 @@ mod tests {
         assert_eq!(auth.tenant(&headers(&key)).unwrap(), t);
         assert!(auth.admin(&headers(&token)).is_ok());
         assert!(auth.admin(&headers(&key)).is_err());
+    }
+
+    #[test]
+    fn basic_authentication_carries_the_key_as_password() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (auth, _) = Auth::open(dir.path(), None, false).unwrap();
+        let (t, key) = auth.create_tenant("acme").unwrap();
+        let basic = |credentials: &str| {
+            let mut h = HeaderMap::new();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+            h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Basic {encoded}")).unwrap());
+            h
+        };
+        assert_eq!(auth.tenant(&basic(&format!("grafana:{key}"))).unwrap(), t);
+        assert_eq!(auth.tenant(&basic(&format!(":{key}"))).unwrap(), t);
+        assert_eq!(auth.tenant(&basic("grafana:wrong")).unwrap_err().message, "unknown api key");
+        assert_eq!(auth.tenant(&basic("no-colon")).unwrap_err().message, "basic credentials lack a ':'");
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert_eq!(auth.tenant(&h).unwrap_err().message, "basic credentials are not base64");
     }
 }
