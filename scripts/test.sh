@@ -16,6 +16,9 @@ done
 # Prometheus 2.42 against Strata, and fails when it is missing rather than passing unseen.
 echo "== scripts/install-prometheus.sh"
 scripts/install-prometheus.sh
+# vmalert runs against Strata in crates/strata-server/tests/vmalert.rs.
+echo "== scripts/install-victoria-metrics.sh"
+scripts/install-victoria-metrics.sh
 # The README test (crates/strata-server/tests/readme.rs) runs the README's commands with bash and curl.
 if ! command -v curl >/dev/null; then
   echo "== installing curl"

@@ -25,6 +25,7 @@ pub struct Config {
     pub pipeline: PipelineSection,
     pub search: SearchSection,
     pub tsdb: TsdbSection,
+    pub query: QuerySection,
 }
 
 impl Default for Config {
@@ -39,6 +40,7 @@ impl Default for Config {
             pipeline: PipelineSection::default(),
             search: SearchSection::default(),
             tsdb: TsdbSection::default(),
+            query: QuerySection::default(),
         }
     }
 }
@@ -153,6 +155,38 @@ impl Default for TsdbSection {
             tenant_retention_days: Default::default(),
             checkpoint_interval_ms: 30_000,
             head_idle_ms: 2 * 3_600_000,
+        }
+    }
+}
+
+/// PromQL at `/api/v1/query` and `/api/v1/query_range`. The defaults are Prometheus's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySection {
+    /// Samples one query may load and hold at once (Prometheus's `--query.max-samples`,
+    /// 50,000,000); past it the query fails with 422.
+    pub samples_max: usize,
+    /// How long one query may run (Prometheus's `--query.timeout`, 2 minutes); a request's
+    /// `timeout` parameter can shorten it, never lengthen it. Past it the answer is 503.
+    pub timeout_ms: u64,
+    /// How far back an instant selector looks for a sample (Prometheus's
+    /// `--query.lookback-delta`, 5 minutes).
+    pub lookback_delta_ms: u64,
+    /// Queries one tenant may run at once (Prometheus's `--query.max-concurrency` is 20 for the
+    /// whole server); one more gets 503 with Retry-After.
+    pub concurrent_per_tenant_max: usize,
+    /// The largest form body of a query request (1 MiB); a larger one gets 413.
+    pub body_bytes_max: u64,
+}
+
+impl Default for QuerySection {
+    fn default() -> Self {
+        QuerySection {
+            samples_max: 50_000_000,
+            timeout_ms: 120_000,
+            lookback_delta_ms: 300_000,
+            concurrent_per_tenant_max: 20,
+            body_bytes_max: 1 << 20,
         }
     }
 }
@@ -298,6 +332,30 @@ impl Config {
         for tenant in t.tenant_retention_days.keys() {
             strata_model::TenantId::new(tenant)
                 .map_err(|e| format!("invalid configuration key tsdb.tenant_retention_days.{tenant}: {e}"))?;
+        }
+        let q = &self.query;
+        for (key, v) in [
+            ("query.samples_max", q.samples_max as u64),
+            ("query.timeout_ms", q.timeout_ms),
+            ("query.lookback_delta_ms", q.lookback_delta_ms),
+            ("query.concurrent_per_tenant_max", q.concurrent_per_tenant_max as u64),
+        ] {
+            if v == 0 {
+                return Err(format!("invalid configuration key {key}: must be at least 1"));
+            }
+        }
+        // A semaphore holds at most this many permits.
+        if q.concurrent_per_tenant_max > 1 << 20 {
+            return Err(format!(
+                "invalid configuration key query.concurrent_per_tenant_max: must be at most 1048576, got {}",
+                q.concurrent_per_tenant_max
+            ));
+        }
+        if q.body_bytes_max < 1024 {
+            return Err(format!(
+                "invalid configuration key query.body_bytes_max: must be at least 1024, got {}",
+                q.body_bytes_max
+            ));
         }
         if self.pipeline.commit_interval_ms == 0 || self.pipeline.read_bytes_max == 0 {
             return Err(
@@ -448,6 +506,11 @@ mod tests {
             (Some("http_addr = \"nowhere\"\n"), vec![], "invalid configuration key http_addr"),
             (Some("[ingest]\nbody_bytes_max = 0\n"), vec![], "invalid configuration key ingest.body_bytes_max"),
             (Some("this is not toml"), vec![], "is not valid TOML"),
+            (
+                Some("[query]\ntimeout_ms = 0\n"),
+                vec![],
+                "invalid configuration key query.timeout_ms: must be at least 1",
+            ),
             (
                 Some("[log.codecs]\nlogs = \"gzip\"\n"),
                 vec![],

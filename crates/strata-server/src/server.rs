@@ -31,6 +31,8 @@ pub struct App {
     pub search_cfg: crate::config::SearchSection,
     pub tsdb: Arc<strata_tsdb::Store>,
     pub consumers: Consumers,
+    /// The Prometheus API's limits, status values and running queries.
+    pub prom: prom::PromApi,
 }
 
 /// The listener's view: health answers at once, everything else waits for readiness.
@@ -165,6 +167,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         search_cfg: cfg.search.clone(),
         tsdb,
         consumers: consumers.clone(),
+        prom: prom::PromApi::new(&cfg),
     });
     let inner = strata_gateway::routes(gateway.clone()).merge(
         Router::new()
@@ -175,10 +178,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .route("/query/v1/logs/search", get(search::search).post(search::search))
             .route("/query/v1/logs/histogram", get(search::histogram).post(search::histogram))
             .route("/query/v1/logs/tail", get(search::tail))
+            .route("/api/v1/query", get(prom::query::instant).post(prom::query::instant))
+            .route("/api/v1/query_range", get(prom::query::range).post(prom::query::range))
+            .route("/api/v1/query_exemplars", get(prom::status::exemplars).post(prom::status::exemplars))
             .route("/api/v1/series", get(prom::series).post(prom::series))
             .route("/api/v1/labels", get(prom::labels).post(prom::labels))
             .route("/api/v1/label/{name}/values", get(prom::label_values))
+            .route("/api/v1/metadata", get(prom::status::metadata))
+            .route("/api/v1/rules", get(prom::status::rules))
+            .route("/api/v1/alerts", get(prom::status::alerts))
             .route("/api/v1/status/buildinfo", get(prom::buildinfo))
+            .route("/api/v1/status/flags", get(prom::status::flags))
+            .route("/api/v1/status/runtimeinfo", get(prom::status::runtimeinfo))
             .route("/query/v1/metrics", get(metrics_query::query).post(metrics_query::query))
             .with_state(app.clone()),
     );

@@ -354,3 +354,64 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A peer server the test runs beside Strata (Prometheus, vmalert): its own directory and port on
+/// 127.0.0.1, killed on drop, its output printed when the test fails.
+pub struct Peer {
+    pub name: &'static str,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl Peer {
+    /// Starts `program` with `args` (where `{port}` and `{dir}` are replaced) and waits until
+    /// `ready_path` answers 200. `install` names the script that installs the program.
+    pub fn start(name: &'static str, program: &str, args: &[&str], ready_path: &str, install: &str) -> Peer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("output.log")).unwrap();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("{port}", &port.to_string()).replace("{dir}", &dir.path().to_string_lossy()))
+            .collect();
+        let child = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program} ({e}): run {install}"));
+        let mut peer = Peer { name, dir, port, child };
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if http.get(peer.url(ready_path)).send().is_ok_and(|r| r.status() == 200) {
+                return peer;
+            }
+            if let Some(status) = peer.child.try_wait().unwrap() {
+                panic!("{name} exited with {status} before it was ready:\n{}", peer.output());
+            }
+            assert!(Instant::now() < deadline, "{name} not ready in 60 s:\n{}", peer.output());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("output.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {} output ---\n{}--- end of {} output ---", self.name, self.output(), self.name);
+        }
+    }
+}
