@@ -10,6 +10,7 @@ use promql_parser::parser::value::ValueType;
 
 use crate::eval::{Evaluator, Grid};
 use crate::storage::Storage;
+use crate::syntax;
 use crate::value::QueryResult;
 
 /// What one query may cost. Each exceeded limit is an error, never an out-of-memory kill.
@@ -103,7 +104,8 @@ impl Engine {
         if end_ms < start_ms {
             return Err(QueryError::BadData("end timestamp must not be before start time".into()));
         }
-        if (end_ms - start_ms) / step_ms >= self.limits.max_points_per_series as i64 {
+        // As Prometheus: at most `max_points_per_series` steps after the first.
+        if (end_ms - start_ms) / step_ms > self.limits.max_points_per_series as i64 {
             return Err(QueryError::BadData(format!(
                 "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
                 thousands(self.limits.max_points_per_series)
@@ -138,7 +140,41 @@ pub fn parse(query: &str) -> Result<Expr, QueryError> {
             false,
         )]);
     });
-    promql_parser::parser::parse(query).map_err(|e| QueryError::BadData(format!("parse error: {e}")))
+    promql_parser::parser::parse(query).map_err(|e| QueryError::BadData(parse_error(query, &e)))
+}
+
+/// A parse error as Prometheus words it: `line:column: parse error: …` where the place is known.
+fn parse_error(query: &str, reason: &str) -> String {
+    let ends_early = |at: usize| {
+        let (line, column) = syntax::line_column(query, at);
+        format!("{line}:{column}: parse error: unexpected end of input")
+    };
+    if reason == "invalid promql query" {
+        return match syntax::locate(query) {
+            Some((at, token)) => {
+                let (line, column) = syntax::line_column(query, at);
+                format!("{line}:{column}: parse error: unexpected {token:?}")
+            }
+            None => ends_early(query.trim_end().len()),
+        };
+    }
+    // The lexer's errors name the text they stopped at; where it appears once, that is the place.
+    let at = if reason.contains("parenthesis") || reason.contains("inside braces") || reason.contains("inside brackets")
+    {
+        syntax::unbalanced(query)
+    } else {
+        ["bad number or duration syntax: ", "illegal regex for "]
+            .iter()
+            .find_map(|p| reason.strip_prefix(p))
+            .and_then(|text| (query.matches(text).count() == 1).then(|| query.find(text)).flatten())
+    };
+    match at {
+        Some(at) => {
+            let (line, column) = syntax::line_column(query, at);
+            format!("{line}:{column}: parse error: {reason}")
+        }
+        None => format!("parse error: {reason}"),
+    }
 }
 
 pub(crate) fn type_name(t: ValueType) -> &'static str {

@@ -10,6 +10,7 @@ pub mod engine;
 mod eval;
 pub mod functions;
 pub mod storage;
+mod syntax;
 pub mod tsdb;
 pub mod value;
 

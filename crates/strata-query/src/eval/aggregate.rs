@@ -84,6 +84,9 @@ impl Evaluator<'_> {
         let mut values: Vec<Vec<Vec<f64>>> = Vec::new();
         let is_quantile = op == "quantile";
         let mut charged = 0usize;
+        // Each group holds a state per step: counted as it is made, so that many groups over many
+        // steps meet the sample limit before they are allocated.
+        let budget = self.limits.max_samples.saturating_sub(self.samples);
         self.each(&a.expr, grid, &mut |row: Row| {
             let key = grouping.labels(&row.labels);
             let gi = match index.get(&key) {
@@ -97,6 +100,9 @@ impl Evaluator<'_> {
                         accs.push(vec![Acc::default(); n]);
                     }
                     charged += n;
+                    if charged > budget {
+                        return Err(QueryError::TooManySamples);
+                    }
                     groups.len() - 1
                 }
             };

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Call, Expr, VectorSelector};
 
-use super::{Evaluator, Grid, Row, Sink, label, set_label};
+use super::{DEADLINE_EVERY, Evaluator, Grid, Row, Sink, label, set_label};
 use crate::engine::QueryError;
 use crate::functions::histogram::{bucket_fraction, bucket_quantile};
 use crate::functions::instant;
@@ -163,7 +163,13 @@ impl Evaluator<'_> {
             let s = &rs.samples;
             let mut points = Vec::new();
             let (mut lo, mut hi) = (0usize, 0usize);
+            // Samples looked at since the clock was last read: a window can be large.
+            let mut work = 0usize;
             for i in 0..n {
+                if work > DEADLINE_EVERY * 16 {
+                    work = 0;
+                    ev.check_deadline()?;
+                }
                 let t = grid.ts(i);
                 let (from, to) = rs.window.bounds(t);
                 if rs.window.at.is_some() {
@@ -177,6 +183,7 @@ impl Evaluator<'_> {
                         lo += 1;
                     }
                 }
+                work += hi - lo + 1;
                 if lo >= hi {
                     continue;
                 }

@@ -25,6 +25,9 @@ use crate::engine::{Limits, QueryError};
 use crate::storage::Storage;
 use crate::value::{Annotations, Labels, QueryResult, Sample, Series, Value};
 
+/// Loops over steps look at the clock this often.
+pub(crate) const DEADLINE_EVERY: usize = 4096;
+
 /// A subquery without a step uses this one, as Prometheus's default evaluation interval.
 const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
@@ -192,7 +195,7 @@ impl<'a> Evaluator<'a> {
         if self.samples > self.limits.max_samples {
             return Err(QueryError::TooManySamples);
         }
-        Ok(())
+        self.check_deadline()
     }
 
     /// The time `@` pins a selector or subquery to, if it has one.
@@ -360,6 +363,9 @@ impl<'a> Evaluator<'a> {
             // The newest sample at or before each step's reference time; steps only go forward.
             let mut next = 0usize;
             for i in 0..n {
+                if i % DEADLINE_EVERY == DEADLINE_EVERY - 1 {
+                    ev.check_deadline()?;
+                }
                 let reference = at.unwrap_or_else(|| grid.ts(i)) - offset;
                 if at.is_some() {
                     next = s.partition_point(|p| p.0 <= reference);
@@ -452,6 +458,11 @@ impl<'a> Evaluator<'a> {
         let inner = Grid { start, end: last - offset, step };
         if inner.end < inner.start {
             return Ok((Vec::new(), inner));
+        }
+        // Every row of the subquery holds up to this many points: refuse a grid that alone
+        // would pass the sample limit before allocating it.
+        if inner.len() > self.limits.max_samples {
+            return Err(QueryError::TooManySamples);
         }
         Ok((self.rows(&sq.expr, inner)?, inner))
     }

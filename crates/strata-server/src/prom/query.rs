@@ -226,9 +226,7 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Vec<u8>, PromError> {
     }
     let engine = Engine::new(Limits {
         max_samples: cfg.samples_max,
-        // The engine refuses (end - start) / step >= this; Prometheus refuses > 11,000, which
-        // range_request has checked with Prometheus's words.
-        max_points_per_series: POINTS_PER_SERIES_MAX as usize + 1,
+        max_points_per_series: POINTS_PER_SERIES_MAX as usize,
         timeout,
         lookback_ms: cfg.lookback_delta_ms as i64,
     });
