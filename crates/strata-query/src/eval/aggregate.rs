@@ -69,11 +69,14 @@ impl Evaluator<'_> {
             (Some(p), "quantile") => Some(self.scalar(p, grid)?),
             _ => None,
         };
-        if let Some(q) = &param {
+        if let (Some(q), Some(p)) = (&param, &a.param) {
+            let at = self.position_after(&op, p);
             for &v in q {
                 if v.is_nan() || !(0.0..=1.0).contains(&v) {
-                    self.ann
-                        .warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", go_float(v)));
+                    self.ann.warn(format!(
+                        "PromQL warning: quantile value should be between 0 and 1, got {}{at}",
+                        go_float(v)
+                    ));
                 }
             }
         }

@@ -420,16 +420,19 @@ impl Evaluator<'_> {
             }
             _ => (Want::Fraction(self.scalar(&args[0], grid)?, self.scalar(&args[1], grid)?), &args[2]),
         };
-        let quantiles: Vec<&Vec<f64>> = match &want {
-            Want::Quantile(q) => vec![q],
-            Want::Quantiles(_, qs) => qs.iter().collect(),
+        let call = format!("{name}(");
+        let quantiles: Vec<(&Vec<f64>, &Expr)> = match &want {
+            Want::Quantile(q) => vec![(q, &*args[0])],
+            Want::Quantiles(_, qs) => qs.iter().zip(args[2..].iter().map(|a| &**a)).collect(),
             Want::Fraction(..) => Vec::new(),
         };
-        for q in quantiles {
+        for (q, arg) in quantiles {
             if let Some(&qi) = q.iter().find(|q| !stats::is_valid_quantile(**q)) {
-                self.ann.warn(stats::invalid_quantile_warning(qi));
+                let at = self.position_after(&call, arg);
+                self.ann.warn(format!("{}{at}", stats::invalid_quantile_warning(qi)));
             }
         }
+        let buckets_at = self.position_after(&call, buckets_arg);
         let n = grid.len();
         let mut groups: Vec<(Labels, StepBuckets)> = Vec::new();
         let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -456,7 +459,7 @@ impl Evaluator<'_> {
         })?;
         for (metric, le) in bad {
             self.ann.warn(format!(
-                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {metric:?}"
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {metric:?}{buckets_at}"
             ));
         }
         for (labels, mut steps) in groups {
@@ -496,7 +499,7 @@ impl Evaluator<'_> {
             }
             if forced {
                 self.ann.info(format!(
-                    "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {metric:?}"
+                    "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {metric:?}{buckets_at}"
                 ));
             }
             for (labels, points) in outputs {

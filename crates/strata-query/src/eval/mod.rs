@@ -181,6 +181,20 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Where `expr` (as it prints) first appears after `anchor` in the query, as ` (line:column)`:
+    /// the parser keeps no positions, and annotations name the sub-expression they are about.
+    pub fn position_after(&self, anchor: &str, expr: &Expr) -> String {
+        let text = expr.to_string();
+        let Some(a) = self.query.find(anchor) else { return String::new() };
+        match self.query[a..].find(&text) {
+            Some(at) => {
+                let (line, column) = crate::syntax::line_column(self.query, a + at);
+                format!(" ({line}:{column})")
+            }
+            None => String::new(),
+        }
+    }
+
     /// Fails once the query has run past its timeout.
     pub fn check_deadline(&self) -> Result<(), QueryError> {
         if Instant::now() > self.deadline {

@@ -16,8 +16,9 @@ use crate::testfile::{self, Command, Eval, Labels, Load, SeqValue};
 
 /// Functions whose result changes with the evaluation time even when their arguments do not, or
 /// that return their argument's timestamps: promqltest does not try `@` variants of queries
-/// calling them (outside subqueries).
-const AT_MODIFIER_UNSAFE_FUNCTIONS: [&str; 11] = [
+/// calling them (outside subqueries). `start()`, `end()`, `range()` and `step()` are the query's own
+/// times, which change with the evaluation time just as `time()` does.
+const AT_MODIFIER_UNSAFE_FUNCTIONS: [&str; 15] = [
     "days_in_month",
     "day_of_month",
     "day_of_week",
@@ -29,6 +30,10 @@ const AT_MODIFIER_UNSAFE_FUNCTIONS: [&str; 11] = [
     "predict_linear",
     "time",
     "timestamp",
+    "start",
+    "end",
+    "range",
+    "step",
 ];
 
 /// Queries whose value depends on the query's own range: not checked in range mode.
