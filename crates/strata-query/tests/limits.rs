@@ -46,7 +46,7 @@ fn a_subquery_grid_past_the_limit_is_refused_before_it_is_built() {
 #[test]
 fn many_groups_over_many_steps_meet_the_limit() {
     let s = storage(50, 100);
-    let e = engine(|l| l.max_samples = 6_000);
+    let e = engine(|l| l.max_samples = 4_000);
     let err = e.range(&s, "sum by (i) (m)", 0, 1_485_000, 15_000).unwrap_err();
     assert_eq!(err, QueryError::TooManySamples);
 }
@@ -129,4 +129,13 @@ fn syntax_errors_say_where() {
         let err = e.instant(&s, q, 0).unwrap_err();
         assert_eq!(err.to_string(), says, "{q}");
     }
+}
+
+#[test]
+fn the_limit_is_on_samples_held_at_once_not_on_all_ever_loaded() {
+    // 40 series of 100 samples: 4,000 loaded in all, but one series at a time and one group.
+    let s = storage(40, 100);
+    let e = engine(|l| l.max_samples = 1_000);
+    let r = e.range(&s, "sum(rate(m[5m]))", 0, 1_485_000, 15_000).unwrap();
+    assert!(matches!(r.value, Value::Matrix(m) if m.len() == 1));
 }

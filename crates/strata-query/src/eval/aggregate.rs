@@ -144,6 +144,7 @@ impl Evaluator<'_> {
                 out(Row { labels, drop_name, points })?;
             }
         }
+        self.release(charged);
         Ok(())
     }
 
@@ -177,7 +178,6 @@ impl Evaluator<'_> {
         for labels in order {
             let mut points = counts.remove(&labels).unwrap_or_default();
             points.sort_by_key(|p| p.0);
-            self.charge(points.len())?;
             out(Row { labels, drop_name: false, points })?;
         }
         Ok(())

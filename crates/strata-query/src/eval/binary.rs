@@ -159,14 +159,15 @@ impl Evaluator<'_> {
             (ValueType::Vector, ValueType::Vector) => {
                 let lhs = self.rows(&b.lhs, grid)?;
                 let rhs = self.rows(&b.rhs, grid)?;
+                let held: usize = lhs.iter().chain(&rhs).map(|r| r.points.len()).sum();
                 let matching = Matching::of(b);
                 let rows = if is_set(&op) {
                     set_operation(&op, lhs, rhs, &matching, grid.len())?
                 } else {
                     vector_vector(&op, lhs, rhs, &matching, return_bool, grid.len())?
                 };
+                self.release(held);
                 for r in rows {
-                    self.charge(r.points.len())?;
                     out(r)?;
                 }
                 Ok(())

@@ -102,7 +102,6 @@ impl Evaluator<'_> {
             "vector" => {
                 let values = self.scalar(&args[0], grid)?;
                 let points: Vec<(u32, f64)> = values.into_iter().enumerate().map(|(i, v)| (i as u32, v)).collect();
-                self.charge(points.len())?;
                 out(Row { labels: Labels::new(), drop_name: false, points })
             }
             "absent" => self.absent(&args[0], grid, out),
@@ -209,7 +208,6 @@ impl Evaluator<'_> {
                     ));
                 }
             }
-            ev.charge(points.len())?;
             out(Row { labels: rs.labels, drop_name: rs.drop_name || !f.keeps_name(), points })
         })
     }
@@ -504,7 +502,6 @@ impl Evaluator<'_> {
             }
             for (labels, points) in outputs {
                 if !points.is_empty() {
-                    self.charge(points.len())?;
                     out(Row { labels, drop_name: true, points })?;
                 }
             }

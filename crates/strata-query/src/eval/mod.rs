@@ -203,10 +203,24 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
-    /// Counts `n` more samples loaded or produced.
+    /// Counts `n` more points held (collected rows, aggregation state) against the limit.
     pub fn charge(&mut self, n: usize) -> Result<(), QueryError> {
         self.samples += n;
         if self.samples > self.limits.max_samples {
+            return Err(QueryError::TooManySamples);
+        }
+        self.check_deadline()
+    }
+
+    /// `n` points held before are gone.
+    pub fn release(&mut self, n: usize) {
+        self.samples = self.samples.saturating_sub(n);
+    }
+
+    /// A series of `n` samples is loaded for as long as it is worked on: it must fit beside what
+    /// is held, as Prometheus counts samples in memory at once.
+    fn load(&self, n: usize) -> Result<(), QueryError> {
+        if self.samples + n > self.limits.max_samples {
             return Err(QueryError::TooManySamples);
         }
         self.check_deadline()
@@ -227,12 +241,21 @@ impl<'a> Evaluator<'a> {
 
     // ---- dispatch ----
 
+    /// Evaluates an instant-vector expression and keeps all of it; its points count against the
+    /// sample limit until the caller releases them.
     pub fn rows(&mut self, expr: &Expr, grid: Grid) -> Result<Vec<Row>, QueryError> {
         let mut out = Vec::new();
+        let budget = self.limits.max_samples.saturating_sub(self.samples);
+        let mut held = 0usize;
         self.each(expr, grid, &mut |r| {
+            held += r.points.len();
+            if held > budget {
+                return Err(QueryError::TooManySamples);
+            }
             out.push(r);
             Ok(())
         })?;
+        self.charge(held)?;
         Ok(out)
     }
 
@@ -326,8 +349,7 @@ impl<'a> Evaluator<'a> {
             let set = self.storage.select(&groups[0], mint, maxt)?;
             for series in set {
                 let series = series?;
-                self.check_deadline()?;
-                self.charge(series.points.len())?;
+                self.load(series.points.len())?;
                 each(self, series)?;
             }
             return Ok(());
@@ -342,8 +364,7 @@ impl<'a> Evaluator<'a> {
         all.sort_by(|a, b| a.labels.cmp(&b.labels));
         all.dedup_by(|a, b| a.labels == b.labels);
         for series in all {
-            self.check_deadline()?;
-            self.charge(series.points.len())?;
+            self.load(series.points.len())?;
             each(self, series)?;
         }
         Ok(())
@@ -400,7 +421,6 @@ impl<'a> Evaluator<'a> {
             if points.is_empty() {
                 return Ok(());
             }
-            ev.charge(points.len())?;
             out(Row { labels: series.labels, drop_name: false, points })
         })
     }
@@ -432,6 +452,7 @@ impl<'a> Evaluator<'a> {
             }
             Expr::Subquery(sq) => {
                 let (rows, inner) = self.subquery(sq, grid)?;
+                let held: usize = rows.iter().map(|r| r.points.len()).sum();
                 let window = Window {
                     range: sq.range.as_millis() as i64,
                     offset: offset_ms(&sq.offset),
@@ -441,6 +462,7 @@ impl<'a> Evaluator<'a> {
                     let samples = row.points.iter().map(|&(i, v)| (inner.ts(i as usize), v)).collect();
                     each(self, RangeSeries { labels: row.labels, drop_name: row.drop_name, samples, window })?;
                 }
+                self.release(held);
                 Ok(())
             }
             Expr::Paren(p) => self.range_arg(&p.expr, grid, each),
@@ -486,9 +508,11 @@ impl<'a> Evaluator<'a> {
     fn matrix(&mut self, expr: &Expr, t: i64) -> Result<Vec<Series>, QueryError> {
         let grid = Grid { start: t, end: t, step: 1 };
         let mut out = Vec::new();
-        self.range_arg(expr, grid, &mut |_, rs| {
+        self.range_arg(expr, grid, &mut |ev, rs| {
             let (from, to) = rs.window.bounds(t);
             let points: Vec<(i64, f64)> = rs.samples.into_iter().filter(|p| p.0 > from && p.0 <= to).collect();
+            // The answer holds every sample it returns.
+            ev.charge(points.len())?;
             if !points.is_empty() {
                 let mut labels = rs.labels;
                 if rs.drop_name {

@@ -230,13 +230,16 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Vec<u8>, PromError> {
         timeout,
         lookback_ms: cfg.lookback_delta_ms as i64,
     });
-    let (store, samples_max) = (app.tsdb.clone(), cfg.samples_max);
+    let store = app.tsdb.clone();
     let Request { tenant, query, eval, limit, .. } = req;
     let instant = matches!(eval, Eval::Instant { .. });
     let task = tokio::task::spawn_blocking(move || {
         // Held until evaluation ends, even when the client stopped waiting for it.
         let _permit = permit;
-        let storage = TsdbStorage::new(&store, tenant.as_str()).with_samples_max(samples_max);
+        // The engine holds the query to `samples_max` samples in memory at once, as Prometheus's
+        // `--query.max-samples`; reads are not capped in total, so that an aggregation streamed
+        // over many series can read more than it ever holds.
+        let storage = TsdbStorage::new(&store, tenant.as_str());
         let mut result = match eval {
             Eval::Instant { t_ms } => engine.instant(&storage, &query, t_ms),
             Eval::Range { start_ms, end_ms, step_ms } => engine.range(&storage, &query, start_ms, end_ms, step_ms),
