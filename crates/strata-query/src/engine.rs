@@ -150,6 +150,9 @@ fn parse_error(query: &str, reason: &str) -> String {
         format!("{line}:{column}: parse error: unexpected end of input")
     };
     if reason == "invalid promql query" {
+        if !syntax::searchable(query) {
+            return format!("parse error: {reason}");
+        }
         return match syntax::locate(query) {
             Some((at, token)) => {
                 let (line, column) = syntax::line_column(query, at);

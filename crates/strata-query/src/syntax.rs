@@ -145,9 +145,21 @@ fn viable(prefix: &str) -> bool {
     })
 }
 
+/// Queries longer than this are not searched for the place of their error: the search parses a
+/// prefix per token, so its cost grows with the square of the length.
+const LOCATE_BYTES_MAX: usize = 4096;
+
+/// Whether `locate` looks for the place of an error in `q`.
+pub(crate) fn searchable(q: &str) -> bool {
+    q.len() <= LOCATE_BYTES_MAX
+}
+
 /// The byte offset and text of the token where `q` stops parsing, or `None` when every prefix
-/// can still be completed (the query ends too early).
+/// can still be completed (the query ends too early) or the query is too long to search.
 pub(crate) fn locate(q: &str) -> Option<(usize, String)> {
+    if !searchable(q) {
+        return None;
+    }
     let starts = token_starts(q);
     for (k, &start) in starts.iter().enumerate() {
         let end = starts.get(k + 1).copied().unwrap_or(q.len());

@@ -139,3 +139,14 @@ fn the_limit_is_on_samples_held_at_once_not_on_all_ever_loaded() {
     let r = e.range(&s, "sum(rate(m[5m]))", 0, 1_485_000, 15_000).unwrap();
     assert!(matches!(r.value, Value::Matrix(m) if m.len() == 1));
 }
+
+#[test]
+fn a_long_bad_query_is_refused_without_searching_for_the_place() {
+    let s = storage(1, 1);
+    let q = format!("{}m m", "m + ".repeat(20_000));
+    let started = std::time::Instant::now();
+    let err = Engine::default().instant(&s, &q, 0).unwrap_err();
+    assert_eq!(err.kind(), "bad_data");
+    // Searching would parse 40,000 prefixes of up to 80 kB each: minutes, not this.
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+}
