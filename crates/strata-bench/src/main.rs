@@ -10,6 +10,9 @@ mod ingest;
 mod log_append;
 mod metrics_workload;
 mod process;
+mod promql_dataset;
+mod promql_load;
+mod promql_query;
 mod remote_write;
 mod search_latency;
 mod searchable;
@@ -43,6 +46,10 @@ enum Command {
     Searchable(searchable::SearchableArgs),
     /// Send hours of a node-exporter-like fleet to a Prometheus remote write endpoint; report throughput.
     RemoteWrite(remote_write::RemoteWriteArgs),
+    /// Remote-write the PromQL benchmark's 10,000 series, in time order; wait until they can be queried.
+    PromqlLoad(promql_load::PromqlLoadArgs),
+    /// Time a PromQL query through the Prometheus HTTP API; report median, p90 and what it answered.
+    PromqlQuery(promql_query::PromqlQueryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +61,7 @@ fn main() -> anyhow::Result<()> {
         Command::SearchLatency(args) => search_latency::run(args),
         Command::Searchable(args) => searchable::run(args),
         Command::RemoteWrite(args) => remote_write::run(args),
+        Command::PromqlLoad(args) => promql_load::run(args),
+        Command::PromqlQuery(args) => promql_query::run(args),
     }
 }
