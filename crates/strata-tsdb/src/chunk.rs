@@ -226,6 +226,13 @@ impl ChunkAppender {
         Chunk { count: self.count, stream: &self.w.bytes }.decode().expect("a chunk this process wrote decodes")
     }
 
+    /// Appends the samples with `from <= t <= to` to `out`.
+    pub fn extend_range(&self, from: i64, to: i64, out: &mut Vec<(i64, f64)>) {
+        Chunk { count: self.count, stream: &self.w.bytes }
+            .extend_range(from, to, out)
+            .expect("a chunk this process wrote decodes")
+    }
+
     /// The chunk with its header, as `Chunk::new` reads it.
     pub fn to_chunk(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_BYTES + self.w.bytes.len());
@@ -288,7 +295,25 @@ impl<'a> Chunk<'a> {
 
     /// Every sample, or the first error.
     pub fn decode(&self) -> Result<Vec<(i64, f64)>, ChunkError> {
-        self.iter().collect()
+        let mut out = Vec::with_capacity(self.count as usize);
+        for s in self.iter() {
+            out.push(s?);
+        }
+        Ok(out)
+    }
+
+    /// Appends the samples with `from <= t <= to` to `out`, decoding nothing past `to`.
+    pub fn extend_range(&self, from: i64, to: i64, out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
+        for s in self.iter() {
+            let (t, v) = s?;
+            if t > to {
+                break;
+            }
+            if t >= from {
+                out.push((t, v));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -50,6 +50,12 @@ impl Sealed {
     fn samples(&self) -> Vec<(i64, f64)> {
         Chunk::new(&self.bytes).and_then(|c| c.decode()).expect("a chunk this process wrote decodes")
     }
+
+    fn extend_range(&self, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) {
+        Chunk::new(&self.bytes)
+            .and_then(|c| c.extend_range(from_ms, to_ms, out))
+            .expect("a chunk this process wrote decodes")
+    }
 }
 
 /// Inserts a sample into sorted samples, replacing one at the same timestamp.
@@ -162,12 +168,17 @@ impl SeriesSamples {
 
     /// Samples with `from_ms <= t <= to_ms`, sorted.
     pub fn range(&self, from_ms: i64, to_ms: i64) -> Vec<(i64, f64)> {
-        let mut out = Vec::new();
-        for c in self.sealed.iter().filter(|c| c.max_t >= from_ms && c.min_t <= to_ms) {
-            out.extend(c.samples().into_iter().filter(|s| s.0 >= from_ms && s.0 <= to_ms));
+        let meets = |min_t: i64, max_t: i64| max_t >= from_ms && min_t <= to_ms;
+        let open = !self.open.is_empty() && meets(self.open_min_t, self.open.last_timestamp());
+        let wanted = self.sealed.iter().filter(|c| meets(c.min_t, c.max_t));
+        let capacity =
+            wanted.clone().map(|c| c.count as usize).sum::<usize>() + if open { self.open.len() as usize } else { 0 };
+        let mut out = Vec::with_capacity(capacity);
+        for c in wanted {
+            c.extend_range(from_ms, to_ms, &mut out);
         }
-        if !self.open.is_empty() && self.open_min_t <= to_ms && self.open.last_timestamp() >= from_ms {
-            out.extend(self.open.samples().into_iter().filter(|s| s.0 >= from_ms && s.0 <= to_ms));
+        if open {
+            self.open.extend_range(from_ms, to_ms, &mut out);
         }
         out
     }

@@ -115,6 +115,24 @@ impl PackedLabels {
     }
 }
 
+/// The ids in both sorted lists, sorted.
+fn intersect_sorted(a: &[SeriesId], b: &[SeriesId]) -> Vec<SeriesId> {
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Series of one tenant and the postings of each label pair.
 #[derive(Default)]
 pub struct SeriesIndex {
@@ -216,23 +234,33 @@ impl SeriesIndex {
     /// Series matching every matcher. With no matcher that can only be satisfied by a non-empty
     /// value, Prometheus refuses the selector; callers check that before asking.
     pub fn select(&self, matchers: &[Matcher]) -> BTreeSet<SeriesId> {
-        let mut result: Option<BTreeSet<SeriesId>> = None;
         // Matchers that need a non-empty value narrow through postings; the others filter.
         let (narrowing, filtering): (Vec<&Matcher>, Vec<&Matcher>) = matchers.iter().partition(|m| !m.matches(""));
-        for m in &narrowing {
-            let mut ids = BTreeSet::new();
-            if let Some(values) = self.postings.get(m.name()) {
-                for (v, posting) in values {
-                    if m.matches(v) {
-                        ids.extend(posting.iter().copied());
+        // Each narrowing matcher's series as a sorted list (a series has one value per label,
+        // so the postings of different values never share an id), intersected smallest first.
+        let mut lists: Vec<Vec<SeriesId>> = narrowing
+            .iter()
+            .map(|m| {
+                let mut ids: Vec<SeriesId> = Vec::new();
+                if let Some(values) = self.postings.get(m.name()) {
+                    let mut parts = 0;
+                    for (v, posting) in values {
+                        if m.matches(v) {
+                            ids.extend_from_slice(posting);
+                            parts += 1;
+                        }
+                    }
+                    if parts > 1 {
+                        ids.sort_unstable();
                     }
                 }
-            }
-            result = Some(match result {
-                None => ids,
-                Some(r) => r.intersection(&ids).copied().collect(),
-            });
-        }
+                ids
+            })
+            .collect();
+        lists.sort_by_key(Vec::len);
+        let mut lists = lists.into_iter();
+        let result: Option<Vec<SeriesId>> =
+            lists.next().map(|first| lists.fold(first, |acc, next| intersect_sorted(&acc, &next)));
         let candidates: Box<dyn Iterator<Item = SeriesId>> = match result {
             Some(r) => Box::new(r.into_iter()),
             None => Box::new(0..self.series.len() as SeriesId),

@@ -162,6 +162,9 @@ impl Evaluator<'_> {
             let s = &rs.samples;
             let mut points = Vec::new();
             let (mut lo, mut hi) = (0usize, 0usize);
+            // A counter's resets summed from the start, so that each step's window costs the
+            // same however many samples it holds.
+            let resets = counter_check.then(|| range::reset_prefix(s));
             // Samples looked at since the clock was last read: a window can be large.
             let mut work = 0usize;
             for i in 0..n {
@@ -188,6 +191,13 @@ impl Evaluator<'_> {
                 }
                 for (j, p) in params.iter().enumerate() {
                     step_args[j] = p[i];
+                }
+                if let Some(prefix) = &resets {
+                    let in_window = prefix[hi - 1] - prefix[lo];
+                    if let Some(v) = range::extrapolate(&s[lo..hi], in_window, from, to, true, f == RangeFn::Rate) {
+                        points.push((i as u32, v));
+                    }
+                    continue;
                 }
                 match range::eval(f, &s[lo..hi], from, to, t, &step_args, &mut ev.ann) {
                     Ok(Some(v)) => points.push((i as u32, v)),

@@ -251,16 +251,50 @@ fn extrapolated_rate(
     if samples.len() < 2 {
         return None;
     }
-    let (first_t, first_v) = samples[0];
-    let (last_t, last_v) = samples[samples.len() - 1];
-    let mut result = last_v - first_v;
+    let mut resets = 0.0;
     if is_counter {
         for w in samples.windows(2) {
             if w[1].1 < w[0].1 {
-                result += w[0].1;
+                resets += w[0].1;
             }
         }
     }
+    extrapolate(samples, resets, range_start, range_end, is_counter, is_rate)
+}
+
+/// The value before each decrease of a counter, summed from the start: `prefix[k]` is the
+/// correction for the resets among `samples[..=k]`. The resets inside `samples[lo..hi]` are
+/// `prefix[hi - 1] - prefix[lo]`, which makes `rate` over a sliding window constant in the
+/// window's length.
+pub fn reset_prefix(samples: &[(i64, f64)]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(samples.len());
+    let mut sum = 0.0;
+    out.push(0.0);
+    for w in samples.windows(2) {
+        if w[1].1 < w[0].1 {
+            sum += w[0].1;
+        }
+        out.push(sum);
+    }
+    out
+}
+
+/// `rate`, `increase` or `delta` of `samples` whose counter resets add up to `resets` (0 for
+/// `delta`), as [`extrapolated_rate`] computes it.
+pub fn extrapolate(
+    samples: &[(i64, f64)],
+    resets: f64,
+    range_start: i64,
+    range_end: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if samples.len() < 2 {
+        return None;
+    }
+    let (first_t, first_v) = samples[0];
+    let (last_t, last_v) = samples[samples.len() - 1];
+    let result = last_v - first_v + resets;
 
     let mut duration_to_start = (first_t - range_start) as f64 / 1000.0;
     let mut duration_to_end = (range_end - last_t) as f64 / 1000.0;

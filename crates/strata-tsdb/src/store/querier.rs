@@ -81,6 +81,18 @@ pub(super) fn merge_runs(runs: Vec<Samples>) -> Samples {
     if non_empty.len() <= 1 {
         return non_empty.pop().unwrap_or_default();
     }
+    // The usual case: blocks and the head hold one range after another. Runs that do not overlap
+    // are joined in time order, with no sample compared to another.
+    let mut order: Vec<usize> = (0..non_empty.len()).collect();
+    order.sort_by_key(|&i| non_empty[i][0].0);
+    let disjoint = order.windows(2).all(|w| non_empty[w[0]].last().is_none_or(|l| l.0 < non_empty[w[1]][0].0));
+    if disjoint {
+        let mut out: Samples = Vec::with_capacity(non_empty.iter().map(Vec::len).sum());
+        for i in order {
+            out.append(&mut non_empty[i]);
+        }
+        return out;
+    }
     let mut all: Vec<(i64, usize, f64)> =
         non_empty.into_iter().enumerate().flat_map(|(i, r)| r.into_iter().map(move |(t, v)| (t, i, v))).collect();
     all.sort_by_key(|s| (s.0, s.1));
@@ -415,6 +427,11 @@ mod tests {
         assert_eq!(merged, [(1, 10.0), (2, 20.0), (3, 30.0)]);
         assert_eq!(merge_runs(vec![vec![], vec![(1, 1.0)], vec![]]), [(1, 1.0)]);
         assert!(merge_runs(vec![]).is_empty());
+        // Runs one after another, in any order, are joined in time order.
+        let joined = merge_runs(vec![vec![(5, 5.0), (6, 6.0)], vec![(1, 1.0), (2, 2.0)], vec![(3, 3.0)]]);
+        assert_eq!(joined, [(1, 1.0), (2, 2.0), (3, 3.0), (5, 5.0), (6, 6.0)]);
+        // Touching at one timestamp is an overlap: the later run wins it.
+        assert_eq!(merge_runs(vec![vec![(1, 1.0), (2, 2.0)], vec![(2, 20.0)]]), [(1, 1.0), (2, 20.0)]);
     }
 
     #[test]
