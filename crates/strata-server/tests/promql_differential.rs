@@ -337,37 +337,13 @@ fn now_ms() -> i64 {
 fn promtool_gets_the_same_answers_from_strata_and_prometheus() {
     let strata = Server::start("");
     let key = strata.tenant_key("diff");
-    let config = tempfile::tempdir().unwrap();
-    let config_file = config.path().join("prometheus.yml");
-    std::fs::write(&config_file, "global:\n  scrape_interval: 15s\n").unwrap();
-    let config_arg = format!("--config.file={}", config_file.display());
-    let prometheus = Peer::start(
-        "prometheus",
-        "prometheus",
-        &[
-            &config_arg,
-            "--storage.tsdb.path={dir}/data",
-            "--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-remote-write-receiver",
-        ],
-        "/-/ready",
-        "scripts/install-prometheus.sh",
-    );
+    let prometheus = Peer::prometheus_receiver();
     let end = now_ms() / STEP_MS * STEP_MS - 2 * STEP_MS + SKEW_MS;
     let base = end - (POINTS - 1) * STEP_MS;
     let data = dataset(base);
     let total: usize = data.iter().map(|(_, s)| s.len()).sum();
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     for body in requests(&data, 20) {
-        let r = http
-            .post(prometheus.url("/api/v1/write"))
-            .header("Content-Encoding", "snappy")
-            .header("Content-Type", "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .body(body.clone())
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 204, "prometheus remote write: {}", r.text().unwrap_or_default());
+        prometheus.remote_write(body.clone());
         let (status, text) = strata.remote_write(&key, body);
         assert_eq!(status, 204, "strata remote write: {text}");
     }

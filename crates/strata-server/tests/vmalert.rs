@@ -126,33 +126,11 @@ fn value(s: &Value) -> f64 {
 fn vmalert_records_and_alerts_through_strata() {
     let strata = Server::start("");
     let key = strata.tenant_key("rules");
+    let prometheus = Peer::prometheus_receiver();
     let config = tempfile::tempdir().unwrap();
-    let prom_config = config.path().join("prometheus.yml");
-    std::fs::write(&prom_config, "global:\n  scrape_interval: 15s\n").unwrap();
-    let prom_config_arg = format!("--config.file={}", prom_config.display());
-    let prometheus = Peer::start(
-        "prometheus",
-        "prometheus",
-        &[
-            &prom_config_arg,
-            "--storage.tsdb.path={dir}/data",
-            "--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-remote-write-receiver",
-        ],
-        "/-/ready",
-        "scripts/install-prometheus.sh",
-    );
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let body = samples(now_ms());
-    let r = http
-        .post(prometheus.url("/api/v1/write"))
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body(body.clone())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    prometheus.remote_write(body.clone());
     let (status, text) = strata.remote_write(&key, body);
     assert_eq!(status, 204, "{text}");
 

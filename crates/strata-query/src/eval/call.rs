@@ -272,7 +272,7 @@ impl Evaluator<'_> {
     fn timestamp(&mut self, arg: &Expr, grid: Grid, out: &mut Sink) -> Result<(), QueryError> {
         if let Expr::VectorSelector(vs) = arg {
             // The time of the sample itself, not of the step.
-            return self.select_points(vs, grid, true, &mut |mut row| {
+            return self.vector_selector_with(vs, grid, true, &mut |mut row| {
                 row.drop_name = true;
                 out(row)
             });
@@ -517,17 +517,6 @@ impl Evaluator<'_> {
             }
         }
         Ok(())
-    }
-
-    /// A vector selector's points, with the sample's own time as the value when `timestamps`.
-    fn select_points(
-        &mut self,
-        vs: &VectorSelector,
-        grid: Grid,
-        timestamps: bool,
-        out: &mut Sink,
-    ) -> Result<(), QueryError> {
-        self.vector_selector_with(vs, grid, timestamps, out)
     }
 }
 

@@ -377,7 +377,7 @@ impl<'a> Evaluator<'a> {
     /// A selector's value at each step: the newest sample in the lookback window before the
     /// step's time (less the offset, or at the `@` time), unless it is a staleness marker. With
     /// `timestamps`, the value is the sample's time in seconds instead.
-    fn vector_selector_with(
+    pub(super) fn vector_selector_with(
         &mut self,
         vs: &VectorSelector,
         grid: Grid,

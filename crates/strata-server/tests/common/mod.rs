@@ -368,7 +368,22 @@ impl Peer {
     /// Starts `program` with `args` (where `{port}` and `{dir}` are replaced) and waits until
     /// `ready_path` answers 200. `install` names the script that installs the program.
     pub fn start(name: &'static str, program: &str, args: &[&str], ready_path: &str, install: &str) -> Peer {
+        Peer::start_with_files(name, program, args, &[], ready_path, install)
+    }
+
+    /// As `start`, with `files` (name, contents) written into its directory first.
+    pub fn start_with_files(
+        name: &'static str,
+        program: &str,
+        args: &[&str],
+        files: &[(&str, &str)],
+        ready_path: &str,
+        install: &str,
+    ) -> Peer {
         let dir = tempfile::tempdir().unwrap();
+        for (file, contents) in files {
+            std::fs::write(dir.path().join(file), contents).unwrap();
+        }
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("output.log")).unwrap();
         let args: Vec<String> = args
@@ -413,5 +428,40 @@ impl Drop for Peer {
         if std::thread::panicking() {
             eprintln!("--- {} output ---\n{}--- end of {} output ---", self.name, self.output(), self.name);
         }
+    }
+}
+
+impl Peer {
+    /// Prometheus (Debian's 2.42) with no scrape targets, taking samples by remote write only:
+    /// the reference a test compares Strata's answers with.
+    pub fn prometheus_receiver() -> Peer {
+        Peer::start_with_files(
+            "prometheus",
+            "prometheus",
+            &[
+                "--config.file={dir}/prometheus.yml",
+                "--storage.tsdb.path={dir}/data",
+                "--web.listen-address=127.0.0.1:{port}",
+                "--web.enable-remote-write-receiver",
+            ],
+            &[("prometheus.yml", "global:\n  scrape_interval: 15s\n")],
+            "/-/ready",
+            "scripts/install-prometheus.sh",
+        )
+    }
+
+    /// Sends a snappy-compressed remote-write request, as Prometheus's own sender does.
+    pub fn remote_write(&self, body: Vec<u8>) {
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let r = http
+            .post(self.url("/api/v1/write"))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = r.status();
+        assert_eq!(status, 204, "{} remote write: {}", self.name, r.text().unwrap_or_default());
     }
 }
