@@ -14,7 +14,7 @@ mod timestamp;
 pub mod topic;
 pub mod varint;
 
-pub use duration::parse_duration_ms;
+pub use duration::{parse_duration_ms, parse_prometheus_duration_ms};
 pub use hash::{FastHash, FastHasher, partition_for, series_fingerprint, stable_hash};
 pub use limits::Limits;
 pub use metric_batch::{BatchError, BatchSeries, METRIC_BATCH_VERSION, MetricBatch, MetricBatchBuilder};

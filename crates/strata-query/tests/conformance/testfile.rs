@@ -460,49 +460,9 @@ fn parse_expect_string(def: &str) -> Result<String, String> {
     go_unquote(quoted, false).map_err(|e| format!("expected string literal not valid ({e}): {quoted}"))
 }
 
-/// A Prometheus duration (`model.ParseDuration`): `0`, or units y w d h m s ms, each at most once,
-/// largest first. Milliseconds.
+/// A Prometheus duration (`model.ParseDuration`), in milliseconds.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
-    match s {
-        "0" => return Ok(0),
-        "" => return Err("empty duration string".into()),
-        _ => {}
-    }
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("ms", 1),
-        ("m", 60_000),
-        ("s", 1000),
-    ];
-    // Order in which units must appear.
-    const RANK: [&str; 7] = ["y", "w", "d", "h", "m", "s", "ms"];
-    let bad = || format!("not a valid duration string: {s:?}");
-    let mut rest = s;
-    let mut last_rank: Option<usize> = None;
-    let mut total: i64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: i64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let (unit, mult) = UNITS.iter().find(|(u, _)| rest.starts_with(u)).ok_or_else(bad)?;
-        let rank = RANK.iter().position(|r| r == unit).unwrap();
-        if last_rank.is_some_and(|l| rank <= l) {
-            return Err(bad());
-        }
-        last_rank = Some(rank);
-        rest = &rest[unit.len()..];
-        total = n
-            .checked_mul(*mult)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} out of range"))?;
-    }
-    Ok(total)
+    strata_model::parse_prometheus_duration_ms(s).ok_or_else(|| format!("not a valid duration string: {s:?}"))
 }
 
 /// promqltest's `parseNumber`: Go's `strconv.ParseInt(s, 0, 64)` (so `0x1f`, `0o17`, `0b101`, and

@@ -96,49 +96,9 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
         }
         return Ok(ns as i64);
     }
-    parse_prometheus_duration(s).ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
-}
-
-/// `1y2w3d4h5m6s7ms`, each unit at most once and in this order, or a bare `0`: the duration
-/// syntax of `prometheus/common/model.ParseDuration`. In nanoseconds; `None` when malformed or
-/// past what an `i64` of nanoseconds holds.
-fn parse_prometheus_duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    const UNITS: [(&str, i64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("ms", 1),
-        ("m", 60_000),
-        ("s", 1000),
-    ];
-    // The order units must come in; "ms" is tried before "m" but comes last.
-    const RANK: [usize; 7] = [0, 1, 2, 3, 6, 4, 5];
-    let mut rest = s;
-    let mut next_rank = 0;
-    let mut total_ms: i64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let n: i64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let i = UNITS.iter().position(|(u, _)| rest.starts_with(u))?;
-        if RANK[i] < next_rank {
-            return None;
-        }
-        next_rank = RANK[i] + 1;
-        rest = &rest[UNITS[i].0.len()..];
-        total_ms = total_ms.checked_add(n.checked_mul(UNITS[i].1)?)?;
-    }
-    if next_rank == 0 {
-        return None;
-    }
-    total_ms.checked_mul(NS_PER_MS)
+    strata_model::parse_prometheus_duration_ms(s)
+        .and_then(|ms| ms.checked_mul(NS_PER_MS))
+        .ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
 }
 
 /// Go's `strconv.ParseFloat(s, 64)` for decimal input: what Rust parses, plus `_` between
