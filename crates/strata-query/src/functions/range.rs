@@ -248,17 +248,8 @@ fn extrapolated_rate(
     is_counter: bool,
     is_rate: bool,
 ) -> Option<f64> {
-    if samples.len() < 2 {
-        return None;
-    }
-    let mut resets = 0.0;
-    if is_counter {
-        for w in samples.windows(2) {
-            if w[1].1 < w[0].1 {
-                resets += w[0].1;
-            }
-        }
-    }
+    // The evaluator's sliding windows use the prefix sums; one window takes their last.
+    let resets = if is_counter { reset_prefix(samples).last().copied().unwrap_or(0.0) } else { 0.0 };
     extrapolate(samples, resets, range_start, range_end, is_counter, is_rate)
 }
 
