@@ -6,24 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, now_ms};
 use prost::Message;
 use serde_json::{Value, json};
 use strata_gateway::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
 
 const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn ingest(s: &Server, key: &str, points: Value) {
-    let n = points.as_array().unwrap().len();
-    let r = s.http.post(s.url("/ingest/v1/metrics")).bearer_auth(key).json(&points).send().unwrap();
-    let status = r.status().as_u16();
-    let body: Value = r.json().unwrap();
-    assert_eq!((status, &body["accepted"]), (200, &json!(n)), "{body}");
-}
 
 /// Labels and samples of one series.
 type Series<'a> = (&'a [(&'a str, &'a str)], &'a [(i64, f64)]);
@@ -119,8 +107,7 @@ fn queries_answer_exact_points_and_refuse_bad_parameters() {
         json!({"name": "cpu", "labels": {"host": host, "dc": dc}, "value": value,
                "timestamp": t0 + offset_s * 1000, "source_id": host})
     };
-    ingest(
-        &s,
+    s.ingest_metrics(
         &key,
         json!([
             point("a", "x", 0, json!(1)),
@@ -152,7 +139,7 @@ fn queries_answer_exact_points_and_refuse_bad_parameters() {
             json!({"name": "paged", "labels": {"i": format!("{i:02}")}, "value": i, "timestamp": t0, "source_id": "p"})
         })
         .collect();
-    ingest(&s, &key, Value::Array(paged));
+    s.ingest_metrics(&key, Value::Array(paged));
     // NaN is no sample, so 9 of cpu's 10 points and 5 of rw_gauge's 6 come back.
     wait_points(&s, &key, &with(&range, &[("name", "cpu"), ("step", "1s")]), 9);
     wait_points(&s, &key, &with(&range, &[("name", "rw_gauge"), ("step", "1s")]), 5);

@@ -8,12 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, now_ms};
 use serde_json::{Value, json};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 /// The status, the headers and the body (JSON when it is JSON) of an answer.
 type Answer = (u16, reqwest::header::HeaderMap, Value);
@@ -72,14 +68,6 @@ fn err(a: Answer) -> (u16, String, String) {
     (status, v["errorType"].as_str().unwrap().to_string(), v["error"].as_str().unwrap().to_string())
 }
 
-fn ingest(s: &Server, key: &str, points: Value) {
-    let n = points.as_array().unwrap().len();
-    let r = s.http.post(s.url("/ingest/v1/metrics")).bearer_auth(key).json(&points).send().unwrap();
-    let status = r.status().as_u16();
-    let body: Value = r.json().unwrap();
-    assert_eq!((status, &body["accepted"]), (200, &json!(n)), "{body}");
-}
-
 /// Waits (bounded) until the store has consumed what was written: `n` series match `selector`.
 fn wait_series(s: &Server, key: &str, selector: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -114,7 +102,7 @@ fn ingest_cpu(s: &Server, key: &str, t0: i64) {
             })
         })
         .collect();
-    ingest(s, key, Value::Array(points));
+    s.ingest_metrics(key, Value::Array(points));
     wait_series(s, key, "cpu", 2);
 }
 
@@ -499,7 +487,7 @@ fn endpoints_around_queries_answer_in_prometheus_shapes() {
     let other = s.tenant_key("other");
     let t0 = t0();
     ingest_cpu(&s, &key, t0);
-    ingest(&s, &key, json!([{"name": "mem", "labels": {}, "value": 1, "timestamp": t0, "source_id": "m"}]));
+    s.ingest_metrics(&key, json!([{"name": "mem", "labels": {}, "value": 1, "timestamp": t0, "source_id": "m"}]));
     wait_series(&s, &key, "mem", 1);
 
     let v = ok_get(&s, &key, "/api/v1/status/flags", &[]);

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Peer, Server};
+use common::{Peer, Server, now_ms};
 use prost::Message;
 use serde_json::Value;
 use strata_gateway::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
@@ -327,10 +327,6 @@ fn differences(prom: &Answer, strata: &Answer) -> Option<String> {
         }
     }
     None
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, now_ms};
 use prost::Message;
 use serde_json::{Value, json};
 use strata_gateway::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
@@ -13,10 +13,6 @@ fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
         labels: labels.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect(),
         samples: samples.iter().map(|&(timestamp, value)| Sample { value, timestamp }).collect(),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 fn encode(req: &WriteRequest) -> Vec<u8> {

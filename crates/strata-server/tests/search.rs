@@ -8,12 +8,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{NumberedClients, Server};
+use common::{NumberedClients, Server, now_ms};
 use serde_json::{Value, json};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 fn ingest(s: &Server, key: &str, lines: &[Value]) {
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();

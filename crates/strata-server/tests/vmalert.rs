@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Peer, Server};
+use common::{Peer, Server, now_ms};
 use prost::Message;
 use serde_json::Value;
 use strata_gateway::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
@@ -34,10 +34,6 @@ const RULES: &str = r#"groups:
 "#;
 
 const EXPR: &str = "sum by (job) (rate(vm_requests_total[1m]))";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
 
 /// Three minutes of two counters at one sample a second, up to now: rules evaluated in the next
 /// minute see a full window whatever their alignment, and the data no longer changes.

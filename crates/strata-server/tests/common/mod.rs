@@ -26,6 +26,11 @@ pub struct Server {
     pub http: reqwest::blocking::Client,
 }
 
+/// The wall clock in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -213,6 +218,15 @@ impl Server {
             .send()
             .unwrap();
         r.status().as_u16()
+    }
+
+    /// Ingests native metric points as JSON; every one must be accepted.
+    pub fn ingest_metrics(&self, key: &str, points: Value) {
+        let n = points.as_array().unwrap().len();
+        let r = self.http.post(self.url("/ingest/v1/metrics")).bearer_auth(key).json(&points).send().unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().unwrap();
+        assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(n)), "{body}");
     }
 
     pub fn admin_get(&self, path: &str) -> Value {
