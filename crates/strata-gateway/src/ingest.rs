@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use strata_log::EncodedRecords;
+use strata_model::topic::{Series, Topic};
 use strata_model::{Kind, TenantId, headers as record_headers, partition_for};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
@@ -115,7 +116,8 @@ where
     count_bytes(&tenant, kind, raw.len());
     let partitions = gw.log.partition_count(kind.topic())?;
     let codec = gw.log.codec(kind.topic())?;
-    let (decoded, _permit) = {
+    let series_codec = gw.log.codec(Series::SPEC.name)?;
+    let (mut decoded, series_defs, _permit) = {
         let tenant = tenant.clone();
         let worker = gw.clone();
         gw.decode_blocking(move || {
@@ -124,7 +126,17 @@ where
             for batch in decoded.batches.values_mut() {
                 batch.records.compress(codec);
             }
-            Ok((decoded, permit))
+            let defs = if decoded.series_defs.is_empty() {
+                None
+            } else {
+                let mut records = EncodedRecords::new();
+                records
+                    .push(0, tenant.as_str(), "", &[], &decoded.series_defs.encode())
+                    .map_err(|e| ApiError::internal(format!("series definitions: {e}")))?;
+                records.compress(series_codec);
+                Some(records)
+            };
+            Ok((decoded, defs, permit))
         })
         .await?
     };
@@ -149,7 +161,17 @@ where
         *reasons.entry(e.reason()).or_default() += 1;
         errors.push(ItemError { index: *index, error: e.to_string(), retryable: false });
     }
-    let (accepted, append_error) = append_batches(gw, kind, decoded.batches, &mut errors, &mut reasons).await;
+    if let Some(defs) = series_defs {
+        // Durable before any batch naming them is appended (see `SeriesRegistry`).
+        if let Err(e) = gw.log.append(Series::SPEC.name, 0, defs).await {
+            tracing::warn!(error = %e, "appending series definitions failed");
+            count_records(&tenant, kind, 0, &reasons);
+            return Err(e.into());
+        }
+        gw.registry.defined(decoded.series_defs.ids());
+    }
+    let batches = std::mem::take(&mut decoded.batches);
+    let (accepted, append_error) = append_batches(gw, kind, batches, &mut errors, &mut reasons).await;
     if accepted == 0
         && let Some(e) = append_error
     {

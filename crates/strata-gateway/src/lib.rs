@@ -30,7 +30,7 @@ pub use config::{GatewayConfig, RateConfig};
 pub use error::ApiError;
 pub use ingest::{Format, IngestResponse, ItemError};
 pub use rate::RateLimiter;
-pub use series::{SeriesLimiter, SeriesLimits};
+pub use series::{LoadSeriesError, SeriesLimiter, SeriesLimits, load_series};
 
 /// The memory budget is counted in KiB so that 4 TiB fits a semaphore's permits.
 const BUDGET_UNIT: u64 = 1024;
@@ -46,15 +46,19 @@ pub struct Gateway {
     /// than there are cores only adds threads, switches and per-thread allocator caches.
     decoders: Arc<Semaphore>,
     series: SeriesLimiter,
+    /// The numbers metric batches name series by.
+    registry: Arc<strata_model::SeriesRegistry>,
 }
 
 impl Gateway {
-    /// The gateway; `series_path` is where the active series of every tenant are saved.
+    /// The gateway; `series_path` is where the active series of every tenant are saved, and
+    /// `registry` holds the series of the log (see `load_series`).
     pub fn new(
         log: Arc<dyn Log>,
         auth: Arc<Auth>,
         cfg: GatewayConfig,
         series_path: Option<std::path::PathBuf>,
+        registry: Arc<strata_model::SeriesRegistry>,
     ) -> Arc<Gateway> {
         let permits = (cfg.memory_bytes_max / BUDGET_UNIT) as usize;
         Arc::new(Gateway {
@@ -64,6 +68,7 @@ impl Gateway {
             memory: Arc::new(Semaphore::new(permits)),
             decoders: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
             series: SeriesLimiter::new(cfg.metrics.clone(), series_path),
+            registry,
             cfg,
         })
     }
@@ -76,6 +81,16 @@ impl Gateway {
         if let Err(e) = self.series.save() {
             tracing::warn!(error = %e, "cannot save the active series");
         }
+        let forgotten = self.registry.sweep_idle();
+        if forgotten > 0 {
+            tracing::info!(series = forgotten, "series registry forgot idle series");
+        }
+        metrics::gauge!("strata_series_registry_series").set(self.registry.len() as f64);
+    }
+
+    /// The series registry metric batches are written against.
+    pub fn registry(&self) -> &Arc<strata_model::SeriesRegistry> {
+        &self.registry
     }
 
     pub fn auth(&self) -> &Arc<Auth> {

@@ -163,16 +163,18 @@ fn decode(
         });
     }
     let admitted = batches.admit(valid.iter().map(|v| v.fingerprint));
+    let mut kept = Vec::with_capacity(valid.len());
     for (v, admitted) in valid.iter().zip(admitted) {
-        let taken = taken[v.taken.clone()].iter().copied();
         match admitted {
-            Ok(()) => {
-                let labels = &labels[v.labels.clone()];
-                let source_id = labels.iter().find(|(k, _)| *k == "instance").map_or("", |(_, v)| *v);
-                batches.add_admitted(source_id, v.name, labels, &samples[v.samples.clone()], taken);
-            }
-            Err(e) => out.errors.extend(taken.map(|i| (i, e.clone()))),
+            Ok(()) => kept.push(v),
+            Err(e) => out.errors.extend(taken[v.taken.clone()].iter().map(|&i| (i, e.clone()))),
         }
+    }
+    let ids = batches.assign(kept.iter().map(|v| (v.fingerprint, v.name, &labels[v.labels.clone()])));
+    for (v, id) in kept.iter().zip(ids) {
+        let series_labels = &labels[v.labels.clone()];
+        let source_id = series_labels.iter().find(|(k, _)| *k == "instance").map_or("", |(_, v)| *v);
+        batches.add_admitted(source_id, id, &samples[v.samples.clone()], taken[v.taken.clone()].iter().copied());
     }
     batches.finish(&mut out, tenant, partitions);
     Ok(out)

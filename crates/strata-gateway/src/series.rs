@@ -223,6 +223,45 @@ fn load(path: &Path) -> Result<Saved, String> {
     Ok(out)
 }
 
+/// Why the series registry could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadSeriesError {
+    #[error(transparent)]
+    Log(#[from] strata_log::Error),
+    #[error("series definitions at {at} cannot be read: {source}")]
+    Damaged { at: String, source: strata_model::BatchError },
+}
+
+/// Reads every definition in the `series` topic back into `registry`, before the gateway takes
+/// requests and the metric store reads batches. A definition that does not decode is an error
+/// naming its place: batches naming its series could not be read, so the server must not start
+/// as if they could. Returns how many definitions were read.
+pub fn load_series(
+    log: &dyn strata_log::Log,
+    registry: &strata_model::SeriesRegistry,
+) -> Result<usize, LoadSeriesError> {
+    use strata_model::topic::{Series, Topic};
+    let topic = Series::SPEC.name;
+    let mut loaded = 0;
+    for info in log.topics().into_iter().filter(|t| t.name == topic).flat_map(|t| t.partitions) {
+        let mut offset = info.earliest_offset;
+        loop {
+            let read = log.read(topic, info.partition, offset, 8 << 20)?;
+            for r in &read.records {
+                let append_s = (r.append_time_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
+                loaded += registry.load(&r.record.tenant, &r.record.payload, append_s).map_err(|source| {
+                    LoadSeriesError::Damaged { at: format!("{topic}/{}@{}", info.partition, r.offset), source }
+                })?;
+            }
+            if read.next_offset >= read.end_offset || read.next_offset == offset {
+                break;
+            }
+            offset = read.next_offset;
+        }
+    }
+    Ok(loaded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

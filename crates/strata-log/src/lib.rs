@@ -115,11 +115,12 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
-    /// A topic as its declaration has it, with `partitions` partitions.
+    /// A topic as its declaration has it, with `partitions` partitions unless it declares its
+    /// own count.
     pub fn declared(spec: &TopicSpec, partitions: u32) -> TopicConfig {
         TopicConfig {
             name: spec.name.to_string(),
-            partitions,
+            partitions: spec.partitions.unwrap_or(partitions),
             retention_ms: spec.retention_ms,
             retention_bytes: None,
             codec: spec.compression.into(),

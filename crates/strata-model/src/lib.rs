@@ -9,6 +9,7 @@ mod hash;
 mod limits;
 mod metric_batch;
 mod record;
+mod series_registry;
 mod tenant;
 mod timestamp;
 pub mod topic;
@@ -17,11 +18,14 @@ pub mod varint;
 pub use duration::{parse_duration_ms, parse_prometheus_duration_ms};
 pub use hash::{FastHash, FastHasher, partition_for, series_fingerprint, stable_hash};
 pub use limits::Limits;
-pub use metric_batch::{BatchError, BatchSeries, METRIC_BATCH_VERSION, MetricBatch, MetricBatchBuilder};
+pub use metric_batch::{
+    BatchError, BatchSeries, METRIC_BATCH_REFS_VERSION, METRIC_BATCH_VERSION, MetricBatch, MetricBatchBuilder,
+};
 pub use record::{
     Event, LogLine, MetricPoint, RecordError, check_timestamp, is_valid_label_name, is_valid_metric_name,
     normalize_event, normalize_log, normalize_metric, validate_series,
 };
+pub use series_registry::{SERIES_DEFS_VERSION, SeriesDef, SeriesDefs, SeriesRegistry, SeriesView, decode_defs};
 pub use tenant::{TenantError, TenantId};
 pub use timestamp::{TimestampError, format_rfc3339_nanos, parse_timestamp};
 pub use topic::{DecodeError, Topic, TopicSpec};
@@ -48,7 +52,7 @@ impl Kind {
     }
 
     pub fn from_topic(topic: &str) -> Option<Kind> {
-        TopicSpec::named(topic).map(|s| s.kind)
+        TopicSpec::named(topic).and_then(|s| s.kind)
     }
 }
 

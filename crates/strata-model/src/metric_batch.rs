@@ -27,6 +27,14 @@
 //! values column (the rest), per sample: varint tag = zigzag(m) << 4 | e, the value m / 10^e for
 //!   e in 0..=14; e = 15 is followed by the value's eight bits (little endian) as they are
 //! ```
+//! Version 3 names each series by its number in the series registry
+//! ([`crate::SeriesRegistry`]) instead of by its labels, which are defined once in the `series`
+//! topic: no symbol table, and the labels column is a refs column holding per series a zigzag
+//! varint, its number minus the previous series' (a request's series were mostly numbered
+//! together, so most are one byte); the other columns are as in version 2. This is what the
+//! gateway writes; its readers resolve numbers through the registry
+//! ([`MetricBatch::for_each_series_in`]).
+//!
 //! Version 1 (still read): symbols, then per series its labels, its fingerprint (u64) and its
 //! samples as (i64 ms, f64) pairs, little endian.
 //! `strata consume` and the admin API show a batch as JSON through [`MetricBatch::to_json`].
@@ -35,8 +43,11 @@ use std::collections::HashMap;
 
 use crate::varint;
 
-/// The version byte of the batches written now.
+/// The version byte of batches that spell out their labels.
 pub const METRIC_BATCH_VERSION: u8 = 2;
+
+/// The version byte of batches that name their series by registry number.
+pub const METRIC_BATCH_REFS_VERSION: u8 = 3;
 
 /// The first version, read but no longer written.
 const VERSION_1: u8 = 1;
@@ -63,6 +74,12 @@ pub enum BatchError {
     Utf8,
     #[error("metric batch has {0} bytes after its last series")]
     Trailing(usize),
+    #[error("series number {0} is not in the series registry for this tenant")]
+    SeriesRef(u64),
+    #[error("series number {0} is defined twice with different labels or tenants")]
+    SeriesConflict(u64),
+    #[error("metric batch names its series by number: read it through the series registry")]
+    Unresolved,
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -124,6 +141,9 @@ pub struct MetricBatchBuilder {
     samples: usize,
     min_ts_ms: i64,
     max_ts_ms: i64,
+    /// Whether series are added by number (version 3); `labels` is then the refs column.
+    by_ref: bool,
+    last_ref: u64,
 }
 
 impl MetricBatchBuilder {
@@ -135,6 +155,20 @@ impl MetricBatchBuilder {
             max_ts_ms: i64::MIN,
             ..MetricBatchBuilder::default()
         }
+    }
+
+    /// A builder of version 3 batches, whose series are added by number
+    /// ([`MetricBatchBuilder::add_series_ref`]).
+    pub fn with_refs() -> MetricBatchBuilder {
+        MetricBatchBuilder { by_ref: true, min_ts_ms: i64::MAX, max_ts_ms: i64::MIN, ..MetricBatchBuilder::default() }
+    }
+
+    /// Adds the samples of the series numbered `id` in the series registry.
+    pub fn add_series_ref(&mut self, id: u64, samples: &[(i64, f64)]) {
+        assert!(self.by_ref, "add_series_ref on a builder of labelled batches");
+        varint::put(&mut self.labels, zigzag(id.wrapping_sub(self.last_ref) as i64));
+        self.last_ref = id;
+        self.put_samples(samples);
     }
 
     fn is_symbol(&self, n: u64, s: &str) -> bool {
@@ -176,6 +210,7 @@ impl MetricBatchBuilder {
         labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
         samples: &[(i64, f64)],
     ) {
+        assert!(!self.by_ref, "add_series on a builder of numbered batches");
         varint::put(&mut self.labels, labels.len() as u64 + 1);
         let mut position = 0;
         let mut name_written = false;
@@ -191,6 +226,10 @@ impl MetricBatchBuilder {
         if !name_written {
             self.put_label(position, "__name__", name);
         }
+        self.put_samples(samples);
+    }
+
+    fn put_samples(&mut self, samples: &[(i64, f64)]) {
         varint::put(&mut self.counts, samples.len() as u64);
         for &(ts, v) in samples {
             varint::put(&mut self.timestamps, zigzag(ts.wrapping_sub(self.last_ts_ms)));
@@ -233,9 +272,13 @@ impl MetricBatchBuilder {
     pub fn finish(&self) -> Vec<u8> {
         let columns = self.labels.len() + self.counts.len() + self.timestamps.len() + self.values.len();
         let mut out = Vec::with_capacity(40 + self.symbol_bytes.len() + columns);
-        out.push(METRIC_BATCH_VERSION);
-        varint::put(&mut out, self.symbol_at.len() as u64);
-        out.extend_from_slice(&self.symbol_bytes);
+        if self.by_ref {
+            out.push(METRIC_BATCH_REFS_VERSION);
+        } else {
+            out.push(METRIC_BATCH_VERSION);
+            varint::put(&mut out, self.symbol_at.len() as u64);
+            out.extend_from_slice(&self.symbol_bytes);
+        }
         varint::put(&mut out, self.series_count);
         for column in [&self.labels, &self.counts, &self.timestamps] {
             varint::put(&mut out, column.len() as u64);
@@ -260,6 +303,8 @@ enum Layout<'a> {
     V1 { series: &'a [u8] },
     /// Columns, checked and with samples decoded when the batch is.
     V2 { labels: &'a [u8], counts: &'a [u8], fingerprints: Vec<u64>, samples: Vec<(i64, f64)> },
+    /// Series numbers and columns, checked and decoded when the batch is.
+    V3 { refs: Vec<u64>, counts: Vec<usize>, samples: Vec<(i64, f64)> },
 }
 
 struct Reader<'a> {
@@ -324,6 +369,9 @@ impl<'a> MetricBatch<'a> {
     /// labels resolved and its samples decoded.
     pub fn decode(bytes: &'a [u8]) -> Result<MetricBatch<'a>, BatchError> {
         let (&version, rest) = bytes.split_first().ok_or(BatchError::Truncated)?;
+        if version == METRIC_BATCH_REFS_VERSION {
+            return decode_v3(rest);
+        }
         if version != METRIC_BATCH_VERSION && version != VERSION_1 {
             return Err(BatchError::Version(version));
         }
@@ -411,7 +459,50 @@ impl<'a> MetricBatch<'a> {
                 }
                 Ok(())
             }
+            Layout::V3 { .. } => Err(BatchError::Unresolved),
         }
+    }
+
+    /// The series numbers of a version 3 batch, in order; `None` for a batch that spells out its
+    /// labels.
+    pub fn refs(&self) -> Option<&[u64]> {
+        match &self.layout {
+            Layout::V3 { refs, .. } => Some(refs),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` with each series' number and samples of a version 3 batch (an error for others).
+    pub fn for_each_ref(&self, mut f: impl FnMut(u64, &mut dyn Iterator<Item = (i64, f64)>)) -> Result<(), BatchError> {
+        let Layout::V3 { refs, counts, samples } = &self.layout else { return Err(BatchError::Unresolved) };
+        let mut at = 0usize;
+        for (&id, &n) in refs.iter().zip(counts) {
+            f(id, &mut samples[at..at + n].iter().copied());
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// As [`MetricBatch::for_each_series`], for a batch of any version: the numbers of a version
+    /// 3 batch are resolved through `series` for `tenant`, the tenant of the record. A number the
+    /// tenant has no series for is an error before `f` is called at all.
+    pub fn for_each_series_in(
+        &self,
+        tenant: &str,
+        series: &crate::SeriesView<'_>,
+        mut f: impl FnMut(u64, &[(&str, &str)], &mut dyn Iterator<Item = (i64, f64)>),
+    ) -> Result<(), BatchError> {
+        let Some(refs) = self.refs() else {
+            return self.for_each_series(|fp, labels, samples| f(fp, labels, samples));
+        };
+        if let Some(&bad) = refs.iter().find(|&&id| !series.contains(tenant, id)) {
+            return Err(BatchError::SeriesRef(bad));
+        }
+        let mut labels = Vec::new();
+        self.for_each_ref(|id, samples| {
+            let fp = series.resolve(tenant, id, &mut labels).expect("checked above");
+            f(fp, &labels, samples)
+        })
     }
 
     fn walk_v1(&self, series: &'a [u8], f: &mut SeriesVisitor<'a, '_>) -> Result<(), BatchError> {
@@ -433,6 +524,7 @@ impl<'a> MetricBatch<'a> {
         out.clear();
         let series = match &self.layout {
             Layout::V2 { fingerprints, .. } => return out.extend_from_slice(fingerprints),
+            Layout::V3 { .. } => return,
             Layout::V1 { series } => series,
         };
         let mut r = Reader { b: series };
@@ -466,6 +558,20 @@ impl<'a> MetricBatch<'a> {
     /// infinities as Prometheus writes them ("+Inf", "-Inf") and NaNs with their payload bits
     /// ("NaN:7ff0000000000002" is a staleness marker), as native points are written.
     pub fn to_json(&self) -> Result<serde_json::Value, BatchError> {
+        self.to_json_with(|f| self.for_each_series(|fp, labels, samples| f(fp, labels, samples)))
+    }
+
+    /// [`MetricBatch::to_json`] for a batch of any version, numbers resolved through `series`.
+    pub fn to_json_in(&self, tenant: &str, series: &crate::SeriesView<'_>) -> Result<serde_json::Value, BatchError> {
+        self.to_json_with(|f| self.for_each_series_in(tenant, series, |fp, labels, samples| f(fp, labels, samples)))
+    }
+
+    fn to_json_with(
+        &self,
+        walk: impl FnOnce(
+            &mut dyn FnMut(u64, &[(&str, &str)], &mut dyn Iterator<Item = (i64, f64)>),
+        ) -> Result<(), BatchError>,
+    ) -> Result<serde_json::Value, BatchError> {
         use serde_json::{Value, json};
         let value = |v: f64| {
             if v.is_finite() {
@@ -478,16 +584,13 @@ impl<'a> MetricBatch<'a> {
                 json!("-Inf")
             }
         };
-        let series = self
-            .series()?
-            .into_iter()
-            .map(|s| {
-                let labels: serde_json::Map<String, Value> =
-                    s.labels.iter().map(|(n, v)| (n.to_string(), Value::String(v.to_string()))).collect();
-                let samples: Vec<Value> = s.samples.iter().map(|&(t, v)| json!([t, value(v)])).collect();
-                json!({"labels": labels, "samples": samples})
-            })
-            .collect();
+        let mut series = Vec::new();
+        walk(&mut |_, labels, samples| {
+            let labels: serde_json::Map<String, Value> =
+                labels.iter().map(|(n, v)| (n.to_string(), Value::String(v.to_string()))).collect();
+            let samples: Vec<Value> = samples.map(|(t, v)| json!([t, value(v)])).collect();
+            series.push(json!({"labels": labels, "samples": samples}));
+        })?;
         Ok(Value::Array(series))
     }
 }
@@ -515,6 +618,31 @@ fn read_symbols<'a>(r: &mut Reader<'a>) -> Result<Vec<&'a str>, BatchError> {
             None => std::str::from_utf8(&table[end - len..end]).map_err(|_| BatchError::Utf8),
         })
         .collect()
+}
+
+/// A version 3 batch after its version byte.
+fn decode_v3(bytes: &[u8]) -> Result<MetricBatch<'_>, BatchError> {
+    let mut r = Reader { b: bytes };
+    let series_count = r.varint()?;
+    // Each series takes a byte at least in the refs column.
+    if series_count > r.b.len() as u64 {
+        return Err(BatchError::Truncated);
+    }
+    let refs_column = r.column()?;
+    let counts_column = r.column()?;
+    let timestamps = r.column()?;
+    let samples = v2_samples(series_count, counts_column, timestamps, r.b)?;
+    let mut rr = Reader { b: refs_column };
+    let mut refs = Vec::with_capacity(series_count as usize);
+    let mut id = 0u64;
+    for _ in 0..series_count {
+        id = id.wrapping_add(unzigzag(rr.varint()?) as u64);
+        refs.push(id);
+    }
+    rr.end()?;
+    let mut cr = Reader { b: counts_column };
+    let counts = (0..series_count).map(|_| cr.varint().map(|n| n as usize)).collect::<Result<Vec<_>, _>>()?;
+    Ok(MetricBatch { symbols: Vec::new(), series_count, layout: Layout::V3 { refs, counts, samples } })
 }
 
 /// The samples of a version 2 batch, checked against its series' counts.
@@ -597,6 +725,48 @@ mod tests {
             assert!(MetricBatch::decode(&bytes[..cut]).is_err(), "a batch cut at {cut} is an error");
         }
         assert_eq!(batch.to_json().unwrap()[0]["samples"][1][1], format!("NaN:{:016x}", f64::NAN.to_bits()));
+    }
+
+    #[test]
+    fn numbered_batches_resolve_through_the_registry_for_their_tenant_only() {
+        let registry = crate::SeriesRegistry::new(3600);
+        let up: &[(&str, &str)] = &[("instance", "h:9100"), ("job", "node")];
+        let load: &[(&str, &str)] = &[("instance", "h:9100")];
+        let series = [("up", up), ("node_load1", load)];
+        let (mut ids, mut defs) = (Vec::new(), crate::SeriesDefs::default());
+        let items = series.iter().map(|&(n, l)| (crate::series_fingerprint(n, l.iter().copied()), n, l));
+        registry.assign("t", items, &mut ids, &mut defs);
+        let mut b = MetricBatchBuilder::with_refs();
+        b.add_series_ref(ids[1], &[(1000, 0.25), (2000, f64::INFINITY)]);
+        b.add_series_ref(ids[0], &[(1000, 1.0)]);
+        b.add_series_ref(ids[1], &[]);
+        assert_eq!((b.samples(), b.max_ts_ms()), (3, 2000));
+        let bytes = b.finish();
+        assert_eq!(bytes[0], METRIC_BATCH_REFS_VERSION);
+        let batch = MetricBatch::decode(&bytes).unwrap();
+        assert_eq!(batch.refs(), Some([ids[1], ids[0], ids[1]].as_slice()));
+        assert_eq!(batch.series().unwrap_err(), BatchError::Unresolved, "labels need the registry");
+        let mut seen = Vec::new();
+        batch
+            .for_each_series_in("t", &registry.read(), |fp, labels, samples| {
+                let labels: Vec<String> = labels.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                seen.push((fp, labels.join(","), samples.count()))
+            })
+            .unwrap();
+        let fp_load = crate::series_fingerprint("node_load1", load.iter().copied());
+        assert_eq!(seen[0], (fp_load, "__name__=node_load1,instance=h:9100".to_string(), 2));
+        assert_eq!(seen[1].1, "__name__=up,instance=h:9100,job=node");
+        assert_eq!(seen[2].2, 0);
+        let json = batch.to_json_in("t", &registry.read()).unwrap();
+        assert_eq!(json[0]["samples"][1][1], "+Inf");
+        assert_eq!(json[1]["labels"]["job"], "node");
+        // Another tenant cannot read this tenant's series through a batch of its own.
+        let mut calls = 0;
+        let err = batch.for_each_series_in("u", &registry.read(), |_, _, _| calls += 1).unwrap_err();
+        assert_eq!((err, calls), (BatchError::SeriesRef(ids[1]), 0));
+        for cut in 1..bytes.len() {
+            assert!(MetricBatch::decode(&bytes[..cut]).is_err(), "a batch cut at {cut} is an error");
+        }
     }
 
     /// A version 1 batch, as the log holds it from before version 2: the fingerprint stored with
@@ -699,14 +869,15 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_bytes_never_panic(version in 1u8..=2, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fn arbitrary_bytes_never_panic(version in 1u8..=3, bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let mut b = vec![version];
             b.extend_from_slice(&bytes);
             if let Ok(batch) = MetricBatch::decode(&b) {
                 let whole = batch.series().is_ok();
                 let mut calls = 0;
-                let visited = batch.for_each_series(|_, _, _| calls += 1).is_ok();
-                prop_assert_eq!(whole, visited);
+                let registry = crate::SeriesRegistry::new(1);
+                let visited = batch.for_each_series_in("t", &registry.read(), |_, _, _| calls += 1).is_ok();
+                prop_assert!(whole == visited || batch.refs().is_some());
                 prop_assert!(visited || calls == 0, "a bad batch is not visited in part");
             }
         }

@@ -38,17 +38,20 @@ impl Compression {
 pub struct TopicSpec {
     /// The topic's name in the log, in consumer positions and in metrics labels.
     pub name: &'static str,
-    /// The kind of record producers append to it.
-    pub kind: Kind,
+    /// The kind of record producers append to it; `None` for the topics Strata keeps for
+    /// itself (`series`).
+    pub kind: Option<Kind>,
     /// How its batches are compressed by default.
     pub compression: Compression,
     /// How long its segments are kept by default; `None` keeps them.
     pub retention_ms: Option<u64>,
+    /// A partition count of its own, whatever the log's default.
+    pub partitions: Option<u32>,
 }
 
 impl TopicSpec {
     /// Every topic of the log.
-    pub const ALL: [TopicSpec; 4] = [Logs::SPEC, Events::SPEC, Metrics::SPEC, Raw::SPEC];
+    pub const ALL: [TopicSpec; 5] = [Logs::SPEC, Events::SPEC, Metrics::SPEC, Raw::SPEC, Series::SPEC];
 
     /// The declaration of the topic called `name`, if there is one.
     pub fn named(name: &str) -> Option<TopicSpec> {
@@ -104,6 +107,14 @@ pub struct Metrics;
 #[derive(Debug, Clone, Copy)]
 pub struct Raw;
 
+/// The `series` topic: the definitions of the metric series that version 3 metric batches name
+/// by number ([`crate::SeriesRegistry`]), one record per request that had new ones. One
+/// partition: definitions carry their numbers, so order among them does not matter, and a
+/// reader loads all of them. Kept twice as long as the metrics topic (the server sets it from
+/// that topic's retention), since a definition must outlive every batch naming it.
+#[derive(Debug, Clone, Copy)]
+pub struct Series;
+
 fn json<'a, T: serde::Deserialize<'a>>(kind: Kind, payload: &'a [u8]) -> Result<T, DecodeError> {
     serde_json::from_slice(payload).map_err(|source| DecodeError::Json { kind, source })
 }
@@ -111,9 +122,10 @@ fn json<'a, T: serde::Deserialize<'a>>(kind: Kind, payload: &'a [u8]) -> Result<
 impl Topic for Logs {
     const SPEC: TopicSpec = TopicSpec {
         name: "logs",
-        kind: Kind::Logs,
+        kind: Some(Kind::Logs),
         compression: Compression::Zstd,
         retention_ms: Some(RETENTION_MS_DEFAULT),
+        partitions: None,
     };
 
     // Owned rather than borrowed: the search schema, the tail and the gateway all speak
@@ -129,9 +141,10 @@ impl Topic for Logs {
 impl Topic for Events {
     const SPEC: TopicSpec = TopicSpec {
         name: "events",
-        kind: Kind::Events,
+        kind: Some(Kind::Events),
         compression: Compression::Zstd,
         retention_ms: Some(RETENTION_MS_DEFAULT),
+        partitions: None,
     };
 
     // Owned for the same reason as `Logs`: its data is a JSON map.
@@ -145,9 +158,10 @@ impl Topic for Events {
 impl Topic for Metrics {
     const SPEC: TopicSpec = TopicSpec {
         name: "metrics",
-        kind: Kind::Metrics,
+        kind: Some(Kind::Metrics),
         compression: Compression::Zstd,
         retention_ms: Some(RETENTION_MS_DEFAULT),
+        partitions: None,
     };
 
     /// Borrows its label strings from the payload. A version 2 batch (what the gateway writes) is
@@ -165,12 +179,30 @@ impl Topic for Raw {
     // Raw payloads are often compressed already (dumps, images): not worth the CPU.
     const SPEC: TopicSpec = TopicSpec {
         name: "raw",
-        kind: Kind::Raw,
+        kind: Some(Kind::Raw),
         compression: Compression::None,
         retention_ms: Some(RETENTION_MS_DEFAULT),
+        partitions: None,
     };
 
     /// The payload itself: every byte string is a raw record.
+    type Record<'a> = &'a [u8];
+
+    fn decode(payload: &[u8]) -> Result<&[u8], DecodeError> {
+        Ok(payload)
+    }
+}
+
+impl Topic for Series {
+    const SPEC: TopicSpec = TopicSpec {
+        name: "series",
+        kind: None,
+        compression: Compression::Zstd,
+        retention_ms: Some(2 * RETENTION_MS_DEFAULT),
+        partitions: Some(1),
+    };
+
+    /// Checked as a whole when the registry loads it.
     type Record<'a> = &'a [u8];
 
     fn decode(payload: &[u8]) -> Result<&[u8], DecodeError> {
@@ -186,13 +218,15 @@ mod tests {
     #[test]
     fn every_kind_has_one_declaration_and_back() {
         for kind in Kind::ALL {
-            let declared: Vec<TopicSpec> = TopicSpec::ALL.into_iter().filter(|s| s.kind == kind).collect();
+            let declared: Vec<TopicSpec> = TopicSpec::ALL.into_iter().filter(|s| s.kind == Some(kind)).collect();
             assert_eq!(declared, [kind.spec()], "{kind}: exactly one declaration, the one `spec` gives");
             assert_eq!(kind.topic(), kind.spec().name);
             assert_eq!(Kind::from_topic(kind.topic()), Some(kind));
             assert_eq!(TopicSpec::named(kind.topic()), Some(kind.spec()));
         }
-        assert_eq!(TopicSpec::ALL.len(), Kind::ALL.len(), "no declaration without its kind");
+        let internal: Vec<&str> = TopicSpec::ALL.iter().filter(|s| s.kind.is_none()).map(|s| s.name).collect();
+        assert_eq!(internal, ["series"], "the only topic without a kind of record is Strata's own");
+        assert_eq!(Kind::from_topic("series"), None);
         assert_eq!(Kind::from_topic("log"), None);
         assert_eq!(TopicSpec::named("Logs"), None, "names are exact");
     }

@@ -59,6 +59,7 @@ pub async fn records(
         (None, Some(o)) => o,
         (None, None) => p.earliest_offset,
     };
+    let name = topic.clone();
     let (records, next) = tokio::task::spawn_blocking(move || -> Result<(Vec<StoredRecord>, u64), ApiError> {
         let mut out = Vec::new();
         let mut next = offset;
@@ -76,18 +77,36 @@ pub async fn records(
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    let records: Vec<Value> = records.iter().map(record_json).collect();
+    let registry = app.gateway.registry();
+    let records: Vec<Value> = records.iter().map(|r| record_json(r, &name, registry)).collect();
     Ok(Json(json!({ "records": records, "next_offset": next })))
 }
 
-/// A record as JSON: a JSON payload inline, a metric batch as its series, text as a string,
-/// anything else in base64.
-pub fn record_json(r: &StoredRecord) -> Value {
-    let batch = || strata_model::MetricBatch::decode(&r.record.payload).and_then(|b| b.to_json()).ok();
+/// A record as JSON: a JSON payload inline, a metric batch as its series (numbers resolved
+/// through `registry`), series definitions as a list, text as a string, anything else in base64.
+pub fn record_json(r: &StoredRecord, topic: &str, registry: &strata_model::SeriesRegistry) -> Value {
+    let tenant = r.record.tenant.as_str();
+    let batch = || {
+        strata_model::MetricBatch::decode(&r.record.payload).and_then(|b| b.to_json_in(tenant, &registry.read())).ok()
+    };
+    let defs = || {
+        let defs = strata_model::decode_defs(&r.record.payload).ok()?;
+        let defs = defs.into_iter().map(|(id, labels)| {
+            let labels: serde_json::Map<String, Value> =
+                labels.into_iter().map(|(n, v)| (n, Value::String(v))).collect();
+            json!({"series": id, "labels": labels})
+        });
+        Some(Value::Array(defs.collect()))
+    };
+    let series_topic = topic == <strata_model::topic::Series as strata_model::Topic>::SPEC.name;
     let (payload, encoding) = match serde_json::from_slice::<Value>(&r.record.payload) {
-        Ok(v) => (v, "json"),
-        Err(_) => match batch() {
-            Some(v) => (v, "metric_batch"),
+        Ok(v) if !series_topic => (v, "json"),
+        _ => match if series_topic {
+            defs().map(|v| (v, "series_definitions"))
+        } else {
+            batch().map(|v| (v, "metric_batch"))
+        } {
+            Some((v, encoding)) => (v, encoding),
             None => match std::str::from_utf8(&r.record.payload) {
                 Ok(s) => (Value::String(s.to_string()), "utf8"),
                 Err(_) => (Value::String(base64(&r.record.payload)), "base64"),

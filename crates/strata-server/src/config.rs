@@ -386,6 +386,13 @@ impl Config {
         for t in &mut c.topics {
             t.retention_ms = (self.log.retention_ms > 0).then_some(self.log.retention_ms);
             t.retention_bytes = (self.log.retention_bytes > 0).then_some(self.log.retention_bytes);
+            if t.name == <strata_model::topic::Series as strata_model::Topic>::SPEC.name {
+                // Definitions outlive the metric batches naming them: the registry defines a
+                // series in use again once per retention, so twice the retention always holds
+                // the latest definition of every series a batch still names. Never cut by size.
+                t.retention_ms = t.retention_ms.map(|ms| ms.saturating_mul(2));
+                t.retention_bytes = None;
+            }
             if let Some(codec) = self.log.codecs.get(&t.name).and_then(|c| strata_log::Codec::parse(c)) {
                 t.codec = codec;
             }

@@ -110,7 +110,27 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let auth = Arc::new(auth);
     let dyn_log: Arc<dyn Log> = log.clone();
-    let gateway = Gateway::new(dyn_log.clone(), auth.clone(), cfg.ingest.clone(), Some(meta.join("active-series.bin")));
+    // A series in use is defined again once per metrics retention (the `series` topic keeps
+    // twice that); with no retention, once a week.
+    let refresh_s = match cfg.log.retention_ms {
+        0 => 7 * 24 * 3600,
+        ms => (ms / 1000).clamp(1, u64::from(u32::MAX)) as u32,
+    };
+    let registry = Arc::new(strata_model::SeriesRegistry::new(refresh_s));
+    {
+        let (log, loading) = (dyn_log.clone(), registry.clone());
+        let n = tokio::task::spawn_blocking(move || strata_gateway::load_series(&*log, &loading))
+            .await?
+            .context("cannot read the series registry back from the log")?;
+        tracing::info!(definitions = n, series = registry.len(), "series registry loaded");
+    }
+    let gateway = Gateway::new(
+        dyn_log.clone(),
+        auth.clone(),
+        cfg.ingest.clone(),
+        Some(meta.join("active-series.bin")),
+        registry.clone(),
+    );
     let consumer_cfg = ConsumerConfig {
         read_bytes_max: cfg.pipeline.read_bytes_max,
         commit_interval_ms: cfg.pipeline.commit_interval_ms,
@@ -141,8 +161,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let tsdb = Arc::new(strata_tsdb::Store::new(cfg.tsdb_config()));
     let tsdb_consumer = {
-        let tsdb = tsdb.clone();
-        let factory: SinkFactory = Box::new(move || Box::new(Typed::new(strata_tsdb::TsdbSink::new(tsdb.clone()))));
+        let (tsdb, registry) = (tsdb.clone(), registry.clone());
+        let factory: SinkFactory =
+            Box::new(move || Box::new(Typed::new(strata_tsdb::TsdbSink::new(tsdb.clone(), registry.clone()))));
         let cfg = ConsumerConfig { read_bytes_max: ConsumerConfig::default().read_bytes_max, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };

@@ -1,7 +1,9 @@
 //! The metric store under SIGKILL: writers send six hours of samples through Prometheus remote
 //! write while the server is killed again and again, with checkpoints cutting blocks all along.
 //! Afterwards every acknowledged sample is in the store with its exact value, and the store
-//! holds each sample of the log once: in a block or in the head, never in both.
+//! holds each sample of the log once: in a block or in the head, never in both. Every request
+//! also brings a series never seen before, so series definitions are written while the server
+//! is killed too, and every one an acknowledged request brought can be found afterwards.
 
 mod common;
 
@@ -33,7 +35,15 @@ fn request(writer: usize, t0: i64, first: i64) -> Vec<u8> {
         .collect();
     let samples =
         (first..first + PER_REQUEST).map(|k| Sample { value: value(writer, k), timestamp: t0 + k * STEP_MS }).collect();
-    let req = WriteRequest { timeseries: vec![TimeSeries { labels, samples }] };
+    // A series of its own for every request: new series are defined all through the kills.
+    let fresh = [("__name__", "crash_fresh"), ("instance", &format!("w{writer}")), ("request", &first.to_string())]
+        .iter()
+        .map(|(n, v)| Label { name: n.to_string(), value: v.to_string() })
+        .collect();
+    let fresh_sample = vec![Sample { value: value(writer, first), timestamp: t0 + first * STEP_MS }];
+    let req = WriteRequest {
+        timeseries: vec![TimeSeries { labels, samples }, TimeSeries { labels: fresh, samples: fresh_sample }],
+    };
     snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap()
 }
 
@@ -91,17 +101,24 @@ fn sigkill_during_remote_write_loses_no_acknowledged_sample_and_stores_none_twic
     }
 
     // Every distinct sample in the log, per writer.
+    // Every series of every record resolves through the registry read back after the last kill.
     let records = server.all_records("metrics");
     let mut in_log: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
+    let mut fresh_in_log: BTreeSet<(usize, i64)> = BTreeSet::new();
     for r in &records {
+        assert_eq!(r["payload_encoding"], "metric_batch", "a record whose series do not resolve: {r}");
         for series in r["payload"].as_array().unwrap() {
             let w: usize = series["labels"]["instance"].as_str().unwrap()[1..].parse().unwrap();
+            if series["labels"]["__name__"] == "crash_fresh" {
+                fresh_in_log.insert((w, series["labels"]["request"].as_str().unwrap().parse().unwrap()));
+                continue;
+            }
             for p in series["samples"].as_array().unwrap() {
                 in_log.entry(w).or_default().insert((p[0].as_i64().unwrap() - t0) / STEP_MS);
             }
         }
     }
-    let distinct: usize = in_log.values().map(BTreeSet::len).sum();
+    let distinct: usize = in_log.values().map(BTreeSet::len).sum::<usize>() + fresh_in_log.len();
 
     // The store converges to exactly the log's samples, and never counts more.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -145,6 +162,31 @@ fn sigkill_during_remote_write_loses_no_acknowledged_sample_and_stores_none_twic
         let want: BTreeSet<i64> = in_log.remove(&w).unwrap_or_default();
         assert_eq!(points.keys().copied().collect::<BTreeSet<i64>>(), want, "writer {w}: the store is the log");
         assert!(points.iter().all(|(&k, &v)| v == value(w, k)), "writer {w}: a value changed");
+    }
+    // Every new series of an acknowledged request is in the store, under its own labels.
+    let r: Value = server
+        .http
+        .get(server.url("/api/v1/series"))
+        .bearer_auth(&key)
+        .query(&[("match[]", "crash_fresh")])
+        .query(&[("start", t0 / 1000 - 1), ("end", (t0 + SAMPLES * STEP_MS) / 1000 + 1)])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let fresh_stored: BTreeSet<(usize, i64)> = r["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|s| {
+            (s["instance"].as_str().unwrap()[1..].parse().unwrap(), s["request"].as_str().unwrap().parse().unwrap())
+        })
+        .collect();
+    assert_eq!(fresh_stored, fresh_in_log, "the store has the log's new series, each once");
+    for (&w, firsts) in &acked {
+        for first in firsts.iter().copied().filter(|k| k % PER_REQUEST == 0) {
+            assert!(fresh_stored.contains(&(w, first)), "writer {w}: acknowledged new series of request {first} lost");
+        }
     }
     eprintln!("{kills} kills, {acked_count} samples acknowledged, {distinct} in the log");
 }

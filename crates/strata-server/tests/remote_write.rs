@@ -47,6 +47,15 @@ fn samples_are_stored_exactly_and_bad_input_is_refused() {
         json!({"__name__": "http_requests_total", "code": "200", "instance": "h1:9090", "job": "api"})
     );
     assert_eq!(http["samples"], json!([[t - 30_000, 10.0], [t - 15_000, 12.5], [t, "NaN:7ff0000000000002"]]));
+    // The batches name their series by number; the two new series were defined first, once.
+    let defs = s.all_records("series");
+    assert_eq!(defs.len(), 1, "{defs:?}");
+    assert_eq!((&defs[0]["tenant"], &defs[0]["payload_encoding"]), (&json!("prom"), &json!("series_definitions")));
+    let defined: Vec<&Value> = defs[0]["payload"].as_array().unwrap().iter().map(|d| &d["labels"]).collect();
+    assert_eq!(defined.len(), 2);
+    assert!(defined.contains(&&http["labels"]), "{defined:?}");
+    assert_eq!(s.remote_write(&key, encode(&good)).0, 204);
+    assert_eq!(s.all_records("series").len(), 1, "known series are not defined again");
     // The store has the values (queries leave NaNs, staleness markers included, out).
     let stored = wait_for_samples(&s, &key, "http_requests_total", t - 60_000, t + 1000, 2);
     let values: Vec<&Value> = stored.iter().map(|p| &p[1]).collect();

@@ -141,6 +141,8 @@ struct Tenant {
     name: String,
     dir: PathBuf,
     index: SeriesIndex,
+    /// Series registry number to series, for version 3 batches.
+    refs: HashMap<u64, SeriesId, strata_model::FastHash>,
     head: Head,
     /// Newest sample of any series.
     max_t: i64,
@@ -163,6 +165,7 @@ impl Tenant {
             name: name.to_string(),
             dir: root.join(name),
             index: SeriesIndex::default(),
+            refs: HashMap::default(),
             head: Head::default(),
             max_t: i64::MIN,
             last_append: Instant::now(),

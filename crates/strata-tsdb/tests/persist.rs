@@ -3,12 +3,14 @@
 //! and without a checkpoint just before. After every restart it resumes from the manifest, and at
 //! the end it must hold exactly what one uninterrupted run holds: every sample, once, with the
 //! last written value, in blocks cut from the head, merged per day, and dropped by retention.
+//! Half the records name their series by registry number (version 3 batches, as the gateway
+//! writes them) and half spell out their labels, so both paths are crashed through.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use strata_log::{Record, StoredRecord};
-use strata_model::{MetricBatch, MetricBatchBuilder, MetricPoint};
+use strata_model::{MetricBatch, MetricBatchBuilder, MetricPoint, SeriesDefs, SeriesRegistry};
 use strata_pipeline::{BlockingSink, Positions, Typed};
 use strata_tsdb::{Store, TsdbConfig, TsdbSink};
 
@@ -29,6 +31,24 @@ fn point(series: usize, ts_ms: i64, value: f64) -> MetricPoint {
 }
 
 fn stored(offset: u64, tenant: &str, p: &MetricPoint) -> StoredRecord {
+    stored_in(offset, tenant, p, None)
+}
+
+/// A record of `p`, naming its series by number in `registry` if one is given.
+fn stored_in(offset: u64, tenant: &str, p: &MetricPoint, registry: Option<&SeriesRegistry>) -> StoredRecord {
+    let payload = match registry {
+        None => batch(p),
+        Some(registry) => {
+            let labels: Vec<(&str, &str)> = p.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let fp = strata_model::series_fingerprint(&p.name, labels.iter().copied());
+            let (mut ids, mut defs) = (Vec::new(), SeriesDefs::default());
+            registry.assign(tenant, std::iter::once((fp, p.name.as_str(), labels.as_slice())), &mut ids, &mut defs);
+            registry.defined(defs.ids());
+            let mut b = MetricBatchBuilder::with_refs();
+            b.add_series_ref(ids[0], &[(p.timestamp_ns / 1_000_000, p.value)]);
+            b.finish()
+        }
+    };
     StoredRecord {
         offset,
         append_time_ms: 0,
@@ -37,7 +57,7 @@ fn stored(offset: u64, tenant: &str, p: &MetricPoint) -> StoredRecord {
             tenant: tenant.into(),
             source_id: p.source_id.clone(),
             headers: vec![],
-            payload: batch(p),
+            payload,
         },
     }
 }
@@ -51,7 +71,7 @@ fn batch(p: &MetricPoint) -> Vec<u8> {
 
 /// Ten hours across a UTC midnight, 10 series in two partitions, one sample a minute, with late
 /// samples inside the window and rewrites of earlier timestamps.
-fn workload(start: i64) -> Vec<Vec<StoredRecord>> {
+fn workload(start: i64, registry: &SeriesRegistry) -> Vec<Vec<StoredRecord>> {
     let mut parts: Vec<Vec<StoredRecord>> = vec![Vec::new(); PARTITIONS as usize];
     let mut n = 0u64;
     for step in 0..600i64 {
@@ -70,7 +90,8 @@ fn workload(start: i64) -> Vec<Vec<StoredRecord>> {
             }
             for pt in points {
                 let offset = parts[p].len() as u64;
-                parts[p].push(stored(offset, "acme", &pt));
+                let by_number = offset.is_multiple_of(2).then_some(registry);
+                parts[p].push(stored_in(offset, "acme", &pt, by_number));
             }
         }
     }
@@ -78,17 +99,19 @@ fn workload(start: i64) -> Vec<Vec<StoredRecord>> {
 }
 
 /// What one uninterrupted run stores: per series, last write wins.
-fn model(parts: &[Vec<StoredRecord>]) -> BTreeMap<String, BTreeMap<i64, u64>> {
+fn model(parts: &[Vec<StoredRecord>], registry: &SeriesRegistry) -> BTreeMap<String, BTreeMap<i64, u64>> {
     let mut m: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
     for part in parts {
         for r in part {
             let batch = MetricBatch::decode(&r.record.payload).unwrap();
-            for s in batch.series().unwrap() {
-                let instance = s.labels.iter().find(|(n, _)| *n == "instance").unwrap().1;
-                for (t, v) in s.samples {
-                    m.entry(instance.to_string()).or_default().insert(t, v.to_bits());
-                }
-            }
+            batch
+                .for_each_series_in(&r.record.tenant, &registry.read(), |_, labels, samples| {
+                    let instance = labels.iter().find(|(n, _)| *n == "instance").unwrap().1;
+                    for (t, v) in samples {
+                        m.entry(instance.to_string()).or_default().insert(t, v.to_bits());
+                    }
+                })
+                .unwrap();
         }
     }
     m
@@ -146,9 +169,9 @@ fn feed(
     }
 }
 
-fn open(dir: &std::path::Path) -> (Arc<Store>, Driven, Positions) {
+fn open(dir: &std::path::Path, registry: &Arc<SeriesRegistry>) -> (Arc<Store>, Driven, Positions) {
     let store = Arc::new(Store::new(config(dir)));
-    let mut sink = BlockingSink::new(Typed::new(TsdbSink::new(store.clone())));
+    let mut sink = BlockingSink::new(Typed::new(TsdbSink::new(store.clone(), registry.clone())));
     let mut positions = sink.committed().unwrap();
     for p in 0..PARTITIONS {
         positions.entry(key(p)).or_insert(0);
@@ -174,12 +197,14 @@ fn crashes_at_any_point_lose_nothing_and_store_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     // 20:00 UTC, so the data crosses a midnight and the first day gets merged.
     let start = (1_767_225_600_000i64 / (24 * HOUR_MS)) * 24 * HOUR_MS + 20 * HOUR_MS;
-    let parts = workload(start);
-    let want = model(&parts);
+    // The registry outlives the crashes, as the `series` topic it is read back from does.
+    let registry = Arc::new(SeriesRegistry::new(3600));
+    let parts = workload(start, &registry);
+    let want = model(&parts, &registry);
 
     let mut cycles = 0;
     loop {
-        let (_store, mut sink, mut positions) = open(dir.path());
+        let (_store, mut sink, mut positions) = open(dir.path(), &registry);
         cycles += 1;
         // Crash after a different amount of work each time; checkpoint every few chunks.
         let done = feed(&mut sink, &parts, &mut positions, 30 + 10 * cycles, 3 + cycles % 4);
@@ -194,7 +219,7 @@ fn crashes_at_any_point_lose_nothing_and_store_nothing_twice() {
     eprintln!("{} crashes before the workload finished", cycles - 1);
 
     // A clean restart reads back exactly the model, from blocks and the replayed head.
-    let (store, mut sink, mut positions) = open(dir.path());
+    let (store, mut sink, mut positions) = open(dir.path(), &registry);
     feed(&mut sink, &parts, &mut positions, usize::MAX, 5);
     assert_eq!(stored_now(&store), want);
     let total: usize = want.values().map(|s| s.len()).sum();
@@ -226,7 +251,7 @@ fn retention_drops_whole_blocks_per_tenant() {
     let mut cfg = config(dir.path());
     cfg.tenant_retention_ms = HashMap::from([("short".to_string(), 24 * HOUR_MS)]);
     let store = Arc::new(Store::new(cfg));
-    let mut sink = BlockingSink::new(Typed::new(TsdbSink::new(store.clone())));
+    let mut sink = BlockingSink::new(Typed::new(TsdbSink::new(store.clone(), Arc::new(SeriesRegistry::new(3600)))));
     let mut positions = sink.committed().unwrap();
     // Two days ago, then now: the old range is cut and, for "short", past retention.
     for tenant in ["short", "long"] {

@@ -1,11 +1,12 @@
 //! A request's records grouped into one batch per partition, metric samples into one batch
-//! record per source.
+//! record per source that names its series by registry number, with the definitions of the
+//! series the request is the first to use.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strata_log::EncodedRecords;
-use strata_model::{RecordError, TenantId, partition_for};
+use strata_model::{RecordError, SeriesDefs, SeriesRegistry, TenantId, partition_for};
 
 /// The records of one partition, with the request indexes they came from.
 pub(crate) struct PartitionBatch {
@@ -17,6 +18,9 @@ pub(crate) struct PartitionBatch {
 pub(crate) struct MetricBatches {
     by_source: BTreeMap<String, (strata_model::MetricBatchBuilder, Vec<usize>)>,
     series: Arc<std::sync::Mutex<crate::series::TenantSeries>>,
+    registry: Arc<SeriesRegistry>,
+    tenant: TenantId,
+    defs: SeriesDefs,
     now_s: u32,
 }
 
@@ -25,8 +29,22 @@ impl MetricBatches {
         MetricBatches {
             by_source: BTreeMap::new(),
             series: gw.series.tenant(tenant.as_str()),
+            registry: gw.registry.clone(),
+            tenant: tenant.clone(),
+            defs: SeriesDefs::default(),
             now_s: crate::series::now_s(),
         }
+    }
+
+    /// The registry numbers of admitted series, given as (fingerprint, name, sorted labels
+    /// without the name), in order; the definitions the request must write go with its batches.
+    pub fn assign<'a>(
+        &mut self,
+        series: impl Iterator<Item = (u64, &'a str, &'a [(&'a str, &'a str)])> + Clone,
+    ) -> Vec<u64> {
+        let mut ids = Vec::new();
+        self.registry.assign(self.tenant.as_str(), series, &mut ids, &mut self.defs);
+        ids
     }
 
     /// Adds the samples of one series, validated, with the request indexes they came from; labels
@@ -46,7 +64,8 @@ impl MetricBatches {
             return Err(RecordError::SeriesLimit(series.max()));
         }
         drop(series);
-        self.add_admitted(source_id, name, labels, samples, indexes);
+        let id = self.assign(std::iter::once((fp, name, labels)))[0];
+        self.add_admitted(source_id, id, samples, indexes);
         Ok(())
     }
 
@@ -57,12 +76,11 @@ impl MetricBatches {
         fingerprints.map(|fp| if series.admit(fp, self.now_s) { Ok(()) } else { Err(refused.clone()) }).collect()
     }
 
-    /// Adds a series that `admit` took, as `add` does.
+    /// Adds the samples of a series that `admit` took and `assign` numbered, as `add` does.
     pub fn add_admitted(
         &mut self,
         source_id: &str,
-        name: &str,
-        labels: &[(&str, &str)],
+        id: u64,
         samples: &[(i64, f64)],
         indexes: impl Iterator<Item = usize>,
     ) {
@@ -71,14 +89,15 @@ impl MetricBatches {
             None => self
                 .by_source
                 .entry(source_id.to_string())
-                .or_insert_with(|| (strata_model::MetricBatchBuilder::new(), Vec::new())),
+                .or_insert_with(|| (strata_model::MetricBatchBuilder::with_refs(), Vec::new())),
         };
-        entry.0.add_series(name, labels.iter().copied(), samples);
+        entry.0.add_series_ref(id, samples);
         entry.1.extend(indexes);
     }
 
-    /// One record per source into `out`.
+    /// One record per source into `out`, and the series definitions.
     pub fn finish(self, out: &mut Decoded, tenant: &TenantId, partitions: u32) {
+        out.series_defs = self.defs;
         for (source_id, (batch, indexes)) in self.by_source {
             let ts_ns = batch.max_ts_ms().saturating_mul(1_000_000);
             out.push_many(indexes, tenant, &source_id, ts_ns, &batch.finish(), partitions);
@@ -91,11 +110,13 @@ pub(crate) struct Decoded {
     pub batches: BTreeMap<u32, PartitionBatch>,
     pub total: usize,
     pub errors: Vec<(usize, RecordError)>,
+    /// Series definitions to make durable before the batches are appended.
+    pub series_defs: SeriesDefs,
 }
 
 impl Decoded {
     pub fn new() -> Decoded {
-        Decoded { batches: BTreeMap::new(), total: 0, errors: Vec::new() }
+        Decoded { batches: BTreeMap::new(), total: 0, errors: Vec::new(), series_defs: SeriesDefs::default() }
     }
 
     /// Adds one valid record's stored form to its partition's batch.

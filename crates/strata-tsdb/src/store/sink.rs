@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use strata_model::topic::Metrics;
+use strata_model::{MetricBatch, SeriesRegistry};
 use strata_pipeline::{Decoded, Positions, SinkError, TopicSink};
 
 use super::{Store, Tenant};
@@ -17,6 +18,8 @@ use crate::manifest;
 /// the ones that do not decode), so it runs as `Typed::new(TsdbSink::new(..))`.
 pub struct TsdbSink {
     store: Arc<Store>,
+    /// Resolves the series numbers of version 3 batches.
+    registry: Arc<SeriesRegistry>,
     last_checkpoint: Instant,
     /// Reused for every batch: its series' fingerprints and the ids already known.
     fingerprints: Vec<u64>,
@@ -26,8 +29,60 @@ pub struct TsdbSink {
 impl TsdbSink {
     pub const GROUP: &'static str = "tsdb";
 
-    pub fn new(store: Arc<Store>) -> TsdbSink {
-        TsdbSink { store, last_checkpoint: Instant::now(), fingerprints: Vec::new(), ids: Vec::new() }
+    pub fn new(store: Arc<Store>, registry: Arc<SeriesRegistry>) -> TsdbSink {
+        TsdbSink { store, registry, last_checkpoint: Instant::now(), fingerprints: Vec::new(), ids: Vec::new() }
+    }
+
+    /// Applies a version 3 batch: each number maps to the tenant's series through `t.refs`, and a
+    /// number seen for the first time is resolved through the registry. Returns the samples
+    /// appended and skipped and the reasons of the rejected, or the first number the tenant has
+    /// no series for (nothing is applied then).
+    fn apply_refs(
+        &mut self,
+        t: &mut Tenant,
+        tenant: &str,
+        partition: u32,
+        offset: u64,
+        batch: &MetricBatch<'_>,
+        refs: &[u64],
+    ) -> Result<(u64, u64, Vec<&'static str>), u64> {
+        let unknown = refs.iter().any(|r| !t.refs.contains_key(r));
+        let view = unknown.then(|| self.registry.read());
+        if let Some(view) = &view
+            && let Some(&bad) = refs.iter().find(|&&r| !t.refs.contains_key(&r) && !view.contains(tenant, r))
+        {
+            return Err(bad);
+        }
+        self.ids.clear();
+        self.ids.extend(refs.iter().filter_map(|r| t.refs.get(r).copied()));
+        t.head.warm(&self.ids);
+        let (mut appended, mut skipped, mut rejected) = (0u64, 0u64, Vec::new());
+        let mut labels = Vec::new();
+        let walked = batch.for_each_ref(|r, samples| {
+            let mut id = None;
+            for (ts, v) in samples {
+                if t.in_blocks(partition, offset, ts) {
+                    skipped += 1;
+                    continue;
+                }
+                let id = *id.get_or_insert_with(|| match t.refs.get(&r) {
+                    Some(&id) => id,
+                    None => {
+                        let view = view.as_ref().expect("a view is taken when a number is new");
+                        let fp = view.resolve(tenant, r, &mut labels).expect("every number was checked");
+                        let id = t.index.get_or_insert_fingerprinted(fp, &labels);
+                        t.refs.insert(r, id);
+                        id
+                    }
+                });
+                match self.store.append_id(t, id, ts, v, partition, offset) {
+                    Ok(()) => appended += 1,
+                    Err(e) => rejected.push(e.reason()),
+                }
+            }
+        });
+        debug_assert!(walked.is_ok(), "refs() was Some");
+        Ok((appended, skipped, rejected))
     }
 
     fn checkpoint(&mut self, positions: &Positions) -> Result<(), SinkError> {
@@ -65,6 +120,28 @@ impl TopicSink for TsdbSink {
             let t = &current.as_ref().expect("set above").1;
             let mut t = t.write().expect("tenant lock");
             t.last_append = Instant::now();
+            if let Some(refs) = batch.refs() {
+                match self.apply_refs(&mut t, tenant, partition, r.offset, batch, refs) {
+                    Ok((n_appended, n_skipped, n_rejected)) => {
+                        *appended.entry(tenant).or_default() += n_appended;
+                        skipped += n_skipped;
+                        for reason in n_rejected {
+                            *rejected.entry((tenant, reason)).or_default() += 1;
+                        }
+                    }
+                    Err(bad) => {
+                        tracing::warn!(
+                            tenant,
+                            partition,
+                            offset = r.offset,
+                            series = bad,
+                            "metric record names a series the registry does not have"
+                        );
+                        *rejected.entry((tenant, "unknown_series")).or_default() += 1;
+                    }
+                }
+                continue;
+            }
             batch.fingerprints(&mut self.fingerprints);
             t.index.warm(&self.fingerprints, &mut self.ids);
             t.head.warm(&self.ids);
