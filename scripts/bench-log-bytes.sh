@@ -2,7 +2,8 @@
 # What the log costs on disk with and without compression, and what compression costs in
 # ingest throughput: one server per codec (none, then zstd) takes 1 KiB log lines as fast as it
 # goes for 30 s, then a node-exporter-like fleet's samples by remote write; the log's segment
-# bytes per raw NDJSON byte and per sample, and the rates, are printed for each.
+# bytes per raw NDJSON byte and per sample (the metrics topic with the series definitions its
+# batches name), and the rates, are printed for each.
 # Usage: scripts/bench-log-bytes.sh [work-dir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ for codec in none zstd; do
   rm -rf "$srv"
   mkdir -p "$srv"
   start_strata "$release/strata" "$srv/data" "$srv/serve.log" STRATA_LOG_CODECS_LOGS=$codec \
-    STRATA_LOG_CODECS_METRICS=$codec STRATA_INGEST_RATE_RECORDS_PER_S=1e9 STRATA_INGEST_RATE_RECORDS_BURST=1e9
+    STRATA_LOG_CODECS_METRICS=$codec STRATA_LOG_CODECS_SERIES=$codec STRATA_INGEST_RATE_RECORDS_PER_S=1e9 STRATA_INGEST_RATE_RECORDS_BURST=1e9
   echo "== codec $codec: ingest of 1 KiB log lines, closed loop, 30 s"
   $bench ingest --url "$url" --rate 0 --duration-s 30 --connections 8 --batch-records 1000 --json >"$srv/logs.json"
   cat "$srv/logs.json"
@@ -41,13 +42,15 @@ for codec in none zstd; do
   cat "$srv/metrics.json"
   stop_strata
   logs_bytes=$(segment_bytes logs)
-  metrics_bytes=$(segment_bytes metrics)
+  series_bytes=$(segment_bytes series)
+  metrics_bytes=$(($(segment_bytes metrics) + series_bytes))
   raw=$(field "$srv/logs.json" bytes_acknowledged)
   samples=$(field "$srv/metrics.json" samples_acknowledged)
   echo "== codec $codec: log bytes"
   awk -v lb="$logs_bytes" -v raw="$raw" -v mb="$metrics_bytes" -v s="$samples" -v c="$codec" \
     -v lr="$(field "$srv/logs.json" records_per_s)" -v mr="$(field "$srv/metrics.json" acknowledged_samples_per_s)" \
-    'BEGIN { printf "{\"codec\": \"%s\", \"logs_log_bytes_per_raw_byte\": %.3f, \"logs_records_per_s\": %.0f, \"metrics_log_bytes_per_sample\": %.2f, \"metrics_samples_per_s\": %.0f}\n", c, lb / raw, lr, mb / s, mr }'
+    -v sb="$series_bytes" \
+    'BEGIN { printf "{\"codec\": \"%s\", \"logs_log_bytes_per_raw_byte\": %.3f, \"logs_records_per_s\": %.0f, \"metrics_log_bytes_per_sample\": %.2f, \"of_which_series_definitions\": %.2f, \"metrics_samples_per_s\": %.0f}\n", c, lb / raw, lr, mb / s, sb / s, mr }'
 done
 rm -rf "$srv"
 trap - EXIT
