@@ -21,6 +21,8 @@ const STREAM_NAME_BYTES_MAX: usize = 255;
 /// Bodies smaller than this are compressed on the calling task; larger ones on a blocking thread.
 const INLINE_COMPRESSION_BYTES_MAX: usize = 16 * 1024;
 
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
 const NDJSON: &str = "application/x-ndjson";
 const OCTET_STREAM: &str = "application/octet-stream";
 const SOURCE_ID: HeaderName = HeaderName::from_static("x-source-id");
@@ -101,6 +103,9 @@ struct Inner {
     config: ClientConfig,
     base_url: String,
     endpoints: [Url; 3],
+    producer_id: String,
+    /// The sequence number of the next request.
+    sequence: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Client {
@@ -152,7 +157,9 @@ impl Client {
             .build()
             .map_err(Error::HttpClient)?;
 
-        Ok(Client { inner: Arc::new(Inner { http, config, base_url, endpoints }) })
+        let producer_id = config.producer_id.clone().unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+        let sequence = std::sync::atomic::AtomicU64::new(0);
+        Ok(Client { inner: Arc::new(Inner { http, config, base_url, endpoints, producer_id, sequence }) })
     }
 
     /// The configuration the client was built with.
@@ -210,14 +217,20 @@ impl Client {
         .await
     }
 
+    /// Sends one request until it is answered or the retries run out. Every attempt carries the
+    /// same `Idempotency-Key`, so a retry of a request the server stored but could not answer is
+    /// not stored again.
     async fn execute(&self, request: Prepared<'_>) -> Result<IngestResponse> {
+        let sequence = self.inner.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = HeaderValue::from_str(&format!("{}-{sequence}", self.inner.producer_id))
+            .expect("producer ids are checked to be visible ASCII");
         let config = &self.inner.config;
         let initial = Duration::from_millis(config.backoff_initial_ms);
         let max = Duration::from_millis(config.backoff_max_ms);
         let mut retry = 0u32;
         loop {
             let attempts = retry + 1;
-            let transient = match self.attempt(&request).await {
+            let transient = match self.attempt(&request, &key).await {
                 Ok(result) => return result,
                 Err(transient) => transient,
             };
@@ -246,11 +259,12 @@ impl Client {
     }
 
     /// One attempt. `Ok` is final (success or a permanent error); `Err` may be retried.
-    async fn attempt(&self, request: &Prepared<'_>) -> Result<Result<IngestResponse>, Transient> {
+    async fn attempt(&self, request: &Prepared<'_>, key: &HeaderValue) -> Result<Result<IngestResponse>, Transient> {
         let mut builder = self
             .inner
             .http
             .post(request.url.clone())
+            .header(IDEMPOTENCY_KEY, key.clone())
             .header(CONTENT_TYPE, request.content_type)
             .body(request.body.clone());
         if let Some(encoding) = request.content_encoding {
@@ -269,7 +283,8 @@ impl Client {
         Ok(match status {
             200..=299 => serde_json::from_slice::<IngestResponse>(&body)
                 .map_err(|source| Error::InvalidResponse { url: url(), source }),
-            429 | 503 => {
+            // 409: the same request's first attempt is still being processed.
+            409 | 429 | 503 => {
                 return Err(Transient::Status { status, message: server_message(&body), retry_after: server_delay });
             }
             400 => Err(match serde_json::from_slice::<IngestResponse>(&body) {

@@ -53,6 +53,9 @@ pub struct ClientConfig {
     pub backoff_initial_ms: u64,
     /// Upper bound on any delay between attempts, including one asked for by `Retry-After`.
     pub backoff_max_ms: u64,
+    /// Names this producer in the `Idempotency-Key` of its requests (`<producer id>-<sequence>`);
+    /// `None` draws a random one per client. Two producers must never share one.
+    pub producer_id: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -65,6 +68,7 @@ impl Default for ClientConfig {
             retries_max: 5,
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
+            producer_id: None,
         }
     }
 }
@@ -85,6 +89,11 @@ impl ClientConfig {
         }
         if self.backoff_max_ms < self.backoff_initial_ms {
             return Err(invalid("backoff_max_ms", self.backoff_max_ms, "must be at least backoff_initial_ms"));
+        }
+        if let Some(id) = &self.producer_id
+            && (id.is_empty() || id.len() > 200 || !id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(invalid("producer_id", id, "must be 1 to 200 visible ASCII characters"));
         }
         Ok(())
     }

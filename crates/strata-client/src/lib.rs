@@ -5,8 +5,11 @@
 //! backoff and jitter on 429, 503, connection errors and timeouts, honouring `Retry-After`.
 //! [`Producer`] batches single records on top of it, with a bounded queue for backpressure.
 //!
-//! Delivery is at-least-once: the server answers only once records are durably stored, and a request
-//! whose answer was lost is sent again with the same body, so a batch may be appended twice.
+//! Delivery is exactly-once from producer to log: the server answers only once records are durably
+//! stored, and a request whose answer was lost is sent again with the same body and the same
+//! `Idempotency-Key` (this client's producer id and the request's sequence number), which the
+//! server appends at most once within its window (10 minutes by default). Past the window, or
+//! across a restart of the producer with unanswered requests, a batch may be appended twice.
 //!
 //! ```no_run
 //! use strata_client::{Client, ClientConfig, Producer, ProducerConfig, RecordKind};

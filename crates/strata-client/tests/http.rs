@@ -171,9 +171,26 @@ async fn retries_503_honouring_retry_after_then_succeeds() {
     assert_eq!(received.len(), 3);
     assert!(received.iter().all(|request| request.body == received[0].body), "a retry resends the same body");
     assert!(received.iter().all(|request| request.path == "/ingest/v1/logs"));
+    let key = received[0].header("idempotency-key").expect("every request has a key").to_owned();
+    assert!(received.iter().all(|r| r.header("idempotency-key") == Some(&key)), "a retry resends the same key");
     // Retry-After: 1 capped at backoff_max_ms = 300 ms, twice; the 1 ms backoff alone would be far shorter.
     assert!(started.elapsed() >= Duration::from_millis(600), "waited {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(2), "Retry-After is capped at backoff_max_ms");
+}
+
+#[tokio::test]
+async fn each_request_has_its_own_key_and_a_busy_key_is_retried() {
+    // 409: the server is still processing the same key's first attempt.
+    let server =
+        TestServer::start(|n, request| if n == 1 { Reply::retry_after(409, "0") } else { Reply::accept_good(request) })
+            .await;
+    let client = Client::new(ClientConfig { producer_id: Some("shipper-7".to_owned()), ..server.config() }).unwrap();
+    client.send(RecordKind::Logs, &logs(1)).await.unwrap();
+    client.send(RecordKind::Logs, &logs(1)).await.unwrap();
+    let keys: Vec<String> = server.received().iter().map(|r| r.header("idempotency-key").unwrap().to_owned()).collect();
+    assert_eq!(keys, ["shipper-7-0", "shipper-7-1", "shipper-7-1"]);
+    let bad = Client::new(ClientConfig { producer_id: Some("has space".to_owned()), ..server.config() });
+    assert!(matches!(bad, Err(Error::InvalidConfig { field: "producer_id", .. })), "{bad:?}");
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ pub struct GatewayConfig {
     pub record: Limits,
     /// Series limits of metrics.
     pub metrics: crate::SeriesLimits,
+    /// `Idempotency-Key` handling.
+    pub idempotency: crate::idempotency::IdempotencyConfig,
 }
 
 impl Default for GatewayConfig {
@@ -39,6 +41,7 @@ impl Default for GatewayConfig {
             rate: RateConfig::default(),
             record: Limits::default(),
             metrics: crate::SeriesLimits::default(),
+            idempotency: crate::idempotency::IdempotencyConfig::default(),
         }
     }
 }
@@ -99,6 +102,13 @@ impl GatewayConfig {
                 self.memory_bytes_max,
                 2 * self.decompressed_bytes_max + self.body_bytes_max
             ));
+        }
+        let idem = &self.idempotency;
+        if idem.window_ms < 1000 || idem.keys_max == 0 || idem.save_interval_ms < 100 {
+            return Err(
+                "ingest.idempotency: window_ms must be at least 1000, keys_max at least 1 and save_interval_ms at least 100"
+                    .into(),
+            );
         }
         if self.memory_bytes_max / 1024 > u64::from(u32::MAX) {
             return Err(format!("ingest.memory_bytes_max {} is too large", self.memory_bytes_max));

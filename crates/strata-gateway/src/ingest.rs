@@ -4,7 +4,7 @@
 mod batch;
 mod decode;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,9 +17,9 @@ use strata_log::EncodedRecords;
 use strata_model::topic::{Series, Topic};
 use strata_model::{Kind, TenantId, headers as record_headers, partition_for};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::JoinSet;
 
 use crate::body::{Encoding, decompress};
+use crate::idempotency::{self, Answer, Begin, Ticket};
 use crate::{ApiError, Gateway};
 
 pub(crate) use batch::{Decoded, MetricBatches, PartitionBatch};
@@ -81,12 +81,12 @@ async fn ingest_records_inner(
 ) -> Result<(StatusCode, IngestResponse), ApiError> {
     let format = Format::from_headers(headers)?;
     let encoding = Encoding::from_headers(headers)?;
-    ingest_decoded(gw, kind, headers, body, false, move |gw, raw, permit, tenant, partitions| {
+    ingest_decoded(gw, kind, headers, body, false, move |gw, raw, permit, tenant, partitions, out| {
         let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(permit, n))?;
         // The encoded records take about as much memory as the body they come from.
         gw.grow(permit, body.len())?;
         let metrics = (kind == Kind::Metrics).then(|| MetricBatches::new(gw, tenant));
-        decode(kind, tenant, &body, format, &gw.cfg.record, partitions, metrics)
+        decode(kind, tenant, &body, format, &gw.cfg.record, partitions, out.with_metrics(metrics))
     })
     .await
 }
@@ -103,13 +103,25 @@ pub(crate) async fn ingest_decoded<F>(
     decode: F,
 ) -> Result<(StatusCode, IngestResponse), ApiError>
 where
-    F: FnOnce(&Gateway, Vec<u8>, &mut OwnedSemaphorePermit, &TenantId, u32) -> Result<Decoded, ApiError>
+    F: FnOnce(&Gateway, Vec<u8>, &mut OwnedSemaphorePermit, &TenantId, u32, Decoded) -> Result<Decoded, ApiError>
         + Send
         + 'static,
 {
     let tenant = gw.auth.tenant(headers)?;
+    let key = idempotency::key_of(headers)?;
     let mut permit = gw.reserve_body(headers).await?;
     let raw = gw.read_body(body, headers).await?;
+    // Taken once the body is read, so that a replayed answer leaves the connection usable.
+    let (ticket, skip) = match &key {
+        None => (None, BTreeSet::new()),
+        Some(key) => match gw.idempotency.begin(tenant.as_str(), key, kind.topic())? {
+            Begin::Replay(a) => {
+                let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
+                return Ok((status, a.body));
+            }
+            Begin::Proceed(ticket, skip) => (Some(ticket), skip),
+        },
+    };
     gw.rate.take(&tenant, 0, raw.len() as u64).map_err(|wait| {
         ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate of bytes per second"), wait)
     })?;
@@ -121,7 +133,7 @@ where
         let tenant = tenant.clone();
         let worker = gw.clone();
         gw.decode_blocking(move || {
-            let mut decoded = decode(&worker, raw, &mut permit, &tenant, partitions)?;
+            let mut decoded = decode(&worker, raw, &mut permit, &tenant, partitions, Decoded::new(key))?;
             // Compressed here, on a blocking thread and in parallel, not by the partition's writer.
             for batch in decoded.batches.values_mut() {
                 batch.records.compress(codec);
@@ -170,8 +182,16 @@ where
         }
         gw.registry.defined(decoded.series_defs.ids());
     }
-    let batches = std::mem::take(&mut decoded.batches);
-    let (accepted, append_error) = append_batches(gw, kind, batches, &mut errors, &mut reasons).await;
+    let mut batches = std::mem::take(&mut decoded.batches);
+    // A retry of a keyed request that was cut short: its records are already in these partitions.
+    let mut already = 0;
+    for p in &skip {
+        if let Some(b) = batches.remove(p) {
+            already += b.indexes.len();
+        }
+    }
+    let (appended, append_error) = append_batches(gw, kind, batches, ticket.as_ref(), &mut errors, &mut reasons).await;
+    let accepted = already + appended;
     if accepted == 0
         && let Some(e) = append_error
     {
@@ -186,30 +206,56 @@ where
     errors.truncate(gw.cfg.errors_max);
     let resp = IngestResponse { accepted, rejected, errors, errors_omitted: omitted };
     let status = if accepted == 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    if let Some(ticket) = ticket {
+        // Every partition holds its records: the answer is final. Otherwise a retry appends the rest.
+        let answer = append_error.is_none().then(|| Answer { status: status.as_u16(), body: resp.clone() });
+        ticket.finish(answer);
+    }
     Ok((status, resp))
 }
 
 /// Appends every partition's batch concurrently. Records of a partition whose append failed become
 /// retryable per-record errors. Returns the number appended and the last append error.
+/// The appends run as tasks of their own that finish even if the request is dropped, and tell
+/// the idempotency table of a keyed request how each ended.
 async fn append_batches(
     gw: &Arc<Gateway>,
     kind: Kind,
     batches: BTreeMap<u32, PartitionBatch>,
+    ticket: Option<&Ticket>,
     errors: &mut Vec<ItemError>,
     reasons: &mut BTreeMap<&'static str, u64>,
 ) -> (usize, Option<ApiError>) {
-    let mut set = JoinSet::new();
+    let mut tasks = Vec::with_capacity(batches.len());
     for (p, batch) in batches {
         let log = gw.log.clone();
-        set.spawn(async move {
+        let keyed = match ticket {
+            Some(t) => {
+                let lower = match log.end_offset(kind.topic(), p) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tasks.push(tokio::spawn(async move { (Err(e), batch.indexes) }));
+                        continue;
+                    }
+                };
+                gw.idempotency.appending(t, p, lower);
+                Some((gw.idempotency.clone(), t.id().to_string(), lower))
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(async move {
             let n = batch.indexes.len();
             let r = log.append(kind.topic(), p, batch.records).await;
+            if let Some((table, id, lower)) = keyed {
+                table.appended(&id, p, lower, r.is_ok());
+            }
             (r.map(|_| n), batch.indexes)
-        });
+        }));
     }
     let mut accepted = 0;
     let mut last_err = None;
-    while let Some(joined) = set.join_next().await {
+    for task in tasks {
+        let joined = task.await;
         let (result, indexes) = match joined {
             Ok(x) => x,
             Err(e) => {
@@ -303,8 +349,22 @@ async fn ingest_raw_inner(
     }
     let encoding = Encoding::from_headers(headers)?;
     let content_type = raw_content_type(headers);
+    let key = idempotency::key_of(headers)?;
     let mut permit = gw.reserve_body(headers).await?;
     let raw = gw.read_body(body, headers).await?;
+    let ticket = match &key {
+        None => None,
+        Some(k) => match gw.idempotency.begin(tenant.as_str(), k, Kind::Raw.topic())? {
+            Begin::Replay(a) => return Ok((StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK), a.body)),
+            // Its one record is in the log already.
+            Begin::Proceed(t, skip) if !skip.is_empty() => {
+                let resp = IngestResponse { accepted: 1, rejected: 0, errors: Vec::new(), errors_omitted: 0 };
+                t.finish(Some(Answer { status: 200, body: resp.clone() }));
+                return Ok((StatusCode::OK, resp));
+            }
+            Begin::Proceed(t, _) => Some(t),
+        },
+    };
     gw.rate
         .take(&tenant, 1, raw.len() as u64)
         .map_err(|wait| ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate"), wait))?;
@@ -324,8 +384,13 @@ async fn ingest_raw_inner(
             }
             gw.grow(&mut permit, payload.len())?;
             let mut records = EncodedRecords::new();
-            let hdrs: [(&str, &[u8]); 2] =
-                [(record_headers::STREAM, stream.as_bytes()), (record_headers::CONTENT_TYPE, content_type.as_bytes())];
+            let mut hdrs: Vec<(&str, &[u8])> = vec![
+                (record_headers::STREAM, stream.as_bytes()),
+                (record_headers::CONTENT_TYPE, content_type.as_bytes()),
+            ];
+            if let Some(k) = &key {
+                hdrs.push((record_headers::IDEMPOTENCY_KEY, k.as_bytes()));
+            }
             records.push(now_ns(), tenant.as_str(), &source_id, &hdrs, &payload).map_err(ApiError::from)?;
             records.compress(codec);
             Ok((records, permit))
@@ -333,9 +398,19 @@ async fn ingest_raw_inner(
         .await?
     };
     let p = partition_for(tenant.as_str(), &source_id, partitions);
-    gw.log.append(Kind::Raw.topic(), p, records).await?;
-    count_records(&tenant, Kind::Raw, 1, &BTreeMap::new());
-    Ok((StatusCode::OK, IngestResponse { accepted: 1, rejected: 0, errors: Vec::new(), errors_omitted: 0 }))
+    let mut batches = BTreeMap::new();
+    batches.insert(p, PartitionBatch { records, indexes: vec![0] });
+    let (mut errors, mut reasons) = (Vec::new(), BTreeMap::new());
+    let (accepted, error) = append_batches(gw, Kind::Raw, batches, ticket.as_ref(), &mut errors, &mut reasons).await;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    count_records(&tenant, Kind::Raw, accepted, &BTreeMap::new());
+    let resp = IngestResponse { accepted: 1, rejected: 0, errors: Vec::new(), errors_omitted: 0 };
+    if let Some(t) = ticket {
+        t.finish(Some(Answer { status: 200, body: resp.clone() }));
+    }
+    Ok((StatusCode::OK, resp))
 }
 
 /// The content type a raw payload is stored with. A form type is what HTTP clients such as curl

@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod config;
 mod error;
+pub mod idempotency;
 mod ingest;
 mod rate;
 pub mod remote_write;
@@ -48,18 +49,24 @@ pub struct Gateway {
     series: SeriesLimiter,
     /// The numbers metric batches name series by.
     registry: Arc<strata_model::SeriesRegistry>,
+    /// The `Idempotency-Key`s of the window.
+    idempotency: Arc<idempotency::Idempotency>,
 }
 
 impl Gateway {
-    /// The gateway; `series_path` is where the active series of every tenant are saved, and
-    /// `registry` holds the series of the log (see `load_series`).
+    /// The gateway; `meta` is where the active series of every tenant and the idempotency keys
+    /// are saved, and `registry` holds the series of the log (see `load_series`). Call
+    /// `recover_keys` before it takes requests.
     pub fn new(
         log: Arc<dyn Log>,
         auth: Arc<Auth>,
         cfg: GatewayConfig,
-        series_path: Option<std::path::PathBuf>,
+        meta: Option<&std::path::Path>,
         registry: Arc<strata_model::SeriesRegistry>,
     ) -> Arc<Gateway> {
+        let series_path = meta.map(|m| m.join("active-series.bin"));
+        let idempotency =
+            idempotency::Idempotency::new(cfg.idempotency.clone(), meta.map(|m| m.join("idempotency.json")));
         let permits = (cfg.memory_bytes_max / BUDGET_UNIT) as usize;
         Arc::new(Gateway {
             log,
@@ -69,6 +76,7 @@ impl Gateway {
             decoders: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
             series: SeriesLimiter::new(cfg.metrics.clone(), series_path),
             registry,
+            idempotency,
             cfg,
         })
     }
@@ -86,6 +94,19 @@ impl Gateway {
             tracing::info!(series = forgotten, "series registry forgot idle series");
         }
         metrics::gauge!("strata_series_registry_series").set(self.registry.len() as f64);
+    }
+
+    /// Reads the idempotency keys of the window back (the saved table and the log since). Blocking.
+    pub fn recover_keys(&self) -> Result<usize, strata_log::Error> {
+        self.idempotency.recover(&*self.log)
+    }
+
+    /// Saves the idempotency keys if they changed. Blocking.
+    pub fn save_keys(&self) {
+        if let Err(e) = self.idempotency.save(&*self.log) {
+            tracing::warn!(error = %e, "cannot save the idempotency keys");
+        }
+        metrics::gauge!("strata_ingest_idempotency_keys").set(self.idempotency.len() as f64);
     }
 
     /// The series registry metric batches are written against.

@@ -69,6 +69,7 @@ fn decode(
     permit: &mut tokio::sync::OwnedSemaphorePermit,
     tenant: &strata_model::TenantId,
     partitions: u32,
+    mut out: Decoded,
 ) -> Result<Decoded, ApiError> {
     let max = gw.cfg.decompressed_bytes_max;
     let len = snap::raw::decompress_len(&raw)
@@ -88,7 +89,6 @@ fn decode(
         .map_err(|e| ApiError::bad_request(format!("body is not a remote write WriteRequest: {e}")))?;
     let now = now_ns();
     let limits = &gw.cfg.record;
-    let mut out = Decoded::new();
     let mut batches = MetricBatches::new(gw, tenant);
     // First every series is validated and fingerprinted, then the request's series are admitted
     // against the active-series limit together, then batched. Labels (sorted, without the name),

@@ -168,6 +168,10 @@ impl Log for EmbeddedLog {
         Ok(self.partition(topic, 0)?.codec)
     }
 
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.partition(topic, partition)?.end_offset())
+    }
+
     async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> Result<AppendAck> {
         self.partition(topic, partition)?.append(records).await
     }

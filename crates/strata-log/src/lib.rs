@@ -234,6 +234,9 @@ pub trait Log: Send + Sync + 'static {
     /// (`EncodedRecords::compress`) spares the partition's writer the work.
     fn codec(&self, topic: &str) -> Result<Codec>;
 
+    /// The offset the next append to a partition will get at the earliest.
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64>;
+
     /// Appends records to one partition as one batch. Resolves once they are durable.
     async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> Result<AppendAck>;
 

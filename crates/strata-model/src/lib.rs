@@ -68,4 +68,7 @@ pub mod headers {
     pub const STREAM: &str = "stream";
     /// The content type the producer declared for a raw payload.
     pub const CONTENT_TYPE: &str = "content-type";
+    /// The `Idempotency-Key` of the request, on the first record it appended to each partition:
+    /// what tells a restarted gateway which keyed requests the log already holds.
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 }

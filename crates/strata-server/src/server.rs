@@ -124,13 +124,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .context("cannot read the series registry back from the log")?;
         tracing::info!(definitions = n, series = registry.len(), "series registry loaded");
     }
-    let gateway = Gateway::new(
-        dyn_log.clone(),
-        auth.clone(),
-        cfg.ingest.clone(),
-        Some(meta.join("active-series.bin")),
-        registry.clone(),
-    );
+    let gateway = Gateway::new(dyn_log.clone(), auth.clone(), cfg.ingest.clone(), Some(&meta), registry.clone());
+    {
+        let gateway = gateway.clone();
+        let n = tokio::task::spawn_blocking(move || gateway.recover_keys())
+            .await?
+            .context("cannot read the idempotency keys back from the log")?;
+        tracing::info!(appends = n, "idempotency keys recovered");
+    }
     let consumer_cfg = ConsumerConfig {
         read_bytes_max: cfg.pipeline.read_bytes_max,
         commit_interval_ms: cfg.pipeline.commit_interval_ms,
@@ -241,6 +242,23 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
+    // The idempotency keys are saved often: a restart reads the log written since the last save.
+    let key_saver = {
+        let gateway = gateway.clone();
+        let every = Duration::from_millis(cfg.ingest.idempotency.save_interval_ms);
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                }
+                let gateway = gateway.clone();
+                let _ = tokio::task::spawn_blocking(move || gateway.save_keys()).await;
+            }
+        })
+    };
+
     let mut stop_rx2 = stop_rx.clone();
     let _ = stop_rx2.wait_for(|s| *s).await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -254,8 +272,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     signal.abort();
     retention.abort();
+    key_saver.abort();
     tokio::task::spawn_blocking(move || {
         gateway.save_series();
+        gateway.save_keys();
         stats.stop();
         search_consumer.stop();
         tsdb_consumer.stop();

@@ -13,6 +13,8 @@ use common::{ADMIN_TOKEN, Server};
 use serde_json::{Value, json};
 
 const LINES: usize = 20;
+/// The lines and one more, sent with an `Idempotency-Key` from another source.
+const STORED: usize = LINES + 1;
 
 /// What the server does with a damaged file of one kind.
 enum Outcome {
@@ -51,6 +53,21 @@ fn search_count(s: &Server, key: &str) -> usize {
     v["hits"].as_array().map_or(0, Vec::len)
 }
 
+/// The keyed request, sent again after each restart: it must never be stored twice.
+fn send_keyed(s: &Server, key: &str) -> u16 {
+    let line = json!({"source_id": "web-2", "message": "keyed"});
+    let r = s
+        .http
+        .post(s.url("/ingest/v1/logs"))
+        .bearer_auth(key)
+        .header("idempotency-key", "setup-1")
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{line}\n"))
+        .send()
+        .unwrap();
+    r.status().as_u16()
+}
+
 fn stored_logs(s: &Server) -> Option<f64> {
     s.metric(r#"strata_stored_records_total{tenant="acme",kind="logs"}"#)
 }
@@ -70,14 +87,15 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
     let lines: Vec<Value> =
         (0..LINES).map(|i| json!({"source_id": "web-1", "level": "info", "message": format!("line {i}")})).collect();
     assert_eq!(s.ingest_ndjson(&key, "logs", &lines), 200);
+    assert_eq!(send_keyed(&s, &key), 200);
     let point = json!({"name": "up", "labels": {"job": "a"}, "value": 1, "source_id": "web-1"});
     assert_eq!(s.ingest_ndjson(&key, "metrics", &[point]), 200);
     eventually("indexing", &s, || search_count(&s, &key) == LINES);
-    eventually("counting", &s, || stored_logs(&s) == Some(LINES as f64));
+    eventually("counting", &s, || stored_logs(&s) == Some(STORED as f64));
     assert!(s.terminate().success());
 
     let data = s.data_dir();
-    let cases: [(&str, Outcome); 7] = [
+    let cases: [(&str, Outcome); 8] = [
         ("meta/tenants.json", Outcome::Refuses),
         ("log/logs/topic.json", Outcome::Refuses),
         ("log/groups/search.json", Outcome::Refuses),
@@ -85,6 +103,7 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
         ("meta/stats.json", Outcome::Rebuilds("stats state is damaged")),
         ("search/state.json", Outcome::Rebuilds("search state is damaged")),
         ("meta/active-series.bin", Outcome::Rebuilds("active series not loaded")),
+        ("meta/idempotency.json", Outcome::Rebuilds("idempotency keys not loaded")),
     ];
     for (file, outcome) in &cases {
         for how in ["flip", "truncate"] {
@@ -117,11 +136,13 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
                     });
                     // Rebuilt from the log: every line found once, every line counted once.
                     eventually("the rebuild", &copy, || {
-                        search_count(&copy, &key) == LINES && stored_logs(&copy) == Some(LINES as f64)
+                        search_count(&copy, &key) == LINES && stored_logs(&copy) == Some(STORED as f64)
                     });
+                    // The keyed request is known from the log whatever was damaged: not stored again.
+                    assert_eq!(send_keyed(&copy, &key), 200, "{file} {how}");
                     std::thread::sleep(Duration::from_millis(1500));
                     assert_eq!(search_count(&copy, &key), LINES, "{file} {how}: no line twice");
-                    assert_eq!(stored_logs(&copy), Some(LINES as f64), "{file} {how}: no line counted twice");
+                    assert_eq!(stored_logs(&copy), Some(STORED as f64), "{file} {how}: no line counted twice");
                     let r = copy.http.get(copy.url("/admin/v1/tenants")).bearer_auth(ADMIN_TOKEN).send().unwrap();
                     assert_eq!(r.status(), 200);
                 }

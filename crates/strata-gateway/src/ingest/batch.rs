@@ -112,11 +112,28 @@ pub(crate) struct Decoded {
     pub errors: Vec<(usize, RecordError)>,
     /// Series definitions to make durable before the batches are appended.
     pub series_defs: SeriesDefs,
+    /// The request's `Idempotency-Key`, written as a header of each partition's first record.
+    key: Option<String>,
+    /// Where a JSON body's metric points go, one batch record per source.
+    pub metrics: Option<MetricBatches>,
 }
 
 impl Decoded {
-    pub fn new() -> Decoded {
-        Decoded { batches: BTreeMap::new(), total: 0, errors: Vec::new(), series_defs: SeriesDefs::default() }
+    pub fn new(key: Option<String>) -> Decoded {
+        Decoded {
+            batches: BTreeMap::new(),
+            total: 0,
+            errors: Vec::new(),
+            series_defs: SeriesDefs::default(),
+            key,
+            metrics: None,
+        }
+    }
+
+    /// The same, with metric batches for a body of metric points.
+    pub fn with_metrics(mut self, metrics: Option<MetricBatches>) -> Decoded {
+        self.metrics = metrics;
+        self
     }
 
     /// Adds one valid record's stored form to its partition's batch.
@@ -147,7 +164,15 @@ impl Decoded {
             .batches
             .entry(p)
             .or_insert_with(|| PartitionBatch { records: EncodedRecords::new(), indexes: Vec::new() });
-        match batch.records.push(timestamp_ns, tenant.as_str(), source_id, &[], payload) {
+        let key_header;
+        let headers: &[(&str, &[u8])] = match &self.key {
+            Some(key) if batch.records.is_empty() => {
+                key_header = [(strata_model::headers::IDEMPOTENCY_KEY, key.as_bytes())];
+                &key_header
+            }
+            _ => &[],
+        };
+        match batch.records.push(timestamp_ns, tenant.as_str(), source_id, headers, payload) {
             Ok(()) => batch.indexes.extend(indexes),
             Err(_) => {
                 let e = RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize };

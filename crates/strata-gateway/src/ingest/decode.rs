@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, header};
 use serde_json::Value;
 use strata_model::{Kind, Limits, RecordError, TenantId};
 
-use super::batch::{Decoded, MetricBatches};
+use super::batch::Decoded;
 use crate::ApiError;
 
 /// How records are laid out in a body.
@@ -63,7 +63,7 @@ fn normalize(
 }
 
 /// Decodes a JSON or NDJSON body into per-partition batches. CPU-bound: runs on a blocking thread.
-/// Metric points go into `metrics`, one batch record per source.
+/// Metric points go into `out`'s metric batches (`Decoded::with_metrics`), one record per source.
 pub(super) fn decode(
     kind: Kind,
     tenant: &TenantId,
@@ -71,13 +71,13 @@ pub(super) fn decode(
     format: Format,
     limits: &Limits,
     partitions: u32,
-    mut metrics: Option<MetricBatches>,
+    mut out: Decoded,
 ) -> Result<Decoded, ApiError> {
+    let mut metrics = out.metrics.take();
     if (kind == Kind::Metrics) != metrics.is_some() || kind == Kind::Raw {
         return Err(ApiError::internal(format!("{kind:?} records cannot be decoded as JSON records")));
     }
     let now = now_ns();
-    let mut out = Decoded::new();
     let mut payload = Vec::with_capacity(2048);
     let mut handle = |out: &mut Decoded, index: usize, parsed: Result<Value, RecordError>| {
         out.total += 1;
@@ -167,7 +167,7 @@ mod tests {
     use strata_model::partition_for;
 
     fn run(kind: Kind, body: &str, format: Format) -> Result<Decoded, ApiError> {
-        decode(kind, &TenantId::new("t").unwrap(), body.as_bytes(), format, &Limits::default(), 4, None)
+        decode(kind, &TenantId::new("t").unwrap(), body.as_bytes(), format, &Limits::default(), 4, Decoded::new(None))
     }
 
     #[test]
