@@ -340,14 +340,7 @@ impl SeriesRegistry {
     /// appended at `append_s`. Returns how many it held. A number defined again with other
     /// labels or for another tenant is an error: the log is damaged or not this registry's.
     pub fn load(&self, tenant: &str, payload: &[u8], append_s: u32) -> Result<usize, BatchError> {
-        let (&version, mut b) = payload.split_first().ok_or(BatchError::Truncated)?;
-        if version != SERIES_DEFS_VERSION {
-            return Err(BatchError::Version(version));
-        }
-        let n = varint::take(&mut b).map_err(|_| BatchError::Truncated)?;
-        if n > b.len() as u64 {
-            return Err(BatchError::Truncated);
-        }
+        let (n, mut b) = defs_header(payload)?;
         let now = now_s();
         let mut inner = self.inner.write().expect("series registry lock");
         let t = inner.tenant_index(tenant);
@@ -443,19 +436,26 @@ impl SeriesView<'_> {
     }
 }
 
-/// A series definition: its number and labels (sorted by name, `__name__` among them).
-pub type SeriesDef = (u64, Vec<(String, String)>);
-
-/// The definitions of a `series` topic record, for people and tools.
-pub fn decode_defs(payload: &[u8]) -> Result<Vec<SeriesDef>, BatchError> {
+/// A definitions record's count of definitions, and the bytes of the definitions.
+fn defs_header(payload: &[u8]) -> Result<(u64, &[u8]), BatchError> {
     let (&version, mut b) = payload.split_first().ok_or(BatchError::Truncated)?;
     if version != SERIES_DEFS_VERSION {
         return Err(BatchError::Version(version));
     }
     let n = varint::take(&mut b).map_err(|_| BatchError::Truncated)?;
+    // Each definition takes two bytes at least.
     if n > b.len() as u64 {
         return Err(BatchError::Truncated);
     }
+    Ok((n, b))
+}
+
+/// A series definition: its number and labels (sorted by name, `__name__` among them).
+pub type SeriesDef = (u64, Vec<(String, String)>);
+
+/// The definitions of a `series` topic record, for people and tools.
+pub fn decode_defs(payload: &[u8]) -> Result<Vec<SeriesDef>, BatchError> {
+    let (n, mut b) = defs_header(payload)?;
     let mut out = Vec::with_capacity(n as usize);
     let mut labels = Vec::new();
     for _ in 0..n {

@@ -220,40 +220,26 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("ready");
 
     let retention = {
-        let log = log.clone();
-        let indexes = indexes.clone();
-        let gateway = gateway.clone();
+        let (log, indexes, gateway) = (log.clone(), indexes.clone(), gateway.clone());
         let every = Duration::from_millis(cfg.log.retention_check_interval_ms);
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stop_rx.wait_for(|s| *s) => return,
-                }
+        periodically(every, stop_rx.clone(), move || {
+            let (log, indexes, gateway) = (log.clone(), indexes.clone(), gateway.clone());
+            async move {
                 if let Err(e) = log.enforce_retention(now_ms()).await {
                     tracing::error!(error = %e, "retention failed");
                 }
-                let indexes = indexes.clone();
                 let _ = tokio::task::spawn_blocking(move || search_retention(&indexes)).await;
-                let gateway = gateway.clone();
                 let _ = tokio::task::spawn_blocking(move || gateway.save_series()).await;
             }
         })
     };
-
     // The idempotency keys are saved often: a restart reads the log written since the last save.
     let key_saver = {
         let gateway = gateway.clone();
         let every = Duration::from_millis(cfg.ingest.idempotency.save_interval_ms);
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stop_rx.wait_for(|s| *s) => return,
-                }
-                let gateway = gateway.clone();
+        periodically(every, stop_rx.clone(), move || {
+            let gateway = gateway.clone();
+            async move {
                 let _ = tokio::task::spawn_blocking(move || gateway.save_keys()).await;
             }
         })
@@ -367,4 +353,25 @@ async fn forward(State(shell): State<Arc<Shell>>, req: Request<Body>) -> Respons
         },
         None => ApiError::overloaded("the server is starting: recovering the log", 1).into_response(),
     }
+}
+
+/// Runs `tick` every `every` until the stop signal.
+fn periodically<F, Fut>(
+    every: Duration,
+    mut stop_rx: tokio::sync::watch::Receiver<bool>,
+    mut tick: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop_rx.wait_for(|s| *s) => return,
+            }
+            tick().await;
+        }
+    })
 }
