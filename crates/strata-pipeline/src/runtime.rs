@@ -306,12 +306,20 @@ fn start(
     let mut parts = Vec::new();
     for topic in sink.topics().into_iter().map(|t| t.name.to_string()) {
         let n = log.partition_count(&topic).map_err(|e| e.to_string())?;
-        let group_offsets =
-            if sink.rebuild_from_start() { Vec::new() } else { log.committed_offsets(&group).unwrap_or_default() };
+        // The group's offsets are recorded after each commit of the sink, whether or not the sink
+        // persisted anything then (a store may persist less often than it is asked to): for a sink
+        // that keeps its positions with its data they may be ahead of its data, so a partition it
+        // has no position for starts at the beginning. Only a sink whose positions the runtime
+        // keeps may start where its group was.
+        let group_offsets = if sink.rebuild_from_start() || kept_path.is_none() {
+            Vec::new()
+        } else {
+            log.committed_offsets(&group).unwrap_or_default()
+        };
         for p in 0..n {
             let key = (topic.clone(), p);
             if let std::collections::btree_map::Entry::Vacant(slot) = positions.entry(key) {
-                // A sink without its own position starts where the group was, else at the beginning.
+                // A sink without a position starts where the group was (if it may), else at the beginning.
                 let from_group = group_offsets.iter().find(|o| o.topic == topic && o.partition == p).map(|o| o.offset);
                 let earliest = log
                     .topics()

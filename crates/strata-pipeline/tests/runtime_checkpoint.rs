@@ -23,6 +23,10 @@ struct Applier {
     pending: Vec<u64>,
     /// Panics once on this record, the first time it is written.
     panic_on: Option<(u64, Arc<AtomicBool>)>,
+    /// Keeps its positions with its data, like a store, rather than in the runtime.
+    with_data: bool,
+    /// A store that has not persisted yet: its commits keep nothing (and it has no positions).
+    persists: bool,
 }
 
 #[strata_pipeline::async_trait]
@@ -36,7 +40,7 @@ impl Sink for Applier {
     }
 
     fn checkpoint_kind(&self) -> CheckpointKind {
-        CheckpointKind::Runtime
+        if self.with_data { CheckpointKind::WithData } else { CheckpointKind::Runtime }
     }
 
     async fn committed(&mut self) -> Result<Positions, SinkError> {
@@ -59,7 +63,12 @@ impl Sink for Applier {
     }
 
     async fn commit(&mut self, _positions: &Positions) -> Result<(), SinkError> {
-        self.durable.lock().unwrap().append(&mut self.pending);
+        if self.persists {
+            self.durable.lock().unwrap().append(&mut self.pending);
+        } else {
+            // Allowed to a sink whose data comes from the log: it persists later, or never.
+            self.pending.clear();
+        }
         Ok(())
     }
 }
@@ -95,7 +104,15 @@ fn cfg(checkpoint_dir: Option<&Path>) -> ConsumerConfig {
 
 fn factory(durable: &Arc<Mutex<Vec<u64>>>, panic_on: Option<(u64, Arc<AtomicBool>)>) -> SinkFactory {
     let durable = durable.clone();
-    Box::new(move || Box::new(Applier { durable: durable.clone(), pending: Vec::new(), panic_on: panic_on.clone() }))
+    Box::new(move || {
+        Box::new(Applier {
+            durable: durable.clone(),
+            pending: Vec::new(),
+            panic_on: panic_on.clone(),
+            with_data: false,
+            persists: true,
+        })
+    })
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -176,4 +193,40 @@ async fn a_runtime_kept_sink_without_a_checkpoint_dir_fails_saying_so() {
     assert!(error.contains("no checkpoint_dir"), "{error}");
     tokio::task::spawn_blocking(move || consumer.stop()).await.unwrap();
     assert!(durable.lock().unwrap().is_empty(), "nothing is applied without a place for its positions");
+}
+
+/// A sink that keeps its positions with its data and has persisted none of them yet (a store
+/// before its first checkpoint) starts from the beginning, never from its group's offsets: the
+/// runtime records those after every commit, whether the sink persisted anything or not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_without_positions_of_its_own_starts_at_the_beginning_not_at_its_groups_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    append(&log, 0..100).await;
+    let consumers = Consumers::new();
+    let lost = Arc::new(Mutex::new(Vec::new()));
+    let sink = |durable: &Arc<Mutex<Vec<u64>>>, persists: bool| -> SinkFactory {
+        let durable = durable.clone();
+        Box::new(move || {
+            Box::new(Applier {
+                durable: durable.clone(),
+                pending: Vec::new(),
+                panic_on: None,
+                with_data: true,
+                persists,
+            })
+        })
+    };
+    let consumer = spawn_consumer(log.clone(), sink(&lost, false), cfg(None), &consumers);
+    wait_until("the group's offsets to reach the end", || {
+        log.committed_offsets(GROUP).unwrap_or_default().iter().map(|o| o.offset).sum::<u64>() >= 100
+    })
+    .await;
+    tokio::task::spawn_blocking(move || consumer.stop()).await.unwrap();
+    assert!(lost.lock().unwrap().is_empty(), "the first sink kept nothing");
+    let durable = Arc::new(Mutex::new(Vec::new()));
+    let consumer = spawn_consumer(log.clone(), sink(&durable, true), cfg(None), &consumers);
+    wait_until("every record again", || durable.lock().unwrap().len() >= 100).await;
+    tokio::task::spawn_blocking(move || consumer.stop()).await.unwrap();
+    assert_eq!(applied(&durable), (0..100).collect::<Vec<_>>());
 }
