@@ -51,7 +51,8 @@ pub struct TopicSpec {
 
 impl TopicSpec {
     /// Every topic of the log.
-    pub const ALL: [TopicSpec; 5] = [Logs::SPEC, Events::SPEC, Metrics::SPEC, Raw::SPEC, Series::SPEC];
+    pub const ALL: [TopicSpec; 7] =
+        [Logs::SPEC, Events::SPEC, Metrics::SPEC, Raw::SPEC, Series::SPEC, Rollups::SPEC, Late::SPEC];
 
     /// The declaration of the topic called `name`, if there is one.
     pub fn named(name: &str) -> Option<TopicSpec> {
@@ -78,6 +79,8 @@ pub enum DecodeError {
     Json { kind: Kind, source: serde_json::Error },
     #[error(transparent)]
     MetricBatch(#[from] BatchError),
+    #[error("payload is not a valid {topic} record: {source}")]
+    Internal { topic: &'static str, source: serde_json::Error },
 }
 
 /// A topic as a type: its declaration and how its payloads decode. A decoded record may borrow
@@ -210,6 +213,48 @@ impl Topic for Series {
     }
 }
 
+/// The `rollups` topic: the rollup operator's windows as metric batches (labels spelt out), one
+/// sample per window at its end; the rollup store reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rollups;
+
+impl Topic for Rollups {
+    const SPEC: TopicSpec = TopicSpec {
+        name: "rollups",
+        kind: None,
+        compression: Compression::Zstd,
+        retention_ms: Some(RETENTION_MS_DEFAULT),
+        partitions: None,
+    };
+
+    type Record<'a> = MetricBatch<'a>;
+
+    fn decode(payload: &[u8]) -> Result<MetricBatch<'_>, DecodeError> {
+        Ok(MetricBatch::decode(payload)?)
+    }
+}
+
+/// The `late` topic: records that came after their rollup windows closed, as JSON, kept so that
+/// nothing is dropped silently (`GET /query/v1/late`).
+#[derive(Debug, Clone, Copy)]
+pub struct Late;
+
+impl Topic for Late {
+    const SPEC: TopicSpec = TopicSpec {
+        name: "late",
+        kind: None,
+        compression: Compression::Zstd,
+        retention_ms: Some(RETENTION_MS_DEFAULT),
+        partitions: Some(1),
+    };
+
+    type Record<'a> = serde_json::Value;
+
+    fn decode(payload: &[u8]) -> Result<serde_json::Value, DecodeError> {
+        serde_json::from_slice(payload).map_err(|source| DecodeError::Internal { topic: "late", source })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,7 +270,7 @@ mod tests {
             assert_eq!(TopicSpec::named(kind.topic()), Some(kind.spec()));
         }
         let internal: Vec<&str> = TopicSpec::ALL.iter().filter(|s| s.kind.is_none()).map(|s| s.name).collect();
-        assert_eq!(internal, ["series"], "the only topic without a kind of record is Strata's own");
+        assert_eq!(internal, ["series", "rollups", "late"], "topics without a kind of record are Strata's own");
         assert_eq!(Kind::from_topic("series"), None);
         assert_eq!(Kind::from_topic("log"), None);
         assert_eq!(TopicSpec::named("Logs"), None, "names are exact");

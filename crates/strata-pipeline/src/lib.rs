@@ -10,8 +10,11 @@
 mod blocking;
 mod checkpoint;
 mod kept;
+mod operator;
 mod processor;
+pub mod rollup;
 mod runtime;
+pub mod sketch;
 mod stats;
 mod typed;
 
@@ -21,6 +24,7 @@ use std::collections::BTreeMap;
 pub use async_trait::async_trait;
 pub use blocking::BlockingSink;
 pub use checkpoint::{Checkpoint, CheckpointDelta, CheckpointError};
+pub use operator::{EPOCH_HEADER, Emit, Operator, OperatorSink};
 pub use processor::{OutputRecord, Processor, ProcessorSink, SOURCE_POSITION_HEADER};
 pub use runtime::{Consumer, ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, SinkFactory, spawn_consumer};
 pub use stats::StatsSink;

@@ -15,5 +15,5 @@ pub mod tsdb;
 pub mod value;
 
 pub use engine::{Engine, Limits, QueryError};
-pub use storage::{MemStorage, SeriesSet, Storage};
+pub use storage::{MemStorage, SeriesSet, Storage, Union};
 pub use value::{Annotations, Labels, QueryResult, Sample, Series, Value};

@@ -16,6 +16,37 @@ pub trait Storage: Sync {
     fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<SeriesSet<'_>, QueryError>;
 }
 
+/// Two storages read as one (the metric store and the rollup store): the series of both, in
+/// label order; a label set in both has the samples of both, the second's winning a timestamp
+/// they share.
+pub struct Union<A, B>(pub A, pub B);
+
+impl<A: Storage, B: Storage> Storage for Union<A, B> {
+    fn select(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Result<SeriesSet<'_>, QueryError> {
+        let mut a = self.0.select(matchers, start_ms, end_ms)?.peekable();
+        let mut b = self.1.select(matchers, start_ms, end_ms)?.peekable();
+        Ok(Box::new(std::iter::from_fn(move || {
+            let order = match (a.peek(), b.peek()) {
+                (None, None) => return None,
+                (Some(_), None) | (Some(Err(_)), _) => std::cmp::Ordering::Less,
+                (None, Some(_)) | (_, Some(Err(_))) => std::cmp::Ordering::Greater,
+                (Some(Ok(x)), Some(Ok(y))) => x.labels.cmp(&y.labels),
+            };
+            match order {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    let (Some(Ok(mut x)), Some(Ok(y))) = (a.next(), b.next()) else { unreachable!("both peeked Ok") };
+                    let mut points: BTreeMap<i64, f64> = x.points.into_iter().collect();
+                    points.extend(y.points);
+                    x.points = points.into_iter().collect();
+                    Some(Ok(x))
+                }
+            }
+        })))
+    }
+}
+
 /// Series held in memory: the conformance tests' store, and a reference for the others.
 #[derive(Debug, Default)]
 pub struct MemStorage {
@@ -57,5 +88,33 @@ impl Storage for MemStorage {
             let to = points.partition_point(|p| p.0 <= end_ms);
             (from < to).then(|| Ok(Series { labels: labels.clone(), points: points[from..to].to_vec() }))
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_union_reads_both_in_label_order() {
+        let (mut a, mut b) = (MemStorage::new(), MemStorage::new());
+        a.add(labels(&[("__name__", "m"), ("i", "1")]), 10, 1.0);
+        a.add(labels(&[("__name__", "m"), ("i", "3")]), 10, 3.0);
+        b.add(labels(&[("__name__", "m"), ("i", "2")]), 10, 2.0);
+        b.add(labels(&[("__name__", "m"), ("i", "3")]), 20, 4.0);
+        let all: Vec<Series> = Union(a, b)
+            .select(&[Matcher::Equal("__name__".into(), "m".into())], 0, 100)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let got: Vec<(String, Vec<(i64, f64)>)> = all.into_iter().map(|s| (s.labels[1].1.clone(), s.points)).collect();
+        assert_eq!(
+            got,
+            [("1".into(), vec![(10, 1.0)]), ("2".into(), vec![(10, 2.0)]), ("3".into(), vec![(10, 3.0), (20, 4.0)])]
+        );
     }
 }

@@ -26,6 +26,7 @@ pub struct Config {
     pub search: SearchSection,
     pub tsdb: TsdbSection,
     pub query: QuerySection,
+    pub rollups: RollupsSection,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             search: SearchSection::default(),
             tsdb: TsdbSection::default(),
             query: QuerySection::default(),
+            rollups: RollupsSection::default(),
         }
     }
 }
@@ -156,6 +158,23 @@ impl Default for TsdbSection {
             checkpoint_interval_ms: 30_000,
             head_idle_ms: 2 * 3_600_000,
         }
+    }
+}
+
+/// Rollups: the operator that aggregates windows and the store that keeps its series.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RollupsSection {
+    /// The rollup store keeps its samples this many days (13 months).
+    pub retention_days: u32,
+    /// How often the operator commits: emits what windows became final, saves its state and
+    /// publishes. A restart reprocesses at most this much input.
+    pub commit_interval_ms: u64,
+}
+
+impl Default for RollupsSection {
+    fn default() -> Self {
+        RollupsSection { retention_days: 400, commit_interval_ms: 1000 }
     }
 }
 
@@ -304,6 +323,8 @@ impl Config {
             ("search.query_timeout_ms", s.query_timeout_ms),
             ("search.tail_buffer_lines", s.tail_buffer_lines as u64),
             ("search.tail_poll_ms", s.tail_poll_ms),
+            ("rollups.retention_days", u64::from(self.rollups.retention_days)),
+            ("rollups.commit_interval_ms", self.rollups.commit_interval_ms),
         ] {
             if v == 0 {
                 return Err(format!("invalid configuration key {key}: must be at least 1"));
@@ -378,6 +399,16 @@ impl Config {
         c.tenant_retention_ms = t.tenant_retention_days.iter().map(|(k, &d)| (k.clone(), day_ms(d))).collect();
         c.checkpoint_interval_ms = t.checkpoint_interval_ms;
         c.head_idle_ms = t.head_idle_ms;
+        c
+    }
+
+    /// The rollup store: the metric store's settings, its own directory, topic and retention.
+    pub fn rollups_store_config(&self) -> strata_tsdb::TsdbConfig {
+        let mut c = self.tsdb_config();
+        c.dir = self.data_dir.join("tsdb-rollups");
+        c.topic = <strata_model::topic::Rollups as strata_model::Topic>::SPEC.name;
+        c.retention_ms = i64::from(self.rollups.retention_days) * 24 * 3_600_000;
+        c.tenant_retention_ms.clear();
         c
     }
 

@@ -7,6 +7,7 @@ mod config;
 mod faults;
 mod metrics_query;
 mod prom;
+mod rollups;
 mod search;
 mod server;
 

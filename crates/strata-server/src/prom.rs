@@ -253,8 +253,14 @@ pub async fn series(
     }
     let (start, end) = range(&params)?;
     let sel = selectors(&params).map_err(|e| PromError::invalid_param("match[]", e))?;
-    let store = app.tsdb.clone();
-    let series = blocking(move || store.series(tenant.as_str(), &sel, start, end)).await?;
+    let stores = app.stores();
+    let series = blocking(move || {
+        let mut all: Vec<_> = stores.iter().flat_map(|s| s.series(tenant.as_str(), &sel, start, end)).collect();
+        all.sort();
+        all.dedup();
+        all
+    })
+    .await?;
     let data = series
         .into_iter()
         .map(|ls| Value::Object(ls.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
@@ -271,8 +277,13 @@ pub async fn labels(
     let (tenant, params) = read_request(&app, &headers, raw.as_deref(), body).await?;
     let (start, end) = range(&params)?;
     let sel = selectors(&params).map_err(PromError::bad_data)?;
-    let store = app.tsdb.clone();
-    let names = blocking(move || store.label_names(tenant.as_str(), &sel, start, end)).await?;
+    let stores = app.stores();
+    let names = blocking(move || {
+        let all: std::collections::BTreeSet<String> =
+            stores.iter().flat_map(|s| s.label_names(tenant.as_str(), &sel, start, end)).collect();
+        all.into_iter().collect::<Vec<_>>()
+    })
+    .await?;
     Ok(success(json!(names)))
 }
 
@@ -289,8 +300,13 @@ pub async fn label_values(
     let (tenant, params) = read_request(&app, &headers, raw.as_deref(), body).await?;
     let (start, end) = range(&params)?;
     let sel = selectors(&params).map_err(PromError::bad_data)?;
-    let store = app.tsdb.clone();
-    let values = blocking(move || store.label_values(tenant.as_str(), &name, &sel, start, end)).await?;
+    let stores = app.stores();
+    let values = blocking(move || {
+        let all: std::collections::BTreeSet<String> =
+            stores.iter().flat_map(|s| s.label_values(tenant.as_str(), &name, &sel, start, end)).collect();
+        all.into_iter().collect::<Vec<_>>()
+    })
+    .await?;
     Ok(success(json!(values)))
 }
 

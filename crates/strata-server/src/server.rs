@@ -19,7 +19,7 @@ use strata_search::{IndexerConfig, Indexes, Retention, SearchSink, TailConfig, T
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::{admin, metrics_query, prom, search};
+use crate::{admin, metrics_query, prom, rollups, search};
 
 /// Everything a request handler may need once the server is ready.
 pub struct App {
@@ -30,9 +30,20 @@ pub struct App {
     pub tail: TailHub,
     pub search_cfg: crate::config::SearchSection,
     pub tsdb: Arc<strata_tsdb::Store>,
+    /// The rollup operator's series, kept longer than the raw samples.
+    pub rollups: Arc<strata_tsdb::Store>,
+    pub rules: Arc<strata_pipeline::rollup::RuleBook>,
+    pub rollup_stats: strata_pipeline::rollup::RollupStats,
     pub consumers: Consumers,
     /// The Prometheus API's limits, status values and running queries.
     pub prom: prom::PromApi,
+}
+
+impl App {
+    /// The stores PromQL and the Prometheus API read: the metric store and the rollup store.
+    pub fn stores(&self) -> [Arc<strata_tsdb::Store>; 2] {
+        [self.tsdb.clone(), self.rollups.clone()]
+    }
 }
 
 /// The listener's view: health answers at once, everything else waits for readiness.
@@ -168,6 +179,34 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let cfg = ConsumerConfig { read_bytes_max: ConsumerConfig::default().read_bytes_max, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
+    // Rollups: the operator aggregates the metrics and events topics into the rollups topic,
+    // which the rollup store reads like the metric store reads metrics.
+    let rules = Arc::new(
+        strata_pipeline::rollup::RuleBook::open(Some(meta.join("rollups.json")))
+            .map_err(|e| anyhow::anyhow!("cannot read the rollup rules: {e}"))?,
+    );
+    let rollup_stats = strata_pipeline::rollup::RollupStats::default();
+    let rollup_operator = {
+        let (log, rules, registry, stats) = (dyn_log.clone(), rules.clone(), registry.clone(), rollup_stats.clone());
+        let dir = cfg.data_dir.join("stream");
+        let factory: SinkFactory = Box::new(move || {
+            let op = strata_pipeline::rollup::RollupOperator::new(rules.clone(), registry.clone(), stats.clone());
+            Box::new(strata_pipeline::OperatorSink::new(op, log.clone(), &dir))
+        });
+        let cfg = ConsumerConfig { commit_interval_ms: cfg.rollups.commit_interval_ms, ..consumer_cfg.clone() };
+        spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
+    };
+    let rollups_store = Arc::new(strata_tsdb::Store::new(cfg.rollups_store_config()));
+    let rollups_consumer = {
+        let (store, registry) = (rollups_store.clone(), registry.clone());
+        let factory: SinkFactory = Box::new(move || {
+            Box::new(Typed::new(strata_tsdb::TsdbSink::<strata_model::topic::Rollups>::for_topic(
+                store.clone(),
+                registry.clone(),
+            )))
+        });
+        spawn_consumer(dyn_log.clone(), factory, consumer_cfg.clone(), &consumers)
+    };
     #[cfg(feature = "fault-injection")]
     let fault_consumers =
         crate::faults::Faults::from_env()?.spawn(&dyn_log, &cfg.data_dir, &consumer_cfg, &consumers)?;
@@ -188,6 +227,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tail: tail.clone(),
         search_cfg: cfg.search.clone(),
         tsdb,
+        rollups: rollups_store,
+        rules,
+        rollup_stats,
         consumers: consumers.clone(),
         prom: prom::PromApi::new(&cfg),
     });
@@ -197,6 +239,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .route("/admin/v1/topics/{topic}/partitions/{partition}/records", get(admin::records))
             .route("/admin/v1/consumer-groups", get(admin::groups))
             .route("/admin/v1/consumers", get(admin::consumers))
+            .route("/admin/v1/rollups", get(rollups::list).post(rollups::put))
+            .route("/admin/v1/rollups/{name}", get(rollups::get_one).delete(rollups::delete))
+            .route("/query/v1/late", get(rollups::late))
             .route("/query/v1/logs/search", get(search::search).post(search::search))
             .route("/query/v1/logs/histogram", get(search::histogram).post(search::histogram))
             .route("/query/v1/logs/tail", get(search::tail))
@@ -265,6 +310,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         stats.stop();
         search_consumer.stop();
         tsdb_consumer.stop();
+        rollup_operator.stop();
+        rollups_consumer.stop();
         #[cfg(feature = "fault-injection")]
         fault_consumers.into_iter().for_each(strata_pipeline::Consumer::stop);
         log.close();

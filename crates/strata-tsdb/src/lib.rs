@@ -17,7 +17,9 @@ pub use head::{AppendError, BLOCK_RANGE_MS, Head, SeriesSamples};
 pub use index::{LabelSet, Matcher, MatcherError, SeriesId, SeriesIndex};
 pub use query::{Agg, Limits as QueryLimits, NativeQuery, QueryAnswer, QueryError, QuerySeries};
 pub use selector::parse_selector;
-pub use store::{Error, Querier, ReadLimits, Reject, SelectError, SeriesData, SeriesSet, Store, TsdbConfig, TsdbSink};
+pub use store::{
+    Error, MetricTopic, Querier, ReadLimits, Reject, SelectError, SeriesData, SeriesSet, Store, TsdbConfig, TsdbSink,
+};
 
 /// A Prometheus staleness marker: a NaN with this exact bit pattern. Chunks keep NaN payloads, so
 /// it survives encoding.

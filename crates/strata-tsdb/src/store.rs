@@ -31,7 +31,7 @@ use crate::index::{LabelSet, SeriesId, SeriesIndex};
 use crate::manifest::{self, BlockRef, ManifestError};
 
 pub use querier::{Querier, ReadLimits, SeriesSet};
-pub use sink::TsdbSink;
+pub use sink::{MetricTopic, TsdbSink};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -51,6 +51,8 @@ pub struct TsdbConfig {
     /// A tenant that has received no sample for this long has its whole head cut into blocks, so
     /// that a quiet tenant does not hold old samples (and old log positions) in memory forever.
     pub head_idle_ms: u64,
+    /// The topic the store is fed from, whose positions its manifest keeps.
+    pub topic: &'static str,
 }
 
 impl TsdbConfig {
@@ -62,6 +64,7 @@ impl TsdbConfig {
             tenant_retention_ms: HashMap::new(),
             checkpoint_interval_ms: 30_000,
             head_idle_ms: 2 * 3_600_000,
+            topic: <strata_model::topic::Metrics as strata_model::Topic>::SPEC.name,
         }
     }
 

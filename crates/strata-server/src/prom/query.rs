@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use strata_model::TenantId;
 use strata_query::tsdb::TsdbStorage;
-use strata_query::{Engine, Limits, QueryError, QueryResult, Value};
+use strata_query::{Engine, Limits, QueryError, QueryResult, Union, Value};
 
 use super::params::{Params, parse_duration};
 use super::{PromError, read_request, render};
@@ -230,7 +230,7 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Vec<u8>, PromError> {
         timeout,
         lookback_ms: cfg.lookback_delta_ms as i64,
     });
-    let store = app.tsdb.clone();
+    let (store, rollups) = (app.tsdb.clone(), app.rollups.clone());
     let Request { tenant, query, eval, limit, .. } = req;
     let instant = matches!(eval, Eval::Instant { .. });
     let task = tokio::task::spawn_blocking(move || {
@@ -239,7 +239,8 @@ async fn run(app: &Arc<App>, req: Request) -> Result<Vec<u8>, PromError> {
         // The engine holds the query to `samples_max` samples in memory at once, as Prometheus's
         // `--query.max-samples`; reads are not capped in total, so that an aggregation streamed
         // over many series can read more than it ever holds.
-        let storage = TsdbStorage::new(&store, tenant.as_str());
+        // The raw series and the rollups' series, read as one.
+        let storage = Union(TsdbStorage::new(&store, tenant.as_str()), TsdbStorage::new(&rollups, tenant.as_str()));
         let mut result = match eval {
             Eval::Instant { t_ms } => engine.instant(&storage, &query, t_ms),
             Eval::Range { start_ms, end_ms, step_ms } => engine.range(&storage, &query, start_ms, end_ms, step_ms),

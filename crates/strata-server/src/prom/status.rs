@@ -151,13 +151,17 @@ pub async fn metadata(
     // One entry per metric, which any limit_per_metric leaves as it is; still checked.
     number("limit_per_metric")?;
     let metric = params.get("metric").to_string();
-    let store = app.tsdb.clone();
+    let stores = app.stores();
     let names = blocking(move || {
         let selectors: Vec<Vec<Matcher>> = match metric.as_str() {
             "" => Vec::new(),
             m => vec![vec![Matcher::Equal("__name__".to_string(), m.to_string())]],
         };
-        store.label_values(tenant.as_str(), "__name__", &selectors, MIN_TIME_MS, MAX_TIME_MS)
+        let all: std::collections::BTreeSet<String> = stores
+            .iter()
+            .flat_map(|s| s.label_values(tenant.as_str(), "__name__", &selectors, MIN_TIME_MS, MAX_TIME_MS))
+            .collect();
+        all
     })
     .await?;
     // A negative limit is none; 0 returns no metric, as in Prometheus 2.42.

@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use strata_model::Topic;
-use strata_model::topic::Metrics;
 use strata_pipeline::Positions;
 
 use super::querier::merge_runs;
@@ -16,8 +14,6 @@ use crate::block::{BlockFile, BlockWriter};
 use crate::head::BLOCK_RANGE_MS;
 use crate::index::SeriesId;
 use crate::manifest::{self, BlockRef};
-
-const TOPIC: &str = Metrics::SPEC.name;
 
 /// A block merged from others, and the sequences of the blocks it replaces.
 type Merged = (Arc<Block>, Vec<u64>);
@@ -50,8 +46,11 @@ impl Store {
             let mut new_blocks = Vec::new();
             for &range in &ranges {
                 seq += 1;
-                let cut: BTreeMap<u32, u64> =
-                    positions.iter().filter(|((topic, _), _)| topic == TOPIC).map(|((_, p), &o)| (*p, o)).collect();
+                let cut: BTreeMap<u32, u64> = positions
+                    .iter()
+                    .filter(|((topic, _), _)| topic == self.cfg.topic)
+                    .map(|((_, p), &o)| (*p, o))
+                    .collect();
                 let reference =
                     BlockRef { file: format!("{seq:016x}.block"), seq, cover: (range, range + BLOCK_RANGE_MS), cut };
                 if let Some(b) = self.cut_range(&t, range, reference)? {
@@ -101,7 +100,7 @@ impl Store {
                     continue;
                 }
                 for (&p, &o) in offsets {
-                    if let Some(pos) = replay.get_mut(&(TOPIC.to_string(), p)) {
+                    if let Some(pos) = replay.get_mut(&(self.cfg.topic.to_string(), p)) {
                         *pos = (*pos).min(o);
                     }
                 }

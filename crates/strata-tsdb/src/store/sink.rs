@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use strata_model::topic::Metrics;
+use strata_model::topic::{Metrics, Rollups, Topic};
 use strata_model::{MetricBatch, SeriesRegistry};
 use strata_pipeline::{Decoded, Positions, SinkError, TopicSink};
 
@@ -13,10 +13,32 @@ use super::{Store, Tenant};
 use crate::index::SeriesId;
 use crate::manifest;
 
-/// Feeds the store from the `metrics` topic (consumer group `tsdb`), and checkpoints it. A
+/// A topic of metric batches a store can be fed from: `metrics` (consumer group `tsdb`) or
+/// `rollups` (the rollup store, group `tsdb-rollups`).
+pub trait MetricTopic: Topic {
+    const GROUP: &'static str;
+    fn batch<'a, 'r: 'a>(record: &'a Self::Record<'r>) -> &'a MetricBatch<'r>;
+}
+
+impl MetricTopic for Metrics {
+    const GROUP: &'static str = "tsdb";
+    fn batch<'a, 'r: 'a>(record: &'a MetricBatch<'r>) -> &'a MetricBatch<'r> {
+        record
+    }
+}
+
+impl MetricTopic for Rollups {
+    const GROUP: &'static str = "tsdb-rollups";
+    fn batch<'a, 'r: 'a>(record: &'a MetricBatch<'r>) -> &'a MetricBatch<'r> {
+        record
+    }
+}
+
+/// Feeds the store from a topic of metric batches (`metrics` by default), and checkpoints it. A
 /// `TopicSink`: the runtime decodes each record's batch header and symbols (and skips and counts
 /// the ones that do not decode), so it runs as `Typed::new(TsdbSink::new(..))`.
-pub struct TsdbSink {
+pub struct TsdbSink<T: MetricTopic = Metrics> {
+    topic: std::marker::PhantomData<T>,
     store: Arc<Store>,
     /// Resolves the series numbers of version 3 batches.
     registry: Arc<SeriesRegistry>,
@@ -26,11 +48,27 @@ pub struct TsdbSink {
     ids: Vec<SeriesId>,
 }
 
-impl TsdbSink {
-    pub const GROUP: &'static str = "tsdb";
+impl TsdbSink<Metrics> {
+    pub const GROUP: &'static str = Metrics::GROUP;
 
-    pub fn new(store: Arc<Store>, registry: Arc<SeriesRegistry>) -> TsdbSink {
-        TsdbSink { store, registry, last_checkpoint: Instant::now(), fingerprints: Vec::new(), ids: Vec::new() }
+    /// The metric store's sink, fed from `metrics`.
+    pub fn new(store: Arc<Store>, registry: Arc<SeriesRegistry>) -> TsdbSink<Metrics> {
+        TsdbSink::for_topic(store, registry)
+    }
+}
+
+impl<T: MetricTopic> TsdbSink<T> {
+    /// The sink of `store` fed from `T`, the topic the store is configured with.
+    pub fn for_topic(store: Arc<Store>, registry: Arc<SeriesRegistry>) -> TsdbSink<T> {
+        debug_assert_eq!(store.cfg.topic, T::SPEC.name, "a store is fed from the topic it is configured with");
+        TsdbSink {
+            topic: std::marker::PhantomData,
+            store,
+            registry,
+            last_checkpoint: Instant::now(),
+            fingerprints: Vec::new(),
+            ids: Vec::new(),
+        }
     }
 
     /// Applies a version 3 batch: each number maps to the tenant's series through `t.refs`, and a
@@ -96,24 +134,24 @@ impl TsdbSink {
 }
 
 #[strata_pipeline::async_trait]
-impl TopicSink for TsdbSink {
-    type Topic = Metrics;
+impl<T: MetricTopic> TopicSink for TsdbSink<T> {
+    type Topic = T;
 
     fn group(&self) -> &str {
-        Self::GROUP
+        T::GROUP
     }
 
     async fn committed(&mut self) -> Result<Positions, SinkError> {
         self.store.open().map_err(|e| SinkError::Corrupt { path: self.store.cfg.dir.clone(), reason: e.to_string() })
     }
 
-    async fn write<'r>(&mut self, partition: u32, records: &[Decoded<'r, Metrics>]) -> Result<(), SinkError> {
+    async fn write<'r>(&mut self, partition: u32, records: &[Decoded<'r, T>]) -> Result<(), SinkError> {
         let mut appended: HashMap<&str, u64> = HashMap::new();
         let mut rejected: HashMap<(&str, &'static str), u64> = HashMap::new();
         let mut skipped = 0u64;
         let mut current: Option<(&str, Arc<RwLock<Tenant>>)> = None;
         for d in records {
-            let (r, batch, tenant) = (d.stored, &d.record, d.tenant());
+            let (r, batch, tenant) = (d.stored, T::batch(&d.record), d.tenant());
             if current.as_ref().is_none_or(|(name, _)| *name != tenant) {
                 current = Some((tenant, self.store.tenant_or_create(tenant)));
             }

@@ -1,0 +1,613 @@
+//! Rollups: metric samples and event values aggregated per group in event-time windows, written
+//! to the `rollups` topic as metric series that the rollup store serves through PromQL.
+//!
+//! Event time is the sample's (or event's) timestamp. Each input partition's clock is the newest
+//! event time it has shown; a rule's watermark is the oldest clock among the partitions of its
+//! input topic that showed a record within `IDLE_MS` (an idle partition does not hold it back),
+//! minus the rule's `out_of_orderness`. A window is emitted when the watermark passes its end, at
+//! the next commit; a record for a window already emitted, up to `allowed_lateness` after its end,
+//! updates it and it is emitted again; a record later than that, for every window it belongs to,
+//! goes to the `late` topic and is counted. Outputs are samples at the window's end, so emitting a
+//! window again overwrites its sample: re-emission never double counts.
+//!
+//! Tumbling windows are hopping windows whose slide is their size: both are built from panes of
+//! `slide`, merged per window when it is emitted. Sliding windows keep each group's values and
+//! emit, for each distinct timestamp, the window of `size` that ends there.
+//!
+//! The operator runs under [`OperatorSink`](crate::OperatorSink): its whole state (panes, values,
+//! clocks) is part of each commit, so a restart resumes exactly where the last commit was.
+
+mod rules;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use strata_log::StoredRecord;
+use strata_model::topic::{Events, Late, Metrics, Rollups, Topic};
+use strata_model::{Event, MetricBatch, MetricBatchBuilder, SeriesRegistry, TopicSpec};
+
+pub use rules::{Aggregation, Compiled, EventInput, Input, MetricInput, RollupRule, RuleBook, Window, WindowSpec};
+
+use crate::OutputRecord;
+use crate::operator::{Emit, Operator};
+use crate::sketch::Sketch;
+
+/// A partition without a record for this long does not hold the watermark back.
+pub const IDLE_MS: u64 = 30_000;
+
+/// Output series per emitted record.
+const SERIES_PER_RECORD: usize = 2000;
+
+/// What a window holds for one group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Partial {
+    n: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last_ts: i64,
+    last: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sketch: Option<Sketch>,
+}
+
+impl Partial {
+    fn new(quantiles: bool) -> Partial {
+        Partial {
+            n: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            last_ts: i64::MIN,
+            last: f64::NAN,
+            sketch: quantiles.then(Sketch::default),
+        }
+    }
+
+    fn add(&mut self, ts: i64, v: f64) {
+        self.n += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        // The newest sample wins; of two at one time, the larger (so that the order in which
+        // partitions were read never decides).
+        if ts > self.last_ts || (ts == self.last_ts && v > self.last) {
+            (self.last_ts, self.last) = (ts, v);
+        }
+        if let Some(s) = &mut self.sketch {
+            s.add(v);
+        }
+    }
+
+    fn merge(&mut self, o: &Partial) {
+        self.n += o.n;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        if o.last_ts > self.last_ts || (o.last_ts == self.last_ts && o.last > self.last) {
+            (self.last_ts, self.last) = (o.last_ts, o.last);
+        }
+        if let (Some(s), Some(o)) = (&mut self.sketch, &o.sketch) {
+            s.merge(o);
+        }
+    }
+
+    fn value(&self, a: Aggregation) -> f64 {
+        match a {
+            Aggregation::Count => self.n as f64,
+            Aggregation::Sum => self.sum,
+            Aggregation::Min => self.min,
+            Aggregation::Max => self.max,
+            Aggregation::Avg => self.sum / self.n as f64,
+            Aggregation::Last => self.last,
+            q => self.sketch.as_ref().and_then(|s| s.quantile(q.quantile().expect("a quantile"))).unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// One group's values of a sliding window rule, sorted by time.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Slide {
+    points: Vec<(i64, f64)>,
+    /// Timestamps up to here have been emitted.
+    emitted_to: i64,
+    /// Emitted timestamps whose windows changed since.
+    redo: BTreeSet<i64>,
+}
+
+/// The state of one rule.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct RuleState {
+    id: u64,
+    /// Pane start to the groups' partials (tumbling and hopping).
+    panes: BTreeMap<i64, HashMap<String, Partial>>,
+    /// Windows ending at or before this were emitted.
+    fired_to: Option<i64>,
+    /// Emitted windows (end, group) that changed since.
+    redo: BTreeSet<(i64, String)>,
+    sliding: HashMap<String, Slide>,
+    late: u64,
+    watermark: Option<i64>,
+}
+
+/// A partition's clock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Clock {
+    max_event_ms: i64,
+    /// When it last showed a record; not kept across a restart (all start active).
+    #[serde(skip, default = "Instant::now")]
+    seen: Instant,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// By "tenant/rule".
+    rules: BTreeMap<String, RuleState>,
+    /// By topic, then partition.
+    clocks: BTreeMap<String, BTreeMap<u32, Clock>>,
+}
+
+/// What the admin API and `/metrics` show of one rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RuleStats {
+    pub tenant: String,
+    pub rule: String,
+    /// The rule's watermark, Unix ms (none before its input showed a record).
+    pub watermark_ms: Option<i64>,
+    /// Groups held in open windows or sliding buffers.
+    pub groups: usize,
+    /// Windows (panes) or buffered values held.
+    pub state_entries: usize,
+    pub late_records: u64,
+    pub emitted_samples: u64,
+}
+
+/// The rollup operator's figures, shared with the admin API.
+pub type RollupStats = Arc<Mutex<BTreeMap<String, RuleStats>>>;
+
+/// Aggregates records by the rules of a [`RuleBook`].
+pub struct RollupOperator {
+    book: Arc<RuleBook>,
+    registry: Arc<SeriesRegistry>,
+    version: u64,
+    rules: Vec<Compiled>,
+    by_tenant: HashMap<String, Vec<usize>>,
+    state: State,
+    stats: RollupStats,
+    emitted: HashMap<String, u64>,
+}
+
+fn key(c: &Compiled) -> String {
+    format!("{}/{}", c.tenant, c.rule.name)
+}
+
+impl RollupOperator {
+    pub const NAME: &'static str = "rollups";
+
+    pub fn new(book: Arc<RuleBook>, registry: Arc<SeriesRegistry>, stats: RollupStats) -> RollupOperator {
+        RollupOperator {
+            book,
+            registry,
+            version: 0,
+            rules: Vec::new(),
+            by_tenant: HashMap::new(),
+            state: State::default(),
+            stats,
+            emitted: HashMap::new(),
+        }
+    }
+
+    /// Takes the book's rules if they changed: a new rule starts empty, a removed or replaced
+    /// one's state is dropped.
+    fn adopt(&mut self) {
+        let version = self.book.version();
+        if version == self.version {
+            return;
+        }
+        self.version = version;
+        self.rules = self.book.all();
+        self.by_tenant.clear();
+        for (i, c) in self.rules.iter().enumerate() {
+            self.by_tenant.entry(c.tenant.clone()).or_default().push(i);
+        }
+        let live: HashMap<String, u64> = self.rules.iter().map(|c| (key(c), c.id)).collect();
+        self.state.rules.retain(|k, s| live.get(k) == Some(&s.id));
+        for c in &self.rules {
+            self.state.rules.entry(key(c)).or_insert_with(|| RuleState { id: c.id, ..RuleState::default() });
+        }
+    }
+
+    /// The watermark of a rule reading `topic`: the oldest clock of its active partitions.
+    fn watermark(&self, topic: &str, c: &Compiled) -> Option<i64> {
+        let clocks = self.state.clocks.get(topic)?;
+        clocks
+            .values()
+            .filter(|c| c.seen.elapsed().as_millis() as u64 <= IDLE_MS)
+            .map(|c| c.max_event_ms)
+            .min()
+            .map(|m| m.saturating_sub(c.out_of_orderness_ms))
+    }
+
+    fn tick(&mut self, topic: &str, partition: u32, ts: i64) {
+        let clock = self
+            .state
+            .clocks
+            .entry(topic.to_string())
+            .or_default()
+            .entry(partition)
+            .or_insert(Clock { max_event_ms: ts, seen: Instant::now() });
+        clock.max_event_ms = clock.max_event_ms.max(ts);
+        clock.seen = Instant::now();
+    }
+}
+
+/// A group's key: its values in `group_by` order, joined by NUL.
+fn group_key<'a>(group_by: &[String], mut value: impl FnMut(&str) -> Option<&'a str>) -> String {
+    let mut k = String::new();
+    for (i, name) in group_by.iter().enumerate() {
+        if i > 0 {
+            k.push('\0');
+        }
+        k.push_str(value(name).unwrap_or(""));
+    }
+    k
+}
+
+/// Adds one value to a rule's state, or reports it late.
+fn add(c: &Compiled, s: &mut RuleState, wm: Option<i64>, group: String, ts: i64, v: f64) -> bool {
+    let lateness = c.allowed_lateness_ms;
+    let closed = |end: i64| wm.is_some_and(|w| end.saturating_add(lateness) <= w);
+    match c.window {
+        Window::Panes { size, slide } => {
+            let pane = ts.div_euclid(slide) * slide;
+            if closed(pane + size) {
+                return false;
+            }
+            let quantiles = c.quantiles;
+            if let Some(fired) = s.fired_to {
+                let mut end = pane + slide;
+                while end <= pane + size {
+                    if end <= fired && !closed(end) {
+                        s.redo.insert((end, group.clone()));
+                    }
+                    end += slide;
+                }
+            }
+            s.panes.entry(pane).or_default().entry(group).or_insert_with(|| Partial::new(quantiles)).add(ts, v);
+        }
+        Window::Sliding { size } => {
+            if closed(ts) {
+                return false;
+            }
+            let g = s.sliding.entry(group).or_insert_with(|| Slide { emitted_to: i64::MIN, ..Slide::default() });
+            let at = g.points.partition_point(|p| p.0 <= ts);
+            g.points.insert(at, (ts, v));
+            if ts <= g.emitted_to {
+                let emitted_to = g.emitted_to;
+                let redo: Vec<i64> = g
+                    .points
+                    .iter()
+                    .map(|p| p.0)
+                    .filter(|&t| t >= ts && t < ts.saturating_add(size) && t <= emitted_to)
+                    .collect();
+                g.redo.extend(redo);
+            }
+        }
+    }
+    true
+}
+
+/// Output series of one rule being emitted: one metric batch per `SERIES_PER_RECORD` series.
+struct Output<'a> {
+    c: &'a Compiled,
+    /// `group_by` in label order, with each one's place in the key.
+    order: Vec<(usize, &'a str)>,
+    batch: MetricBatchBuilder,
+    series: usize,
+    samples: u64,
+    out: &'a mut Vec<Emit>,
+}
+
+impl<'a> Output<'a> {
+    fn new(c: &'a Compiled, out: &'a mut Vec<Emit>) -> Output<'a> {
+        let mut order: Vec<(usize, &str)> = c.rule.group_by.iter().enumerate().map(|(i, n)| (i, n.as_str())).collect();
+        order.sort_by_key(|(_, n)| *n);
+        Output { c, order, batch: MetricBatchBuilder::new(), series: 0, samples: 0, out }
+    }
+
+    fn emit(&mut self, group: &str, end: i64, p: &Partial) {
+        let values: Vec<&str> = group.split('\0').collect();
+        let labels: Vec<(&str, &str)> =
+            self.order.iter().filter_map(|&(i, n)| values.get(i).filter(|v| !v.is_empty()).map(|v| (n, *v))).collect();
+        for &a in &self.c.rule.aggregations {
+            let name = format!("{}_{}", self.c.rule.output, a.name());
+            self.batch.add_series(&name, labels.iter().copied(), &[(end, p.value(a))]);
+            self.series += 1;
+            self.samples += 1;
+        }
+        if self.series >= SERIES_PER_RECORD {
+            self.finish_batch();
+        }
+    }
+
+    fn finish_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, MetricBatchBuilder::new());
+        self.series = 0;
+        self.out.push(Emit {
+            topic: Rollups::SPEC.name,
+            tenant: self.c.tenant.clone(),
+            record: OutputRecord {
+                timestamp_ns: batch.max_ts_ms().saturating_mul(1_000_000),
+                source_id: self.c.rule.name.clone(),
+                headers: Vec::new(),
+                payload: batch.finish(),
+            },
+        });
+    }
+}
+
+/// Emits what the watermark made final and what changed since it was emitted.
+fn flush_rule(c: &Compiled, s: &mut RuleState, wm: Option<i64>, out: &mut Vec<Emit>) -> u64 {
+    let mut o = Output::new(c, out);
+    let lateness = c.allowed_lateness_ms;
+    match c.window {
+        Window::Panes { size, slide } => {
+            let merged = |panes: &BTreeMap<i64, HashMap<String, Partial>>, end: i64, only: Option<&str>| {
+                let mut groups: BTreeMap<String, Partial> = BTreeMap::new();
+                for (_, pane) in panes.range(end - size..end) {
+                    match only {
+                        Some(g) => {
+                            if let Some(p) = pane.get(g) {
+                                groups.entry(g.to_string()).or_insert_with(|| Partial::new(c.quantiles)).merge(p);
+                            }
+                        }
+                        None => {
+                            for (g, p) in pane {
+                                groups.entry(g.clone()).or_insert_with(|| Partial::new(c.quantiles)).merge(p);
+                            }
+                        }
+                    }
+                }
+                groups
+            };
+            for (end, group) in std::mem::take(&mut s.redo) {
+                for (g, p) in merged(&s.panes, end, Some(&group)) {
+                    o.emit(&g, end, &p);
+                }
+            }
+            if let Some(w) = wm {
+                let fire_to = w.div_euclid(slide) * slide;
+                let ends: BTreeSet<i64> = s
+                    .panes
+                    .keys()
+                    .flat_map(|&p| (1..=size / slide).map(move |k| p + k * slide))
+                    .filter(|&e| e <= fire_to && s.fired_to.is_none_or(|f| e > f))
+                    .collect();
+                for end in ends {
+                    for (g, p) in merged(&s.panes, end, None) {
+                        o.emit(&g, end, &p);
+                    }
+                }
+                s.fired_to = Some(s.fired_to.map_or(fire_to, |f| f.max(fire_to)));
+                s.panes.retain(|&p, _| p + size + lateness > w);
+            }
+        }
+        Window::Sliding { size } => {
+            for (g, slide) in s.sliding.iter_mut() {
+                let value_at = |points: &[(i64, f64)], t: i64| {
+                    let mut p = Partial::new(c.quantiles);
+                    for &(ts, v) in points.iter().filter(|(ts, _)| *ts > t - size && *ts <= t) {
+                        p.add(ts, v);
+                    }
+                    p
+                };
+                let mut times: BTreeSet<i64> = std::mem::take(&mut slide.redo);
+                if let Some(w) = wm {
+                    times.extend(slide.points.iter().map(|p| p.0).filter(|&t| t > slide.emitted_to && t <= w));
+                    slide.emitted_to = slide.emitted_to.max(w);
+                }
+                for t in times {
+                    o.emit(g, t, &value_at(&slide.points, t));
+                }
+                if let Some(w) = wm {
+                    slide.points.retain(|&(t, _)| t + size + lateness > w);
+                }
+            }
+            s.sliding.retain(|_, g| !g.points.is_empty());
+        }
+    }
+    o.finish_batch();
+    s.watermark = wm;
+    o.samples
+}
+
+fn late(c: &Compiled, group: &str, ts: i64, v: f64, wm: Option<i64>, out: &mut Vec<Emit>) {
+    let labels: serde_json::Map<String, serde_json::Value> = c
+        .rule
+        .group_by
+        .iter()
+        .zip(group.split('\0'))
+        .map(|(n, v)| (n.clone(), serde_json::Value::String(v.to_string())))
+        .collect();
+    let value = if v.is_finite() { serde_json::json!(v) } else { serde_json::json!(v.to_string()) };
+    let payload = serde_json::json!({
+        "rule": c.rule.name, "timestamp_ms": ts, "value": value, "group": labels, "watermark_ms": wm,
+    });
+    out.push(Emit {
+        topic: Late::SPEC.name,
+        tenant: c.tenant.clone(),
+        record: OutputRecord {
+            timestamp_ns: ts.saturating_mul(1_000_000),
+            source_id: c.rule.name.clone(),
+            headers: Vec::new(),
+            payload: serde_json::to_vec(&payload).expect("json"),
+        },
+    });
+}
+
+/// An event's group: `source_id`, `type` or a field of its data, per `group_by` name; a number
+/// or boolean field counts as its JSON text, a missing one as empty.
+fn event_group(group_by: &[String], e: &Event) -> String {
+    let values: Vec<String> = group_by
+        .iter()
+        .map(|name| match name.as_str() {
+            "source_id" => e.source_id.clone(),
+            "type" => e.event_type.clone(),
+            _ => match e.data.get(name) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(other) => other.to_string(),
+            },
+        })
+        .collect();
+    values.join("\0")
+}
+
+impl Operator for RollupOperator {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn inputs(&self) -> Vec<TopicSpec> {
+        vec![Metrics::SPEC, Events::SPEC]
+    }
+
+    fn restore(&mut self, state: Option<&[u8]>) -> Result<(), String> {
+        self.state = match state {
+            None => State::default(),
+            Some(bytes) => {
+                let json = zstd::decode_all(bytes).map_err(|e| format!("not zstd: {e}"))?;
+                serde_json::from_slice(&json).map_err(|e| format!("not a rollup state: {e}"))?
+            }
+        };
+        self.version = 0;
+        self.adopt();
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        let json = serde_json::to_vec(&self.state).expect("state serialises");
+        zstd::encode_all(json.as_slice(), 1).expect("in-memory zstd")
+    }
+
+    fn process(&mut self, topic: &str, partition: u32, records: &[StoredRecord], out: &mut Vec<Emit>) {
+        self.adopt();
+        let is_metrics = topic == Metrics::SPEC.name;
+        // Lateness is judged against the watermark as this read began.
+        let marks: Vec<Option<i64>> = self.rules.iter().map(|c| self.watermark(topic, c)).collect();
+        for r in records {
+            let tenant = r.record.tenant.as_str();
+            let rules: &[usize] = self.by_tenant.get(tenant).map_or(&[], Vec::as_slice);
+            if is_metrics {
+                let Ok(batch) = MetricBatch::decode(&r.record.payload) else { continue };
+                let view = self.registry.read();
+                let mut newest = i64::MIN;
+                let state = &mut self.state;
+                let all = &self.rules;
+                let _ = batch.for_each_series_in(tenant, &view, |_, labels, samples| {
+                    let name = labels.iter().find(|(n, _)| *n == "__name__").map_or("", |l| l.1);
+                    let matching: Vec<usize> = rules
+                        .iter()
+                        .copied()
+                        .filter(|&i| match &all[i].rule.input {
+                            Input::Metric(MetricInput { metric, labels: want }) => {
+                                metric == name
+                                    && want.iter().all(|(k, v)| labels.iter().any(|(n, lv)| n == k && lv == v))
+                            }
+                            Input::Event(_) => false,
+                        })
+                        .collect();
+                    let samples: Vec<(i64, f64)> = samples.collect();
+                    if let Some(m) = samples.iter().map(|s| s.0).max() {
+                        newest = newest.max(m);
+                    }
+                    for i in matching {
+                        let c = &all[i];
+                        let group = group_key(&c.rule.group_by, |n| labels.iter().find(|l| l.0 == n).map(|l| l.1));
+                        let s = state.rules.get_mut(&key(c)).expect("adopted rules have state");
+                        for &(ts, v) in samples.iter().filter(|s| !s.1.is_nan()) {
+                            if !add(c, s, marks[i], group.clone(), ts, v) {
+                                s.late += 1;
+                                late(c, &group, ts, v, marks[i], out);
+                            }
+                        }
+                    }
+                });
+                drop(view);
+                if newest > i64::MIN {
+                    self.tick(topic, partition, newest);
+                }
+            } else {
+                let Ok(e) = serde_json::from_slice::<Event>(&r.record.payload) else { continue };
+                let ts = e.timestamp_ns.div_euclid(1_000_000);
+                for &i in rules {
+                    let c = &self.rules[i];
+                    let Input::Event(EventInput { event_type, value_field }) = &c.rule.input else { continue };
+                    if *event_type != e.event_type {
+                        continue;
+                    }
+                    let v = match e.data.get(value_field) {
+                        Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+                        _ => continue,
+                    };
+                    let group = event_group(&c.rule.group_by, &e);
+                    let s = self.state.rules.get_mut(&key(c)).expect("adopted rules have state");
+                    if !add(c, s, marks[i], group.clone(), ts, v) {
+                        s.late += 1;
+                        late(c, &group, ts, v, marks[i], out);
+                    }
+                }
+                self.tick(topic, partition, ts);
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Emit>) {
+        self.adopt();
+        let mut stats = BTreeMap::new();
+        for i in 0..self.rules.len() {
+            let c = &self.rules[i];
+            let topic = match c.rule.input {
+                Input::Metric(_) => Metrics::SPEC.name,
+                Input::Event(_) => Events::SPEC.name,
+            };
+            let wm = self.watermark(topic, c);
+            let k = key(c);
+            let s = self.state.rules.get_mut(&k).expect("adopted rules have state");
+            let n = flush_rule(c, s, wm, out);
+            let emitted = self.emitted.entry(k.clone()).or_default();
+            *emitted += n;
+            let groups: BTreeSet<&String> = s.panes.values().flat_map(|p| p.keys()).chain(s.sliding.keys()).collect();
+            stats.insert(
+                k,
+                RuleStats {
+                    tenant: c.tenant.clone(),
+                    rule: c.rule.name.clone(),
+                    watermark_ms: s.watermark,
+                    groups: groups.len(),
+                    state_entries: s.panes.values().map(HashMap::len).sum::<usize>()
+                        + s.sliding.values().map(|g| g.points.len()).sum::<usize>(),
+                    late_records: s.late,
+                    emitted_samples: *emitted,
+                },
+            );
+        }
+        for st in stats.values() {
+            let labels = [("tenant", st.tenant.clone()), ("rule", st.rule.clone())];
+            metrics::gauge!("strata_rollup_groups", &labels).set(st.groups as f64);
+            metrics::gauge!("strata_rollup_late_records", &labels).set(st.late_records as f64);
+            if let Some(w) = st.watermark_ms {
+                metrics::gauge!("strata_rollup_watermark_seconds", &labels).set(w as f64 / 1000.0);
+            }
+        }
+        *self.stats.lock().expect("rollup stats lock") = stats;
+    }
+}
+
+#[cfg(test)]
+mod tests;
