@@ -51,8 +51,17 @@ pub struct TopicSpec {
 
 impl TopicSpec {
     /// Every topic of the log.
-    pub const ALL: [TopicSpec; 7] =
-        [Logs::SPEC, Events::SPEC, Metrics::SPEC, Raw::SPEC, Series::SPEC, Rollups::SPEC, Late::SPEC];
+    pub const ALL: [TopicSpec; 9] = [
+        Logs::SPEC,
+        Events::SPEC,
+        Metrics::SPEC,
+        Raw::SPEC,
+        Series::SPEC,
+        Rollups::SPEC,
+        Late::SPEC,
+        Reference::SPEC,
+        EventsEnriched::SPEC,
+    ];
 
     /// The declaration of the topic called `name`, if there is one.
     pub fn named(name: &str) -> Option<TopicSpec> {
@@ -255,6 +264,47 @@ impl Topic for Late {
     }
 }
 
+/// The `reference` topic: changes of reference table rows (a Debezium envelope or a plain row
+/// per record, the table's name as its source), kept whole: a table is rebuilt from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reference;
+
+impl Topic for Reference {
+    const SPEC: TopicSpec = TopicSpec {
+        name: "reference",
+        kind: None,
+        compression: Compression::Zstd,
+        retention_ms: None,
+        partitions: Some(1),
+    };
+
+    type Record<'a> = &'a [u8];
+
+    fn decode(payload: &[u8]) -> Result<&[u8], DecodeError> {
+        Ok(payload)
+    }
+}
+
+/// The `events_enriched` topic: events deduplicated and enriched from reference tables.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsEnriched;
+
+impl Topic for EventsEnriched {
+    const SPEC: TopicSpec = TopicSpec {
+        name: "events_enriched",
+        kind: None,
+        compression: Compression::Zstd,
+        retention_ms: Some(RETENTION_MS_DEFAULT),
+        partitions: None,
+    };
+
+    type Record<'a> = Event;
+
+    fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
+        serde_json::from_slice(payload).map_err(|source| DecodeError::Internal { topic: "events_enriched", source })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,7 +320,11 @@ mod tests {
             assert_eq!(TopicSpec::named(kind.topic()), Some(kind.spec()));
         }
         let internal: Vec<&str> = TopicSpec::ALL.iter().filter(|s| s.kind.is_none()).map(|s| s.name).collect();
-        assert_eq!(internal, ["series", "rollups", "late"], "topics without a kind of record are Strata's own");
+        assert_eq!(
+            internal,
+            ["series", "rollups", "late", "reference", "events_enriched"],
+            "topics without a kind of record are Strata's own"
+        );
         assert_eq!(Kind::from_topic("series"), None);
         assert_eq!(Kind::from_topic("log"), None);
         assert_eq!(TopicSpec::named("Logs"), None, "names are exact");
@@ -280,7 +334,7 @@ mod tests {
     fn names_are_unique_and_usable_as_directory_names() {
         for (i, a) in TopicSpec::ALL.iter().enumerate() {
             assert!(
-                !a.name.is_empty() && a.name.bytes().all(|b| b.is_ascii_lowercase()),
+                !a.name.is_empty() && a.name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
                 "{:?} is not a plain lowercase name",
                 a.name
             );

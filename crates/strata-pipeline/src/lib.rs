@@ -9,6 +9,7 @@
 
 mod blocking;
 mod checkpoint;
+pub mod enrich;
 mod kept;
 mod operator;
 mod processor;

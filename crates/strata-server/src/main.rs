@@ -6,6 +6,7 @@ mod config;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod metrics_query;
+mod pipeline;
 mod prom;
 mod rollups;
 mod search;

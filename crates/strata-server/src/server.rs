@@ -19,7 +19,7 @@ use strata_search::{IndexerConfig, Indexes, Retention, SearchSink, TailConfig, T
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::{admin, metrics_query, prom, rollups, search};
+use crate::{admin, metrics_query, pipeline, prom, rollups, search};
 
 /// Everything a request handler may need once the server is ready.
 pub struct App {
@@ -34,6 +34,8 @@ pub struct App {
     pub rollups: Arc<strata_tsdb::Store>,
     pub rules: Arc<strata_pipeline::rollup::RuleBook>,
     pub rollup_stats: strata_pipeline::rollup::RollupStats,
+    pub catalog: Arc<strata_pipeline::enrich::CatalogBook>,
+    pub pipeline_stats: strata_pipeline::enrich::EventPipelineStats,
     pub consumers: Consumers,
     /// The Prometheus API's limits, status values and running queries.
     pub prom: prom::PromApi,
@@ -179,6 +181,23 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let cfg = ConsumerConfig { read_bytes_max: ConsumerConfig::default().read_bytes_max, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
+    // The events pipeline: events deduplicated and enriched from reference tables, into
+    // `events_enriched`.
+    let catalog = Arc::new(
+        strata_pipeline::enrich::CatalogBook::open(Some(meta.join("enrichment.json")))
+            .map_err(|e| anyhow::anyhow!("cannot read the reference tables and enrichments: {e}"))?,
+    );
+    let pipeline_stats = strata_pipeline::enrich::EventPipelineStats::default();
+    let events_pipeline = {
+        let (log, catalog, stats) = (dyn_log.clone(), catalog.clone(), pipeline_stats.clone());
+        let dir = cfg.data_dir.join("stream");
+        let factory: SinkFactory = Box::new(move || {
+            let op = strata_pipeline::enrich::EventPipeline::new(catalog.clone(), log.clone(), stats.clone());
+            Box::new(strata_pipeline::OperatorSink::new(op, log.clone(), &dir))
+        });
+        let cfg = ConsumerConfig { commit_interval_ms: cfg.rollups.commit_interval_ms, ..consumer_cfg.clone() };
+        spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
+    };
     // Rollups: the operator aggregates the metrics and events topics into the rollups topic,
     // which the rollup store reads like the metric store reads metrics.
     let rules = Arc::new(
@@ -230,6 +249,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         rollups: rollups_store,
         rules,
         rollup_stats,
+        catalog,
+        pipeline_stats,
         consumers: consumers.clone(),
         prom: prom::PromApi::new(&cfg),
     });
@@ -242,6 +263,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .route("/admin/v1/rollups", get(rollups::list).post(rollups::put))
             .route("/admin/v1/rollups/{name}", get(rollups::get_one).delete(rollups::delete))
             .route("/query/v1/late", get(rollups::late))
+            .route("/admin/v1/reference", get(pipeline::tables))
+            .route("/admin/v1/reference/{table}", axum::routing::put(pipeline::put_table))
+            .route("/admin/v1/reference/{table}/rows", axum::routing::post(pipeline::rows))
+            .route("/admin/v1/enrichments", get(pipeline::enrichments).post(pipeline::put_enrichment))
+            .route("/admin/v1/enrichments/{name}", axum::routing::delete(pipeline::delete_enrichment))
+            .route("/admin/v1/dedup", get(pipeline::get_dedup).put(pipeline::put_dedup))
+            .route("/admin/v1/pipeline", get(pipeline::status))
             .route("/query/v1/logs/search", get(search::search).post(search::search))
             .route("/query/v1/logs/histogram", get(search::histogram).post(search::histogram))
             .route("/query/v1/logs/tail", get(search::tail))
@@ -310,6 +338,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         stats.stop();
         search_consumer.stop();
         tsdb_consumer.stop();
+        events_pipeline.stop();
         rollup_operator.stop();
         rollups_consumer.stop();
         #[cfg(feature = "fault-injection")]

@@ -88,14 +88,23 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
         (0..LINES).map(|i| json!({"source_id": "web-1", "level": "info", "message": format!("line {i}")})).collect();
     assert_eq!(s.ingest_ndjson(&key, "logs", &lines), 200);
     assert_eq!(send_keyed(&s, &key), 200);
+    // A rollup rule (its operator's state file comes with the metric below) and a reference table.
+    let rule = json!({"name": "up_1m", "input": {"metric": "up"}, "window": {"type": "tumbling", "size": "1m"},
+        "aggregations": ["count"], "output": "up_1m"});
+    let r = s.http.post(s.url("/admin/v1/rollups")).bearer_auth(&key).json(&rule).send().unwrap();
+    assert_eq!(r.status(), 201);
+    let r =
+        s.http.put(s.url("/admin/v1/reference/hosts")).bearer_auth(&key).json(&json!({"key": "host"})).send().unwrap();
+    assert_eq!(r.status(), 201);
     let point = json!({"name": "up", "labels": {"job": "a"}, "value": 1, "source_id": "web-1"});
     assert_eq!(s.ingest_ndjson(&key, "metrics", &[point]), 200);
     eventually("indexing", &s, || search_count(&s, &key) == LINES);
     eventually("counting", &s, || stored_logs(&s) == Some(STORED as f64));
+    eventually("the rollup operator's commit", &s, || s.data_dir().join("stream/rollups.operator").exists());
     assert!(s.terminate().success());
 
     let data = s.data_dir();
-    let cases: [(&str, Outcome); 8] = [
+    let cases: [(&str, Outcome); 11] = [
         ("meta/tenants.json", Outcome::Refuses),
         ("log/logs/topic.json", Outcome::Refuses),
         ("log/groups/search.json", Outcome::Refuses),
@@ -104,6 +113,9 @@ fn damaged_state_files_are_rebuilt_or_named_never_served() {
         ("search/state.json", Outcome::Rebuilds("search state is damaged")),
         ("meta/active-series.bin", Outcome::Rebuilds("active series not loaded")),
         ("meta/idempotency.json", Outcome::Rebuilds("idempotency keys not loaded")),
+        ("meta/rollups.json", Outcome::Refuses),
+        ("meta/enrichment.json", Outcome::Refuses),
+        ("stream/rollups.operator", Outcome::ConsumerDown("rollups")),
     ];
     for (file, outcome) in &cases {
         for how in ["flip", "truncate"] {

@@ -1,4 +1,5 @@
-//! Rollups: metric samples and event values aggregated per group in event-time windows, written
+//! Rollups: metric samples and event values (of deduplicated, enriched events: the
+//! `events_enriched` topic) aggregated per group in event-time windows, written
 //! to the `rollups` topic as metric series that the rollup store serves through PromQL.
 //!
 //! Event time is the sample's (or event's) timestamp. Each input partition's clock is the newest
@@ -25,7 +26,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use strata_log::StoredRecord;
-use strata_model::topic::{Events, Late, Metrics, Rollups, Topic};
+use strata_model::topic::{EventsEnriched, Late, Metrics, Rollups, Topic};
 use strata_model::{Event, MetricBatch, MetricBatchBuilder, SeriesRegistry, TopicSpec};
 
 pub use rules::{Aggregation, Compiled, EventInput, Input, MetricInput, RollupRule, RuleBook, Window, WindowSpec};
@@ -474,7 +475,7 @@ impl Operator for RollupOperator {
     }
 
     fn inputs(&self) -> Vec<TopicSpec> {
-        vec![Metrics::SPEC, Events::SPEC]
+        vec![Metrics::SPEC, EventsEnriched::SPEC]
     }
 
     fn restore(&mut self, state: Option<&[u8]>) -> Result<(), String> {
@@ -498,6 +499,9 @@ impl Operator for RollupOperator {
     fn process(&mut self, topic: &str, partition: u32, records: &[StoredRecord], out: &mut Vec<Emit>) {
         self.adopt();
         let is_metrics = topic == Metrics::SPEC.name;
+        if !is_metrics && topic != EventsEnriched::SPEC.name {
+            return;
+        }
         // Lateness is judged against the watermark as this read began.
         let marks: Vec<Option<i64>> = self.rules.iter().map(|c| self.watermark(topic, c)).collect();
         for r in records {
@@ -574,7 +578,7 @@ impl Operator for RollupOperator {
             let c = &self.rules[i];
             let topic = match c.rule.input {
                 Input::Metric(_) => Metrics::SPEC.name,
-                Input::Event(_) => Events::SPEC.name,
+                Input::Event(_) => EventsEnriched::SPEC.name,
             };
             let wm = self.watermark(topic, c);
             let k = key(c);

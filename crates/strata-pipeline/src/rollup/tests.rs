@@ -60,7 +60,7 @@ fn tumbling_windows_emit_when_the_watermark_passes_and_late_records_update_or_go
     let mut out = Vec::new();
     let mut got = Samples::new();
     op.process(
-        "events",
+        "events_enriched",
         0,
         &[event(0, 1_000, "a", 2.0), event(1, 4_000, "a", 4.0), event(2, 9_999, "b", 1.0)],
         &mut out,
@@ -68,7 +68,7 @@ fn tumbling_windows_emit_when_the_watermark_passes_and_late_records_update_or_go
     op.flush(&mut out);
     assert!(out.is_empty(), "no window is final before the watermark passes its end");
     // 11.5 s - 1 s out of orderness: the watermark passes 10 s.
-    op.process("events", 0, &[event(3, 11_500, "a", 8.0)], &mut out);
+    op.process("events_enriched", 0, &[event(3, 11_500, "a", 8.0)], &mut out);
     op.flush(&mut out);
     samples(&out, &mut got);
     assert_eq!(got[&("lat_10s_count".into(), "a".into(), 10_000)], 2.0);
@@ -80,15 +80,15 @@ fn tumbling_windows_emit_when_the_watermark_passes_and_late_records_update_or_go
     assert!((p50 - 2.0).abs() <= 0.02, "{p50}");
     // Within the lateness: the window is emitted again with the record in it.
     out.clear();
-    op.process("events", 0, &[event(4, 3_000, "a", 10.0)], &mut out);
+    op.process("events_enriched", 0, &[event(4, 3_000, "a", 10.0)], &mut out);
     op.flush(&mut out);
     samples(&out, &mut got);
     assert_eq!(got[&("lat_10s_count".into(), "a".into(), 10_000)], 3.0);
     assert_eq!(got[&("lat_10s_max".into(), "a".into(), 10_000)], 10.0);
     // Past it: kept in the late output, and the window stays as it was.
     out.clear();
-    op.process("events", 0, &[event(5, 30_000, "a", 1.0)], &mut out);
-    op.process("events", 0, &[event(6, 2_000, "a", 100.0)], &mut out);
+    op.process("events_enriched", 0, &[event(5, 30_000, "a", 1.0)], &mut out);
+    op.process("events_enriched", 0, &[event(6, 2_000, "a", 100.0)], &mut out);
     op.flush(&mut out);
     assert_eq!(late_count(&out), 1);
     samples(&out, &mut got);
@@ -104,8 +104,8 @@ fn hopping_windows_merge_their_panes() {
         "aggregations": ["count", "sum"], "output": "h_30s", "out_of_orderness": "1s"}));
     let mut out = Vec::new();
     let records: Vec<StoredRecord> = (0..60).map(|i| event(i, i as i64 * 1000, "a", i as f64)).collect();
-    op.process("events", 0, &records, &mut out);
-    op.process("events", 0, &[event(60, 100_000, "a", 0.0)], &mut out);
+    op.process("events_enriched", 0, &records, &mut out);
+    op.process("events_enriched", 0, &[event(60, 100_000, "a", 0.0)], &mut out);
     op.flush(&mut out);
     let mut got = Samples::new();
     samples(&out, &mut got);
@@ -127,12 +127,12 @@ fn sliding_windows_emit_per_timestamp_and_revise_for_records_within_the_lateness
         "out_of_orderness": "0s", "allowed_lateness": "10s"}));
     let mut out = Vec::new();
     op.process(
-        "events",
+        "events_enriched",
         0,
         &[event(0, 1_000, "a", 1.0), event(1, 3_000, "a", 2.0), event(2, 7_000, "a", 4.0)],
         &mut out,
     );
-    op.process("events", 0, &[event(3, 9_000, "a", 8.0)], &mut out);
+    op.process("events_enriched", 0, &[event(3, 9_000, "a", 8.0)], &mut out);
     op.flush(&mut out);
     let mut got = Samples::new();
     samples(&out, &mut got);
@@ -140,7 +140,7 @@ fn sliding_windows_emit_per_timestamp_and_revise_for_records_within_the_lateness
     assert_eq!((at(&got, 1_000), at(&got, 3_000), at(&got, 7_000), at(&got, 9_000)), (1.0, 3.0, 6.0, 12.0));
     // A record at 6 s changes the windows ending at 6, 7 and 9 s (not 3 s).
     out.clear();
-    op.process("events", 0, &[event(4, 6_000, "a", 16.0)], &mut out);
+    op.process("events_enriched", 0, &[event(4, 6_000, "a", 16.0)], &mut out);
     op.flush(&mut out);
     samples(&out, &mut got);
     assert_eq!((at(&got, 3_000), at(&got, 6_000), at(&got, 7_000), at(&got, 9_000)), (3.0, 18.0, 22.0, 28.0));
@@ -158,7 +158,7 @@ fn a_restored_snapshot_continues_as_if_never_stopped() {
         let mut op = operator(rule.clone());
         let mut out = Vec::new();
         for (n, chunk) in records.chunks(25).enumerate() {
-            op.process("events", 0, chunk, &mut out);
+            op.process("events_enriched", 0, chunk, &mut out);
             op.flush(&mut out);
             if cut == Some(n) {
                 let snap = op.snapshot();
