@@ -16,6 +16,7 @@ mod promql_query;
 mod remote_write;
 mod search_latency;
 mod searchable;
+mod stream;
 mod summary;
 mod workload;
 
@@ -50,6 +51,8 @@ enum Command {
     PromqlLoad(promql_load::PromqlLoadArgs),
     /// Time a PromQL query through the Prometheus HTTP API; report median, p90 and what it answered.
     PromqlQuery(promql_query::PromqlQueryArgs),
+    /// Run events through deduplication, enrichment and two rollups in process; report events/s and state.
+    Stream(stream::StreamArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +66,6 @@ fn main() -> anyhow::Result<()> {
         Command::RemoteWrite(args) => remote_write::run(args),
         Command::PromqlLoad(args) => promql_load::run(args),
         Command::PromqlQuery(args) => promql_query::run(args),
+        Command::Stream(args) => stream::run(args),
     }
 }

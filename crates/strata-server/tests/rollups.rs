@@ -246,6 +246,33 @@ fn rollups_are_exact_across_sigkills() {
         {
             break;
         }
+        if Instant::now() >= deadline {
+            let late: Value = server
+                .http
+                .get(server.url("/query/v1/late"))
+                .bearer_auth(&key)
+                .query(&[("rule", "tumbling_10s"), ("limit", "1000")])
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            let unexpected: Vec<String> = late["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| l["value"].as_f64() != Some(-1.0))
+                .take(10)
+                .map(|l| {
+                    format!(
+                        "{} at t0+{} ms (watermark t0+{} ms)",
+                        l["group"],
+                        l["timestamp_ms"].as_i64().unwrap() - t0,
+                        l["watermark_ms"].as_i64().unwrap_or(0) - t0
+                    )
+                })
+                .collect();
+            eprintln!("samples late that should not be: {unexpected:#?}");
+        }
         assert!(
             Instant::now() < deadline,
             "the rollup store has {} of {} sliding windows\n{}\n{}\n{}",
@@ -300,7 +327,8 @@ fn rollups_are_exact_across_sigkills() {
             .map(|l| (l["group"]["service"].as_str().unwrap().to_string(), l["timestamp_ms"].as_i64().unwrap()))
             .collect();
         let want: BTreeSet<(String, i64)> = too_late.iter().map(|p| (format!("s{}", p.0), p.2)).collect();
-        assert_eq!(got, want, "{rule}: the late output");
+        let extra: Vec<_> = got.difference(&want).take(10).collect();
+        assert_eq!(got, want, "{rule}: the late output; late but not meant to be: {extra:?} (t0 {t0})");
         assert_eq!(r["records"].as_array().unwrap().len(), want.len(), "{rule}: each late sample once");
     }
 
