@@ -137,6 +137,9 @@ struct RuleState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Clock {
     max_event_ms: i64,
+    /// The next offset of the partition this operator has not read.
+    #[serde(default)]
+    next_offset: u64,
     /// When it last showed a record; not kept across a restart (all start active).
     #[serde(skip, default = "Instant::now")]
     seen: Instant,
@@ -178,6 +181,8 @@ pub struct RollupOperator {
     state: State,
     stats: RollupStats,
     emitted: HashMap<String, u64>,
+    /// Tells a partition that is quiet from one whose records are not read yet.
+    log: Option<Arc<dyn strata_log::Log>>,
 }
 
 fn key(c: &Compiled) -> String {
@@ -197,7 +202,15 @@ impl RollupOperator {
             state: State::default(),
             stats,
             emitted: HashMap::new(),
+            log: None,
         }
+    }
+
+    /// Reads the log's partition ends, so that a partition with records not read yet is never
+    /// taken for idle (without it, only the time since its last record says so).
+    pub fn with_log(mut self, log: Arc<dyn strata_log::Log>) -> RollupOperator {
+        self.log = Some(log);
+        self
     }
 
     /// Takes the book's rules if they changed: a new rule starts empty, a removed or replaced
@@ -220,25 +233,27 @@ impl RollupOperator {
         }
     }
 
-    /// The watermark of a rule reading `topic`: the oldest clock of its active partitions.
+    /// The watermark of a rule reading `topic`: the oldest clock of its active partitions. A
+    /// partition is idle when it showed no record for `IDLE_MS` and has none left to read: one
+    /// whose records wait behind another's never lets the watermark pass them.
     fn watermark(&self, topic: &str, c: &Compiled) -> Option<i64> {
         let clocks = self.state.clocks.get(topic)?;
+        let unread =
+            |p: u32, next: u64| self.log.as_ref().is_some_and(|l| l.end_offset(topic, p).is_ok_and(|end| end > next));
         clocks
-            .values()
-            .filter(|c| c.seen.elapsed().as_millis() as u64 <= IDLE_MS)
-            .map(|c| c.max_event_ms)
+            .iter()
+            .filter(|(p, c)| c.seen.elapsed().as_millis() as u64 <= IDLE_MS || unread(**p, c.next_offset))
+            .map(|(_, c)| c.max_event_ms)
             .min()
             .map(|m| m.saturating_sub(c.out_of_orderness_ms))
     }
 
     fn tick(&mut self, topic: &str, partition: u32, ts: i64) {
-        let clock = self
-            .state
-            .clocks
-            .entry(topic.to_string())
-            .or_default()
-            .entry(partition)
-            .or_insert(Clock { max_event_ms: ts, seen: Instant::now() });
+        let clock = self.state.clocks.entry(topic.to_string()).or_default().entry(partition).or_insert(Clock {
+            max_event_ms: ts,
+            next_offset: 0,
+            seen: Instant::now(),
+        });
         clock.max_event_ms = clock.max_event_ms.max(ts);
         clock.seen = Instant::now();
     }
@@ -568,6 +583,11 @@ impl Operator for RollupOperator {
                 }
                 self.tick(topic, partition, ts);
             }
+        }
+        if let Some(last) = records.last()
+            && let Some(clock) = self.state.clocks.get_mut(topic).and_then(|c| c.get_mut(&partition))
+        {
+            clock.next_offset = last.offset + 1;
         }
     }
 
