@@ -29,7 +29,7 @@ use strata_model::topic::{Events, EventsEnriched, Reference, Topic};
 use strata_model::{Event, TopicSpec};
 
 use crate::OutputRecord;
-use crate::operator::{Emit, Operator};
+use crate::operator::{Emit, Operator, decode_state, encode_state};
 
 /// Keys a tenant's deduplication remembers at most; past it the oldest are forgotten early
 /// (counted in `strata_dedup_evicted_total`).
@@ -451,21 +451,14 @@ impl Operator for EventPipeline {
     }
 
     fn restore(&mut self, state: Option<&[u8]>) -> Result<(), String> {
-        self.state = match state {
-            None => State::default(),
-            Some(bytes) => {
-                let json = zstd::decode_all(bytes).map_err(|e| format!("not zstd: {e}"))?;
-                serde_json::from_slice(&json).map_err(|e| format!("not an events pipeline state: {e}"))?
-            }
-        };
+        self.state = decode_state(state, "an events pipeline state")?;
         self.version = 0;
         self.adopt();
         Ok(())
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
-        let json = serde_json::to_vec(&self.state).expect("state serialises");
-        zstd::encode_all(json.as_slice(), 1).expect("in-memory zstd")
+        encode_state(&self.state)
     }
 
     fn process(&mut self, topic: &str, partition: u32, records: &[StoredRecord], out: &mut Vec<Emit>) {

@@ -58,6 +58,20 @@ pub trait Operator: Send + 'static {
     fn flush(&mut self, out: &mut Vec<Emit>);
 }
 
+/// An operator's state as its snapshot keeps it: JSON, zstd-compressed.
+pub fn encode_state<T: serde::Serialize>(state: &T) -> Vec<u8> {
+    let json = serde_json::to_vec(state).expect("operator state serialises");
+    zstd::encode_all(json.as_slice(), 1).expect("in-memory zstd")
+}
+
+/// A state [`encode_state`] made, or the default one when there is none; `what` names it in the
+/// error.
+pub fn decode_state<T: serde::de::DeserializeOwned + Default>(bytes: Option<&[u8]>, what: &str) -> Result<T, String> {
+    let Some(bytes) = bytes else { return Ok(T::default()) };
+    let json = zstd::decode_all(bytes).map_err(|e| format!("not zstd: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("not {what}: {e}"))
+}
+
 /// An output batch made durable in the state file and not yet known to be in the log.
 #[derive(Debug, Clone, PartialEq)]
 struct Pending {

@@ -32,7 +32,7 @@ use strata_model::{Event, MetricBatch, MetricBatchBuilder, SeriesRegistry, Topic
 pub use rules::{Aggregation, Compiled, EventInput, Input, MetricInput, RollupRule, RuleBook, Window, WindowSpec};
 
 use crate::OutputRecord;
-use crate::operator::{Emit, Operator};
+use crate::operator::{Emit, Operator, decode_state, encode_state};
 use crate::sketch::Sketch;
 
 /// A partition without a record for this long does not hold the watermark back.
@@ -494,21 +494,14 @@ impl Operator for RollupOperator {
     }
 
     fn restore(&mut self, state: Option<&[u8]>) -> Result<(), String> {
-        self.state = match state {
-            None => State::default(),
-            Some(bytes) => {
-                let json = zstd::decode_all(bytes).map_err(|e| format!("not zstd: {e}"))?;
-                serde_json::from_slice(&json).map_err(|e| format!("not a rollup state: {e}"))?
-            }
-        };
+        self.state = decode_state(state, "a rollup state")?;
         self.version = 0;
         self.adopt();
         Ok(())
     }
 
     fn snapshot(&mut self) -> Vec<u8> {
-        let json = serde_json::to_vec(&self.state).expect("state serialises");
-        zstd::encode_all(json.as_slice(), 1).expect("in-memory zstd")
+        encode_state(&self.state)
     }
 
     fn process(&mut self, topic: &str, partition: u32, records: &[StoredRecord], out: &mut Vec<Emit>) {
