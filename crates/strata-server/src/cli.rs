@@ -208,3 +208,41 @@ pub fn consumers(r: &Remote) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub fn stream(r: &Remote) -> anyhow::Result<()> {
+    let v = get(r, "/admin/v1/stream", &[])?;
+    println!(
+        "{:<16} {:<24} {:<24} {:>10} {:>12} {:>10} {:>12}",
+        "TENANT", "RULE", "WATERMARK", "GROUPS", "STATE", "LATE", "EMITTED"
+    );
+    for rule in v["rollups"].as_array().into_iter().flatten() {
+        let watermark = rule["watermark"].as_str().unwrap_or("-");
+        println!(
+            "{:<16} {:<24} {:<24} {:>10} {:>12} {:>10} {:>12}",
+            rule["tenant"].as_str().unwrap_or(""),
+            rule["rule"].as_str().unwrap_or(""),
+            watermark,
+            rule["groups"].to_string(),
+            rule["state_entries"].to_string(),
+            rule["late_records"].to_string(),
+            rule["emitted_samples"].to_string(),
+        );
+    }
+    println!();
+    println!(
+        "{:<16} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "TENANT", "EVENTS OUT", "DUPLICATES", "NO ROW", "ROWS", "DEDUP KEYS"
+    );
+    for (tenant, s) in v["pipeline"].as_object().into_iter().flatten() {
+        println!(
+            "{:<16} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            tenant,
+            s["events_out"].to_string(),
+            s["duplicates_dropped"].to_string(),
+            s["enrichment_missing"].to_string(),
+            s["reference_rows"].to_string(),
+            s["dedup_keys"].to_string(),
+        );
+    }
+    Ok(())
+}

@@ -74,6 +74,10 @@ enum Command {
     /// Lists the server's consumers with their state, restarts, lag and last error.
     #[command(after_help = REMOTE_HELP)]
     Consumers(cli::Remote),
+    /// Lists every tenant's rollup rules with their watermark, state and late records, and what
+    /// the events pipeline deduplicated and enriched.
+    #[command(after_help = REMOTE_HELP)]
+    Stream(cli::Remote),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         Command::Consume(a) => cli::run(cli::consume(&a)),
         Command::Groups(r) => cli::run(cli::groups(&r)),
         Command::Consumers(r) => cli::run(cli::consumers(&r)),
+        Command::Stream(r) => cli::run(cli::stream(&r)),
     }
 }
 

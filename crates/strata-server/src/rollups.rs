@@ -106,6 +106,32 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Every tenant's rules and events pipeline, for operators (the admin token): `strata stream`.
+pub async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    app.auth.admin(&headers)?;
+    let stats = app.rollup_stats.lock().expect("rollup stats lock").clone();
+    let rollups: Vec<Value> = app
+        .rules
+        .all()
+        .iter()
+        .map(|c| {
+            let s = stats.get(&format!("{}/{}", c.tenant, c.rule.name)).cloned().unwrap_or_default();
+            json!({
+                "tenant": c.tenant,
+                "rule": c.rule.name,
+                "watermark": s.watermark_ms.map(|ms| strata_model::format_rfc3339_nanos(ms.saturating_mul(1_000_000))),
+                "watermark_ms": s.watermark_ms,
+                "groups": s.groups,
+                "state_entries": s.state_entries,
+                "late_records": s.late_records,
+                "emitted_samples": s.emitted_samples,
+            })
+        })
+        .collect();
+    let pipeline = app.pipeline_stats.lock().expect("pipeline stats lock").clone();
+    Ok(Json(json!({ "rollups": rollups, "pipeline": pipeline })))
+}
+
 #[derive(Deserialize)]
 pub struct LateQuery {
     rule: Option<String>,

@@ -264,6 +264,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .route("/admin/v1/rollups", get(rollups::list).post(rollups::put))
             .route("/admin/v1/rollups/{name}", get(rollups::get_one).delete(rollups::delete))
             .route("/query/v1/late", get(rollups::late))
+            .route("/admin/v1/stream", get(rollups::overview))
             .route("/admin/v1/reference", get(pipeline::tables))
             .route("/admin/v1/reference/{table}", axum::routing::put(pipeline::put_table))
             .route("/admin/v1/reference/{table}/rows", axum::routing::post(pipeline::rows))

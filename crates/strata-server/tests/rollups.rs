@@ -356,6 +356,15 @@ fn rollups_are_exact_across_sigkills() {
         server.http.get(server.url("/admin/v1/rollups")).bearer_auth(&key).send().unwrap().json().unwrap();
     let tumbling = rules["rules"].as_array().unwrap().iter().find(|r| r["name"] == "tumbling_10s").unwrap().clone();
     assert!(tumbling["status"]["watermark_ms"].as_i64().unwrap() > end, "{tumbling}");
+    // And to an operator, for every tenant, through the CLI.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["stream", "--server", &server.url(""), "--token", common::ADMIN_TOKEN])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let line = text.lines().find(|l| l.contains("sliding_10s")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("roll ") && line.contains(&too_late.len().to_string()), "{line}");
     eprintln!("{kills} kills; {checked} window values checked; {} samples too late", too_late.len());
 }
 
