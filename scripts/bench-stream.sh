@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 events=${STRATA_BENCH_EVENTS:-3000000}
 groups=${STRATA_BENCH_GROUPS:-100000}
 flink_events=${STRATA_BENCH_FLINK_EVENTS:-1000000}
-cargo build --release -q -p strata-bench
+cargo build --release -q -p strata-server -p strata-bench
 bash scripts/install-pyflink.sh
 bench="$CARGO_TARGET_DIR/release/strata-bench"
 print_machine /tmp
@@ -23,3 +23,10 @@ echo "== flink: tumbling 1s count/sum, $groups keys, $flink_events events, paral
 "${STRATA_FLINK_VENV:-$HOME/.cache/strata-flink}/bin/python" scripts/flink-tumbling.py "$flink_events" "$groups" 2 2>/dev/null | tail -1
 echo "== flink: the same with 10,000 events (start-up and shut-down alone)"
 "${STRATA_FLINK_VENV:-$HOME/.cache/strata-flink}/bin/python" scripts/flink-tumbling.py 10000 "$groups" 2 2>/dev/null | tail -1
+echo "== strata: from a window's end to its rollup answering through PromQL (10 s windows, out of orderness 1 s, lateness 10 s)"
+srv=$(mktemp -d)
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$srv"' EXIT
+start_strata "$CARGO_TARGET_DIR/release/strata" "$srv/data" "$srv/serve.log"
+"$bench" rollup-delay --url "$url" --windows 10 --json
+stop_strata

@@ -14,6 +14,7 @@ mod promql_dataset;
 mod promql_load;
 mod promql_query;
 mod remote_write;
+mod rollup_delay;
 mod search_latency;
 mod searchable;
 mod stream;
@@ -53,6 +54,8 @@ enum Command {
     PromqlQuery(promql_query::PromqlQueryArgs),
     /// Run events through deduplication, enrichment and two rollups in process; report events/s and state.
     Stream(stream::StreamArgs),
+    /// Measure how long after a window's end its rollup is read through PromQL, against a server.
+    RollupDelay(rollup_delay::RollupDelayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,5 +70,6 @@ fn main() -> anyhow::Result<()> {
         Command::PromqlLoad(args) => promql_load::run(args),
         Command::PromqlQuery(args) => promql_query::run(args),
         Command::Stream(args) => stream::run(args),
+        Command::RollupDelay(args) => rollup_delay::run(args),
     }
 }
