@@ -41,14 +41,56 @@ pub const IDLE_MS: u64 = 30_000;
 /// Output series per emitted record.
 const SERIES_PER_RECORD: usize = 2000;
 
+/// Floats in a state snapshot: JSON numbers when finite, `"+Inf"`, `"-Inf"` or `"NaN"`
+/// otherwise (JSON has no number for them, and a sample may be infinite).
+mod float {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match *v {
+            v if v.is_finite() => s.serialize_f64(v),
+            v if v.is_nan() => s.serialize_str("NaN"),
+            v if v > 0.0 => s.serialize_str("+Inf"),
+            _ => s.serialize_str("-Inf"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum F {
+            Number(f64),
+            Text(String),
+        }
+        match F::deserialize(d)? {
+            F::Number(v) => Ok(v),
+            F::Text(t) => match t.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "+Inf" => Ok(f64::INFINITY),
+                "-Inf" => Ok(f64::NEG_INFINITY),
+                other => Err(D::Error::custom(format!("{other:?} is not a float"))),
+            },
+        }
+    }
+}
+
+/// A value of a sliding window's group: its time and value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Point(i64, #[serde(with = "float")] f64);
+
 /// What a window holds for one group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Partial {
     n: u64,
+    #[serde(with = "float")]
     sum: f64,
+    #[serde(with = "float")]
     min: f64,
+    #[serde(with = "float")]
     max: f64,
     last_ts: i64,
+    #[serde(with = "float")]
     last: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sketch: Option<Sketch>,
@@ -111,7 +153,7 @@ impl Partial {
 /// One group's values of a sliding window rule, sorted by time.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Slide {
-    points: Vec<(i64, f64)>,
+    points: Vec<Point>,
     /// Timestamps up to here have been emitted.
     emitted_to: i64,
     /// Emitted timestamps whose windows changed since.
@@ -299,7 +341,7 @@ fn add(c: &Compiled, s: &mut RuleState, wm: Option<i64>, group: String, ts: i64,
             }
             let g = s.sliding.entry(group).or_insert_with(|| Slide { emitted_to: i64::MIN, ..Slide::default() });
             let at = g.points.partition_point(|p| p.0 <= ts);
-            g.points.insert(at, (ts, v));
+            g.points.insert(at, Point(ts, v));
             if ts <= g.emitted_to {
                 let emitted_to = g.emitted_to;
                 let redo: Vec<i64> = g
@@ -415,9 +457,9 @@ fn flush_rule(c: &Compiled, s: &mut RuleState, wm: Option<i64>, out: &mut Vec<Em
         }
         Window::Sliding { size } => {
             for (g, slide) in s.sliding.iter_mut() {
-                let value_at = |points: &[(i64, f64)], t: i64| {
+                let value_at = |points: &[Point], t: i64| {
                     let mut p = Partial::new(c.quantiles);
-                    for &(ts, v) in points.iter().filter(|(ts, _)| *ts > t - size && *ts <= t) {
+                    for &Point(ts, v) in points.iter().filter(|p| p.0 > t - size && p.0 <= t) {
                         p.add(ts, v);
                     }
                     p
@@ -431,7 +473,7 @@ fn flush_rule(c: &Compiled, s: &mut RuleState, wm: Option<i64>, out: &mut Vec<Em
                     o.emit(g, t, &value_at(&slide.points, t));
                 }
                 if let Some(w) = wm {
-                    slide.points.retain(|&(t, _)| t + size + lateness > w);
+                    slide.points.retain(|p| p.0 + size + lateness > w);
                 }
             }
             s.sliding.retain(|_, g| !g.points.is_empty());

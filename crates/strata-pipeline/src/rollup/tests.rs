@@ -177,3 +177,28 @@ fn a_restored_snapshot_continues_as_if_never_stopped() {
         assert_eq!(run(Some(cut)), whole, "restored after chunk {cut}");
     }
 }
+
+#[test]
+fn infinite_values_survive_a_snapshot() {
+    let mut op = operator(json!({"name": "inf", "input": {"event_type": "request", "value_field": "latency"},
+        "window": {"type": "tumbling", "size": "10s"}, "aggregations": ["sum", "max"], "output": "inf_10s"}));
+    let mut out = Vec::new();
+    // The window's sum overflows to infinity before the snapshot (a metric sample may be
+    // infinite too); JSON has no number for it, and the state must keep it all the same.
+    op.process("events_enriched", 0, &[event(0, 1_000, "a", f64::MAX)], &mut out);
+    op.process("events_enriched", 0, &[event(1, 2_000, "a", f64::MAX)], &mut out);
+    let snap = op.snapshot();
+    let book = op.book.clone();
+    let mut restored = RollupOperator::new(book, Arc::new(SeriesRegistry::new(3600)), RollupStats::default());
+    restored.restore(Some(&snap)).unwrap();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    op.process("events_enriched", 0, &[event(2, 30_000, "a", 1.0)], &mut a);
+    op.flush(&mut a);
+    restored.process("events_enriched", 0, &[event(2, 30_000, "a", 1.0)], &mut b);
+    restored.flush(&mut b);
+    let (mut got_a, mut got_b) = (Samples::new(), Samples::new());
+    samples(&a, &mut got_a);
+    samples(&b, &mut got_b);
+    assert_eq!(got_a[&("inf_10s_sum".into(), "".into(), 10_000)], f64::INFINITY, "two f64::MAX overflow");
+    assert_eq!(got_a, got_b);
+}
