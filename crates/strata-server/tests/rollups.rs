@@ -247,31 +247,33 @@ fn rollups_are_exact_across_sigkills() {
             break;
         }
         if Instant::now() >= deadline {
-            let late: Value = server
-                .http
-                .get(server.url("/query/v1/late"))
-                .bearer_auth(&key)
-                .query(&[("rule", "tumbling_10s"), ("limit", "1000")])
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            let unexpected: Vec<String> = late["records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|l| l["value"].as_f64() != Some(-1.0))
-                .take(10)
-                .map(|l| {
-                    format!(
-                        "{} at t0+{} ms (watermark t0+{} ms)",
-                        l["group"],
-                        l["timestamp_ms"].as_i64().unwrap() - t0,
-                        l["watermark_ms"].as_i64().unwrap_or(0) - t0
-                    )
-                })
-                .collect();
-            eprintln!("samples late that should not be: {unexpected:#?}");
+            for rule in ["tumbling_10s", "hopping_30s", "sliding_10s"] {
+                let late: Value = server
+                    .http
+                    .get(server.url("/query/v1/late"))
+                    .bearer_auth(&key)
+                    .query(&[("rule", rule), ("limit", "1000")])
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                let unexpected: Vec<String> = late["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|l| l["value"].as_f64() != Some(-1.0))
+                    .take(10)
+                    .map(|l| {
+                        format!(
+                            "{} at t0+{} ms (watermark t0+{} ms)",
+                            l["group"],
+                            l["timestamp_ms"].as_i64().unwrap() - t0,
+                            l["watermark_ms"].as_i64().unwrap_or(0) - t0
+                        )
+                    })
+                    .collect();
+                eprintln!("{rule}: samples late that should not be: {unexpected:#?}");
+            }
         }
         assert!(
             Instant::now() < deadline,

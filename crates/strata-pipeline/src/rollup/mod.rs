@@ -193,6 +193,9 @@ struct State {
     rules: BTreeMap<String, RuleState>,
     /// By topic, then partition.
     clocks: BTreeMap<String, BTreeMap<u32, Clock>>,
+    /// By topic, then partition: the next offset not read, whether its records had samples or not.
+    #[serde(default)]
+    read_to: BTreeMap<String, BTreeMap<u32, u64>>,
 }
 
 /// What the admin API and `/metrics` show of one rule.
@@ -282,6 +285,17 @@ impl RollupOperator {
         let clocks = self.state.clocks.get(topic)?;
         let unread =
             |p: u32, next: u64| self.log.as_ref().is_some_and(|l| l.end_offset(topic, p).is_ok_and(|end| end > next));
+        // A partition with records not read yet and no clock (none of its records read so far)
+        // could hold anything: the watermark waits for it.
+        if let Some(log) = &self.log {
+            let read_to = self.state.read_to.get(topic);
+            for p in 0..log.partition_count(topic).unwrap_or(0) {
+                let next = read_to.and_then(|r| r.get(&p)).copied().unwrap_or(0);
+                if !clocks.contains_key(&p) && unread(p, next) {
+                    return None;
+                }
+            }
+        }
         clocks
             .iter()
             .filter(|(p, c)| c.seen.elapsed().as_millis() as u64 <= IDLE_MS || unread(**p, c.next_offset))
@@ -619,10 +633,11 @@ impl Operator for RollupOperator {
                 self.tick(topic, partition, ts);
             }
         }
-        if let Some(last) = records.last()
-            && let Some(clock) = self.state.clocks.get_mut(topic).and_then(|c| c.get_mut(&partition))
-        {
-            clock.next_offset = last.offset + 1;
+        if let Some(last) = records.last() {
+            self.state.read_to.entry(topic.to_string()).or_default().insert(partition, last.offset + 1);
+            if let Some(clock) = self.state.clocks.get_mut(topic).and_then(|c| c.get_mut(&partition)) {
+                clock.next_offset = last.offset + 1;
+            }
         }
     }
 
