@@ -361,15 +361,21 @@ impl EventPipeline {
     /// Deduplicates, enriches and emits one event.
     fn event(&mut self, tenant: &str, append_ms: i64, source_id: &str, payload: &[u8], out: &mut Vec<Emit>) {
         let Ok(mut e) = serde_json::from_slice::<Event>(payload) else { return };
-        let counts = self.counts.entry(tenant.to_string()).or_default();
-        let dedup = self.catalog.dedup.get(tenant).cloned().unwrap_or_default();
+        if !self.counts.contains_key(tenant) {
+            self.counts.insert(tenant.to_string(), PipelineStats::default());
+        }
+        let counts = self.counts.get_mut(tenant).expect("inserted above");
+        let dedup_key = self.catalog.dedup.get(tenant).map_or("event_id", |d| d.key.as_str());
         let ttl = self.ttl_ms.get(tenant).copied().unwrap_or(600_000);
-        let key = match dedup.key.as_str() {
+        let key = match dedup_key {
             "event_id" => e.event_id.clone(),
             field => e.data.get(field).and_then(key_text),
         };
         if let Some(k) = key {
-            let seen = self.state.seen.entry(tenant.to_string()).or_default();
+            if !self.state.seen.contains_key(tenant) {
+                self.state.seen.insert(tenant.to_string(), Seen::default());
+            }
+            let seen = self.state.seen.get_mut(tenant).expect("inserted above");
             while let Some((t, _)) = seen.order.front() {
                 if *t + ttl > append_ms && seen.order.len() <= DEDUP_KEYS_MAX {
                     break;

@@ -222,6 +222,8 @@ pub struct RollupOperator {
     registry: Arc<SeriesRegistry>,
     version: u64,
     rules: Vec<Compiled>,
+    /// Each rule's key in the state ("tenant/rule"), by the rule's place in `rules`.
+    keys: Vec<String>,
     by_tenant: HashMap<String, Vec<usize>>,
     state: State,
     stats: RollupStats,
@@ -243,6 +245,7 @@ impl RollupOperator {
             registry,
             version: 0,
             rules: Vec::new(),
+            keys: Vec::new(),
             by_tenant: HashMap::new(),
             state: State::default(),
             stats,
@@ -267,14 +270,15 @@ impl RollupOperator {
         }
         self.version = version;
         self.rules = self.book.all();
+        self.keys = self.rules.iter().map(key).collect();
         self.by_tenant.clear();
         for (i, c) in self.rules.iter().enumerate() {
             self.by_tenant.entry(c.tenant.clone()).or_default().push(i);
         }
-        let live: HashMap<String, u64> = self.rules.iter().map(|c| (key(c), c.id)).collect();
+        let live: HashMap<&String, u64> = self.keys.iter().zip(&self.rules).map(|(k, c)| (k, c.id)).collect();
         self.state.rules.retain(|k, s| live.get(k) == Some(&s.id));
-        for c in &self.rules {
-            self.state.rules.entry(key(c)).or_insert_with(|| RuleState { id: c.id, ..RuleState::default() });
+        for (k, c) in self.keys.iter().zip(&self.rules) {
+            self.state.rules.entry(k.clone()).or_insert_with(|| RuleState { id: c.id, ..RuleState::default() });
         }
     }
 
@@ -328,7 +332,7 @@ fn group_key<'a>(group_by: &[String], mut value: impl FnMut(&str) -> Option<&'a 
 }
 
 /// Adds one value to a rule's state, or reports it late.
-fn add(c: &Compiled, s: &mut RuleState, wm: Option<i64>, group: String, ts: i64, v: f64) -> bool {
+fn add(c: &Compiled, s: &mut RuleState, wm: Option<i64>, group: &str, ts: i64, v: f64) -> bool {
     let lateness = c.allowed_lateness_ms;
     let closed = |end: i64| wm.is_some_and(|w| end.saturating_add(lateness) <= w);
     match c.window {
@@ -342,18 +346,30 @@ fn add(c: &Compiled, s: &mut RuleState, wm: Option<i64>, group: String, ts: i64,
                 let mut end = pane + slide;
                 while end <= pane + size {
                     if end <= fired && !closed(end) {
-                        s.redo.insert((end, group.clone()));
+                        s.redo.insert((end, group.to_string()));
                     }
                     end += slide;
                 }
             }
-            s.panes.entry(pane).or_default().entry(group).or_insert_with(|| Partial::new(quantiles)).add(ts, v);
+            // The group's key is copied only the first time it shows in a pane.
+            let groups = s.panes.entry(pane).or_default();
+            match groups.get_mut(group) {
+                Some(p) => p.add(ts, v),
+                None => {
+                    let mut p = Partial::new(quantiles);
+                    p.add(ts, v);
+                    groups.insert(group.to_string(), p);
+                }
+            }
         }
         Window::Sliding { size } => {
             if closed(ts) {
                 return false;
             }
-            let g = s.sliding.entry(group).or_insert_with(|| Slide { emitted_to: i64::MIN, ..Slide::default() });
+            if !s.sliding.contains_key(group) {
+                s.sliding.insert(group.to_string(), Slide { emitted_to: i64::MIN, ..Slide::default() });
+            }
+            let g = s.sliding.get_mut(group).expect("inserted above");
             let at = g.points.partition_point(|p| p.0 <= ts);
             g.points.insert(at, Point(ts, v));
             if ts <= g.emitted_to {
@@ -576,30 +592,28 @@ impl Operator for RollupOperator {
                 let view = self.registry.read();
                 let mut newest = i64::MIN;
                 let state = &mut self.state;
-                let all = &self.rules;
+                let (all, keys) = (&self.rules, &self.keys);
+                // Reused for every series of the batch.
+                let mut points: Vec<(i64, f64)> = Vec::new();
                 let _ = batch.for_each_series_in(tenant, &view, |_, labels, samples| {
-                    let name = labels.iter().find(|(n, _)| *n == "__name__").map_or("", |l| l.1);
-                    let matching: Vec<usize> = rules
-                        .iter()
-                        .copied()
-                        .filter(|&i| match &all[i].rule.input {
-                            Input::Metric(MetricInput { metric, labels: want }) => {
-                                metric == name
-                                    && want.iter().all(|(k, v)| labels.iter().any(|(n, lv)| n == k && lv == v))
-                            }
-                            Input::Event(_) => false,
-                        })
-                        .collect();
-                    let samples: Vec<(i64, f64)> = samples.collect();
-                    if let Some(m) = samples.iter().map(|s| s.0).max() {
+                    points.clear();
+                    points.extend(samples);
+                    if let Some(m) = points.iter().map(|s| s.0).max() {
                         newest = newest.max(m);
                     }
+                    let name = labels.iter().find(|(n, _)| *n == "__name__").map_or("", |l| l.1);
+                    let matching = rules.iter().copied().filter(|&i| match &all[i].rule.input {
+                        Input::Metric(MetricInput { metric, labels: want }) => {
+                            metric == name && want.iter().all(|(k, v)| labels.iter().any(|(n, lv)| n == k && lv == v))
+                        }
+                        Input::Event(_) => false,
+                    });
                     for i in matching {
                         let c = &all[i];
                         let group = group_key(&c.rule.group_by, |n| labels.iter().find(|l| l.0 == n).map(|l| l.1));
-                        let s = state.rules.get_mut(&key(c)).expect("adopted rules have state");
-                        for &(ts, v) in samples.iter().filter(|s| !s.1.is_nan()) {
-                            if !add(c, s, marks[i], group.clone(), ts, v) {
+                        let s = state.rules.get_mut(&keys[i]).expect("adopted rules have state");
+                        for &(ts, v) in points.iter().filter(|s| !s.1.is_nan()) {
+                            if !add(c, s, marks[i], &group, ts, v) {
                                 s.late += 1;
                                 late(c, &group, ts, v, marks[i], out);
                             }
@@ -624,8 +638,8 @@ impl Operator for RollupOperator {
                         _ => continue,
                     };
                     let group = event_group(&c.rule.group_by, &e);
-                    let s = self.state.rules.get_mut(&key(c)).expect("adopted rules have state");
-                    if !add(c, s, marks[i], group.clone(), ts, v) {
+                    let s = self.state.rules.get_mut(&self.keys[i]).expect("adopted rules have state");
+                    if !add(c, s, marks[i], &group, ts, v) {
                         s.late += 1;
                         late(c, &group, ts, v, marks[i], out);
                     }
@@ -651,7 +665,7 @@ impl Operator for RollupOperator {
                 Input::Event(_) => EventsEnriched::SPEC.name,
             };
             let wm = self.watermark(topic, c);
-            let k = key(c);
+            let k = self.keys[i].clone();
             let s = self.state.rules.get_mut(&k).expect("adopted rules have state");
             let n = flush_rule(c, s, wm, out);
             let emitted = self.emitted.entry(k.clone()).or_default();
