@@ -156,6 +156,20 @@ fn stored(s: &Server, key: &str, name: &str, at_ms: i64) -> BTreeMap<(String, i6
     out
 }
 
+/// The records of `rule` in the late output.
+fn late_records(s: &Server, key: &str, rule: &str) -> Vec<Value> {
+    let r: Value = s
+        .http
+        .get(s.url("/query/v1/late"))
+        .bearer_auth(key)
+        .query(&[("rule", rule), ("limit", "1000")])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    r["records"].as_array().unwrap_or_else(|| panic!("{r}")).clone()
+}
+
 fn close(got: f64, want: f64, agg: &str) -> bool {
     let tolerance = if agg.starts_with('p') { 0.01 * want.abs() * 1.000_001 } else { 1e-9 * want.abs().max(1.0) };
     (got - want).abs() <= tolerance
@@ -248,18 +262,7 @@ fn rollups_are_exact_across_sigkills() {
         }
         if Instant::now() >= deadline {
             for rule in ["tumbling_10s", "hopping_30s", "sliding_10s"] {
-                let late: Value = server
-                    .http
-                    .get(server.url("/query/v1/late"))
-                    .bearer_auth(&key)
-                    .query(&[("rule", rule), ("limit", "1000")])
-                    .send()
-                    .unwrap()
-                    .json()
-                    .unwrap();
-                let unexpected: Vec<String> = late["records"]
-                    .as_array()
-                    .unwrap()
+                let unexpected: Vec<String> = late_records(&server, &key, rule)
                     .iter()
                     .filter(|l| l["value"].as_f64() != Some(-1.0))
                     .take(10)
@@ -313,25 +316,15 @@ fn rollups_are_exact_across_sigkills() {
 
     // Every too-late sample is in the late output, once per rule.
     for rule in ["tumbling_10s", "hopping_30s", "sliding_10s"] {
-        let r: Value = server
-            .http
-            .get(server.url("/query/v1/late"))
-            .bearer_auth(&key)
-            .query(&[("rule", rule), ("limit", "1000")])
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let got: BTreeSet<(String, i64)> = r["records"]
-            .as_array()
-            .unwrap()
+        let records = late_records(&server, &key, rule);
+        let got: BTreeSet<(String, i64)> = records
             .iter()
             .map(|l| (l["group"]["service"].as_str().unwrap().to_string(), l["timestamp_ms"].as_i64().unwrap()))
             .collect();
         let want: BTreeSet<(String, i64)> = too_late.iter().map(|p| (format!("s{}", p.0), p.2)).collect();
         let extra: Vec<_> = got.difference(&want).take(10).collect();
         assert_eq!(got, want, "{rule}: the late output; late but not meant to be: {extra:?} (t0 {t0})");
-        assert_eq!(r["records"].as_array().unwrap().len(), want.len(), "{rule}: each late sample once");
+        assert_eq!(records.len(), want.len(), "{rule}: each late sample once");
     }
 
     // Through query_range, stepping on the tumbling windows' ends, the counts are the windows'.
