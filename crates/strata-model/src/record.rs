@@ -1,6 +1,8 @@
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::limits::Limits;
@@ -108,6 +110,86 @@ pub struct Event {
     pub event_id: Option<String>,
     #[serde(default)]
     pub data: Map<String, Value>,
+}
+
+/// An event read without building it: its strings borrowed from the payload (copied only when
+/// they hold escapes) and each field of `data` kept as its JSON text. Operators that look at a
+/// few fields of every event (deduplication, enrichment, rollups) read events this way.
+#[derive(Debug, Deserialize)]
+pub struct EventRef<'a> {
+    #[serde(rename = "type", borrow)]
+    pub event_type: Cow<'a, str>,
+    pub timestamp_ns: i64,
+    #[serde(borrow)]
+    pub source_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub event_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub data: RawFields<'a>,
+}
+
+impl<'a> EventRef<'a> {
+    pub fn parse(payload: &'a [u8]) -> Result<EventRef<'a>, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}
+
+/// A JSON object's fields in their order, each value as its JSON text.
+#[derive(Debug, Default)]
+pub struct RawFields<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawFields<'a> {
+    /// The value of `name`: the last one when the object names it twice, as a map would keep.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawFields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = RawFields<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<RawFields<'a>, M::Error> {
+                #[derive(Deserialize)]
+                struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    fields.push((k, map.next_value::<&'de RawValue>()?));
+                }
+                Ok(RawFields(fields))
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+    }
+}
+
+/// A JSON number's value.
+pub fn raw_number(v: &RawValue) -> Option<f64> {
+    let text = v.get();
+    match text.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => text.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A JSON string's text (`None` for any other value).
+pub fn raw_string(v: &RawValue) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    if !v.get().starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<Text>(v.get()).ok().map(|t| t.0)
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`, as Prometheus defines a metric name.
@@ -373,6 +455,41 @@ mod tests {
     use serde_json::json;
 
     const NOW: i64 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn an_event_read_in_place_has_the_fields_of_the_event() {
+        let event = Event {
+            event_type: "deploy \"blue\"".into(),
+            timestamp_ns: -5,
+            source_id: "web-1".into(),
+            event_id: Some("e\u{e9}1".into()),
+            data: json!({"n": 1.5, "big": 12345678901234567890u64, "s": "a\nb", "t": true, "z": null,
+                "o": {"k": [1, "x"]}})
+            .as_object()
+            .unwrap()
+            .clone(),
+        };
+        let payload = serde_json::to_vec(&event).unwrap();
+        let e = EventRef::parse(&payload).unwrap();
+        assert_eq!((e.event_type.as_ref(), e.timestamp_ns, e.source_id.as_ref()), ("deploy \"blue\"", -5, "web-1"));
+        assert!(matches!(e.source_id, Cow::Borrowed(_)), "no escapes: borrowed");
+        assert_eq!(e.event_id.as_deref(), Some("e\u{e9}1"));
+        assert_eq!(e.data.0.len(), event.data.len());
+        for (k, v) in &event.data {
+            assert_eq!(e.data.get(k).unwrap().get(), v.to_string(), "{k}");
+        }
+        assert_eq!(raw_number(e.data.get("n").unwrap()), Some(1.5));
+        assert_eq!(raw_number(e.data.get("big").unwrap()), Some(12345678901234567890u64 as f64));
+        assert_eq!(raw_number(e.data.get("s").unwrap()), None);
+        assert_eq!(raw_string(e.data.get("s").unwrap()).as_deref(), Some("a\nb"));
+        assert_eq!(raw_string(e.data.get("t").unwrap()), None);
+        assert!(e.data.contains("z") && !e.data.contains("missing"));
+        let bare = EventRef::parse(br#"{"type": "x", "timestamp_ns": 1, "source_id": "s", "data": {"a": 1, "a": 2}}"#)
+            .unwrap();
+        assert_eq!((bare.event_id, bare.data.get("a").unwrap().get()), (None, "2"), "the last of a repeated field");
+        assert!(EventRef::parse(br#"{"type": "x", "timestamp_ns": 1, "source_id": "s", "data": [1]}"#).is_err());
+        assert!(EventRef::parse(br#"{"type": "x", "source_id": "s"}"#).is_err());
+    }
 
     fn log(v: Value) -> Result<LogLine, RecordError> {
         normalize_log(v, NOW, &Limits::default())

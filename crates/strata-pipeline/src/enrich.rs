@@ -17,16 +17,18 @@
 //! The whole state (tables, keys seen, waiting events) is part of each commit of the operator
 //! (see [`OperatorSink`](crate::OperatorSink)), so a crash neither drops nor repeats an event.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use strata_log::{Log, StoredRecord};
 use strata_model::topic::{Events, EventsEnriched, Reference, Topic};
-use strata_model::{Event, TopicSpec};
+use strata_model::{EventRef, TopicSpec, raw_string};
 
 use crate::OutputRecord;
 use crate::operator::{Emit, Operator, decode_state, encode_state};
@@ -193,6 +195,55 @@ pub struct Change {
     pub row: Option<Map<String, Value>>,
 }
 
+/// A field's text as a key: a string's text, or a number's or boolean's JSON text.
+fn raw_key_text(v: &RawValue) -> Option<Cow<'_, str>> {
+    match v.get().as_bytes().first()? {
+        b'"' => raw_string(v),
+        b'-' | b'0'..=b'9' | b't' | b'f' => Some(Cow::Borrowed(v.get())),
+        _ => None,
+    }
+}
+
+/// The event as the `events_enriched` topic holds it: the event's own fields as they were, with
+/// `added` in `data`, which keeps its fields in name order (as the gateway writes it).
+fn enriched(e: &EventRef<'_>, added: &[(&str, &Value)]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Field<'a> {
+        Raw(&'a RawValue),
+        Added(&'a Value),
+    }
+    struct Data<'a>(Vec<(&'a str, Field<'a>)>);
+    impl Serialize for Data<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        }
+    }
+    #[derive(Serialize)]
+    struct Out<'a> {
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        timestamp_ns: i64,
+        source_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event_id: Option<&'a str>,
+        data: Data<'a>,
+    }
+    let mut data: Vec<(&str, Field)> = e.data.0.iter().map(|(k, v)| (k.as_ref(), Field::Raw(v))).collect();
+    if !added.is_empty() {
+        data.extend(added.iter().map(|(k, v)| (*k, Field::Added(v))));
+        data.sort_by(|a, b| a.0.cmp(b.0));
+    }
+    let out = Out {
+        event_type: &e.event_type,
+        timestamp_ns: e.timestamp_ns,
+        source_id: &e.source_id,
+        event_id: e.event_id.as_deref(),
+        data: Data(data),
+    };
+    serde_json::to_vec(&out).expect("events serialise")
+}
+
 fn key_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -273,7 +324,7 @@ struct Seen {
     /// Key to when it was last seen (append time, ms). Not saved: `order` holds the same, and
     /// saving each key once halves the deduplication's share of a commit.
     #[serde(skip)]
-    keys: HashMap<String, i64>,
+    keys: HashMap<String, i64, foldhash::fast::RandomState>,
     /// Keys in the order they were seen, to expire them.
     order: VecDeque<(i64, String)>,
 }
@@ -290,6 +341,7 @@ struct Waiting {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     /// By tenant, then table.
+    #[serde(with = "json_inside")]
     tables: BTreeMap<String, BTreeMap<String, Table>>,
     /// By tenant.
     seen: BTreeMap<String, Seen>,
@@ -297,6 +349,29 @@ struct State {
     waiting: Vec<Waiting>,
     /// The next offset to read of each `reference` partition, as far as this operator has read.
     reference_read: BTreeMap<u32, u64>,
+}
+
+/// The reference tables in a binary state: their rows are JSON values, which only a
+/// self-describing format can read back, so they are kept as one JSON text there.
+mod json_inside {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return v.serialize(s);
+        }
+        let json = serde_json::to_vec(v).map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&json)
+    }
+
+    pub fn deserialize<'de, T: serde::de::DeserializeOwned, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        if d.is_human_readable() {
+            return T::deserialize(d);
+        }
+        let json = <Vec<u8>>::deserialize(d)?;
+        serde_json::from_slice(&json).map_err(D::Error::custom)
+    }
 }
 
 /// Counts of the pipeline, per tenant, shared with the admin API.
@@ -360,7 +435,7 @@ impl EventPipeline {
 
     /// Deduplicates, enriches and emits one event.
     fn event(&mut self, tenant: &str, append_ms: i64, source_id: &str, payload: &[u8], out: &mut Vec<Emit>) {
-        let Ok(mut e) = serde_json::from_slice::<Event>(payload) else { return };
+        let Ok(e) = EventRef::parse(payload) else { return };
         if !self.counts.contains_key(tenant) {
             self.counts.insert(tenant.to_string(), PipelineStats::default());
         }
@@ -369,7 +444,7 @@ impl EventPipeline {
         let ttl = self.ttl_ms.get(tenant).copied().unwrap_or(600_000);
         let key = match dedup_key {
             "event_id" => e.event_id.clone(),
-            field => e.data.get(field).and_then(key_text),
+            field => e.data.get(field).and_then(raw_key_text),
         };
         if let Some(k) = key {
             if !self.state.seen.contains_key(tenant) {
@@ -388,15 +463,18 @@ impl EventPipeline {
                     }
                 }
             }
-            if seen.keys.get(&k).is_some_and(|&t| t + ttl > append_ms) {
+            if seen.keys.get(k.as_ref()).is_some_and(|&t| t + ttl > append_ms) {
                 counts.duplicates_dropped += 1;
                 metrics::counter!("strata_dedup_dropped_total", "tenant" => tenant.to_string()).increment(1);
                 return;
             }
+            let k = k.into_owned();
             seen.keys.insert(k.clone(), append_ms);
             seen.order.push_back((append_ms, k));
         }
         let t = e.timestamp_ns.div_euclid(1_000_000);
+        // Fields the rules add; a field the event has, or an earlier rule added, is kept.
+        let mut added: Vec<(&str, &Value)> = Vec::new();
         for rule in self.catalog.enrichments.get(tenant).into_iter().flatten() {
             if rule.event_type.as_ref().is_some_and(|ty| *ty != e.event_type) {
                 continue;
@@ -405,16 +483,17 @@ impl EventPipeline {
                 "source_id" => Some(e.source_id.clone()),
                 "type" => Some(e.event_type.clone()),
                 "event_id" => e.event_id.clone(),
-                field => e.data.get(field).and_then(key_text),
+                field => e.data.get(field).and_then(raw_key_text),
             };
             let row = on.and_then(|k| self.state.tables.get(tenant)?.get(&rule.table)?.at(&k, t));
             match row {
                 Some(row) => {
                     for f in &rule.fields {
                         if let Some(v) = row.get(f)
-                            && !e.data.contains_key(f)
+                            && !e.data.contains(f)
+                            && !added.iter().any(|(n, _)| n == f)
                         {
-                            e.data.insert(f.clone(), v.clone());
+                            added.push((f, v));
                         }
                     }
                 }
@@ -433,7 +512,7 @@ impl EventPipeline {
                 timestamp_ns: e.timestamp_ns,
                 source_id: source_id.to_string(),
                 headers: Vec::new(),
-                payload: serde_json::to_vec(&e).expect("events serialise"),
+                payload: enriched(&e, &added),
             },
         });
     }
@@ -531,6 +610,25 @@ impl Operator for EventPipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_model::Event;
+
+    #[test]
+    fn an_enriched_event_is_the_event_with_the_fields_added() {
+        let event: Event = serde_json::from_value(serde_json::json!({"type": "req", "timestamp_ns": 7,
+            "source_id": "h\"1", "event_id": "e1", "data": {"b": 1.25, "d": {"x": [1, null]}, "s": "\u{e9}\n"}}))
+        .unwrap();
+        let payload = serde_json::to_vec(&event).unwrap();
+        let e = EventRef::parse(&payload).unwrap();
+        assert_eq!(enriched(&e, &[]), payload, "nothing added: the same bytes");
+        let (region, aa) = (Value::from("eu"), serde_json::json!({"k": 1}));
+        let mut expected = event.clone();
+        expected.data.insert("region".into(), region.clone());
+        expected.data.insert("aa".into(), aa.clone());
+        assert_eq!(enriched(&e, &[("region", &region), ("aa", &aa)]), serde_json::to_vec(&expected).unwrap());
+        assert_eq!(raw_key_text(e.data.get("b").unwrap()).as_deref(), Some("1.25"));
+        assert_eq!(raw_key_text(e.data.get("s").unwrap()).as_deref(), Some("\u{e9}\n"));
+        assert_eq!(raw_key_text(e.data.get("d").unwrap()), None);
+    }
 
     #[test]
     fn debezium_envelopes_and_plain_rows_become_changes() {

@@ -58,16 +58,37 @@ pub trait Operator: Send + 'static {
     fn flush(&mut self, out: &mut Vec<Emit>);
 }
 
-/// An operator's state as its snapshot keeps it: JSON, zstd-compressed.
+/// The first byte of a state [`encode_state`] makes: bincode (variable-length integers), then
+/// zstd. States written before it are zstd-compressed JSON, which starts with zstd's magic.
+const BINARY_STATE: u8 = 0xb1;
+
+/// An operator's state as its snapshot keeps it: a tag byte, then the state in bincode,
+/// zstd-compressed. A binary form, because at a commit a rollup's state is a million partials:
+/// as JSON, writing their floats and keys was most of a commit's time.
+///
+/// The state's types must not need a self-describing format: no `skip_serializing_if`, no
+/// untagged enums, no `serde_json::Value` (a field holding those can be kept as JSON text
+/// inside, as the events pipeline keeps its reference rows).
 pub fn encode_state<T: serde::Serialize>(state: &T) -> Vec<u8> {
-    let json = serde_json::to_vec(state).expect("operator state serialises");
-    zstd::encode_all(json.as_slice(), 1).expect("in-memory zstd")
+    let raw = bincode::serde::encode_to_vec(state, bincode::config::standard()).expect("operator state serialises");
+    let mut out = vec![BINARY_STATE];
+    zstd::stream::copy_encode(raw.as_slice(), &mut out, 1).expect("in-memory zstd");
+    out
 }
 
-/// A state [`encode_state`] made, or the default one when there is none; `what` names it in the
-/// error.
+/// A state [`encode_state`] made (or, from before the binary form, zstd-compressed JSON), or the
+/// default one when there is none; `what` names it in the error.
 pub fn decode_state<T: serde::de::DeserializeOwned + Default>(bytes: Option<&[u8]>, what: &str) -> Result<T, String> {
     let Some(bytes) = bytes else { return Ok(T::default()) };
+    if let Some(rest) = bytes.strip_prefix(&[BINARY_STATE]) {
+        let raw = zstd::decode_all(rest).map_err(|e| format!("not zstd: {e}"))?;
+        let (state, used) = bincode::serde::decode_from_slice(&raw, bincode::config::standard())
+            .map_err(|e| format!("not {what}: {e}"))?;
+        if used != raw.len() {
+            return Err(format!("not {what}: {} bytes left over", raw.len() - used));
+        }
+        return Ok(state);
+    }
     let json = zstd::decode_all(bytes).map_err(|e| format!("not zstd: {e}"))?;
     serde_json::from_slice(&json).map_err(|e| format!("not {what}: {e}"))
 }
@@ -357,6 +378,34 @@ impl<O: Operator> Sink for OperatorSink<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_are_binary_and_older_json_states_still_read() {
+        #[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct S {
+            groups: BTreeMap<String, (u64, f64)>,
+            clock: Option<i64>,
+        }
+        let s = S {
+            groups: BTreeMap::from([("a\0b".into(), (3, f64::INFINITY)), ("c".into(), (1, -0.5))]),
+            clock: Some(-7),
+        };
+        let bytes = encode_state(&s);
+        assert_eq!(bytes[0], BINARY_STATE);
+        assert_eq!(decode_state::<S>(Some(&bytes), "a test state").unwrap(), s);
+        let json = zstd::encode_all(&br#"{"groups": {"c": [1, -0.5]}, "clock": 4}"#[..], 1).unwrap();
+        let old = decode_state::<S>(Some(&json), "a test state").unwrap();
+        assert_eq!((old.groups["c"], old.clock), ((1, -0.5), Some(4)));
+        assert_eq!(decode_state::<S>(None, "a test state").unwrap(), S::default());
+        let mut extra = bincode::serde::encode_to_vec(&s, bincode::config::standard()).unwrap();
+        extra.push(0);
+        let mut damaged = vec![BINARY_STATE];
+        damaged.extend(zstd::encode_all(extra.as_slice(), 1).unwrap());
+        let err = decode_state::<S>(Some(&damaged), "a test state").unwrap_err();
+        assert!(err.contains("not a test state: 1 bytes left over"), "{err}");
+        let err = decode_state::<S>(Some(&bytes[..bytes.len() - 3]), "a test state").unwrap_err();
+        assert!(err.contains("zstd") || err.contains("not a test state"), "{err}");
+    }
 
     #[test]
     fn state_files_round_trip_and_damage_is_an_error() {

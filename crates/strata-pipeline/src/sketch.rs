@@ -21,17 +21,13 @@ const BUCKETS_MAX: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Sketch {
     /// Bucket index to count, for positive values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pos: BTreeMap<i32, u64>,
     /// The same for the magnitudes of negative values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     neg: BTreeMap<i32, u64>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     zero: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 fn gamma() -> f64 {

@@ -27,7 +27,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use strata_log::StoredRecord;
 use strata_model::topic::{EventsEnriched, Late, Metrics, Rollups, Topic};
-use strata_model::{Event, MetricBatch, MetricBatchBuilder, SeriesRegistry, TopicSpec};
+use strata_model::{EventRef, MetricBatch, MetricBatchBuilder, SeriesRegistry, TopicSpec, raw_number, raw_string};
 
 pub use rules::{Aggregation, Compiled, EventInput, Input, MetricInput, RollupRule, RuleBook, Window, WindowSpec};
 
@@ -41,13 +41,17 @@ pub const IDLE_MS: u64 = 30_000;
 /// Output series per emitted record.
 const SERIES_PER_RECORD: usize = 2000;
 
-/// Floats in a state snapshot: JSON numbers when finite, `"+Inf"`, `"-Inf"` or `"NaN"`
-/// otherwise (JSON has no number for them, and a sample may be infinite).
+/// Floats in a state snapshot: as they are in a binary form; in JSON (states written before the
+/// binary form, and tests) numbers when finite, `"+Inf"`, `"-Inf"` or `"NaN"` otherwise (JSON
+/// has no number for them, and a sample may be infinite).
 mod float {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return s.serialize_f64(*v);
+        }
         match *v {
             v if v.is_finite() => s.serialize_f64(v),
             v if v.is_nan() => s.serialize_str("NaN"),
@@ -57,6 +61,9 @@ mod float {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        if !d.is_human_readable() {
+            return f64::deserialize(d);
+        }
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum F {
@@ -92,8 +99,10 @@ struct Partial {
     last_ts: i64,
     #[serde(with = "float")]
     last: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    sketch: Option<Sketch>,
+    /// Boxed: most rules have no quantile, and a partial without its sketch inline keeps a
+    /// pane's table small.
+    #[serde(default)]
+    sketch: Option<Box<Sketch>>,
 }
 
 impl Partial {
@@ -105,7 +114,7 @@ impl Partial {
             max: f64::NEG_INFINITY,
             last_ts: i64::MIN,
             last: f64::NAN,
-            sketch: quantiles.then(Sketch::default),
+            sketch: quantiles.then(Box::default),
         }
     }
 
@@ -160,17 +169,20 @@ struct Slide {
     redo: BTreeSet<i64>,
 }
 
+/// A pane's groups: the group's key to its partial.
+type Groups = HashMap<String, Partial, foldhash::fast::RandomState>;
+
 /// The state of one rule.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct RuleState {
     id: u64,
     /// Pane start to the groups' partials (tumbling and hopping).
-    panes: BTreeMap<i64, HashMap<String, Partial>>,
+    panes: BTreeMap<i64, Groups>,
     /// Windows ending at or before this were emitted.
     fired_to: Option<i64>,
     /// Emitted windows (end, group) that changed since.
     redo: BTreeSet<(i64, String)>,
-    sliding: HashMap<String, Slide>,
+    sliding: HashMap<String, Slide, foldhash::fast::RandomState>,
     late: u64,
     watermark: Option<i64>,
 }
@@ -309,11 +321,11 @@ impl RollupOperator {
     }
 
     fn tick(&mut self, topic: &str, partition: u32, ts: i64) {
-        let clock = self.state.clocks.entry(topic.to_string()).or_default().entry(partition).or_insert(Clock {
-            max_event_ms: ts,
-            next_offset: 0,
-            seen: Instant::now(),
-        });
+        if !self.state.clocks.contains_key(topic) {
+            self.state.clocks.insert(topic.to_string(), BTreeMap::new());
+        }
+        let clocks = self.state.clocks.get_mut(topic).expect("inserted above");
+        let clock = clocks.entry(partition).or_insert(Clock { max_event_ms: ts, next_offset: 0, seen: Instant::now() });
         clock.max_event_ms = clock.max_event_ms.max(ts);
         clock.seen = Instant::now();
     }
@@ -445,7 +457,7 @@ fn flush_rule(c: &Compiled, s: &mut RuleState, wm: Option<i64>, out: &mut Vec<Em
     let lateness = c.allowed_lateness_ms;
     match c.window {
         Window::Panes { size, slide } => {
-            let merged = |panes: &BTreeMap<i64, HashMap<String, Partial>>, end: i64, only: Option<&str>| {
+            let merged = |panes: &BTreeMap<i64, Groups>, end: i64, only: Option<&str>| {
                 let mut groups: BTreeMap<String, Partial> = BTreeMap::new();
                 for (_, pane) in panes.range(end - size..end) {
                     match only {
@@ -538,22 +550,28 @@ fn late(c: &Compiled, group: &str, ts: i64, v: f64, wm: Option<i64>, out: &mut V
     });
 }
 
-/// An event's group: `source_id`, `type` or a field of its data, per `group_by` name; a number
-/// or boolean field counts as its JSON text, a missing one as empty.
-fn event_group(group_by: &[String], e: &Event) -> String {
-    let values: Vec<String> = group_by
-        .iter()
-        .map(|name| match name.as_str() {
-            "source_id" => e.source_id.clone(),
-            "type" => e.event_type.clone(),
+/// An event's group, written into `key`: `source_id`, `type` or a field of its data, per
+/// `group_by` name, joined by NUL; a number, boolean, array or object field counts as its JSON
+/// text, a missing or null one as empty.
+fn event_group(group_by: &[String], e: &EventRef<'_>, key: &mut String) {
+    key.clear();
+    for (i, name) in group_by.iter().enumerate() {
+        if i > 0 {
+            key.push('\0');
+        }
+        match name.as_str() {
+            "source_id" => key.push_str(&e.source_id),
+            "type" => key.push_str(&e.event_type),
             _ => match e.data.get(name) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                None | Some(serde_json::Value::Null) => String::new(),
-                Some(other) => other.to_string(),
+                None => {}
+                Some(v) if v.get() == "null" => {}
+                Some(v) => match raw_string(v) {
+                    Some(s) => key.push_str(&s),
+                    None => key.push_str(v.get()),
+                },
             },
-        })
-        .collect();
-    values.join("\0")
+        }
+    }
 }
 
 impl Operator for RollupOperator {
@@ -584,6 +602,8 @@ impl Operator for RollupOperator {
         }
         // Lateness is judged against the watermark as this read began.
         let marks: Vec<Option<i64>> = self.rules.iter().map(|c| self.watermark(topic, c)).collect();
+        // An event's group key, reused for every event.
+        let mut group = String::new();
         for r in records {
             let tenant = r.record.tenant.as_str();
             let rules: &[usize] = self.by_tenant.get(tenant).map_or(&[], Vec::as_slice);
@@ -625,7 +645,7 @@ impl Operator for RollupOperator {
                     self.tick(topic, partition, newest);
                 }
             } else {
-                let Ok(e) = serde_json::from_slice::<Event>(&r.record.payload) else { continue };
+                let Ok(e) = EventRef::parse(&r.record.payload) else { continue };
                 let ts = e.timestamp_ns.div_euclid(1_000_000);
                 for &i in rules {
                     let c = &self.rules[i];
@@ -633,11 +653,8 @@ impl Operator for RollupOperator {
                     if *event_type != e.event_type {
                         continue;
                     }
-                    let v = match e.data.get(value_field) {
-                        Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-                        _ => continue,
-                    };
-                    let group = event_group(&c.rule.group_by, &e);
+                    let Some(v) = e.data.get(value_field).and_then(raw_number) else { continue };
+                    event_group(&c.rule.group_by, &e, &mut group);
                     let s = self.state.rules.get_mut(&self.keys[i]).expect("adopted rules have state");
                     if !add(c, s, marks[i], &group, ts, v) {
                         s.late += 1;
@@ -670,7 +687,8 @@ impl Operator for RollupOperator {
             let n = flush_rule(c, s, wm, out);
             let emitted = self.emitted.entry(k.clone()).or_default();
             *emitted += n;
-            let groups: BTreeSet<&String> = s.panes.values().flat_map(|p| p.keys()).chain(s.sliding.keys()).collect();
+            let groups: std::collections::HashSet<&str, foldhash::fast::RandomState> =
+                s.panes.values().flat_map(|p| p.keys()).chain(s.sliding.keys()).map(String::as_str).collect();
             stats.insert(
                 k,
                 RuleStats {
