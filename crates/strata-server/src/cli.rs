@@ -230,6 +230,28 @@ pub fn stream(r: &Remote) -> anyhow::Result<()> {
     }
     println!();
     println!(
+        "{:<16} {:<24} {:>9} {:<24} {:>12} {:>10} {:>5}",
+        "TENANT", "RULE", "PARTITION", "WATERMARK", "NEXT OFFSET", "LAG", "IDLE"
+    );
+    for rule in v["rollups"].as_array().into_iter().flatten() {
+        for p in rule["partitions"].as_array().into_iter().flatten() {
+            let watermark = p["watermark_ms"]
+                .as_i64()
+                .map_or("-".to_string(), |ms| strata_model::format_rfc3339_nanos(ms.saturating_mul(1_000_000)));
+            println!(
+                "{:<16} {:<24} {:>9} {:<24} {:>12} {:>10} {:>5}",
+                rule["tenant"].as_str().unwrap_or(""),
+                rule["rule"].as_str().unwrap_or(""),
+                p["partition"].to_string(),
+                watermark,
+                p["next_offset"].to_string(),
+                p["lag"].to_string(),
+                if p["idle"].as_bool() == Some(true) { "yes" } else { "no" },
+            );
+        }
+    }
+    println!();
+    println!(
         "{:<16} {:>12} {:>12} {:>12} {:>12} {:>12}",
         "TENANT", "EVENTS OUT", "DUPLICATES", "NO ROW", "ROWS", "DEDUP KEYS"
     );
@@ -242,6 +264,17 @@ pub fn stream(r: &Remote) -> anyhow::Result<()> {
             s["enrichment_missing"].to_string(),
             s["reference_rows"].to_string(),
             s["dedup_keys"].to_string(),
+        );
+    }
+    println!();
+    println!("{:<16} {:>9} {:>12} {:>10}", "PIPELINE INPUT", "PARTITION", "NEXT OFFSET", "LAG");
+    for p in v["pipeline_inputs"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:>9} {:>12} {:>10}",
+            p["topic"].as_str().unwrap_or(""),
+            p["partition"].to_string(),
+            p["next_offset"].to_string(),
+            p["lag"].to_string()
         );
     }
     Ok(())

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use strata_gateway::ApiError;
 use strata_model::Topic;
-use strata_model::topic::Late;
+use strata_model::topic::{Events, Late, Reference};
+use strata_pipeline::enrich::EventPipeline;
 use strata_pipeline::rollup::{Compiled, RollupRule, RuleStats};
 
 use crate::server::App;
@@ -32,8 +33,10 @@ fn rule_json(c: &Compiled, stats: Option<&RuleStats>) -> Value {
             "state_entries": s.state_entries,
             "late_records": s.late_records,
             "emitted_samples": s.emitted_samples,
+            "partitions": s.partitions,
         }),
-        None => json!({"watermark_ms": null, "groups": 0, "state_entries": 0, "late_records": 0, "emitted_samples": 0}),
+        None => json!({"watermark_ms": null, "groups": 0, "state_entries": 0, "late_records": 0, "emitted_samples": 0,
+            "partitions": []}),
     };
     v
 }
@@ -125,11 +128,27 @@ pub async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) -> Result
                 "state_entries": s.state_entries,
                 "late_records": s.late_records,
                 "emitted_samples": s.emitted_samples,
+                "partitions": s.partitions,
             })
         })
         .collect();
     let pipeline = app.pipeline_stats.lock().expect("pipeline stats lock").clone();
-    Ok(Json(json!({ "rollups": rollups, "pipeline": pipeline })))
+    // The events pipeline's inputs, partition by partition, from the offsets it commits.
+    let pipeline_inputs: Vec<Value> = [Reference::SPEC.name, Events::SPEC.name]
+        .into_iter()
+        .flat_map(|topic| {
+            let committed = app.log.committed_offsets(EventPipeline::NAME).unwrap_or_default();
+            let count = app.log.partition_count(topic).unwrap_or(0);
+            (0..count)
+                .map(|p| {
+                    let end = app.log.end_offset(topic, p).unwrap_or(0);
+                    let next = committed.iter().find(|o| o.topic == topic && o.partition == p).map_or(0, |o| o.offset);
+                    json!({"topic": topic, "partition": p, "next_offset": next, "lag": end.saturating_sub(next)})
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(Json(json!({ "rollups": rollups, "pipeline": pipeline, "pipeline_inputs": pipeline_inputs })))
 }
 
 #[derive(Deserialize)]

@@ -117,6 +117,28 @@ fn resent_events_are_dropped_once_each_across_kills() {
     assert_eq!(post(&server, &key, "/ingest/v1/events", again).0, 200);
     let got = wait_for(&server, "the resend after the TTL", EVENTS + 2);
     assert_eq!(got.iter().filter(|(id, _)| id == "late-1").count(), 2);
+
+    // An operator sees the pipeline's inputs partition by partition, read to their ends.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = server
+            .http
+            .get(server.url("/admin/v1/stream"))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let inputs = v["pipeline_inputs"].as_array().unwrap();
+        let events: Vec<&Value> = inputs.iter().filter(|p| p["topic"] == "events").collect();
+        assert!(!events.is_empty() && inputs.iter().any(|p| p["topic"] == "reference"), "{v}");
+        let read: u64 = events.iter().map(|p| p["next_offset"].as_u64().unwrap()).sum();
+        if read == 2 * EVENTS as u64 + 2 && events.iter().all(|p| p["lag"] == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pipeline's inputs: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     eprintln!("{kills} kills, {EVENTS} events sent twice, each passed once");
 }
 

@@ -223,6 +223,23 @@ pub struct RuleStats {
     pub state_entries: usize,
     pub late_records: u64,
     pub emitted_samples: u64,
+    /// Each partition of the rule's input topic.
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// One input partition as a rule sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PartitionStats {
+    pub partition: u32,
+    /// The newest event time the partition showed, minus the rule's out-of-orderness (none
+    /// before its first record).
+    pub watermark_ms: Option<i64>,
+    /// The next offset the operator has not read.
+    pub next_offset: u64,
+    /// Records of the partition not read yet.
+    pub lag: u64,
+    /// Quiet for `IDLE_MS` with nothing left to read: it does not hold the rule's watermark back.
+    pub idle: bool,
 }
 
 /// The rollup operator's figures, shared with the admin API.
@@ -318,6 +335,28 @@ impl RollupOperator {
             .map(|(_, c)| c.max_event_ms)
             .min()
             .map(|m| m.saturating_sub(c.out_of_orderness_ms))
+    }
+
+    /// Each partition of `topic`, with its clock (the newest event time it showed).
+    fn partition_stats(&self, topic: &str) -> Vec<(PartitionStats, Option<i64>)> {
+        let clocks = self.state.clocks.get(topic);
+        let read_to = self.state.read_to.get(topic);
+        let count = match &self.log {
+            Some(log) => log.partition_count(topic).unwrap_or(0),
+            None => clocks.and_then(|c| c.keys().max()).map_or(0, |m| m + 1),
+        };
+        (0..count)
+            .map(|p| {
+                let clock = clocks.and_then(|c| c.get(&p));
+                let next_offset = read_to.and_then(|r| r.get(&p)).copied().unwrap_or(0);
+                let end = self.log.as_ref().and_then(|l| l.end_offset(topic, p).ok()).unwrap_or(next_offset);
+                let lag = end.saturating_sub(next_offset);
+                let quiet = clock.is_none_or(|c| c.seen.elapsed().as_millis() as u64 > IDLE_MS);
+                let stats =
+                    PartitionStats { partition: p, watermark_ms: None, next_offset, lag, idle: quiet && lag == 0 };
+                (stats, clock.map(|c| c.max_event_ms))
+            })
+            .collect()
     }
 
     fn tick(&mut self, topic: &str, partition: u32, ts: i64) {
@@ -674,6 +713,8 @@ impl Operator for RollupOperator {
 
     fn flush(&mut self, out: &mut Vec<Emit>) {
         self.adopt();
+        let partitions: BTreeMap<&str, Vec<(PartitionStats, Option<i64>)>> =
+            [Metrics::SPEC.name, EventsEnriched::SPEC.name].into_iter().map(|t| (t, self.partition_stats(t))).collect();
         let mut stats = BTreeMap::new();
         for i in 0..self.rules.len() {
             let c = &self.rules[i];
@@ -700,8 +741,24 @@ impl Operator for RollupOperator {
                         + s.sliding.values().map(|g| g.points.len()).sum::<usize>(),
                     late_records: s.late,
                     emitted_samples: *emitted,
+                    partitions: partitions[topic]
+                        .iter()
+                        .map(|(p, clock)| PartitionStats {
+                            watermark_ms: clock.map(|m| m.saturating_sub(c.out_of_orderness_ms)),
+                            ..p.clone()
+                        })
+                        .collect(),
                 },
             );
+        }
+        for (topic, parts) in &partitions {
+            for (p, clock) in parts {
+                let labels = [("topic", topic.to_string()), ("partition", p.partition.to_string())];
+                if let Some(ms) = clock {
+                    metrics::gauge!("strata_rollup_partition_event_time_seconds", &labels).set(*ms as f64 / 1000.0);
+                }
+                metrics::gauge!("strata_rollup_partition_idle", &labels).set(if p.idle { 1.0 } else { 0.0 });
+            }
         }
         for st in stats.values() {
             let labels = [("tenant", st.tenant.clone()), ("rule", st.rule.clone())];
