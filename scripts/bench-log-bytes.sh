@@ -3,7 +3,10 @@
 # ingest throughput: one server per codec (none, then zstd) takes 1 KiB log lines as fast as it
 # goes for 30 s, then a node-exporter-like fleet's samples by remote write; the log's segment
 # bytes per raw NDJSON byte and per sample (the metrics topic with the series definitions its
-# batches name), and the rates, are printed for each.
+# batches name), and the rates, are printed for each. Compressed segments are compressed in the
+# background once sealed (an active segment is sealed after 10 s of quiet): after each phase the
+# script waits until nothing is left to compress, and prints how long that took and how many
+# bytes the topic took before.
 # Usage: scripts/bench-log-bytes.sh [work-dir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +29,20 @@ trap cleanup EXIT
 print_machine "$work"
 
 segment_bytes() { find "$srv/data/log/$1" -name '*.log' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+# Waits until the server has sealed its idle active segments and compressed every sealed one;
+# prints the seconds that took and the topic $1's bytes before.
+settle() {
+  local before started backlog
+  before=$(segment_bytes "$1")
+  started=$(date +%s.%N)
+  sleep 11
+  for _ in $(seq 600); do
+    backlog=$(curl -sf "$url/metrics" | awk '/^strata_log_compression_backlog_bytes / {print $2}')
+    [ "${backlog:-0}" = 0 ] && break
+    sleep 0.5
+  done
+  echo "{\"topic\": \"$1\", \"bytes_before\": $before, \"settled_after_s\": $(awk -v a="$(date +%s.%N)" -v b="$started" 'BEGIN {printf "%.1f", a - b}')}"
+}
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
 for codec in none zstd; do
@@ -36,10 +53,14 @@ for codec in none zstd; do
   echo "== codec $codec: ingest of 1 KiB log lines, closed loop, 30 s"
   $bench ingest --url "$url" --rate 0 --duration-s 30 --connections 8 --batch-records 1000 --json >"$srv/logs.json"
   cat "$srv/logs.json"
+  echo "== codec $codec: until the idle segments are sealed and compressed"
+  settle logs
   echo "== codec $codec: remote write, $hosts hosts x $hours h"
   $bench remote-write --url "$url/api/v1/write" --label "strata-$codec" --hosts "$hosts" --hours "$hours" --json \
     >"$srv/metrics.json"
   cat "$srv/metrics.json"
+  echo "== codec $codec: until the idle segments are sealed and compressed"
+  settle metrics
   stop_strata
   logs_bytes=$(segment_bytes logs)
   series_bytes=$(segment_bytes series)

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::groups::Groups;
-use crate::partition::{Partition, fsync_dir};
+use crate::partition::{Partition, SealedCompression, fsync_dir};
 use crate::{
     AppendAck, Codec, EncodedRecords, Error, GroupOffset, Log, LogConfig, ReadResult, Result, RetentionRemoved,
     TopicConfig, TopicInfo, io_err,
@@ -34,7 +35,82 @@ struct Topic {
 pub struct EmbeddedLog {
     topics: BTreeMap<String, Topic>,
     groups: Arc<Groups>,
+    compressor: Compressor,
     _lock: File,
+}
+
+/// How often the compression thread looks for sealed segments and idle active ones.
+const COMPRESS_CHECK: Duration = Duration::from_secs(1);
+
+/// An idle active segment smaller than this is left to fill: sealing it would only make many
+/// small segments of a quiet partition.
+const IDLE_SEAL_BYTES_MIN: u64 = 1 << 20;
+
+/// The thread that compresses sealed segments, at the lowest CPU priority.
+#[derive(Default)]
+struct Compressor {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Compressor {
+    fn start(&self, partitions: Vec<Arc<Partition>>, sealed: Arc<SealedCompression>, cfg: LogConfig) -> Result<()> {
+        let stop = self.stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("log-compress".into())
+            .spawn(move || {
+                lowest_priority();
+                loop {
+                    for p in &partitions {
+                        p.seal_if_idle(cfg.segment_idle_ms, IDLE_SEAL_BYTES_MIN);
+                    }
+                    if sealed.backlog_bytes.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                        for p in &partitions {
+                            loop {
+                                if *stop.0.lock().expect("stop lock") {
+                                    return;
+                                }
+                                match p.compress_one(&cfg) {
+                                    Ok(true) => {}
+                                    Ok(false) => break,
+                                    Err(e) => {
+                                        tracing::error!(topic = %p.topic, partition = p.id, error = %e, "cannot compress a sealed segment; it stays as it is");
+                                        metrics::counter!("strata_log_compression_errors_total").increment(1);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let stopped = stop.0.lock().expect("stop lock");
+                    let (stopped, _) = stop.1.wait_timeout(stopped, COMPRESS_CHECK).expect("stop lock");
+                    if *stopped {
+                        return;
+                    }
+                }
+            })
+            .map_err(io_err("compression thread"))?;
+        *self.thread.lock().expect("thread lock") = Some(thread);
+        Ok(())
+    }
+
+    /// Stops the thread between two segments (a segment being compressed is finished first).
+    fn stop(&self) {
+        *self.stop.0.lock().expect("stop lock") = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.lock().expect("thread lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Puts the calling thread at the lowest CPU priority (nice 19): it runs on what the rest of the
+/// process leaves.
+fn lowest_priority() {
+    // On Linux a thread id names the thread alone.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::warn!(error = %e, "cannot lower the compression thread's priority");
+    }
 }
 
 impl EmbeddedLog {
@@ -49,19 +125,26 @@ impl EmbeddedLog {
             std::fs::TryLockError::Error(source) => Error::Io { path: lock_path.clone(), source },
         })?;
         let mut topics = BTreeMap::new();
+        let sealed = Arc::new(SealedCompression::new(&cfg));
         for tc in &cfg.topics {
             let dir = cfg.dir.join(&tc.name);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             reconcile_partitions(&dir, tc)?;
             let mut partitions = Vec::with_capacity(tc.partitions as usize);
             for p in 0..tc.partitions {
-                partitions.push(Partition::open(&tc.name, p, dir.join(p.to_string()), &cfg)?);
+                partitions.push(Partition::open(&tc.name, p, dir.join(p.to_string()), &cfg, sealed.clone())?);
             }
             topics.insert(tc.name.clone(), Topic { config: tc.clone(), partitions });
         }
         fsync_dir(&cfg.dir)?;
         let groups = Arc::new(Groups::open(cfg.dir.join("groups"))?);
-        Ok(EmbeddedLog { topics, groups, _lock: lock })
+        let compressor = Compressor::default();
+        let compressed: Vec<Arc<Partition>> =
+            topics.values().flat_map(|t| t.partitions.iter().filter(|p| p.compresses_sealed()).cloned()).collect();
+        if !compressed.is_empty() {
+            compressor.start(compressed, sealed, cfg.clone())?;
+        }
+        Ok(EmbeddedLog { topics, groups, compressor, _lock: lock })
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<&Arc<Partition>> {
@@ -73,6 +156,7 @@ impl EmbeddedLog {
 
     /// Stops every writer after it has made what it was given durable. Blocking.
     pub fn close(&self) {
+        self.compressor.stop();
         for t in self.topics.values() {
             for p in &t.partitions {
                 p.close();
@@ -165,7 +249,7 @@ impl Log for EmbeddedLog {
     }
 
     fn codec(&self, topic: &str) -> Result<Codec> {
-        Ok(self.partition(topic, 0)?.codec)
+        Ok(self.partition(topic, 0)?.append_codec())
     }
 
     fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {

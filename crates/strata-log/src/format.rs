@@ -334,6 +334,27 @@ pub fn decode_header(h: &[u8; HEADER_BYTES], batch_bytes_max: u32) -> std::resul
 }
 
 /// Checks the CRC of a whole batch (`bytes` starts at the header).
+/// Appends a stored batch (`bytes`, its CRC checked) to `out` with its records compressed by
+/// `codec`: the same offsets, times and record count, a new codec flag and CRC. A batch that is
+/// compressed already, or that would not get smaller, is appended as it is. Returns whether it was
+/// compressed here.
+pub fn recompress(header: &BatchHeader, bytes: &[u8], codec: Codec, out: &mut Vec<u8>) -> bool {
+    let mut records = EncodedRecords {
+        buf: bytes[HEADER_BYTES..].to_vec(),
+        count: header.record_count,
+        min_ts: header.min_timestamp_ns,
+        max_ts: header.max_timestamp_ns,
+        codec: header.codec,
+    };
+    records.compress(codec);
+    if records.codec == header.codec {
+        out.extend_from_slice(bytes);
+        return false;
+    }
+    encode_batch(out, header.base_offset, header.append_time_ms, &records);
+    true
+}
+
 pub fn check_crc(header: &BatchHeader, bytes: &[u8]) -> std::result::Result<(), Invalid> {
     let computed = crc32c::crc32c(&bytes[8..]);
     if computed != header.crc {

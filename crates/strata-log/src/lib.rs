@@ -147,6 +147,17 @@ pub struct LogConfig {
     pub group_commit_bytes_max: usize,
     /// The largest batch accepted, header included. Larger appends must be split by the caller.
     pub batch_bytes_max: u32,
+    /// Compress a topic's batches when their segment is sealed, on a background thread at the
+    /// lowest CPU priority, rather than before each append: acknowledgements never wait for
+    /// compression, and a consumer that keeps up reads the active segment without inflating it.
+    pub compress_sealed: bool,
+    /// Bytes of sealed segments waiting for compression past which batches are compressed
+    /// before they are appended again, until the background catches up: what bounds the disk an
+    /// ingest burst longer than the CPU's spare time can take uncompressed.
+    pub compress_backlog_bytes_max: u64,
+    /// With `compress_sealed`, an active segment of at least 1 MiB that took no append for this
+    /// long is sealed, so that it is compressed too.
+    pub segment_idle_ms: u64,
 }
 
 impl LogConfig {
@@ -164,6 +175,9 @@ impl LogConfig {
             append_wait_ms: 2000,
             group_commit_bytes_max: 8 << 20,
             batch_bytes_max: 96 << 20,
+            compress_sealed: true,
+            compress_backlog_bytes_max: 1 << 30,
+            segment_idle_ms: 10_000,
         }
     }
 }
@@ -230,8 +244,9 @@ pub trait Log: Send + Sync + 'static {
     /// The number of partitions of `topic`.
     fn partition_count(&self, topic: &str) -> Result<u32>;
 
-    /// How `topic`'s batches are compressed: a producer that compresses them on its own threads
-    /// (`EncodedRecords::compress`) spares the partition's writer the work.
+    /// The codec `topic`'s batches are compressed with before they are appended (`None` while
+    /// its sealed segments are compressed in the background instead): a producer that compresses
+    /// them on its own threads (`EncodedRecords::compress`) spares the partition's writer the work.
     fn codec(&self, topic: &str) -> Result<Codec>;
 
     /// The offset the next append to a partition will get at the earliest.

@@ -7,7 +7,7 @@ mod writer;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use crate::{AppendAck, Error, LogConfig, PartitionInfo, ReadResult, Result, Stor
 
 pub(crate) use segment::fsync_dir;
 use segment::*;
-use writer::{AppendReq, Writer};
+use writer::{AppendReq, Writer, WriterMsg};
 
 /// One partition of a topic.
 pub(crate) struct Partition {
@@ -30,19 +30,62 @@ pub(crate) struct Partition {
     /// The durable end: the offset the next record will get. Waiters subscribe to it.
     end: watch::Sender<u64>,
     failed: Mutex<Option<String>>,
-    tx: Mutex<Option<mpsc::Sender<AppendReq>>>,
+    tx: Mutex<Option<mpsc::Sender<WriterMsg>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     append_wait: Duration,
     batch_bytes_max: u32,
-    /// The topic's codec: a batch not compressed by its producer is compressed by the writer.
+    /// The topic's codec: what its sealed segments are compressed with.
     pub codec: Codec,
+    sealed: Arc<SealedCompression>,
     append_seconds: Histogram,
+}
+
+/// Compression of sealed segments in the background, shared by a log's partitions.
+pub(crate) struct SealedCompression {
+    pub(crate) enabled: bool,
+    /// Bytes of sealed segments of compressed topics not compressed yet.
+    pub(crate) backlog_bytes: AtomicU64,
+    pub(crate) backlog_bytes_max: u64,
+}
+
+impl SealedCompression {
+    pub(crate) fn new(cfg: &LogConfig) -> SealedCompression {
+        SealedCompression {
+            enabled: cfg.compress_sealed,
+            backlog_bytes: AtomicU64::new(0),
+            backlog_bytes_max: cfg.compress_backlog_bytes_max,
+        }
+    }
+
+    fn add(&self, bytes: u64) {
+        let now = self.backlog_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        metrics::gauge!("strata_log_compression_backlog_bytes").set(now as f64);
+    }
+
+    fn sub(&self, bytes: u64) {
+        let update = |b: u64| Some(b.saturating_sub(bytes));
+        let before = self.backlog_bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, update).unwrap_or(0);
+        metrics::gauge!("strata_log_compression_backlog_bytes").set(before.saturating_sub(bytes) as f64);
+    }
+
+    /// `seg` no longer waits for compression (compressed, removed, or given up on).
+    fn done(&self, seg: &Segment) {
+        if !seg.compressed.swap(true, Ordering::AcqRel) {
+            self.sub(seg.len());
+        }
+    }
 }
 
 impl Partition {
     /// Opens (creating if needed) the partition in `dir`, recovers its last segment, and starts
     /// its writer thread.
-    pub fn open(topic: &str, id: u32, dir: PathBuf, cfg: &LogConfig) -> Result<Arc<Partition>> {
+    pub fn open(
+        topic: &str,
+        id: u32,
+        dir: PathBuf,
+        cfg: &LogConfig,
+        sealed: Arc<SealedCompression>,
+    ) -> Result<Arc<Partition>> {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let mut bases = list_segments(&dir)?;
         if bases.is_empty() {
@@ -74,8 +117,15 @@ impl Partition {
             append_wait: Duration::from_millis(cfg.append_wait_ms),
             batch_bytes_max: cfg.batch_bytes_max,
             codec: cfg.topics.iter().find(|t| t.name == topic).map_or(Codec::None, |t| t.codec),
+            sealed,
             append_seconds: metrics::histogram!("strata_log_append_seconds", "topic" => topic.to_string()),
         });
+        if part.compresses_sealed() {
+            let segs = part.segments.read().expect("segments lock");
+            let waiting: u64 =
+                segs[..segs.len() - 1].iter().filter(|s| !s.compressed.load(Ordering::Acquire)).map(|s| s.len()).sum();
+            part.sealed.add(waiting);
+        }
         let writer = Writer::new(part.clone(), dir, active, cfg, &labels)?;
         let handle = std::thread::Builder::new()
             .name(format!("log-{topic}-{id}"))
@@ -87,6 +137,84 @@ impl Partition {
 
     pub fn end_offset(&self) -> u64 {
         *self.end.borrow()
+    }
+
+    /// Whether this partition's sealed segments are compressed in the background.
+    pub(crate) fn compresses_sealed(&self) -> bool {
+        self.sealed.enabled && self.codec != Codec::None
+    }
+
+    /// The codec batches are compressed with before they are appended: the topic's, unless its
+    /// sealed segments are compressed in the background and that is keeping up.
+    pub fn append_codec(&self) -> Codec {
+        let behind = self.sealed.backlog_bytes.load(Ordering::Acquire) > self.sealed.backlog_bytes_max;
+        if self.compresses_sealed() && !behind { Codec::None } else { self.codec }
+    }
+
+    /// Asks the writer to seal the active segment if it holds at least `min_bytes` and took no
+    /// append for `idle_ms`: a burst followed by quiet ends compressed, not in an active segment.
+    pub(crate) fn seal_if_idle(&self, idle_ms: u64, min_bytes: u64) {
+        let active = self.segments.read().expect("segments lock").last().cloned();
+        let Some(active) = active else { return };
+        let quiet = now_ms().saturating_sub(active.max_append_ms.load(Ordering::Acquire)) >= idle_ms as i64;
+        if !quiet || active.len() < min_bytes {
+            return;
+        }
+        if let Some(tx) = self.tx.lock().expect("tx lock").as_ref() {
+            let _ = tx.try_send(WriterMsg::SealIfIdle { idle_ms, min_bytes });
+        }
+    }
+
+    /// A segment was sealed by the writer: its bytes wait for compression.
+    pub(crate) fn sealed_segment(&self, len: u64) {
+        if self.compresses_sealed() {
+            self.sealed.add(len);
+        }
+    }
+
+    /// Compresses the oldest sealed segment not compressed yet, and puts it in place of the
+    /// original (unless retention removed that meanwhile). Returns whether there was one.
+    /// Blocking: file I/O and CPU work, on the log's compression thread.
+    pub(crate) fn compress_one(&self, cfg: &LogConfig) -> Result<bool> {
+        if !self.compresses_sealed() {
+            return Ok(false);
+        }
+        let seg = {
+            let segs = self.segments.read().expect("segments lock");
+            segs[..segs.len() - 1].iter().find(|s| !s.compressed.load(Ordering::Acquire)).cloned()
+        };
+        let Some(seg) = seg else { return Ok(false) };
+        let started = Instant::now();
+        let before = seg.len();
+        let done = match compress_segment(&seg, self.codec, cfg) {
+            Ok(done) => done,
+            Err(e) => {
+                // Left as it is (it still reads); not tried again until a restart.
+                self.sealed.done(&seg);
+                return Err(e);
+            }
+        };
+        let mut segs = self.segments.write().expect("segments lock");
+        let Some(i) = segs.iter().position(|s| Arc::ptr_eq(s, &seg)) else {
+            done.discard();
+            return Ok(true);
+        };
+        let batches = done.batches;
+        let installed = done.install();
+        self.sealed.done(&seg);
+        let new = installed?;
+        let after = new.len();
+        segs[i] = Arc::new(new);
+        drop(segs);
+        let labels = [("topic", self.topic.clone())];
+        metrics::counter!("strata_log_segments_compressed_total", &labels).increment(1);
+        metrics::counter!("strata_log_compressed_bytes_in_total", &labels).increment(before);
+        metrics::counter!("strata_log_compressed_bytes_out_total", &labels).increment(after);
+        tracing::debug!(
+            topic = %self.topic, partition = self.id, base_offset = seg.base_offset, batches, before, after,
+            seconds = started.elapsed().as_secs_f64(), "compressed a sealed segment"
+        );
+        Ok(true)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -116,7 +244,7 @@ impl Partition {
         let tx = self.tx.lock().expect("tx lock").clone().ok_or(Error::Closed)?;
         let started = Instant::now();
         let (reply, rx) = oneshot::channel();
-        let req = AppendReq { records, reply };
+        let req = WriterMsg::Append(AppendReq { records, reply });
         match tokio::time::timeout(self.append_wait, tx.send(req)).await {
             Err(_) => {
                 return Err(Error::Overloaded { topic: self.topic.clone(), partition: self.id });
@@ -253,9 +381,14 @@ impl Partition {
         let mut bytes = 0;
         for seg in &removed {
             bytes += seg.len();
-            for ext in ["log", "index", "timeindex"] {
+            if self.compresses_sealed() {
+                self.sealed.done(seg);
+            }
+            for ext in SEGMENT_FILES {
                 let p = segment_path(seg.path.parent().expect("segment has a dir"), seg.base_offset, ext);
-                if let Err(e) = fs::remove_file(&p) {
+                if let Err(e) = fs::remove_file(&p)
+                    && (ext != "compressed" || e.kind() != std::io::ErrorKind::NotFound)
+                {
                     tracing::warn!(path = %p.display(), error = %e, "cannot remove expired segment file");
                 }
             }

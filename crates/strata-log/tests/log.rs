@@ -86,7 +86,10 @@ async fn compressed_topics_read_back_what_was_written_and_take_less_disk() {
     let zstd_dir = tempfile::tempdir().unwrap();
     let plain = EmbeddedLog::open(config_with(plain_dir.path(), 1 << 20, Codec::None)).unwrap();
     append_batches(&plain, 60, 5).await;
-    let zstd = EmbeddedLog::open(config_with(zstd_dir.path(), 1 << 20, Codec::Zstd)).unwrap();
+    // Compressed as batches are appended, not when segments are sealed.
+    let mut cfg = config_with(zstd_dir.path(), 1 << 20, Codec::Zstd);
+    cfg.compress_sealed = false;
+    let zstd = EmbeddedLog::open(cfg).unwrap();
     assert_eq!(zstd.codec("logs").unwrap(), Codec::Zstd);
     // Half compressed by the producer, half by the partition's writer.
     for b in 0..60u64 {
@@ -181,6 +184,86 @@ async fn prepared_log(dir: &Path) -> (std::path::PathBuf, u64, u64) {
     }
     assert_eq!(pos, len);
     (seg, last, len)
+}
+
+/// Waits until every sealed segment of `logs/0` has its compression marker.
+fn wait_compressed(dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let segments = segment_files(dir);
+        let sealed = &segments[..segments.len() - 1];
+        if sealed.iter().all(|s| s.with_extension("compressed").exists()) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "sealed segments not compressed: {segments:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_segments_are_compressed_in_the_background_and_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config_with(dir.path(), 16 << 10, Codec::Zstd)).unwrap();
+    assert_eq!(log.codec("logs").unwrap(), Codec::None, "appends wait for no compression");
+    append_batches(&log, 200, 5).await;
+    let segments = segment_files(dir.path());
+    assert!(segments.len() > 5, "{segments:?}");
+    let plain_bytes: u64 = segments.iter().map(|s| s.metadata().unwrap().len()).sum();
+    let times: Vec<i64> =
+        [0, 250, 500, 999].iter().map(|&o| log.read("logs", 0, o, 1).unwrap().records[0].append_time_ms).collect();
+    let seeks: Vec<u64> = times.iter().map(|&t| log.offset_for_time("logs", 0, t).unwrap()).collect();
+    wait_compressed(dir.path());
+    let bytes: u64 = segment_files(dir.path()).iter().map(|s| s.metadata().unwrap().len()).sum();
+    assert!(bytes * 2 < plain_bytes, "compressed {bytes} bytes against {plain_bytes}");
+    assert_eq!(log.topics()[0].partitions[0].bytes, bytes);
+    assert_prefix(&read_all(&log).unwrap(), 1000);
+    for from in [0, 1, 137, 499, 999] {
+        assert_eq!(log.read("logs", 0, from, 1).unwrap().records[0].offset, from);
+    }
+    let again: Vec<u64> = times.iter().map(|&t| log.offset_for_time("logs", 0, t).unwrap()).collect();
+    assert_eq!(again, seeks, "time seeks after compression");
+    log.close();
+    drop(log);
+    let reopened = EmbeddedLog::open(config_with(dir.path(), 16 << 10, Codec::Zstd)).unwrap();
+    assert_prefix(&read_all(&reopened).unwrap(), 1000);
+    append_batches_from(&reopened, 1000, 100).await;
+    wait_compressed(dir.path());
+    assert_prefix(&read_all(&reopened).unwrap(), 1100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compression_cut_short_leaves_every_segment_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config_with(dir.path(), 16 << 10, Codec::Zstd)).unwrap();
+    append_batches(&log, 100, 5).await;
+    wait_compressed(dir.path());
+    log.close();
+    drop(log);
+    let segments = segment_files(dir.path());
+    // What a crash at each step of putting a compressed segment in place leaves: the rewrite's
+    // files half written beside the segment; the old indexes removed; the new segment in place
+    // without indexes; no marker yet.
+    std::fs::write(segments[0].with_extension("log.tmp"), b"half a segment").unwrap();
+    std::fs::write(segments[0].with_extension("index.tmp"), b"").unwrap();
+    for ext in ["index", "timeindex", "compressed"] {
+        std::fs::remove_file(segments[1].with_extension(ext)).unwrap();
+    }
+    std::fs::remove_file(segments[2].with_extension("compressed")).unwrap();
+    let reopened = EmbeddedLog::open(config_with(dir.path(), 16 << 10, Codec::Zstd)).unwrap();
+    assert!(!segments[0].with_extension("log.tmp").exists() && !segments[0].with_extension("index.tmp").exists());
+    assert_prefix(&read_all(&reopened).unwrap(), 500);
+    wait_compressed(dir.path());
+    assert_prefix(&read_all(&reopened).unwrap(), 500);
+    // And retention removes a compressed segment with its marker.
+    reopened.close();
+    drop(reopened);
+    let mut cfg = config_with(dir.path(), 16 << 10, Codec::Zstd);
+    cfg.topics[0].retention_bytes = Some(1);
+    let trimmed = EmbeddedLog::open(cfg).unwrap();
+    trimmed.enforce_retention(0).await.unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("logs/0")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(left.iter().filter(|p| p.extension().is_some_and(|e| e == "compressed")).count(), 0, "{left:?}");
+    assert_eq!(segment_files(dir.path()).len(), 1);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

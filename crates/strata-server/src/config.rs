@@ -65,6 +65,14 @@ pub struct LogSection {
     pub group_commit_bytes_max: usize,
     /// How each topic's batches are compressed: `zstd` or `none`.
     pub codecs: std::collections::BTreeMap<String, String>,
+    /// Compress segments when they are sealed, in the background, rather than each batch
+    /// before it is appended.
+    pub compress_sealed: bool,
+    /// Sealed bytes waiting for compression past which batches are compressed before they are
+    /// appended again.
+    pub compress_backlog_bytes_max: u64,
+    /// An active segment of at least 1 MiB idle this long is sealed (and so compressed).
+    pub segment_idle_ms: u64,
 }
 
 impl Default for LogSection {
@@ -79,6 +87,9 @@ impl Default for LogSection {
             append_queue_max: 1024,
             group_commit_bytes_max: 8 << 20,
             codecs: TopicSpec::ALL.iter().map(|t| (t.name.to_string(), t.compression.name().to_string())).collect(),
+            compress_sealed: true,
+            compress_backlog_bytes_max: 1 << 30,
+            segment_idle_ms: 10_000,
         }
     }
 }
@@ -286,6 +297,12 @@ impl Config {
         if !(1..=1024).contains(&l.partitions) {
             return Err(format!("invalid configuration key log.partitions: must be 1 to 1024, got {}", l.partitions));
         }
+        if l.segment_idle_ms < 1000 {
+            return Err(format!(
+                "invalid configuration key log.segment_idle_ms: must be at least 1000, got {}",
+                l.segment_idle_ms
+            ));
+        }
         if !(1 << 20..=1 << 31).contains(&l.segment_bytes_max) {
             return Err(format!(
                 "invalid configuration key log.segment_bytes_max: must be 1 MiB to 2 GiB, got {}",
@@ -432,6 +449,9 @@ impl Config {
         c.segment_age_ms = self.log.segment_age_ms;
         c.append_queue_max = self.log.append_queue_max;
         c.group_commit_bytes_max = self.log.group_commit_bytes_max;
+        c.compress_sealed = self.log.compress_sealed;
+        c.compress_backlog_bytes_max = self.log.compress_backlog_bytes_max;
+        c.segment_idle_ms = self.log.segment_idle_ms;
         // One request's records for one partition must fit one batch.
         c.batch_bytes_max = (self.ingest.decompressed_bytes_max * 3 / 2 + (1 << 20)).min(1 << 30) as u32;
         c

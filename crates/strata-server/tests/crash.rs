@@ -18,17 +18,31 @@ const BATCH: u64 = 10;
 
 #[test]
 fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
-    let mut server = Server::start("[log]\nsegment_bytes_max = 1048576\n[pipeline]\ncommit_interval_ms = 200\n");
+    sigkills("", |c, n| json!({"source_id": format!("client-{c}"), "message": format!("c{c} n{n}")}));
+}
+
+/// Lines of 2 KiB, 1 MiB segments sealed after a second of quiet: sealed segments are being
+/// compressed in the background (rewritten and put in place) while the server is killed.
+#[test]
+fn sigkill_while_sealed_segments_are_compressed_loses_nothing() {
+    let server = sigkills("segment_idle_ms = 1000\n", |c, n| {
+        let padding = "lorem ipsum dolor ".repeat(110);
+        json!({"source_id": format!("client-{c}"), "message": format!("c{c} n{n} {padding}")})
+    });
+    let markers = std::fs::read_dir(server.data_dir().join("log/logs/0"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "compressed"))
+        .count();
+    assert!(markers >= 2, "{markers} segments of logs/0 compressed");
+}
+
+/// Runs clients sending `record`s (whose message starts `c<client> n<number>`) against a server
+/// SIGKILLed `KILLS` times, with `log` added to its `[log]` configuration, and checks the log.
+fn sigkills(log: &str, record: fn(usize, u64) -> Value) -> Server {
+    let mut server =
+        Server::start(&format!("[log]\nsegment_bytes_max = 1048576\n{log}[pipeline]\ncommit_interval_ms = 200\n"));
     let key = server.tenant_key("crash");
-    let clients = NumberedClients::start(
-        &server,
-        &key,
-        "logs",
-        CLIENTS,
-        BATCH,
-        0,
-        |c, n| json!({"source_id": format!("client-{c}"), "message": format!("c{c} n{n}")}),
-    );
+    let clients = NumberedClients::start(&server, &key, "logs", CLIENTS, BATCH, 0, record);
     let mut rng = rand::rng();
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
@@ -83,10 +97,9 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
             }
             for s in &r.records {
                 let v: Value = serde_json::from_slice(&s.record.payload).unwrap();
-                let msg = v["message"].as_str().unwrap();
-                let (c, n) = msg.split_once(' ').unwrap();
-                let c: usize = c[1..].parse().unwrap();
-                let n: u64 = n[1..].parse().unwrap();
+                let mut words = v["message"].as_str().unwrap().split(' ');
+                let c: usize = words.next().unwrap()[1..].parse().unwrap();
+                let n: u64 = words.next().unwrap()[1..].parse().unwrap();
                 seen.entry(c).or_default().push(n);
                 records += 1;
             }
@@ -104,4 +117,6 @@ fn sigkill_during_ingest_loses_and_duplicates_nothing_acknowledged() {
         assert!(lost.is_empty(), "client {c} lost {} acknowledged records, first {:?}", lost.len(), lost.first());
     }
     eprintln!("{KILLS} kills, {acked_count} records acknowledged, {records} in the log");
+    log.close();
+    server
 }

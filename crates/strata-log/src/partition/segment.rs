@@ -6,9 +6,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use crate::format::{self, BatchHeader, HEADER_BYTES};
+use crate::format::{self, BatchHeader, Codec, HEADER_BYTES};
 use crate::{Error, LogConfig, Result, io_err};
 
 pub(super) const INDEX_ENTRY_BYTES: usize = 8;
@@ -51,7 +51,12 @@ pub(super) struct Segment {
     pub(super) max_append_ms: AtomicI64,
     pub(super) index: RwLock<Vec<IndexEntry>>,
     pub(super) time_index: RwLock<Vec<TimeEntry>>,
+    /// Sealed and rewritten with the topic's codec (its `.compressed` marker file exists).
+    pub(super) compressed: AtomicBool,
 }
+
+/// The files of a segment, its marker of compression included.
+pub(super) const SEGMENT_FILES: [&str; 4] = ["log", "index", "timeindex", "compressed"];
 
 impl Segment {
     pub(super) fn len(&self) -> u64 {
@@ -79,12 +84,19 @@ impl Segment {
     }
 }
 
+/// The segments' base offsets. Files a compression left half made (`.tmp`) are removed: the
+/// segment they were made from is still whole.
 pub(super) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     let mut bases = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        if name.ends_with(".tmp") {
+            let p = entry.path();
+            fs::remove_file(&p).map_err(io_err(&p))?;
+            continue;
+        }
         if let Some(stem) = name.strip_suffix(".log")
             && let Ok(base) = stem.parse::<u64>()
         {
@@ -190,12 +202,14 @@ pub(super) fn scan(file: &File, base: u64, file_len: u64, cfg: &LogConfig) -> Sc
     s
 }
 
+/// Writes a segment's index files, their names ending in `suffix` after the extension.
 pub(super) fn write_index_files(
     dir: &Path,
     base: u64,
     index: &[IndexEntry],
     time_index: &[TimeEntry],
     sync: bool,
+    suffix: &str,
 ) -> Result<()> {
     let mut bytes = Vec::with_capacity(index.len() * INDEX_ENTRY_BYTES);
     for e in index {
@@ -208,7 +222,7 @@ pub(super) fn write_index_files(
         tbytes.extend_from_slice(&e.rel.to_le_bytes());
     }
     for (ext, data) in [("index", bytes), ("timeindex", tbytes)] {
-        let p = segment_path(dir, base, ext);
+        let p = segment_path(dir, base, &format!("{ext}{suffix}"));
         let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&p).map_err(io_err(&p))?;
         f.write_all(&data).map_err(io_err(&p))?;
         if sync {
@@ -254,6 +268,7 @@ pub(super) fn open_sealed(dir: &Path, base: u64, next_base: u64, cfg: &LogConfig
         max_append_ms: AtomicI64::new(i64::MIN),
         index: RwLock::new(Vec::new()),
         time_index: RwLock::new(Vec::new()),
+        compressed: AtomicBool::new(segment_path(dir, base, "compressed").exists()),
     };
     let loaded = read_index_files(dir, base).filter(|(index, time_index)| {
         let ordered = index.windows(2).all(|w| w[0].rel < w[1].rel && w[0].position < w[1].position)
@@ -278,7 +293,7 @@ pub(super) fn open_sealed(dir: &Path, base: u64, next_base: u64, cfg: &LogConfig
             if s.valid_len > 0 {
                 time_index.push(TimeEntry { append_ms: s.max_append_ms, rel: s.last_batch_rel });
             }
-            write_index_files(dir, base, &s.index, &time_index, true)?;
+            write_index_files(dir, base, &s.index, &time_index, true, "")?;
             (s.index, time_index)
         }
     };
@@ -304,7 +319,7 @@ pub(super) fn recover_last(dir: &Path, base: u64, cfg: &LogConfig) -> Result<Seg
         file.set_len(s.valid_len).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
     }
-    write_index_files(dir, base, &s.index, &s.time_index, false)?;
+    write_index_files(dir, base, &s.index, &s.time_index, false, "")?;
     Ok(Segment {
         base_offset: base,
         path,
@@ -314,5 +329,103 @@ pub(super) fn recover_last(dir: &Path, base: u64, cfg: &LogConfig) -> Result<Seg
         max_append_ms: AtomicI64::new(s.max_append_ms),
         index: RwLock::new(s.index),
         time_index: RwLock::new(s.time_index),
+        compressed: AtomicBool::new(false),
     })
+}
+
+/// A sealed segment rewritten with its batches compressed, in files beside it (`.log.tmp`,
+/// `.index.tmp`, `.timeindex.tmp`), synced; [`Compressed::install`] puts them in its place.
+pub(super) struct Compressed {
+    pub(super) segment: Segment,
+    /// Batches compressed here (the others were compressed already, or would not shrink).
+    pub(super) batches: u64,
+    dir: PathBuf,
+}
+
+/// Rewrites the sealed segment `seg` with every batch compressed by `codec`. Reads through the
+/// segment's own file, so retention removing it meanwhile does no harm; every batch's CRC is
+/// checked on the way, and damage stops the rewrite with an error.
+pub(super) fn compress_segment(seg: &Segment, codec: Codec, cfg: &LogConfig) -> Result<Compressed> {
+    let dir = seg.path.parent().expect("a segment has a dir").to_path_buf();
+    let tmp = |ext: &str| segment_path(&dir, seg.base_offset, &format!("{ext}.tmp"));
+    let log_tmp = tmp("log");
+    let len = seg.len();
+    let mut out = Vec::with_capacity(len as usize / 3);
+    let (mut pos, mut batches) = (0u64, 0u64);
+    let mut buf = Vec::new();
+    while pos < len {
+        let h = seg.read_header(pos, cfg.batch_bytes_max)?;
+        if pos + u64::from(h.batch_len) > len {
+            return Err(seg.corrupt(pos, format::Invalid::Length(h.batch_len)));
+        }
+        buf.resize(h.batch_len as usize, 0);
+        seg.file.read_exact_at(&mut buf, pos).map_err(io_err(&seg.path))?;
+        format::check_crc(&h, &buf).map_err(|e| seg.corrupt(pos, e))?;
+        batches += u64::from(format::recompress(&h, &buf, codec, &mut out));
+        pos += u64::from(h.batch_len);
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&log_tmp)
+        .map_err(io_err(&log_tmp))?;
+    file.write_all_at(&out, 0).map_err(io_err(&log_tmp))?;
+    file.sync_all().map_err(io_err(&log_tmp))?;
+    let s = scan(&file, seg.base_offset, out.len() as u64, cfg);
+    if s.valid_len != out.len() as u64 || s.end_offset != seg.end_offset.load(Ordering::Acquire) {
+        return Err(Error::Corrupt {
+            path: log_tmp,
+            position: s.valid_len,
+            reason: s.stopped.unwrap_or_else(|| "the rewrite does not end where the segment does".into()),
+        });
+    }
+    let mut time_index = s.time_index;
+    time_index.push(TimeEntry { append_ms: s.max_append_ms, rel: s.last_batch_rel });
+    write_index_files(&dir, seg.base_offset, &s.index, &time_index, true, ".tmp")?;
+    let segment = Segment {
+        base_offset: seg.base_offset,
+        path: seg.path.clone(),
+        file,
+        durable_len: AtomicU64::new(out.len() as u64),
+        end_offset: AtomicU64::new(s.end_offset),
+        max_append_ms: AtomicI64::new(seg.max_append_ms.load(Ordering::Acquire)),
+        index: RwLock::new(s.index),
+        time_index: RwLock::new(time_index),
+        compressed: AtomicBool::new(true),
+    };
+    Ok(Compressed { segment, batches, dir })
+}
+
+impl Compressed {
+    /// Puts the rewritten files in the segment's place. The old index files go first, so that a
+    /// crash part way leaves a whole segment file (old or new) without indexes, which opening
+    /// rebuilds; the marker comes last (without it a restart compresses again, which only copies).
+    /// Call with the partition's segments locked, after checking the segment is still there.
+    pub(super) fn install(self) -> Result<Segment> {
+        let base = self.segment.base_offset;
+        for ext in ["index", "timeindex"] {
+            let p = segment_path(&self.dir, base, ext);
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&p)(e)),
+                _ => {}
+            }
+        }
+        for ext in ["log", "index", "timeindex"] {
+            let from = segment_path(&self.dir, base, &format!("{ext}.tmp"));
+            fs::rename(&from, segment_path(&self.dir, base, ext)).map_err(io_err(&from))?;
+        }
+        let marker = segment_path(&self.dir, base, "compressed");
+        File::create(&marker).map_err(io_err(&marker))?;
+        fsync_dir(&self.dir)?;
+        Ok(self.segment)
+    }
+
+    /// Removes the rewritten files when they are not installed.
+    pub(super) fn discard(self) {
+        for ext in ["log", "index", "timeindex"] {
+            let _ = fs::remove_file(segment_path(&self.dir, self.segment.base_offset, &format!("{ext}.tmp")));
+        }
+    }
 }

@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -19,6 +19,17 @@ use crate::{AppendAck, Error, LogConfig, Result, io_err};
 pub(super) struct AppendReq {
     pub(super) records: EncodedRecords,
     pub(super) reply: oneshot::Sender<Result<AppendAck>>,
+}
+
+/// What a partition's writer is asked to do.
+pub(super) enum WriterMsg {
+    Append(AppendReq),
+    /// Seal the active segment if it holds at least `min_bytes` and nothing was appended for
+    /// `idle_ms`, so that the background compresses it.
+    SealIfIdle {
+        idle_ms: u64,
+        min_bytes: u64,
+    },
 }
 
 struct WriterMetrics {
@@ -110,17 +121,26 @@ impl Writer {
         })
     }
 
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<AppendReq>) {
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) {
         let mut group: Vec<AppendReq> = Vec::new();
-        while let Some(first) = rx.blocking_recv() {
+        while let Some(msg) = rx.blocking_recv() {
+            let first = match msg {
+                WriterMsg::Append(req) => req,
+                WriterMsg::SealIfIdle { idle_ms, min_bytes } => {
+                    self.seal_if_idle(idle_ms, min_bytes);
+                    continue;
+                }
+            };
             let mut bytes = first.records.bytes_len();
             group.push(first);
             while bytes < self.group_commit_bytes_max {
                 match rx.try_recv() {
-                    Ok(req) => {
+                    Ok(WriterMsg::Append(req)) => {
                         bytes += req.records.bytes_len();
                         group.push(req);
                     }
+                    // Appends are coming: the segment is not idle.
+                    Ok(WriterMsg::SealIfIdle { .. }) => {}
                     Err(_) => break,
                 }
             }
@@ -131,6 +151,16 @@ impl Writer {
         // Sealed or not, make the indexes of the active segment durable on a clean shutdown.
         let _ = self.index_file.sync_data();
         let _ = self.time_file.sync_data();
+    }
+
+    fn seal_if_idle(&mut self, idle_ms: u64, min_bytes: u64) {
+        let idle = now_ms().saturating_sub(self.last_append_ms) >= idle_ms as i64;
+        if !idle || self.len < min_bytes || !self.buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.roll() {
+            self.poison(e.to_string());
+        }
     }
 
     fn fail_all(&self, reqs: impl Iterator<Item = AppendReq>, err: impl Fn() -> Error) {
@@ -146,7 +176,7 @@ impl Writer {
         let mut reqs = std::mem::take(group).into_iter();
         while let Some(mut req) = reqs.next() {
             // Producers that compress on their own threads (the gateway) have done so already.
-            req.records.compress(self.part.codec);
+            req.records.compress(self.part.append_codec());
             if req.records.is_empty() {
                 let _ = req.reply.send(Ok(AppendAck { base_offset: self.next_offset, count: 0 }));
                 continue;
@@ -308,11 +338,13 @@ impl Writer {
             max_append_ms: AtomicI64::new(self.last_append_ms),
             index: RwLock::new(Vec::new()),
             time_index: RwLock::new(Vec::new()),
+            compressed: AtomicBool::new(false),
         });
         let (index_file, time_file) = open_index_appenders(&self.dir, base)?;
         self.index_file = index_file;
         self.time_file = time_file;
         self.active = seg.clone();
+        self.part.sealed_segment(self.len);
         self.len = 0;
         self.since_index = 0;
         self.first_append_ms = None;
