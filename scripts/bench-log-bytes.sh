@@ -29,16 +29,18 @@ trap cleanup EXIT
 print_machine "$work"
 
 segment_bytes() { find "$srv/data/log/$1" -name '*.log' -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
-# Waits until the server has sealed its idle active segments and compressed every sealed one;
+# Waits until the server has sealed its idle active segments, compressed every sealed one and
+# its consumers (search indexing above all) have caught up, so that the next phase runs alone;
 # prints the seconds that took and the topic $1's bytes before.
 settle() {
-  local before started backlog
+  local before started backlog lag
   before=$(segment_bytes "$1")
   started=$(date +%s.%N)
   sleep 11
-  for _ in $(seq 600); do
+  for _ in $(seq 1200); do
     backlog=$(curl -sf "$url/metrics" | awk '/^strata_log_compression_backlog_bytes / {print $2}')
-    [ "${backlog:-0}" = 0 ] && break
+    lag=$(curl -sf "$url/metrics" | awk '/^strata_consumer_lag_records/ {s += $2} END {print s + 0}')
+    [ "${backlog:-0}" = 0 ] && [ "$lag" = 0 ] && break
     sleep 0.5
   done
   echo "{\"topic\": \"$1\", \"bytes_before\": $before, \"settled_after_s\": $(awk -v a="$(date +%s.%N)" -v b="$started" 'BEGIN {printf "%.1f", a - b}')}"

@@ -74,16 +74,40 @@ pub struct TableDecl {
     pub key: String,
 }
 
-/// An enrichment rule: events of `event_type` (all if absent) joined on their field `on` with
-/// `table`, adding the row's `fields` that the event does not have.
+/// What an enrichment adds to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrichKind {
+    /// Fields of events' `data`, in `events_enriched`.
+    #[default]
+    Events,
+    /// Labels of metric samples, as the rollups aggregate them (`group_by` may name them); the
+    /// metric store keeps the series as they were sent.
+    Metrics,
+}
+
+impl EnrichKind {
+    fn is_events(&self) -> bool {
+        *self == EnrichKind::Events
+    }
+}
+
+/// An enrichment rule: events of `event_type` (all if absent), or samples of `metric` (all if
+/// absent), joined on their field or label `on` with `table`, adding the row's `fields` that the
+/// record does not have.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enrichment {
     pub name: String,
+    #[serde(default, skip_serializing_if = "EnrichKind::is_events")]
+    pub kind: EnrichKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
     pub table: String,
-    /// `source_id`, `type`, `event_id` or a field of the event's data.
+    /// Events: `source_id`, `type`, `event_id` or a field of the event's data. Metrics:
+    /// `source_id` (the record's source) or a label.
     pub on: String,
     pub fields: Vec<String>,
 }
@@ -174,7 +198,23 @@ pub fn check_enrichment(e: &Enrichment, tables: Option<&BTreeMap<String, TableDe
     if e.fields.is_empty() || e.fields.len() > 64 {
         return Err("fields must name 1 to 64 fields of the table's rows".into());
     }
-    Ok(())
+    match e.kind {
+        EnrichKind::Events if e.metric.is_some() => {
+            Err("metric is for kind \"metrics\"; events filter by event_type".into())
+        }
+        EnrichKind::Metrics if e.event_type.is_some() => {
+            Err("event_type is for kind \"events\"; metrics filter by metric".into())
+        }
+        EnrichKind::Metrics => {
+            match e.fields.iter().find(|f| !strata_model::is_valid_label_name(f) || f.starts_with("__")) {
+                Some(f) => Err(format!(
+                    "field {f:?} would be a label: it must be a Prometheus label name, not starting with __"
+                )),
+                None => Ok(()),
+            }
+        }
+        EnrichKind::Events => Ok(()),
+    }
 }
 
 /// Checks a deduplication configuration.
@@ -295,6 +335,47 @@ pub fn parse_change(payload: &[u8], key: &str, default_ms: i64) -> Result<Change
 /// A row from a time on (`None`: deleted from then).
 type Version = (i64, Option<Map<String, Value>>);
 
+/// Every tenant's reference tables, as the `reference` topic's changes built them.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Tables(BTreeMap<String, BTreeMap<String, Table>>);
+
+impl Tables {
+    /// Applies the change a `reference` record holds, if its table is declared; an error says
+    /// why the change could not be read.
+    pub(crate) fn apply(&mut self, catalog: &Catalog, r: &StoredRecord) -> Result<(), String> {
+        let tenant = r.record.tenant.as_str();
+        let table = r.record.source_id.as_str();
+        let Some(decl) = catalog.tables.get(tenant).and_then(|t| t.get(table)) else { return Ok(()) };
+        let c = parse_change(&r.record.payload, &decl.key, r.append_time_ms)?;
+        self.0.entry(tenant.to_string()).or_default().entry(table.to_string()).or_default().apply(c);
+        Ok(())
+    }
+
+    /// The row of `table` with key `key` valid at `t`.
+    pub(crate) fn row(&self, tenant: &str, table: &str, key: &str, t: i64) -> Option<&Map<String, Value>> {
+        self.0.get(tenant)?.get(table)?.at(key, t)
+    }
+}
+
+/// Whether every change the `reference` topic holds has been read, `read` being the next offset
+/// to read of each of its partitions.
+pub(crate) fn reference_caught_up(log: &dyn Log, read: &BTreeMap<u32, u64>) -> bool {
+    let Ok(n) = log.partition_count(Reference::SPEC.name) else { return true };
+    (0..n).all(|p| {
+        let end = log.end_offset(Reference::SPEC.name, p).unwrap_or(0);
+        read.get(&p).copied().unwrap_or(0) >= end
+    })
+}
+
+/// The text a row's field gives a label or a key: a string's text, any other value's JSON.
+pub(crate) fn value_text(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
 /// A table's rows by key, each a list of versions by validity time.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Table {
@@ -340,9 +421,8 @@ struct Waiting {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    /// By tenant, then table.
     #[serde(with = "json_inside")]
-    tables: BTreeMap<String, BTreeMap<String, Table>>,
+    tables: Tables,
     /// By tenant.
     seen: BTreeMap<String, Seen>,
     /// Events waiting for the reference topic to be read up to its end.
@@ -353,7 +433,7 @@ struct State {
 
 /// The reference tables in a binary state: their rows are JSON values, which only a
 /// self-describing format can read back, so they are kept as one JSON text there.
-mod json_inside {
+pub(crate) mod json_inside {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -424,13 +504,8 @@ impl EventPipeline {
         self.ttl_ms = self.catalog.dedup.iter().filter_map(|(t, d)| Some((t.clone(), check_dedup(d).ok()?))).collect();
     }
 
-    /// Whether every change the `reference` topic holds has been read.
     fn reference_caught_up(&self) -> bool {
-        let Ok(n) = self.log.partition_count(Reference::SPEC.name) else { return true };
-        (0..n).all(|p| {
-            let end = self.log.end_offset(Reference::SPEC.name, p).unwrap_or(0);
-            self.state.reference_read.get(&p).copied().unwrap_or(0) >= end
-        })
+        reference_caught_up(self.log.as_ref(), &self.state.reference_read)
     }
 
     /// Deduplicates, enriches and emits one event.
@@ -476,7 +551,7 @@ impl EventPipeline {
         // Fields the rules add; a field the event has, or an earlier rule added, is kept.
         let mut added: Vec<(&str, &Value)> = Vec::new();
         for rule in self.catalog.enrichments.get(tenant).into_iter().flatten() {
-            if rule.event_type.as_ref().is_some_and(|ty| *ty != e.event_type) {
+            if rule.kind != EnrichKind::Events || rule.event_type.as_ref().is_some_and(|ty| *ty != e.event_type) {
                 continue;
             }
             let on = match rule.on.as_str() {
@@ -485,7 +560,7 @@ impl EventPipeline {
                 "event_id" => e.event_id.clone(),
                 field => e.data.get(field).and_then(raw_key_text),
             };
-            let row = on.and_then(|k| self.state.tables.get(tenant)?.get(&rule.table)?.at(&k, t));
+            let row = on.and_then(|k| self.state.tables.row(tenant, &rule.table, &k, t));
             match row {
                 Some(row) => {
                     for f in &rule.fields {
@@ -556,23 +631,10 @@ impl Operator for EventPipeline {
         if topic == Reference::SPEC.name {
             for r in records {
                 self.state.reference_read.insert(partition, r.offset + 1);
-                let tenant = r.record.tenant.as_str();
-                let table = r.record.source_id.as_str();
-                let Some(decl) = self.catalog.tables.get(tenant).and_then(|t| t.get(table)) else { continue };
-                match parse_change(&r.record.payload, &decl.key, r.append_time_ms) {
-                    Ok(c) => self
-                        .state
-                        .tables
-                        .entry(tenant.to_string())
-                        .or_default()
-                        .entry(table.to_string())
-                        .or_default()
-                        .apply(c),
-                    Err(e) => {
-                        tracing::warn!(tenant, table, offset = r.offset, error = %e, "reference change not applied");
-                        metrics::counter!("strata_reference_rejected_total", "tenant" => tenant.to_string())
-                            .increment(1);
-                    }
+                if let Err(e) = self.state.tables.apply(&self.catalog, r) {
+                    let (tenant, table) = (r.record.tenant.as_str(), r.record.source_id.as_str());
+                    tracing::warn!(tenant, table, offset = r.offset, error = %e, "reference change not applied");
+                    metrics::counter!("strata_reference_rejected_total", "tenant" => tenant.to_string()).increment(1);
                 }
             }
             self.release_waiting(out);
@@ -597,7 +659,7 @@ impl Operator for EventPipeline {
         self.adopt();
         self.release_waiting(out);
         let mut stats = self.counts.clone();
-        for (tenant, tables) in &self.state.tables {
+        for (tenant, tables) in &self.state.tables.0 {
             stats.entry(tenant.clone()).or_default().reference_rows = tables.values().map(|t| t.rows.len()).sum();
         }
         for (tenant, seen) in &self.state.seen {

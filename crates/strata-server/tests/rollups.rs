@@ -399,3 +399,139 @@ fn bad_rules_get_errors_that_say_what_to_change() {
     let r = server.http.delete(server.url("/admin/v1/rollups/ok")).bearer_auth(&key).send().unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Enrichment of metrics: a rule groups by `region`, a label no sample has, looked up per
+/// sample in the reference row of its `instance` valid at the sample's time; the same after a
+/// replay of the rollups from the start.
+#[test]
+fn metric_samples_are_grouped_by_labels_of_the_row_valid_at_their_time() {
+    let mut server = Server::start("[rollups]\ncommit_interval_ms = 200\n");
+    let key = server.tenant_key("menrich");
+    let send = |path: &str, body: String| {
+        let r = server
+            .http
+            .post(server.url(path))
+            .bearer_auth(&key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let r = server.http.put(server.url("/admin/v1/reference/hosts")).bearer_auth(&key).json(&json!({"key": "host"}));
+    assert_eq!(r.send().unwrap().status(), 201);
+    let t0 = (now_ms() - 30 * 60_000) / 60_000 * 60_000;
+    // web-1 is in eu, then in us from t0 + 30 s; web-2 is in ap; web-3 has no row.
+    let changes = [
+        json!({"before": null, "after": {"host": "web-1", "region": "eu"}, "op": "c", "ts_ms": t0 - 60_000}),
+        json!({"before": {"host": "web-1", "region": "eu"}, "after": {"host": "web-1", "region": "us"}, "op": "u", "ts_ms": t0 + 30_000}),
+        json!({"before": null, "after": {"host": "web-2", "region": "ap"}, "op": "r", "ts_ms": t0 - 60_000}),
+    ];
+    let (status, text) =
+        send("/admin/v1/reference/hosts/rows", changes.iter().map(|c| format!("{c}\n")).collect::<String>());
+    assert_eq!(status, 200, "{text}");
+    let enrichment = |e: Value| {
+        let r = server.http.post(server.url("/admin/v1/enrichments")).bearer_auth(&key).json(&e).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (status, text) = enrichment(
+        json!({"name": "x", "kind": "metrics", "event_type": "req", "table": "hosts", "on": "instance", "fields": ["region"]}),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("event_type is for kind"), "{text}");
+    let (status, text) =
+        enrichment(json!({"name": "x", "kind": "metrics", "table": "hosts", "on": "instance", "fields": ["__region"]}));
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = enrichment(json!({"name": "host-region", "kind": "metrics", "metric": "req_total",
+        "table": "hosts", "on": "instance", "fields": ["region"]}));
+    assert_eq!(status, 200, "{text}");
+    put_rule(
+        &server,
+        &key,
+        json!({"name": "by_region", "input": {"metric": "req_total"}, "group_by": ["region"],
+            "window": {"type": "tumbling", "size": "10s"}, "aggregations": ["count", "sum"], "output": "by_region",
+            "out_of_orderness": "1s", "allowed_lateness": "0s"}),
+    );
+
+    // Samples at 5, 15, 35 and 45 s of each host, and one two minutes on that moves the
+    // watermark of each host's partition past the windows.
+    let mut lines = String::new();
+    for (host, v) in [("web-1", 1.0), ("web-2", 10.0), ("web-3", 100.0)] {
+        for s in [5, 15, 35, 45, 120] {
+            let p = json!({"name": "req_total", "labels": {"instance": host}, "value": v, "timestamp": t0 + s * 1000, "source_id": host});
+            lines.push_str(&format!("{p}\n"));
+        }
+    }
+    let (status, text) = send("/ingest/v1/metrics", lines);
+    assert_eq!(status, 200, "{text}");
+
+    let want: BTreeMap<(String, i64), f64> = [
+        ("eu", 10, 1.0),
+        ("eu", 20, 1.0),
+        ("us", 40, 1.0),
+        ("us", 50, 1.0),
+        ("ap", 10, 10.0),
+        ("ap", 20, 10.0),
+        ("ap", 40, 10.0),
+        ("ap", 50, 10.0),
+        ("", 10, 100.0),
+        ("", 20, 100.0),
+        ("", 40, 100.0),
+        ("", 50, 100.0),
+    ]
+    .into_iter()
+    .map(|(region, end_s, sum)| ((region.to_string(), t0 + end_s * 1000), sum))
+    .collect();
+    let sums = |server: &Server| -> BTreeMap<(String, i64), f64> {
+        let r: Value = server
+            .http
+            .get(server.url("/api/v1/query"))
+            .bearer_auth(&key)
+            .query(&[
+                ("query", "by_region_sum[1h]".to_string()),
+                ("time", format!("{}", (t0 + 60_000) as f64 / 1000.0)),
+            ])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let mut out = BTreeMap::new();
+        for series in r["data"]["result"].as_array().unwrap() {
+            let region = series["metric"]["region"].as_str().unwrap_or("").to_string();
+            for p in series["values"].as_array().unwrap() {
+                let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+                out.insert((region.clone(), t), p[1].as_str().unwrap().parse::<f64>().unwrap());
+            }
+        }
+        out
+    };
+    let wait = |server: &Server, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = sums(server);
+            if got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {got:?} against {want:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait(&server, "the rollups by region");
+
+    // A replay from the start (the rollups' state gone): every window emitted again, and the
+    // store, which keeps the last value of each window, still shows the same ones.
+    let emitted = server.all_records("rollups").len();
+    assert!(server.terminate().success());
+    std::fs::remove_file(server.data_dir().join("stream").join("rollups.operator")).unwrap();
+    server.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.all_records("rollups").len() < 2 * emitted {
+        assert!(
+            Instant::now() < deadline,
+            "the replay emitted {} records",
+            server.all_records("rollups").len() - emitted
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait(&server, "the replayed rollups by region");
+}

@@ -20,18 +20,22 @@
 
 mod rules;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use strata_log::StoredRecord;
-use strata_model::topic::{EventsEnriched, Late, Metrics, Rollups, Topic};
+use strata_model::topic::{EventsEnriched, Late, Metrics, Reference, Rollups, Topic};
 use strata_model::{EventRef, MetricBatch, MetricBatchBuilder, SeriesRegistry, TopicSpec, raw_number, raw_string};
 
 pub use rules::{Aggregation, Compiled, EventInput, Input, MetricInput, RollupRule, RuleBook, Window, WindowSpec};
 
 use crate::OutputRecord;
+use crate::enrich::{
+    Catalog, CatalogBook, EnrichKind, Enrichment, Tables, json_inside, reference_caught_up, value_text,
+};
 use crate::operator::{Emit, Operator, decode_state, encode_state};
 use crate::sketch::Sketch;
 
@@ -208,6 +212,58 @@ struct State {
     /// By topic, then partition: the next offset not read, whether its records had samples or not.
     #[serde(default)]
     read_to: BTreeMap<String, BTreeMap<u32, u64>>,
+    /// Reference tables, for the enrichments of metrics.
+    #[serde(default, with = "json_inside")]
+    tables: Tables,
+    /// The next offset to read of each `reference` partition.
+    #[serde(default)]
+    reference_read: BTreeMap<u32, u64>,
+    /// Metric records of tenants with enrichments of metrics, read while the `reference` topic
+    /// had changes not read yet.
+    #[serde(default)]
+    held: Vec<Held>,
+}
+
+/// A record held until the reference topic is read: what the rollups need of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Held {
+    topic: String,
+    partition: u32,
+    offset: u64,
+    append_ms: i64,
+    timestamp_ns: i64,
+    tenant: String,
+    source_id: String,
+    payload: Vec<u8>,
+}
+
+impl Held {
+    fn of(topic: &str, partition: u32, r: &StoredRecord) -> Held {
+        Held {
+            topic: topic.to_string(),
+            partition,
+            offset: r.offset,
+            append_ms: r.append_time_ms,
+            timestamp_ns: r.record.timestamp_ns,
+            tenant: r.record.tenant.clone(),
+            source_id: r.record.source_id.clone(),
+            payload: r.record.payload.clone(),
+        }
+    }
+
+    fn record(&self) -> StoredRecord {
+        StoredRecord {
+            offset: self.offset,
+            append_time_ms: self.append_ms,
+            record: strata_log::Record {
+                timestamp_ns: self.timestamp_ns,
+                tenant: self.tenant.clone(),
+                source_id: self.source_id.clone(),
+                headers: Vec::new(),
+                payload: self.payload.clone(),
+            },
+        }
+    }
 }
 
 /// What the admin API and `/metrics` show of one rule.
@@ -259,6 +315,11 @@ pub struct RollupOperator {
     emitted: HashMap<String, u64>,
     /// Tells a partition that is quiet from one whose records are not read yet.
     log: Option<Arc<dyn strata_log::Log>>,
+    /// The reference tables' declarations and the enrichments of metrics, by tenant.
+    catalog: Option<Arc<CatalogBook>>,
+    catalog_version: u64,
+    catalog_now: Catalog,
+    metric_enrichments: HashMap<String, Vec<Enrichment>>,
 }
 
 fn key(c: &Compiled) -> String {
@@ -280,7 +341,18 @@ impl RollupOperator {
             stats,
             emitted: HashMap::new(),
             log: None,
+            catalog: None,
+            catalog_version: 0,
+            catalog_now: Catalog::default(),
+            metric_enrichments: HashMap::new(),
         }
+    }
+
+    /// Enriches metric samples by the catalog's enrichments of kind `metrics`: a `group_by`
+    /// label a series lacks is looked up in the row valid at each sample's time.
+    pub fn with_catalog(mut self, catalog: Arc<CatalogBook>) -> RollupOperator {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// Reads the log's partition ends, so that a partition with records not read yet is never
@@ -293,6 +365,19 @@ impl RollupOperator {
     /// Takes the book's rules if they changed: a new rule starts empty, a removed or replaced
     /// one's state is dropped.
     fn adopt(&mut self) {
+        if let Some(book) = &self.catalog
+            && book.version() != self.catalog_version
+        {
+            self.catalog_version = book.version();
+            self.catalog_now = book.get();
+            self.metric_enrichments = self
+                .catalog_now
+                .enrichments
+                .iter()
+                .map(|(t, es)| (t.clone(), es.iter().filter(|e| e.kind == EnrichKind::Metrics).cloned().collect()))
+                .filter(|(_, es): &(String, Vec<Enrichment>)| !es.is_empty())
+                .collect();
+        }
         let version = self.book.version();
         if version == self.version {
             return;
@@ -380,6 +465,51 @@ fn group_key<'a>(group_by: &[String], mut value: impl FnMut(&str) -> Option<&'a 
         k.push_str(value(name).unwrap_or(""));
     }
     k
+}
+
+/// A group's key from values that may be owned (labels added by an enrichment).
+fn group_key_with<'a>(group_by: &[String], mut value: impl FnMut(&str) -> Option<Cow<'a, str>>) -> String {
+    let mut k = String::new();
+    for (i, name) in group_by.iter().enumerate() {
+        if i > 0 {
+            k.push('\0');
+        }
+        if let Some(v) = value(name) {
+            k.push_str(&v);
+        }
+    }
+    k
+}
+
+/// The value label `name` of a sample of `metric` at `ts` gets from the first of `enrichments`
+/// that adds it and finds a row; `Err` names an enrichment that found no row for its key.
+#[allow(clippy::too_many_arguments)]
+fn enriched_label<'t, 'e>(
+    tables: &'t Tables,
+    enrichments: &'e [Enrichment],
+    tenant: &str,
+    metric: &str,
+    labels: &[(&str, &str)],
+    source_id: &str,
+    name: &str,
+    ts: i64,
+) -> Result<Option<Cow<'t, str>>, &'e str> {
+    let mut missing = None;
+    for e in enrichments
+        .iter()
+        .filter(|e| e.metric.as_ref().is_none_or(|m| m == metric) && e.fields.iter().any(|f| f == name))
+    {
+        let key = if e.on == "source_id" { Some(source_id) } else { labels.iter().find(|l| l.0 == e.on).map(|l| l.1) };
+        match key.and_then(|k| tables.row(tenant, &e.table, k, ts)) {
+            Some(row) => {
+                if let Some(v) = row.get(name) {
+                    return Ok(Some(value_text(v)));
+                }
+            }
+            None => missing = missing.or(Some(e.name.as_str())),
+        }
+    }
+    missing.map_or(Ok(None), Err)
 }
 
 /// Adds one value to a rule's state, or reports it late.
@@ -613,28 +743,39 @@ fn event_group(group_by: &[String], e: &EventRef<'_>, key: &mut String) {
     }
 }
 
-impl Operator for RollupOperator {
-    fn name(&self) -> &str {
-        Self::NAME
+impl RollupOperator {
+    fn reference_caught_up(&self) -> bool {
+        self.log.as_ref().is_none_or(|log| reference_caught_up(log.as_ref(), &self.state.reference_read))
     }
 
-    fn inputs(&self) -> Vec<TopicSpec> {
-        vec![Metrics::SPEC, EventsEnriched::SPEC]
+    /// Processes the held records once the reference topic is read to its end.
+    fn release_held(&mut self, out: &mut Vec<Emit>) {
+        if self.state.held.is_empty() || !self.reference_caught_up() {
+            return;
+        }
+        let held = std::mem::take(&mut self.state.held);
+        let mut i = 0;
+        while i < held.len() {
+            let (topic, partition) = (held[i].topic.clone(), held[i].partition);
+            let n = held[i..].iter().take_while(|h| h.topic == topic && h.partition == partition).count();
+            let records: Vec<StoredRecord> = held[i..i + n].iter().map(Held::record).collect();
+            self.records(&topic, partition, &records, out);
+            i += n;
+        }
     }
 
-    fn restore(&mut self, state: Option<&[u8]>) -> Result<(), String> {
-        self.state = decode_state(state, "a rollup state")?;
-        self.version = 0;
-        self.adopt();
-        Ok(())
+    /// Notes that `partition` of `topic` was read up to `next` (never backwards: held records
+    /// are processed after later ones).
+    fn read_to(&mut self, topic: &str, partition: u32, next: u64) {
+        let read = self.state.read_to.entry(topic.to_string()).or_default().entry(partition).or_default();
+        *read = (*read).max(next);
+        if let Some(clock) = self.state.clocks.get_mut(topic).and_then(|c| c.get_mut(&partition)) {
+            clock.next_offset = clock.next_offset.max(next);
+        }
     }
 
-    fn snapshot(&mut self) -> Vec<u8> {
-        encode_state(&self.state)
-    }
-
-    fn process(&mut self, topic: &str, partition: u32, records: &[StoredRecord], out: &mut Vec<Emit>) {
-        self.adopt();
+    /// Aggregates one read's records of `metrics` or `events_enriched`.
+    fn records(&mut self, topic: &str, partition: u32, records: &[StoredRecord], out: &mut Vec<Emit>) {
         let is_metrics = topic == Metrics::SPEC.name;
         if !is_metrics && topic != EventsEnriched::SPEC.name {
             return;
@@ -650,8 +791,10 @@ impl Operator for RollupOperator {
                 let Ok(batch) = MetricBatch::decode(&r.record.payload) else { continue };
                 let view = self.registry.read();
                 let mut newest = i64::MIN;
-                let state = &mut self.state;
+                let State { rules: rule_states, tables, .. } = &mut self.state;
                 let (all, keys) = (&self.rules, &self.keys);
+                let enrichments: &[Enrichment] = self.metric_enrichments.get(tenant).map_or(&[], Vec::as_slice);
+                let source_id = r.record.source_id.as_str();
                 // Reused for every series of the batch.
                 let mut points: Vec<(i64, f64)> = Vec::new();
                 let _ = batch.for_each_series_in(tenant, &view, |_, labels, samples| {
@@ -667,16 +810,38 @@ impl Operator for RollupOperator {
                         }
                         Input::Event(_) => false,
                     });
+                    let mut missing: Option<&str> = None;
                     for i in matching {
                         let c = &all[i];
-                        let group = group_key(&c.rule.group_by, |n| labels.iter().find(|l| l.0 == n).map(|l| l.1));
-                        let s = state.rules.get_mut(&keys[i]).expect("adopted rules have state");
+                        let s = rule_states.get_mut(&keys[i]).expect("adopted rules have state");
+                        let own = |n: &str| labels.iter().find(|l| l.0 == n).map(|l| l.1);
+                        // `group_by` labels the series lacks and an enrichment adds: looked up at
+                        // each sample's time (the row may change between two samples).
+                        let enriched = c.rule.group_by.iter().any(|n| {
+                            own(n).is_none()
+                                && enrichments.iter().any(|e| e.metric.as_ref().is_none_or(|m| m == name) && e.fields.contains(n))
+                        });
+                        let fixed = (!enriched).then(|| group_key(&c.rule.group_by, own));
                         for &(ts, v) in points.iter().filter(|s| !s.1.is_nan()) {
+                            let group = match &fixed {
+                                Some(g) => Cow::Borrowed(g.as_str()),
+                                None => Cow::Owned(group_key_with(&c.rule.group_by, |n| match own(n) {
+                                    Some(v) => Some(Cow::Borrowed(v)),
+                                    None => {
+                                        let found = enriched_label(tables, enrichments, tenant, name, labels, source_id, n, ts);
+                                        found.map_err(|e| missing = Some(e)).ok().flatten()
+                                    }
+                                })),
+                            };
                             if !add(c, s, marks[i], &group, ts, v) {
                                 s.late += 1;
                                 late(c, &group, ts, v, marks[i], out);
                             }
                         }
+                    }
+                    if let Some(enrichment) = missing {
+                        metrics::counter!("strata_enrichment_missing_total", "tenant" => tenant.to_string(), "enrichment" => enrichment.to_string())
+                            .increment(1);
                     }
                 });
                 drop(view);
@@ -704,11 +869,60 @@ impl Operator for RollupOperator {
             }
         }
         if let Some(last) = records.last() {
-            self.state.read_to.entry(topic.to_string()).or_default().insert(partition, last.offset + 1);
-            if let Some(clock) = self.state.clocks.get_mut(topic).and_then(|c| c.get_mut(&partition)) {
-                clock.next_offset = last.offset + 1;
+            self.read_to(topic, partition, last.offset + 1);
+        }
+    }
+}
+
+impl Operator for RollupOperator {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    /// The reference topic first, for the tables that enrichments of metrics join with.
+    fn inputs(&self) -> Vec<TopicSpec> {
+        vec![Reference::SPEC, Metrics::SPEC, EventsEnriched::SPEC]
+    }
+
+    fn restore(&mut self, state: Option<&[u8]>) -> Result<(), String> {
+        self.state = decode_state(state, "a rollup state")?;
+        self.version = 0;
+        self.adopt();
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Vec<u8> {
+        encode_state(&self.state)
+    }
+
+    fn process(&mut self, topic: &str, partition: u32, records: &[StoredRecord], out: &mut Vec<Emit>) {
+        self.adopt();
+        if topic == Reference::SPEC.name {
+            for r in records {
+                self.state.reference_read.insert(partition, r.offset + 1);
+                // A change that does not read is logged and counted by the events pipeline.
+                let _ = self.state.tables.apply(&self.catalog_now, r);
+            }
+            self.release_held(out);
+            return;
+        }
+        if topic == Metrics::SPEC.name && !self.metric_enrichments.is_empty() {
+            let caught_up = self.state.held.is_empty() && self.reference_caught_up();
+            if !caught_up {
+                // Samples joined with reference rows wait until the rows of their time are read,
+                // so that a replay joins them as the first run did.
+                let (hold, now): (Vec<&StoredRecord>, Vec<&StoredRecord>) =
+                    records.iter().partition(|r| self.metric_enrichments.contains_key(&r.record.tenant));
+                self.state.held.extend(hold.into_iter().map(|r| Held::of(topic, partition, r)));
+                let now: Vec<StoredRecord> = now.into_iter().cloned().collect();
+                self.records(topic, partition, &now, out);
+                if let Some(last) = records.last() {
+                    self.read_to(topic, partition, last.offset + 1);
+                }
+                return;
             }
         }
+        self.records(topic, partition, records, out);
     }
 
     fn flush(&mut self, out: &mut Vec<Emit>) {

@@ -202,3 +202,77 @@ fn infinite_values_survive_a_snapshot() {
     assert_eq!(got_a[&("inf_10s_sum".into(), "".into(), 10_000)], f64::INFINITY, "two f64::MAX overflow");
     assert_eq!(got_a, got_b);
 }
+
+/// Samples of a tenant with enrichments of metrics, read while the reference topic has a change
+/// not read yet, wait for it, and are then grouped by the label its row adds.
+#[test]
+fn samples_wait_for_the_reference_rows_and_are_grouped_by_their_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn strata_log::Log> =
+        Arc::new(strata_log::EmbeddedLog::open(strata_log::LogConfig::new(dir.path(), 1)).unwrap());
+    let catalog = Arc::new(crate::enrich::CatalogBook::open(None).unwrap());
+    catalog
+        .update(|c| {
+            c.tables
+                .entry("t".into())
+                .or_default()
+                .insert("hosts".into(), serde_json::from_value(json!({"key": "host"})).unwrap());
+            c.enrichments.entry("t".into()).or_default().push(
+                serde_json::from_value(json!({"name": "region", "kind": "metrics", "table": "hosts", "on": "instance",
+                    "fields": ["region"]}))
+                .unwrap(),
+            );
+            Ok(())
+        })
+        .unwrap();
+    let book = Arc::new(RuleBook::open(None).unwrap());
+    let rule = json!({"name": "r", "input": {"metric": "req_total"}, "group_by": ["region"],
+        "window": {"type": "tumbling", "size": "10s"}, "aggregations": ["count"], "output": "req_10s",
+        "out_of_orderness": "0s", "allowed_lateness": "0s"});
+    book.put("t", serde_json::from_value(rule).unwrap()).unwrap();
+    let mut op = RollupOperator::new(book, Arc::new(SeriesRegistry::new(3600)), RollupStats::default())
+        .with_log(log.clone())
+        .with_catalog(catalog);
+    op.restore(None).unwrap();
+
+    // The row is in the log, not read yet.
+    let change = json!({"before": null, "after": {"host": "web-1", "region": "eu"}, "op": "c", "ts_ms": 0});
+    let mut records = strata_log::EncodedRecords::new();
+    records.push(0, "t", "hosts", &[], &serde_json::to_vec(&change).unwrap()).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(log.append("reference", 0, records)).unwrap();
+    let mut batch = MetricBatchBuilder::new();
+    batch.add_series("req_total", [("instance", "web-1")].into_iter(), &[(5_000, 1.0), (25_000, 1.0)]);
+    let metrics = StoredRecord {
+        offset: 0,
+        append_time_ms: 0,
+        record: Record {
+            timestamp_ns: 25_000_000_000,
+            tenant: "t".into(),
+            source_id: "web-1".into(),
+            headers: Vec::new(),
+            payload: batch.finish(),
+        },
+    };
+    let mut out = Vec::new();
+    op.process("metrics", 0, std::slice::from_ref(&metrics), &mut out);
+    op.flush(&mut out);
+    assert_eq!(op.state.held.len(), 1, "held");
+    assert!(out.iter().all(|e| e.topic != "rollups"), "nothing aggregated yet");
+
+    // Reading the change releases the samples, joined with the row of their time.
+    let read = log.read("reference", 0, 0, 1 << 20).unwrap();
+    op.process("reference", 0, &read.records, &mut out);
+    assert!(op.state.held.is_empty());
+    op.flush(&mut out);
+    let mut by_region = BTreeMap::new();
+    for e in out.iter().filter(|e| e.topic == "rollups") {
+        for s in MetricBatch::decode(&e.record.payload).unwrap().series().unwrap() {
+            let region = s.labels.iter().find(|l| l.0 == "region").map(|l| l.1.to_string());
+            for (t, v) in s.samples {
+                by_region.insert((region.clone(), t), v);
+            }
+        }
+    }
+    assert_eq!(by_region, BTreeMap::from([((Some("eu".to_string()), 10_000), 1.0)]));
+    assert_eq!(op.state.read_to["metrics"][&0], 1, "the metrics read is noted");
+}
