@@ -181,11 +181,18 @@ pub struct RollupsSection {
     /// How often the operator commits: emits what windows became final, saves its state and
     /// publishes. A restart reprocesses at most this much input.
     pub commit_interval_ms: u64,
+    /// An input partition without a record for this long, with nothing left to read, no longer
+    /// holds the rules' watermarks back.
+    pub partition_idle_ms: u64,
 }
 
 impl Default for RollupsSection {
     fn default() -> Self {
-        RollupsSection { retention_days: 400, commit_interval_ms: 1000 }
+        RollupsSection {
+            retention_days: 400,
+            commit_interval_ms: 1000,
+            partition_idle_ms: strata_pipeline::rollup::IDLE_MS,
+        }
     }
 }
 

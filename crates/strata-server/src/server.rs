@@ -208,11 +208,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let rollup_operator = {
         let (log, rules, registry, stats) = (dyn_log.clone(), rules.clone(), registry.clone(), rollup_stats.clone());
         let catalog = catalog.clone();
+        let idle_ms = cfg.rollups.partition_idle_ms;
         let dir = cfg.data_dir.join("stream");
         let factory: SinkFactory = Box::new(move || {
             let op = strata_pipeline::rollup::RollupOperator::new(rules.clone(), registry.clone(), stats.clone())
                 .with_log(log.clone())
-                .with_catalog(catalog.clone());
+                .with_catalog(catalog.clone())
+                .with_idle_ms(idle_ms);
             Box::new(strata_pipeline::OperatorSink::new(op, log.clone(), &dir))
         });
         let cfg = ConsumerConfig { commit_interval_ms: cfg.rollups.commit_interval_ms, ..consumer_cfg.clone() };

@@ -39,7 +39,8 @@ use crate::enrich::{
 use crate::operator::{Emit, Operator, decode_state, encode_state};
 use crate::sketch::Sketch;
 
-/// A partition without a record for this long does not hold the watermark back.
+/// By default, a partition without a record for this long (and none left to read) does not hold
+/// the watermark back.
 pub const IDLE_MS: u64 = 30_000;
 
 /// Output series per emitted record.
@@ -320,6 +321,8 @@ pub struct RollupOperator {
     catalog_version: u64,
     catalog_now: Catalog,
     metric_enrichments: HashMap<String, Vec<Enrichment>>,
+    /// A partition quiet this long, with nothing left to read, does not hold the watermark back.
+    idle_ms: u64,
 }
 
 fn key(c: &Compiled) -> String {
@@ -345,7 +348,15 @@ impl RollupOperator {
             catalog_version: 0,
             catalog_now: Catalog::default(),
             metric_enrichments: HashMap::new(),
+            idle_ms: IDLE_MS,
         }
+    }
+
+    /// How long a partition must be quiet (with nothing left to read) before it stops holding the
+    /// watermark back: long enough that a sender's pause is not taken for the end of its data.
+    pub fn with_idle_ms(mut self, idle_ms: u64) -> RollupOperator {
+        self.idle_ms = idle_ms;
+        self
     }
 
     /// Enriches metric samples by the catalog's enrichments of kind `metrics`: a `group_by`
@@ -416,7 +427,7 @@ impl RollupOperator {
         }
         clocks
             .iter()
-            .filter(|(p, c)| c.seen.elapsed().as_millis() as u64 <= IDLE_MS || unread(**p, c.next_offset))
+            .filter(|(p, c)| c.seen.elapsed().as_millis() as u64 <= self.idle_ms || unread(**p, c.next_offset))
             .map(|(_, c)| c.max_event_ms)
             .min()
             .map(|m| m.saturating_sub(c.out_of_orderness_ms))
@@ -436,7 +447,7 @@ impl RollupOperator {
                 let next_offset = read_to.and_then(|r| r.get(&p)).copied().unwrap_or(0);
                 let end = self.log.as_ref().and_then(|l| l.end_offset(topic, p).ok()).unwrap_or(next_offset);
                 let lag = end.saturating_sub(next_offset);
-                let quiet = clock.is_none_or(|c| c.seen.elapsed().as_millis() as u64 > IDLE_MS);
+                let quiet = clock.is_none_or(|c| c.seen.elapsed().as_millis() as u64 > self.idle_ms);
                 let stats =
                     PartitionStats { partition: p, watermark_ms: None, next_offset, lag, idle: quiet && lag == 0 };
                 (stats, clock.map(|c| c.max_event_ms))
