@@ -190,6 +190,7 @@ impl Partition {
             Ok(done) => done,
             Err(e) => {
                 // Left as it is (it still reads); not tried again until a restart.
+                discard_compression(&seg);
                 self.sealed.done(&seg);
                 return Err(e);
             }

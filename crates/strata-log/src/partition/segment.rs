@@ -398,6 +398,14 @@ pub(super) fn compress_segment(seg: &Segment, codec: Codec, cfg: &LogConfig) -> 
     Ok(Compressed { segment, batches, dir })
 }
 
+/// Removes what a compression of `seg` left beside it (`.tmp` files), if anything.
+pub(super) fn discard_compression(seg: &Segment) {
+    let dir = seg.path.parent().expect("a segment has a dir");
+    for ext in ["log", "index", "timeindex"] {
+        let _ = fs::remove_file(segment_path(dir, seg.base_offset, &format!("{ext}.tmp")));
+    }
+}
+
 impl Compressed {
     /// Puts the rewritten files in the segment's place. The old index files go first, so that a
     /// crash part way leaves a whole segment file (old or new) without indexes, which opening
@@ -424,8 +432,6 @@ impl Compressed {
 
     /// Removes the rewritten files when they are not installed.
     pub(super) fn discard(self) {
-        for ext in ["log", "index", "timeindex"] {
-            let _ = fs::remove_file(segment_path(&self.dir, self.segment.base_offset, &format!("{ext}.tmp")));
-        }
+        discard_compression(&self.segment);
     }
 }
