@@ -115,6 +115,13 @@ pub trait Sink: Send + 'static {
         false
     }
 
+    /// Whether the sink holds enough not yet committed that it should commit now rather than at
+    /// the end of the commit interval (a sink that buffers what it writes bounds its memory so).
+    /// Asked after each `write`.
+    fn wants_commit(&self) -> bool {
+        false
+    }
+
     /// Called once when the consumer stops, after the last `commit`: a sink that persists less
     /// often than `commit` is called persists everything here, so a restart replays little.
     async fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {

@@ -468,7 +468,7 @@ fn attempt(
         let stopping = *stopped.borrow();
         // Commits follow the interval even when idle, so a slow trickle of records does not turn
         // into one commit per record.
-        if dirty && (stopping || last_commit.elapsed() >= commit_every) {
+        if dirty && (stopping || last_commit.elapsed() >= commit_every || sink.wants_commit()) {
             let t = Instant::now();
             let positions = checkpoint.positions();
             let committed = with_retries(&group, "sink commit", cfg, consumers, stopped, rt, || {

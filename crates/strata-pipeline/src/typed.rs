@@ -72,6 +72,11 @@ pub trait TopicSink: Send + 'static {
         false
     }
 
+    /// See [`Sink::wants_commit`].
+    fn wants_commit(&self) -> bool {
+        false
+    }
+
     /// See [`Sink::stop`].
     async fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {
         let _ = positions;
@@ -169,6 +174,10 @@ impl<S: TopicSink> Sink for Typed<S> {
 
     fn rebuild_from_start(&self) -> bool {
         self.sink.rebuild_from_start()
+    }
+
+    fn wants_commit(&self) -> bool {
+        self.sink.wants_commit()
     }
 
     async fn stop(&mut self, positions: &Positions) -> Result<(), SinkError> {

@@ -27,6 +27,7 @@ pub struct Config {
     pub tsdb: TsdbSection,
     pub query: QuerySection,
     pub rollups: RollupsSection,
+    pub lake: LakeSection,
 }
 
 impl Default for Config {
@@ -43,7 +44,24 @@ impl Default for Config {
             tsdb: TsdbSection::default(),
             query: QuerySection::default(),
             rollups: RollupsSection::default(),
+            lake: LakeSection::default(),
         }
+    }
+}
+
+/// The data lake: Delta Lake tables under `<data_dir>/lake`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LakeSection {
+    /// How often a table commits what it was given: each commit adds a file per tenant and day.
+    pub commit_interval_ms: u64,
+    /// Bytes of records a table buffers past which it commits before the interval ends.
+    pub commit_bytes_max: usize,
+}
+
+impl Default for LakeSection {
+    fn default() -> Self {
+        LakeSection { commit_interval_ms: 60_000, commit_bytes_max: 128 << 20 }
     }
 }
 

@@ -231,6 +231,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         });
         spawn_consumer(dyn_log.clone(), factory, consumer_cfg.clone(), &consumers)
     };
+    // The lake's `events` table, from the deduplicated and enriched events.
+    let lake_events = {
+        let lake = strata_lake::LakeConfig {
+            dir: cfg.data_dir.join("lake"),
+            commit_bytes_max: cfg.lake.commit_bytes_max,
+            partitions: dyn_log
+                .partition_count(<strata_model::topic::EventsEnriched as strata_model::Topic>::SPEC.name)?,
+        };
+        let factory: SinkFactory = Box::new(move || Box::new(Typed::new(strata_lake::EventsSink::new(lake.clone()))));
+        let cfg = ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, ..consumer_cfg.clone() };
+        spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
+    };
     #[cfg(feature = "fault-injection")]
     let fault_consumers =
         crate::faults::Faults::from_env()?.spawn(&dyn_log, &cfg.data_dir, &consumer_cfg, &consumers)?;
@@ -347,6 +359,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         events_pipeline.stop();
         rollup_operator.stop();
         rollups_consumer.stop();
+        lake_events.stop();
         #[cfg(feature = "fault-injection")]
         fault_consumers.into_iter().for_each(strata_pipeline::Consumer::stop);
         log.close();

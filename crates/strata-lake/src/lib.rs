@@ -1,0 +1,19 @@
+//! The data lake: Delta Lake tables on Parquet, written from the log by sinks of the consumer
+//! runtime, readable by any engine that reads Delta (Spark, Trino, DuckDB, polars) and by
+//! Strata's own SQL. This is the only crate that depends on `deltalake` (and through it on
+//! DataFusion, Arrow and Parquet).
+//!
+//! A table's commits are its checkpoints: each commit of a sink adds the Parquet files of the
+//! records read since the last one and, in the same atomic Delta commit, an application
+//! transaction per log partition (`appId` `strata:<topic>:<partition>`, `version` the next
+//! offset to read). After a crash the sink resumes from those versions, so a replay never adds a
+//! row twice and no acknowledged record is left out.
+
+mod events;
+mod table;
+
+pub use events::{EventsSink, LakeConfig};
+pub use table::{Table, TableError};
+
+/// Re-exported for callers that read the tables (tests, SQL).
+pub use deltalake;
