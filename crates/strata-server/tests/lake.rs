@@ -11,9 +11,9 @@ use serde_json::json;
 use strata_lake::deltalake;
 use strata_lake::deltalake::datafusion::prelude::SessionContext;
 
-const REQUESTS: usize = 60;
+const REQUESTS: usize = 100;
 const PER_REQUEST: usize = 10;
-const KILLS: usize = 6;
+const KILLS: usize = 20;
 
 /// `(rows, distinct event ids)` of the events table, `None` before its first commit.
 fn counts(server: &Server) -> Option<(i64, i64)> {
@@ -73,9 +73,9 @@ fn events_are_in_the_lake_once_across_sigkills() {
             assert!(Instant::now() < deadline, "request {n} was not taken");
             std::thread::sleep(Duration::from_millis(50));
         }
-        if n % 10 == 9 && kills < KILLS {
+        if n % 5 == 4 && kills < KILLS {
             // Let a lake commit or two happen, then kill at a moment of the commit cycle that varies.
-            std::thread::sleep(Duration::from_millis(150 + 70 * kills as u64));
+            std::thread::sleep(Duration::from_millis(150 + 23 * kills as u64));
             server.kill();
             server.spawn();
             kills += 1;
@@ -95,5 +95,11 @@ fn events_are_in_the_lake_once_across_sigkills() {
         assert!(Instant::now() < deadline, "the lake holds {got:?} of {want} events");
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!("{kills} kills, {want} events in the lake once each");
+    // The table committed many times between the kills, not once at the end.
+    let commits = std::fs::read_dir(server.data_dir().join("lake/events/_delta_log"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert!(commits >= 5, "{commits} commits");
+    eprintln!("{kills} kills, {commits} commits, {want} events in the lake once each");
 }
