@@ -57,11 +57,23 @@ pub struct LakeSection {
     pub commit_interval_ms: u64,
     /// Bytes of records a table buffers past which it commits before the interval ends.
     pub commit_bytes_max: usize,
+    /// How long one SQL query may run (503 past it).
+    pub sql_timeout_ms: u64,
+    /// The memory one SQL query may hold (422 past it).
+    pub sql_memory_bytes: usize,
+    /// The rows one SQL answer may have (422 past it).
+    pub sql_rows_max: usize,
 }
 
 impl Default for LakeSection {
     fn default() -> Self {
-        LakeSection { commit_interval_ms: 60_000, commit_bytes_max: 128 << 20 }
+        LakeSection {
+            commit_interval_ms: 60_000,
+            commit_bytes_max: 128 << 20,
+            sql_timeout_ms: 60_000,
+            sql_memory_bytes: 512 << 20,
+            sql_rows_max: 100_000,
+        }
     }
 }
 

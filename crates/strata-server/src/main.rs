@@ -5,6 +5,7 @@ mod cli;
 mod config;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod lake;
 mod metrics_query;
 mod pipeline;
 mod prom;

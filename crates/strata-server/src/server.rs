@@ -39,6 +39,9 @@ pub struct App {
     pub consumers: Consumers,
     /// The Prometheus API's limits, status values and running queries.
     pub prom: prom::PromApi,
+    /// The lake's root and its SQL limits.
+    pub lake_dir: std::path::PathBuf,
+    pub lake: crate::config::LakeSection,
 }
 
 impl App {
@@ -270,6 +273,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         pipeline_stats,
         consumers: consumers.clone(),
         prom: prom::PromApi::new(&cfg),
+        lake_dir: cfg.data_dir.join("lake"),
+        lake: cfg.lake.clone(),
     });
     let inner = strata_gateway::routes(gateway.clone()).merge(
         Router::new()
@@ -280,6 +285,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .route("/admin/v1/rollups", get(rollups::list).post(rollups::put))
             .route("/admin/v1/rollups/{name}", get(rollups::get_one).delete(rollups::delete))
             .route("/query/v1/late", get(rollups::late))
+            .route("/query/v1/sql", axum::routing::post(crate::lake::sql))
             .route("/admin/v1/stream", get(rollups::overview))
             .route("/admin/v1/reference", get(pipeline::tables))
             .route("/admin/v1/reference/{table}", axum::routing::put(pipeline::put_table))

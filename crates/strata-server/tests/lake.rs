@@ -103,3 +103,76 @@ fn events_are_in_the_lake_once_across_sigkills() {
     assert!(commits >= 5, "{commits} commits");
     eprintln!("{kills} kills, {commits} commits, {want} events in the lake once each");
 }
+
+fn sql(server: &Server, key: &str, query: &str) -> (u16, serde_json::Value) {
+    let r = server.http.post(server.url("/query/v1/sql")).bearer_auth(key).json(&json!({"sql": query})).send().unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap())
+}
+
+#[test]
+fn sql_reads_the_callers_rows_only_and_refuses_anything_but_a_read() {
+    let server = Server::start("[lake]\ncommit_interval_ms = 200\nsql_rows_max = 4\n");
+    let (a, b) = (server.tenant_key("a"), server.tenant_key("b"));
+    for (key, n) in [(&a, 5), (&b, 3)] {
+        let body: String = (1..=n)
+            .map(|i| {
+                format!(
+                    "{}\n",
+                    json!({"type": "order", "source_id": "shop", "event_id": format!("e{i}"), "data": {"amount": i}})
+                )
+            })
+            .collect();
+        let r = server
+            .http
+            .post(server.url("/ingest/v1/events"))
+            .bearer_auth(key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = sql(&server, &a, "SELECT count(*) AS n, sum(amount) AS s FROM events");
+        if status == 200 && v["rows"] == json!([{"n": 5, "s": 15}]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sql(&server, &b, "SELECT count(*) AS n FROM events").1["rows"] != json!([{"n": 3}]) {
+        assert!(Instant::now() < deadline, "tenant b's events");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Another tenant's rows cannot be named.
+    assert_eq!(sql(&server, &a, "SELECT count(*) AS n FROM events WHERE tenant = 'b'").1["rows"], json!([{"n": 0}]));
+    // Past the row limit, a clear error; under it, the rows.
+    let (status, v) = sql(&server, &a, "SELECT event_id FROM events");
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("more than 4 rows"), "{v}");
+    let (status, v) = sql(&server, &a, "SELECT event_id FROM events ORDER BY amount DESC LIMIT 2");
+    assert_eq!((status, v["rows"].clone()), (200, json!([{"event_id": "e5"}, {"event_id": "e4"}])));
+    // Nothing but reads.
+    for refused in [
+        "DROP TABLE events",
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/etc'",
+        "INSERT INTO events (event_id) VALUES ('x')",
+        "DELETE FROM events",
+        "COPY events TO '/tmp/strata-copy.parquet'",
+        "SET datafusion.execution.batch_size = 1",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM nope",
+        "SELEC 1",
+    ] {
+        let (status, v) = sql(&server, &a, refused);
+        assert_eq!(status, 400, "{refused}: {v}");
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{refused}: {v}");
+    }
+    let r = server.http.post(server.url("/query/v1/sql")).bearer_auth(&a).body("{\"query\": 1}").send().unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(server.http.get(server.url("/healthz")).send().unwrap().status(), 200, "the server is up");
+    assert!(!std::path::Path::new("/tmp/strata-copy.parquet").exists());
+}
