@@ -19,6 +19,9 @@ scripts/install-prometheus.sh
 # vmalert runs against Strata in crates/strata-server/tests/vmalert.rs.
 echo "== scripts/install-victoria-metrics.sh"
 scripts/install-victoria-metrics.sh
+# Python's deltalake and DuckDB read the lake's tables in crates/strata-server/tests/lake.rs.
+echo "== scripts/install-lake-readers.sh"
+scripts/install-lake-readers.sh
 # The README test (crates/strata-server/tests/readme.rs) runs the README's commands with bash and curl.
 if ! command -v curl >/dev/null; then
   echo "== installing curl"

@@ -171,6 +171,21 @@ fn sql_reads_the_callers_rows_only_and_refuses_anything_but_a_read() {
         assert_eq!(status, 400, "{refused}: {v}");
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{refused}: {v}");
     }
+    // Independent readers find the same rows: Python's deltalake, and DuckDB over the files the
+    // Delta log lists (installed by scripts/install-lake-readers.sh, which the test command runs).
+    let venv = std::env::var("STRATA_LAKE_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/strata-lake-readers", std::env::var("HOME").unwrap()));
+    let out = std::process::Command::new(format!("{venv}/bin/python"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lake_readers.py"))
+        .arg(server.data_dir().join("lake/events"))
+        .arg("a")
+        .output()
+        .unwrap_or_else(|e| panic!("{venv}/bin/python: {e}; run scripts/install-lake-readers.sh"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let readers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(readers["deltalake"], json!([5, 15, 5]), "{readers}");
+    assert_eq!(readers["duckdb"], json!([5, 15, 5]), "{readers}");
+
     let r = server.http.post(server.url("/query/v1/sql")).bearer_auth(&a).body("{\"query\": 1}").send().unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(server.http.get(server.url("/healthz")).send().unwrap().status(), 200, "the server is up");
