@@ -134,18 +134,9 @@ fn type_name(v: &Value) -> &'static str {
 
 /// The UTC day of a time in nanoseconds, `yyyy-mm-dd`.
 fn day(ns: i64) -> String {
-    let days = ns.div_euclid(86_400_000_000_000);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let mut text = strata_model::format_rfc3339_nanos(ns);
+    text.truncate(text.find('T').unwrap_or(text.len()));
+    text
 }
 
 /// What a commit writes: the data columns (the table's and new ones), the rows the table takes,
