@@ -24,20 +24,19 @@ const LATE_LIMIT_MAX: usize = 1000;
 /// How far back from the end of the `late` topic a query looks, in records.
 const LATE_SCAN_RECORDS: u64 = 100_000;
 
+/// A rule's figures as the operator last published them (zeros before its first commit).
+fn status(c: &Compiled, stats: Option<&RuleStats>) -> RuleStats {
+    RuleStats { tenant: c.tenant.clone(), rule: c.rule.name.clone(), ..stats.cloned().unwrap_or_default() }
+}
+
 fn rule_json(c: &Compiled, stats: Option<&RuleStats>) -> Value {
     let mut v = serde_json::to_value(&c.rule).expect("rules serialise");
-    v["status"] = match stats {
-        Some(s) => json!({
-            "watermark_ms": s.watermark_ms,
-            "groups": s.groups,
-            "state_entries": s.state_entries,
-            "late_records": s.late_records,
-            "emitted_samples": s.emitted_samples,
-            "partitions": s.partitions,
-        }),
-        None => json!({"watermark_ms": null, "groups": 0, "state_entries": 0, "late_records": 0, "emitted_samples": 0,
-            "partitions": []}),
-    };
+    let mut s = serde_json::to_value(status(c, stats)).expect("stats serialise");
+    if let Some(fields) = s.as_object_mut() {
+        fields.remove("tenant");
+        fields.remove("rule");
+    }
+    v["status"] = s;
     v
 }
 
@@ -118,26 +117,19 @@ pub async fn overview(State(app): State<Arc<App>>, headers: HeaderMap) -> Result
         .all()
         .iter()
         .map(|c| {
-            let s = stats.get(&format!("{}/{}", c.tenant, c.rule.name)).cloned().unwrap_or_default();
-            json!({
-                "tenant": c.tenant,
-                "rule": c.rule.name,
-                "watermark": s.watermark_ms.map(|ms| strata_model::format_rfc3339_nanos(ms.saturating_mul(1_000_000))),
-                "watermark_ms": s.watermark_ms,
-                "groups": s.groups,
-                "state_entries": s.state_entries,
-                "late_records": s.late_records,
-                "emitted_samples": s.emitted_samples,
-                "partitions": s.partitions,
-            })
+            let s = status(c, stats.get(&format!("{}/{}", c.tenant, c.rule.name)));
+            let mut v = serde_json::to_value(&s).expect("stats serialise");
+            v["watermark"] =
+                json!(s.watermark_ms.map(|ms| strata_model::format_rfc3339_nanos(ms.saturating_mul(1_000_000))));
+            v
         })
         .collect();
     let pipeline = app.pipeline_stats.lock().expect("pipeline stats lock").clone();
     // The events pipeline's inputs, partition by partition, from the offsets it commits.
+    let committed = app.log.committed_offsets(EventPipeline::NAME).unwrap_or_default();
     let pipeline_inputs: Vec<Value> = [Reference::SPEC.name, Events::SPEC.name]
         .into_iter()
         .flat_map(|topic| {
-            let committed = app.log.committed_offsets(EventPipeline::NAME).unwrap_or_default();
             let count = app.log.partition_count(topic).unwrap_or(0);
             (0..count)
                 .map(|p| {

@@ -828,8 +828,9 @@ impl RollupOperator {
                         let own = |n: &str| labels.iter().find(|l| l.0 == n).map(|l| l.1);
                         // `group_by` labels the series lacks and an enrichment adds: looked up at
                         // each sample's time (the row may change between two samples).
-                        let enriched = c.rule.group_by.iter().any(|n| {
-                            own(n).is_none()
+                        let enriched = !enrichments.is_empty()
+                            && c.rule.group_by.iter().any(|n| {
+                                own(n).is_none()
                                 && enrichments.iter().any(|e| e.metric.as_ref().is_none_or(|m| m == name) && e.fields.contains(n))
                         });
                         let fixed = (!enriched).then(|| group_key(&c.rule.group_by, own));
