@@ -25,6 +25,7 @@ use strata_model::topic::EventsEnriched;
 use strata_model::{Event, Topic as _};
 use strata_pipeline::{Decoded, Positions, SinkError, TopicSink};
 
+use crate::day;
 use crate::table::{Table, TableError};
 
 /// Columns every event has, before those of its data.
@@ -130,13 +131,6 @@ fn type_name(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// The UTC day of a time in nanoseconds, `yyyy-mm-dd`.
-fn day(ns: i64) -> String {
-    let mut text = strata_model::format_rfc3339_nanos(ns);
-    text.truncate(text.find('T').unwrap_or(text.len()));
-    text
 }
 
 /// What a commit writes: the data columns (the table's and new ones), the rows the table takes,

@@ -10,11 +10,20 @@
 //! row twice and no acknowledged record is left out.
 
 mod events;
+pub mod maintain;
 pub mod sql;
 mod table;
 
 pub use events::{EventsSink, LakeConfig};
-pub use table::{Table, TableError};
+pub use maintain::{Maintenance, Retention};
+pub use table::{DataFile, Table, TableError};
+
+/// The UTC day of a time in nanoseconds, `yyyy-mm-dd`: the `dt` partition of a row.
+pub(crate) fn day(ns: i64) -> String {
+    let mut text = strata_model::format_rfc3339_nanos(ns);
+    text.truncate(text.find('T').unwrap_or(text.len()));
+    text
+}
 
 /// Re-exported for callers that read the tables (tests, SQL).
 pub use deltalake;

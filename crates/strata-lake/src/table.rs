@@ -1,17 +1,21 @@
 //! One Delta table of the lake: opened (or created by its first commit) at a directory, appended
 //! to with the log positions its rows cover, in one atomic commit.
 
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::prelude::{col, lit};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::vacuum::VacuumMode;
 use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError, FilterOp, FilterValue};
 use strata_pipeline::Positions;
 
 /// Columns every table is partitioned by: a tenant's rows of a UTC day are files of their own.
@@ -90,36 +94,154 @@ impl Table {
             .map(|((topic, partition), next)| Transaction::new(app_id(topic, *partition), *next as i64))
             .collect();
         let table = self.table.take().expect("a table is put back after each write");
-        let schema = batch.schema();
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3")))
-            .set_statistics_enabled(EnabledStatistics::Page);
-        for column in BLOOM_COLUMNS {
-            if schema.column_with_name(column).is_some() {
-                props = props.set_column_bloom_filter_enabled(column.into(), true);
-            }
-        }
+        let props = writer_properties(&batch.schema());
+        let started = Instant::now();
         let result = table
             .clone()
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
             .with_schema_mode(SchemaMode::Merge)
             .with_partition_columns(PARTITION_COLUMNS)
-            .with_writer_properties(props.build())
+            .with_writer_properties(props)
             .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
             .await;
+        metrics::histogram!("strata_lake_commit_seconds", "table" => self.name()).record(started.elapsed());
+        self.put_back(table, result.map(|t| (t, ())))
+    }
+
+    /// The table's name: its directory's.
+    pub fn name(&self) -> String {
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// Keeps the table an operation returned, or the one it started from if it failed (a failed
+    /// commit leaves no version behind).
+    fn put_back<T>(
+        &mut self,
+        before: DeltaTable,
+        result: Result<(DeltaTable, T), DeltaTableError>,
+    ) -> Result<T, TableError> {
         match result {
-            Ok(t) => {
+            Ok((t, out)) => {
                 self.table = Some(t);
-                Ok(())
+                Ok(out)
             }
             Err(e) => {
-                // The table as it was: a commit that failed left no version behind.
-                self.table = Some(table);
+                self.table = Some(before);
                 Err(self.error(e))
             }
         }
     }
+
+    /// The table's active data files, with their partition, size, rows and time range.
+    pub fn files(&self) -> Vec<DataFile> {
+        let table = self.delta();
+        let Ok(snapshot) = table.snapshot() else { return Vec::new() };
+        snapshot
+            .log_data()
+            .iter()
+            .map(|f| {
+                let partition = f.partition_values_map();
+                let value = |k: &str| partition.get(k).cloned().flatten().unwrap_or_default();
+                let stats: Option<serde_json::Value> = f.stats().and_then(|s| serde_json::from_str(&s).ok());
+                let bound =
+                    |which: &str| stats.as_ref().and_then(|s| s[which]["timestamp"].as_str()).map(str::to_string);
+                DataFile {
+                    uri: table.log_store().to_uri(&f.object_store_path()),
+                    path: f.path().into_owned(),
+                    bytes: f.size().max(0) as u64,
+                    rows: f.num_records().map(|n| n as u64),
+                    tenant: value("tenant"),
+                    dt: value("dt"),
+                    time_min: bound("minValues"),
+                    time_max: bound("maxValues"),
+                }
+            })
+            .collect()
+    }
+
+    /// Rewrites the small files of one partition into files of about `target_bytes`, in one
+    /// commit; readers see either the old files or the new ones. Returns the files removed and
+    /// added.
+    pub async fn compact(&mut self, tenant: &str, dt: &str, target_bytes: u64) -> Result<(u64, u64), TableError> {
+        let table = self.table.take().expect("a table is put back after each operation");
+        let props = match table.snapshot() {
+            Ok(s) => writer_properties(&s.snapshot().arrow_schema()),
+            Err(_) => WriterProperties::default(),
+        };
+        let filters =
+            [("tenant", FilterOp::Eq, FilterValue::Scalar(tenant)), ("dt", FilterOp::Eq, FilterValue::Scalar(dt))];
+        let result = table
+            .clone()
+            .optimize()
+            .with_filters(&filters)
+            .with_target_size(NonZeroU64::new(target_bytes.max(1)).expect("at least 1"))
+            .with_writer_properties(props)
+            .with_max_concurrent_tasks(1)
+            .await
+            .map(|(t, m)| (t, (m.num_files_removed, m.num_files_added)));
+        self.put_back(table, result)
+    }
+
+    /// Drops `tenant`'s partitions of days before `before` (`yyyy-mm-dd`), whole files only, in
+    /// one commit. Returns the files removed.
+    pub async fn drop_days(&mut self, tenant: &str, before: &str) -> Result<u64, TableError> {
+        let table = self.table.take().expect("a table is put back after each operation");
+        let predicate = col("tenant").eq(lit(tenant.to_string())).and(col("dt").lt(lit(before.to_string())));
+        let result =
+            table.clone().delete().with_predicate(predicate).await.map(|(t, m)| (t, m.num_removed_files as u64));
+        self.put_back(table, result)
+    }
+
+    /// Deletes the files no version newer than `grace` ago refers to: those compaction and
+    /// retention replaced, and any left by a write that crashed before its commit.
+    pub async fn vacuum(&mut self, grace: Duration) -> Result<u64, TableError> {
+        let table = self.table.take().expect("a table is put back after each operation");
+        let result = table
+            .clone()
+            .vacuum()
+            .with_mode(VacuumMode::Full)
+            .with_retention_period(chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX))
+            .with_enforce_retention_duration(false)
+            .await
+            .map(|(t, m)| (t, m.files_deleted.len() as u64));
+        self.put_back(table, result)
+    }
+}
+
+/// One data file of a table, as its log lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DataFile {
+    /// Where a reader finds it.
+    pub uri: String,
+    /// Its path relative to the table's root, as the log has it.
+    #[serde(skip)]
+    pub path: String,
+    pub bytes: u64,
+    /// Rows, when the log's statistics have them.
+    pub rows: Option<u64>,
+    #[serde(skip)]
+    pub tenant: String,
+    #[serde(skip)]
+    pub dt: String,
+    /// The earliest and latest `timestamp` of its rows, RFC 3339, when the log's statistics have
+    /// them.
+    pub time_min: Option<String>,
+    pub time_max: Option<String>,
+}
+
+/// How every data file is written: zstd, page statistics and indexes, bloom filters on the id
+/// columns `schema` has.
+fn writer_properties(schema: &Schema) -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3")))
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for column in BLOOM_COLUMNS {
+        if schema.column_with_name(column).is_some() {
+            props = props.set_column_bloom_filter_enabled(column.into(), true);
+        }
+    }
+    props.build()
 }
 
 /// The application id under which a table records how far it has read a log partition.

@@ -1,6 +1,7 @@
 //! The typed configuration: defaults, then the TOML file, then `STRATA_*` environment variables,
 //! then command-line flags. Parsed and validated once, at start; an error names the key.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,40 @@ pub struct LakeSection {
     pub sql_memory_bytes: usize,
     /// The rows one SQL answer may have (422 past it).
     pub sql_rows_max: usize,
+    /// How often the background upkeep runs: compaction, retention, vacuum.
+    pub compact_interval_ms: u64,
+    /// The size compaction writes files up to; bigger files are left alone.
+    pub compact_target_bytes: u64,
+    /// Files smaller than that a partition (tenant and day) must have before it is compacted.
+    pub compact_min_files: usize,
+    /// How long a file no table version refers to any more is kept, for readers of older
+    /// versions and for writes not yet committed, before it is deleted (at least a minute).
+    pub vacuum_grace_ms: u64,
+    /// Days kept of each table (whole days are dropped past it); 0 keeps them for ever. Tables not
+    /// named keep their default (`events` 365, `rejected` 30).
+    pub retention_days: BTreeMap<String, u32>,
+    /// Per tenant, days kept of each table, overriding `retention_days`.
+    pub tenant_retention_days: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+impl LakeSection {
+    /// Days kept of each table when the configuration does not say.
+    pub const RETENTION_DAYS_DEFAULT: [(&'static str, u32); 2] = [("events", 365), ("rejected", 30)];
+
+    /// The background upkeep of the lake at `dir`.
+    pub fn maintenance(&self, dir: PathBuf) -> strata_lake::Maintenance {
+        let mut days: BTreeMap<String, u32> =
+            Self::RETENTION_DAYS_DEFAULT.iter().map(|(t, d)| (t.to_string(), *d)).collect();
+        days.extend(self.retention_days.clone());
+        strata_lake::Maintenance {
+            dir,
+            interval: std::time::Duration::from_millis(self.compact_interval_ms),
+            target_file_bytes: self.compact_target_bytes,
+            compact_min_files: self.compact_min_files,
+            vacuum_grace: std::time::Duration::from_millis(self.vacuum_grace_ms),
+            retention: strata_lake::Retention { days, tenant_days: self.tenant_retention_days.clone() },
+        }
+    }
 }
 
 impl Default for LakeSection {
@@ -73,6 +108,12 @@ impl Default for LakeSection {
             sql_timeout_ms: 60_000,
             sql_memory_bytes: 512 << 20,
             sql_rows_max: 100_000,
+            compact_interval_ms: 300_000,
+            compact_target_bytes: 128 << 20,
+            compact_min_files: 10,
+            vacuum_grace_ms: 86_400_000,
+            retention_days: BTreeMap::new(),
+            tenant_retention_days: BTreeMap::new(),
         }
     }
 }
@@ -431,6 +472,42 @@ impl Config {
                 "invalid configuration key query.body_bytes_max: must be at least 1024, got {}",
                 q.body_bytes_max
             ));
+        }
+        let k = &self.lake;
+        for (key, v) in [
+            ("lake.commit_interval_ms", k.commit_interval_ms),
+            ("lake.compact_interval_ms", k.compact_interval_ms),
+            ("lake.compact_target_bytes", k.compact_target_bytes),
+            ("lake.sql_timeout_ms", k.sql_timeout_ms),
+            ("lake.sql_rows_max", k.sql_rows_max as u64),
+        ] {
+            if v == 0 {
+                return Err(format!("invalid configuration key {key}: must be at least 1"));
+            }
+        }
+        // A file a sink has written but not yet committed looks unreferenced; the grace period
+        // must outlast any commit.
+        if k.vacuum_grace_ms < 60_000 {
+            return Err(format!(
+                "invalid configuration key lake.vacuum_grace_ms: must be at least 60000, got {}",
+                k.vacuum_grace_ms
+            ));
+        }
+        let tables = strata_lake::sql::TABLES;
+        for (key, table) in k.retention_days.keys().map(|t| (format!("lake.retention_days.{t}"), t)).chain(
+            k.tenant_retention_days.iter().flat_map(|(tenant, days)| {
+                days.keys().map(move |t| (format!("lake.tenant_retention_days.{tenant}.{t}"), t))
+            }),
+        ) {
+            if !tables.contains(&table.as_str()) {
+                return Err(format!(
+                    "invalid configuration key {key}: there is no table {table:?} (tables: {tables:?})"
+                ));
+            }
+        }
+        for tenant in k.tenant_retention_days.keys() {
+            strata_model::TenantId::new(tenant)
+                .map_err(|e| format!("invalid configuration key lake.tenant_retention_days.{tenant}: {e}"))?;
         }
         if self.pipeline.commit_interval_ms == 0 || self.pipeline.read_bytes_max == 0 {
             return Err(

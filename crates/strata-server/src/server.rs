@@ -246,6 +246,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let cfg = ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
+    let lake_upkeep = tokio::spawn(strata_lake::maintain::run(
+        cfg.lake.maintenance(cfg.data_dir.join("lake")),
+        strata_lake::sql::TABLES.iter().map(|t| t.to_string()).collect(),
+    ));
     #[cfg(feature = "fault-injection")]
     let fault_consumers =
         crate::faults::Faults::from_env()?.spawn(&dyn_log, &cfg.data_dir, &consumer_cfg, &consumers)?;
@@ -355,6 +359,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     signal.abort();
     retention.abort();
+    // A round cut short is a crash of it, which every step survives.
+    lake_upkeep.abort();
     key_saver.abort();
     tokio::task::spawn_blocking(move || {
         gateway.save_series();

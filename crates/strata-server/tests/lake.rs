@@ -1,6 +1,6 @@
 //! The lake end to end: events sent to `strata serve`, SIGKILLed while the lake's `events` table
-//! commits, are each in the Delta table exactly once, read back with DataFusion as any engine
-//! reading Delta would.
+//! commits and compacts, are each in the Delta table exactly once, read back with DataFusion as
+//! any engine reading Delta would, and with Python's deltalake and DuckDB.
 
 mod common;
 
@@ -41,7 +41,12 @@ fn counts(server: &Server) -> Option<(i64, i64)> {
 
 #[test]
 fn events_are_in_the_lake_once_across_sigkills() {
-    let mut server = Server::start("[lake]\ncommit_interval_ms = 300\n[rollups]\ncommit_interval_ms = 200\n");
+    // Compaction runs every 250 ms over any partition with two small files, so the kills land
+    // during compactions as well as during the sink's commits.
+    let mut server = Server::start(
+        "[lake]\ncommit_interval_ms = 300\ncompact_interval_ms = 250\ncompact_min_files = 2\n\
+         [rollups]\ncommit_interval_ms = 200\n",
+    );
     let key = server.tenant_key("lake");
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let mut kills = 0;
@@ -95,13 +100,41 @@ fn events_are_in_the_lake_once_across_sigkills() {
         assert!(Instant::now() < deadline, "the lake holds {got:?} of {want} events");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The table committed many times between the kills, not once at the end.
-    let commits = std::fs::read_dir(server.data_dir().join("lake/events/_delta_log"))
+    // The table committed many times between the kills, not once at the end, and compacted
+    // along the way.
+    let log: Vec<String> = std::fs::read_dir(server.data_dir().join("lake/events/_delta_log"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
-        .count();
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let commits = log.iter().filter(|c| c.contains("\"operation\":\"WRITE\"")).count();
+    let compactions = log.iter().filter(|c| c.contains("\"operation\":\"OPTIMIZE\"")).count();
     assert!(commits >= 5, "{commits} commits");
-    eprintln!("{kills} kills, {commits} commits, {want} events in the lake once each");
+    assert!(compactions >= 3, "{compactions} compactions");
+    eprintln!("{kills} kills, {commits} commits, {compactions} compactions, {want} events in the lake once each");
+    // Independent readers see the same rows after the compactions.
+    let readers = read_independently(&server, "lake");
+    let sum = want * (want - 1) / 2;
+    assert_eq!(readers["deltalake"], json!([want, sum, want]), "{readers}");
+    assert_eq!(readers["duckdb"], json!([want, sum, want]), "{readers}");
+    assert!(readers["files"].as_u64().unwrap() < commits as u64, "{readers}");
+}
+
+/// What Python's deltalake and DuckDB (over the files the Delta log lists) find in `tenant`'s rows
+/// of the events table: `[rows, sum(amount), distinct event ids]` each. Both are installed by
+/// scripts/install-lake-readers.sh, which the test command runs.
+fn read_independently(server: &Server, tenant: &str) -> serde_json::Value {
+    let venv = std::env::var("STRATA_LAKE_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/strata-lake-readers", std::env::var("HOME").unwrap()));
+    let out = std::process::Command::new(format!("{venv}/bin/python"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lake_readers.py"))
+        .arg(server.data_dir().join("lake/events"))
+        .arg(tenant)
+        .output()
+        .unwrap_or_else(|e| panic!("{venv}/bin/python: {e}; run scripts/install-lake-readers.sh"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn sql(server: &Server, key: &str, query: &str) -> (u16, serde_json::Value) {
@@ -171,18 +204,8 @@ fn sql_reads_the_callers_rows_only_and_refuses_anything_but_a_read() {
         assert_eq!(status, 400, "{refused}: {v}");
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{refused}: {v}");
     }
-    // Independent readers find the same rows: Python's deltalake, and DuckDB over the files the
-    // Delta log lists (installed by scripts/install-lake-readers.sh, which the test command runs).
-    let venv = std::env::var("STRATA_LAKE_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/strata-lake-readers", std::env::var("HOME").unwrap()));
-    let out = std::process::Command::new(format!("{venv}/bin/python"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lake_readers.py"))
-        .arg(server.data_dir().join("lake/events"))
-        .arg("a")
-        .output()
-        .unwrap_or_else(|e| panic!("{venv}/bin/python: {e}; run scripts/install-lake-readers.sh"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let readers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Independent readers find the same rows.
+    let readers = read_independently(&server, "a");
     assert_eq!(readers["deltalake"], json!([5, 15, 5]), "{readers}");
     assert_eq!(readers["duckdb"], json!([5, 15, 5]), "{readers}");
 
