@@ -372,6 +372,7 @@ impl TopicSink for EventsSink {
         .await;
         match result {
             Ok(()) => {
+                metrics::counter!("strata_lake_input_bytes_total", "table" => "events").increment(self.bytes as u64);
                 self.bytes = 0;
                 Ok(())
             }

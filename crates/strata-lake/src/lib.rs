@@ -10,6 +10,7 @@
 //! row twice and no acknowledged record is left out.
 
 mod events;
+pub mod export;
 pub mod maintain;
 pub mod sql;
 mod table;

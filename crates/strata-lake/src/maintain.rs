@@ -173,6 +173,7 @@ mod tests {
             dt: dt.into(),
             time_min: None,
             time_max: None,
+            stats: None,
         }
     }
 

@@ -11,12 +11,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deltalake::arrow::json::ArrayWriter;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::ipc::writer::StreamWriter;
+use deltalake::arrow::json::{ArrayWriter, LineDelimitedWriter};
+use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::catalog::view::ViewTable;
 use deltalake::datafusion::datasource::provider_as_source;
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use deltalake::datafusion::logical_expr::LogicalPlanBuilder;
+use deltalake::datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use deltalake::datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
+use deltalake::parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
 /// The tables SQL can read, by the name a query gives them (their directories in the lake).
@@ -51,11 +57,127 @@ pub enum SqlError {
     Internal(String),
 }
 
-/// The columns and rows (as JSON objects) of `sql` over `tenant`'s rows of the lake at `dir`.
-pub async fn query(dir: &Path, tenant: &str, sql: &str, limits: &SqlLimits) -> Result<Vec<Value>, SqlError> {
+/// What a query answered: its columns and rows.
+#[derive(Debug)]
+pub struct Answer {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// The encodings an answer is sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `{"columns": [{"name", "type"}], "rows": [{column: value}]}`.
+    Json,
+    /// One JSON object per row and line.
+    Ndjson,
+    /// A header line, then one line per row.
+    Csv,
+    /// An Arrow IPC stream.
+    Arrow,
+    /// A Parquet file.
+    Parquet,
+}
+
+impl Format {
+    pub const NAMES: [&'static str; 5] = ["json", "ndjson", "csv", "arrow", "parquet"];
+
+    pub fn parse(name: &str) -> Option<Format> {
+        Some(match name {
+            "json" => Format::Json,
+            "ndjson" => Format::Ndjson,
+            "csv" => Format::Csv,
+            "arrow" => Format::Arrow,
+            "parquet" => Format::Parquet,
+            _ => return None,
+        })
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+}
+
+impl Answer {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// The answer in `format`.
+    pub fn encode(&self, format: Format) -> Result<Vec<u8>, SqlError> {
+        let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
+        let mut out = Vec::new();
+        match format {
+            Format::Json => {
+                let mut rows = ArrayWriter::new(Vec::new());
+                for b in &self.batches {
+                    rows.write(b).map_err(|e| internal(&e))?;
+                }
+                rows.finish().map_err(|e| internal(&e))?;
+                let rows = rows.into_inner();
+                let columns: Vec<Value> = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
+                    .collect();
+                out.extend_from_slice(b"{\"columns\":");
+                serde_json::to_writer(&mut out, &columns).map_err(|e| internal(&e))?;
+                out.extend_from_slice(b",\"rows\":");
+                out.extend_from_slice(if rows.is_empty() { b"[]" } else { &rows });
+                out.push(b'}');
+            }
+            Format::Ndjson => {
+                let mut w = LineDelimitedWriter::new(&mut out);
+                for b in &self.batches {
+                    w.write(b).map_err(|e| internal(&e))?;
+                }
+                w.finish().map_err(|e| internal(&e))?;
+            }
+            Format::Csv => {
+                // An answer without rows still has its header line.
+                let empty = [RecordBatch::new_empty(self.schema.clone())];
+                let batches = if self.batches.is_empty() { &empty[..] } else { &self.batches[..] };
+                let mut w = deltalake::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                for b in batches {
+                    w.write(b).map_err(|e| internal(&e))?;
+                }
+            }
+            Format::Arrow => {
+                let mut w = StreamWriter::try_new(&mut out, &self.schema).map_err(|e| internal(&e))?;
+                for b in &self.batches {
+                    w.write(b).map_err(|e| internal(&e))?;
+                }
+                w.finish().map_err(|e| internal(&e))?;
+            }
+            Format::Parquet => {
+                let mut w = ArrowWriter::try_new(&mut out, self.schema.clone(), None).map_err(|e| internal(&e))?;
+                for b in &self.batches {
+                    w.write(b).map_err(|e| internal(&e))?;
+                }
+                w.close().map_err(|e| internal(&e))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The answer to `sql` over `tenant`'s rows of the lake at `dir`.
+pub async fn query(dir: &Path, tenant: &str, sql: &str, limits: &SqlLimits) -> Result<Answer, SqlError> {
     let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
-    let runtime =
-        RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes, 1.0).build_arc().map_err(|e| internal(&e))?;
+    // No spilling: a query's memory is its pool, and past it the query fails rather than filling
+    // the disk.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .build_arc()
+        .map_err(|e| internal(&e))?;
     let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
     for name in TABLES {
         let path = dir.join(name);
@@ -73,37 +195,32 @@ pub async fn query(dir: &Path, tenant: &str, sql: &str, limits: &SqlLimits) -> R
         ctx.register_table(name, Arc::new(ViewTable::new(plan, None))).map_err(|e| internal(&e))?;
     }
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let limit_error = |e: DataFusionError| {
+        let text = e.to_string();
+        if text.contains("Resources exhausted") {
+            SqlError::Limit(format!("the query needs more than its {} bytes of memory: {text}", limits.memory_bytes))
+        } else {
+            SqlError::Refused(text)
+        }
+    };
     let run = async {
         let df = ctx.sql_with_options(sql, options).await.map_err(|e| SqlError::Refused(e.to_string()))?;
-        let df = df.limit(0, Some(limits.rows_max + 1)).map_err(|e| internal(&e))?;
-        df.collect().await.map_err(|e| {
-            let text = e.to_string();
-            if text.contains("Resources exhausted") {
-                SqlError::Limit(format!(
-                    "the query needs more than its {} bytes of memory: {text}",
-                    limits.memory_bytes
-                ))
-            } else {
-                SqlError::Refused(text)
-            }
-        })
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        // One row past the limit tells an answer that is too long; a plan's explanation is only
+        // ever the root.
+        let df = match df.logical_plan() {
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => df,
+            _ => df.limit(0, Some(limits.rows_max + 1)).map_err(|e| internal(&e))?,
+        };
+        let batches = df.collect().await.map_err(limit_error)?;
+        Ok::<Answer, SqlError>(Answer { schema, batches })
     };
-    let batches = tokio::time::timeout(limits.timeout, run).await.map_err(|_| SqlError::Timeout(limits.timeout))??;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if rows > limits.rows_max {
+    let answer = tokio::time::timeout(limits.timeout, run).await.map_err(|_| SqlError::Timeout(limits.timeout))??;
+    if answer.rows() > limits.rows_max {
         return Err(SqlError::Limit(format!(
             "the answer has more than {} rows; aggregate, filter or add a LIMIT",
             limits.rows_max
         )));
     }
-    let mut writer = ArrayWriter::new(Vec::new());
-    for b in &batches {
-        writer.write(b).map_err(|e| internal(&e))?;
-    }
-    writer.finish().map_err(|e| internal(&e))?;
-    let bytes = writer.into_inner();
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| internal(&e))
+    Ok(answer)
 }

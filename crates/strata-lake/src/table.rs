@@ -147,7 +147,7 @@ impl Table {
                 let bound =
                     |which: &str| stats.as_ref().and_then(|s| s[which]["timestamp"].as_str()).map(str::to_string);
                 DataFile {
-                    uri: table.log_store().to_uri(&f.object_store_path()),
+                    uri: file_uri(table.log_store().to_uri(&f.object_store_path())),
                     path: f.path().into_owned(),
                     bytes: f.size().max(0) as u64,
                     rows: f.num_records().map(|n| n as u64),
@@ -155,6 +155,7 @@ impl Table {
                     dt: value("dt"),
                     time_min: bound("minValues"),
                     time_max: bound("maxValues"),
+                    stats,
                 }
             })
             .collect()
@@ -209,6 +210,11 @@ impl Table {
     }
 }
 
+/// A URI any reader takes: local files' with the `file` scheme.
+fn file_uri(uri: String) -> String {
+    if uri.starts_with('/') { format!("file://{uri}") } else { uri }
+}
+
 /// One data file of a table, as its log lists it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DataFile {
@@ -228,6 +234,9 @@ pub struct DataFile {
     /// them.
     pub time_min: Option<String>,
     pub time_max: Option<String>,
+    /// The log's statistics of the file (`numRecords`, `minValues`, `maxValues`, `nullCount`).
+    #[serde(skip)]
+    pub stats: Option<serde_json::Value>,
 }
 
 /// How every data file is written: zstd, page statistics and indexes, bloom filters on the id

@@ -64,6 +64,10 @@ pub struct LakeSection {
     pub sql_memory_bytes: usize,
     /// The rows one SQL answer may have (422 past it).
     pub sql_rows_max: usize,
+    /// Threads the lake's queries run on (at a lower priority than ingest).
+    pub sql_threads: usize,
+    /// Queries of the lake running at once, past which a query is answered 429.
+    pub sql_concurrent_max: usize,
     /// How often the background upkeep runs: compaction, retention, vacuum.
     pub compact_interval_ms: u64,
     /// The size compaction writes files up to; bigger files are left alone.
@@ -108,6 +112,8 @@ impl Default for LakeSection {
             sql_timeout_ms: 60_000,
             sql_memory_bytes: 512 << 20,
             sql_rows_max: 100_000,
+            sql_threads: 2,
+            sql_concurrent_max: 4,
             compact_interval_ms: 300_000,
             compact_target_bytes: 128 << 20,
             compact_min_files: 10,
@@ -480,6 +486,8 @@ impl Config {
             ("lake.compact_target_bytes", k.compact_target_bytes),
             ("lake.sql_timeout_ms", k.sql_timeout_ms),
             ("lake.sql_rows_max", k.sql_rows_max as u64),
+            ("lake.sql_threads", k.sql_threads as u64),
+            ("lake.sql_concurrent_max", k.sql_concurrent_max as u64),
         ] {
             if v == 0 {
                 return Err(format!("invalid configuration key {key}: must be at least 1"));

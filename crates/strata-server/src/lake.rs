@@ -1,21 +1,94 @@
-//! `POST /query/v1/sql`: SQL over the caller's tenant's lake tables (`events`, `rejected`), read
-//! only, within the `[lake]` limits.
+//! The lake's query endpoints, over the caller's tenant's tables, read only, within the `[lake]`
+//! limits:
+//! - `POST /query/v1/sql {"sql", "format"}`: the answer as JSON, NDJSON, CSV, Arrow or Parquet;
+//! - `POST /query/v1/export {"table", "from", "to", "filters"}`: the data files that may hold
+//!   matching rows, after partition and statistics pruning, for a warehouse job to load.
+//!
+//! Queries run on a runtime of their own, at a lower CPU priority than ingest, a few at a time:
+//! a heavy query slows other queries, not the acknowledgement of records.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use strata_gateway::ApiError;
-use strata_lake::sql::{SqlError, SqlLimits};
+use strata_lake::sql::{Format, SqlError, SqlLimits};
 
+use crate::config::LakeSection;
 use crate::server::App;
 
-/// The largest query text taken.
-const SQL_BYTES_MAX: usize = 256 << 10;
+/// The largest request body taken.
+const BODY_BYTES_MAX: usize = 256 << 10;
+
+/// The niceness of the query threads: ingest's threads win the CPU from them.
+const QUERY_NICE: i32 = 10;
+
+/// Runs the lake's queries on threads of their own.
+pub struct LakeQueries {
+    dir: PathBuf,
+    limits: SqlLimits,
+    runtime: Option<tokio::runtime::Runtime>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl LakeQueries {
+    pub fn new(dir: PathBuf, cfg: &LakeSection) -> std::io::Result<LakeQueries> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.sql_threads)
+            .thread_name("lake-sql")
+            .on_thread_start(|| {
+                // Best effort: a query thread that keeps the default priority is only less polite.
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), QUERY_NICE);
+            })
+            .enable_all()
+            .build()?;
+        Ok(LakeQueries {
+            dir,
+            limits: SqlLimits {
+                timeout: Duration::from_millis(cfg.sql_timeout_ms),
+                memory_bytes: cfg.sql_memory_bytes,
+                rows_max: cfg.sql_rows_max,
+            },
+            runtime: Some(runtime),
+            permits: Arc::new(tokio::sync::Semaphore::new(cfg.sql_concurrent_max)),
+        })
+    }
+
+    /// `f` on the query runtime, once one of the permits is free (429 when none is).
+    async fn run<F, T>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: Future<Output = Result<T, ApiError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit =
+            self.permits.clone().try_acquire_owned().map_err(|_| {
+                ApiError::rate_limited("the lake is answering as many queries as it may; retry shortly", 1)
+            })?;
+        let runtime = self.runtime.as_ref().expect("the runtime lives as long as the queries");
+        let task = runtime.spawn(async move {
+            let out = f.await;
+            drop(permit);
+            out
+        });
+        task.await.map_err(|e| ApiError::internal(format!("the query failed: {e}")))?
+    }
+}
+
+impl Drop for LakeQueries {
+    fn drop(&mut self) {
+        // Dropped from within the server's runtime, which may not block.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,27 +98,101 @@ struct SqlRequest {
     format: Option<String>,
 }
 
-pub async fn sql(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let tenant = app.auth.tenant(&headers)?;
-    if body.len() > SQL_BYTES_MAX {
-        return Err(ApiError::too_large(format!("a query is at most {SQL_BYTES_MAX} bytes of JSON")));
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, ApiError> {
+    if body.len() > BODY_BYTES_MAX {
+        return Err(ApiError::too_large(format!("a query is at most {BODY_BYTES_MAX} bytes of JSON")));
     }
-    let req: SqlRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("body must be {{\"sql\": \"...\", \"format\": \"json\"}}: {e}")))?;
-    if let Some(f) = req.format.as_deref().filter(|f| *f != "json") {
-        return Err(ApiError::bad_request(format!("format {f:?} is not supported; use \"json\"")));
-    }
-    let limits = SqlLimits {
-        timeout: std::time::Duration::from_millis(app.lake.sql_timeout_ms),
-        memory_bytes: app.lake.sql_memory_bytes,
-        rows_max: app.lake.sql_rows_max,
-    };
-    let dir = app.lake_dir.clone();
-    let rows = strata_lake::sql::query(&dir, tenant.as_str(), &req.sql, &limits).await.map_err(|e| match e {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body must be {shape}: {e}")))
+}
+
+fn api_error(e: SqlError) -> ApiError {
+    match e {
         SqlError::Refused(m) => ApiError::bad_request(m),
         SqlError::Limit(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
-        SqlError::Timeout(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        SqlError::Timeout(_) => ApiError::overloaded(e.to_string(), 1),
         SqlError::Internal(m) => ApiError::internal(m),
-    })?;
-    Ok(Json(json!({ "rows": rows })))
+    }
 }
+
+pub async fn sql(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let tenant = app.auth.tenant(&headers)?;
+    let req: SqlRequest = parse(&body, r#"{"sql": "...", "format": "json"}"#)?;
+    let format = match req.format.as_deref() {
+        None => Format::Json,
+        Some(f) => Format::parse(f)
+            .ok_or_else(|| ApiError::bad_request(format!("format {f:?} is not one of {}", Format::NAMES.join(", "))))?,
+    };
+    let queries = &app.lake_queries;
+    let (dir, limits) = (queries.dir.clone(), queries.limits.clone());
+    let started = Instant::now();
+    let result = queries
+        .run(async move {
+            let answer = strata_lake::sql::query(&dir, tenant.as_str(), &req.sql, &limits).await.map_err(api_error)?;
+            answer.encode(format).map_err(api_error)
+        })
+        .await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.status.is_client_error() => "refused",
+        Err(_) => "failed",
+    };
+    metrics::histogram!("strata_lake_query_seconds", "outcome" => outcome).record(started.elapsed());
+    let bytes = result?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, format.content_type())
+        .body(Body::from(bytes))
+        .expect("a valid response"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportRequest {
+    table: String,
+    /// RFC 3339 or Unix milliseconds; the rows' `timestamp` is at or after it.
+    #[serde(default)]
+    from: Option<Value>,
+    /// The rows' `timestamp` is before it.
+    #[serde(default)]
+    to: Option<Value>,
+    /// Column equal to value: files whose statistics rule the value out are left out.
+    #[serde(default)]
+    filters: BTreeMap<String, Value>,
+}
+
+/// A time as every ingest endpoint takes it (RFC 3339 or Unix milliseconds), in nanoseconds.
+fn time_ns(key: &str, v: &Value) -> Result<i64, ApiError> {
+    strata_model::parse_timestamp(v).map_err(|e| ApiError::bad_request(format!("{key}: {e}")))
+}
+
+pub async fn export(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Json, ApiError> {
+    let tenant = app.auth.tenant(&headers)?;
+    let req: ExportRequest =
+        parse(&body, r#"{"table": "events", "from": "<RFC 3339>", "to": "<RFC 3339>", "filters": {"column": value}}"#)?;
+    if !strata_lake::sql::TABLES.contains(&req.table.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "there is no table {:?}; tables: {}",
+            req.table,
+            strata_lake::sql::TABLES.join(", ")
+        )));
+    }
+    let from = req.from.as_ref().map(|v| time_ns("from", v)).transpose()?;
+    let to = req.to.as_ref().map(|v| time_ns("to", v)).transpose()?;
+    let range = strata_lake::export::Range { from_ns: from, to_ns: to, equal: req.filters };
+    let path = app.lake_queries.dir.join(&req.table);
+    let tenant = tenant.as_str().to_string();
+    let table = req.table.clone();
+    let files = app
+        .lake_queries
+        .run(async move { strata_lake::export::files(&path, &tenant, &range).await.map_err(api_error) })
+        .await?;
+    Ok(axum::Json(json!({
+        "table": table,
+        "format": "delta",
+        "files": files.files,
+        "files_considered": files.considered,
+        "rows": files.files.iter().filter_map(|f| f.rows).sum::<u64>(),
+        "bytes": files.files.iter().map(|f| f.bytes).sum::<u64>(),
+    })))
+}
+
+type Json = axum::Json<Value>;

@@ -39,9 +39,8 @@ pub struct App {
     pub consumers: Consumers,
     /// The Prometheus API's limits, status values and running queries.
     pub prom: prom::PromApi,
-    /// The lake's root and its SQL limits.
-    pub lake_dir: std::path::PathBuf,
-    pub lake: crate::config::LakeSection,
+    /// The lake's SQL and export queries.
+    pub lake_queries: crate::lake::LakeQueries,
 }
 
 impl App {
@@ -277,8 +276,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         pipeline_stats,
         consumers: consumers.clone(),
         prom: prom::PromApi::new(&cfg),
-        lake_dir: cfg.data_dir.join("lake"),
-        lake: cfg.lake.clone(),
+        lake_queries: crate::lake::LakeQueries::new(cfg.data_dir.join("lake"), &cfg.lake)?,
     });
     let inner = strata_gateway::routes(gateway.clone()).merge(
         Router::new()
@@ -290,6 +288,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .route("/admin/v1/rollups/{name}", get(rollups::get_one).delete(rollups::delete))
             .route("/query/v1/late", get(rollups::late))
             .route("/query/v1/sql", axum::routing::post(crate::lake::sql))
+            .route("/query/v1/export", axum::routing::post(crate::lake::export))
             .route("/admin/v1/stream", get(rollups::overview))
             .route("/admin/v1/reference", get(pipeline::tables))
             .route("/admin/v1/reference/{table}", axum::routing::put(pipeline::put_table))

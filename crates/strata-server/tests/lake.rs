@@ -119,6 +119,14 @@ fn events_are_in_the_lake_once_across_sigkills() {
     assert_eq!(readers["deltalake"], json!([want, sum, want]), "{readers}");
     assert_eq!(readers["duckdb"], json!([want, sum, want]), "{readers}");
     assert!(readers["files"].as_u64().unwrap() < commits as u64, "{readers}");
+    // The upkeep's figures: files and bytes of the table, after a round of the running server.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric("strata_lake_files{table=\"events\"}").is_none() {
+        assert!(Instant::now() < deadline, "no strata_lake_files");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.metric("strata_lake_files{table=\"events\"}"), Some(readers["files"].as_f64().unwrap()));
+    assert!(server.metric("strata_lake_bytes{table=\"events\"}").unwrap() > 0.0);
 }
 
 /// What Python's deltalake and DuckDB (over the files the Delta log lists) find in `tenant`'s rows
@@ -213,4 +221,193 @@ fn sql_reads_the_callers_rows_only_and_refuses_anything_but_a_read() {
     assert_eq!(r.status(), 400);
     assert_eq!(server.http.get(server.url("/healthz")).send().unwrap().status(), 200, "the server is up");
     assert!(!std::path::Path::new("/tmp/strata-copy.parquet").exists());
+}
+
+/// Sends `events` (JSON objects) to tenant `key` and waits until the lake's `events` table holds
+/// `total` of the tenant's rows.
+fn send_events(server: &Server, key: &str, events: &[serde_json::Value], total: usize) {
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let r = server
+        .http
+        .post(server.url("/ingest/v1/events"))
+        .bearer_auth(key)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = sql(server, key, "SELECT count(*) AS n FROM events");
+        if status == 200 && v["rows"][0]["n"] == json!(total) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{status} {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sql_as(server: &Server, key: &str, query: &str, format: &str) -> (u16, String, Vec<u8>) {
+    let r = server
+        .http
+        .post(server.url("/query/v1/sql"))
+        .bearer_auth(key)
+        .json(&json!({"sql": query, "format": format}))
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let ctype = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, ctype, r.bytes().unwrap().to_vec())
+}
+
+#[test]
+fn sql_formats_day_pruning_export_and_schema_evolution() {
+    let server = Server::start("[lake]\ncommit_interval_ms = 200\n");
+    let key = server.tenant_key("c");
+    let event = |day: u32, i: u32, data: serde_json::Value| {
+        json!({"type": "order", "source_id": format!("shop-{}", i % 2), "event_id": format!("d{day}-{i}"),
+            "timestamp": format!("2026-01-0{day}T10:00:0{i}Z"), "data": data})
+    };
+    // Day 1: amount is an integer. Day 2: the events gain a field, and one of them sends amount as
+    // a string, which its integer column cannot hold.
+    let day1: Vec<_> = (0..4).map(|i| event(1, i, json!({"amount": i}))).collect();
+    send_events(&server, &key, &day1, 4);
+    let mut day2: Vec<_> = (0..3).map(|i| event(2, i, json!({"amount": 10 + i, "region": "eu"}))).collect();
+    day2.push(event(2, 9, json!({"amount": "lots", "region": "us"})));
+    send_events(&server, &key, &day2, 7);
+
+    // Schema evolution: old rows have no region, new rows have it, and the conflict is kept.
+    let (status, v) = sql(
+        &server,
+        &key,
+        "SELECT dt, count(*) AS n, sum(amount) AS s, count(region) AS r FROM events GROUP BY dt ORDER BY dt",
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["rows"],
+        json!([{"dt": "2026-01-01", "n": 4, "s": 6, "r": 0}, {"dt": "2026-01-02", "n": 3, "s": 33, "r": 3}])
+    );
+    assert_eq!(v["columns"][0]["name"], "dt", "{v}");
+    assert_eq!(v["columns"][1], json!({"name": "n", "type": "Int64"}), "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = sql(&server, &key, "SELECT reason, payload FROM rejected");
+        if let Some(row) = v["rows"].get(0) {
+            let reason = row["reason"].as_str().unwrap();
+            assert!(reason.contains("\"amount\" is a string") && reason.contains("Int64"), "{reason}");
+            assert!(row["payload"].as_str().unwrap().contains("lots"), "the whole event is kept: {row}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rejected row: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Every format.
+    let q = "SELECT event_id, amount FROM events WHERE dt = '2026-01-01' ORDER BY event_id LIMIT 2";
+    let (status, ctype, body) = sql_as(&server, &key, q, "ndjson");
+    assert_eq!((status, ctype.as_str()), (200, "application/x-ndjson"));
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        "{\"event_id\":\"d1-0\",\"amount\":0}\n{\"event_id\":\"d1-1\",\"amount\":1}\n"
+    );
+    let (status, ctype, body) = sql_as(&server, &key, q, "csv");
+    assert_eq!((status, ctype.as_str()), (200, "text/csv; charset=utf-8"));
+    assert_eq!(String::from_utf8(body).unwrap(), "event_id,amount\nd1-0,0\nd1-1,1\n");
+    let (_, _, body) = sql_as(&server, &key, "SELECT event_id FROM events WHERE amount > 100", "csv");
+    assert_eq!(String::from_utf8(body).unwrap(), "event_id\n", "no rows, still a header");
+    let (status, ctype, body) = sql_as(&server, &key, q, "arrow");
+    assert_eq!((status, ctype.as_str()), (200, "application/vnd.apache.arrow.stream"));
+    let reader = deltalake::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None).unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    assert_eq!(batches[0].schema().field(1).name(), "amount");
+    let (status, ctype, body) = sql_as(&server, &key, q, "parquet");
+    assert_eq!((status, ctype.as_str()), (200, "application/vnd.apache.parquet"));
+    let reader =
+        deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(body))
+            .unwrap()
+            .build()
+            .unwrap();
+    assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 2);
+    let (status, _, body) = sql_as(&server, &key, q, "xml");
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+
+    // A query of one day reads that day's files only: by its partition, and by the statistics of
+    // `timestamp` when the day is not named.
+    for filter in ["dt = '2026-01-02'", "timestamp >= '2026-01-02T00:00:00Z' AND timestamp < '2026-01-03T00:00:00Z'"] {
+        let (status, v) = sql(&server, &key, &format!("EXPLAIN ANALYZE SELECT sum(amount) FROM events WHERE {filter}"));
+        assert_eq!(status, 200, "{v}");
+        let plan = v["rows"].to_string();
+        assert!(plan.contains("dt=2026-01-02"), "{filter}: the day's files are read: {plan}");
+        assert!(!plan.contains("dt=2026-01-01"), "{filter}: the other day's files are not: {plan}");
+    }
+
+    // Export pointers: the files of day 2, then only those that may hold shop-1's amount 11.
+    let export = |body: serde_json::Value| {
+        let r = server.http.post(server.url("/query/v1/export")).bearer_auth(&key).json(&body).send().unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().unwrap())
+    };
+    let (status, v) = export(json!({"table": "events", "from": "2026-01-02T00:00:00Z", "to": "2026-01-03T00:00:00Z"}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rows"], json!(3), "{v}");
+    let files = v["files"].as_array().unwrap();
+    assert!(v["files_considered"].as_u64().unwrap() > files.len() as u64, "{v}");
+    for file in files {
+        let uri = file["uri"].as_str().unwrap();
+        assert!(uri.starts_with("file:///") && uri.contains("/tenant=c/dt=2026-01-02/"), "{v}");
+        assert!(file["time_min"].as_str().unwrap().starts_with("2026-01-02T10:00:0"), "{v}");
+        let path = uri.strip_prefix("file://").unwrap();
+        assert_eq!(std::fs::metadata(path).unwrap().len(), file["bytes"].as_u64().unwrap(), "{v}");
+    }
+    let (_, v) = export(json!({"table": "events", "filters": {"amount": 1000}}));
+    assert_eq!(v["files"], json!([]), "no file's statistics allow amount 1000: {v}");
+    let (_, v) = export(json!({"table": "events", "filters": {"source_id": "shop-1", "amount": 11}}));
+    assert_eq!(v["files"].as_array().unwrap().len(), 1, "{v}");
+    for (bad, why) in [
+        (json!({"table": "nope"}), "there is no table"),
+        (json!({"table": "events", "filters": {"nope": 1}}), "no column"),
+        (json!({"table": "events", "from": "yesterday"}), "from"),
+        (json!({"table": "events", "filters": {"tenant": "a"}}), "tenant"),
+    ] {
+        let (status, v) = export(bad.clone());
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(why), "{bad}: {v}");
+    }
+    // Self-metrics of writes and queries.
+    assert_eq!(server.metric("strata_lake_rows_total{table=\"events\"}"), Some(7.0));
+    assert!(server.metric("strata_lake_input_bytes_total{table=\"events\"}").unwrap() > 7.0 * 100.0);
+    assert!(server.metric("strata_lake_commit_seconds_count{table=\"events\"}").unwrap() >= 2.0);
+    assert!(server.metric("strata_lake_query_seconds_count{outcome=\"ok\"}").unwrap() >= 10.0);
+    assert!(server.metric("strata_lake_query_seconds_count{outcome=\"refused\"}").unwrap() >= 1.0);
+}
+
+#[test]
+fn sql_limits_fail_clearly_and_the_server_stays_up() {
+    let server =
+        Server::start("[lake]\ncommit_interval_ms = 200\nsql_memory_bytes = 16777216\nsql_timeout_ms = 1000\n");
+    let key = server.tenant_key("m");
+    send_events(&server, &key, &[json!({"type": "t", "source_id": "s", "data": {"amount": 1}})], 1);
+    // A hash table of ten million groups does not fit in 16 MiB.
+    let (status, v) = sql(
+        &server,
+        &key,
+        "SELECT v % 10000000 AS k, count(*) FROM generate_series(1, 20000000) AS t(v) GROUP BY k ORDER BY k LIMIT 1",
+    );
+    assert_eq!(status, 422, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("memory"), "{v}");
+    // Longer than its timeout: 503 with a Retry-After.
+    let r = server
+        .http
+        .post(server.url("/query/v1/sql"))
+        .bearer_auth(&key)
+        .json(&json!({"sql": "SELECT count(*) FROM generate_series(1, 100000000000) AS t(v) WHERE v % 7 = 3"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 503, "{}", r.text().unwrap());
+    assert!(r.headers().get("retry-after").is_some());
+    let v: serde_json::Value = r.json().unwrap();
+    assert!(v["error"].as_str().unwrap().contains("longer than"), "{v}");
+    // The server is up and answers the next query.
+    assert_eq!(sql(&server, &key, "SELECT count(*) AS n FROM events").1["rows"], json!([{"n": 1}]));
+    assert_eq!(server.http.get(server.url("/healthz")).send().unwrap().status(), 200);
 }
