@@ -11,11 +11,13 @@
 
 mod events;
 pub mod export;
+mod fixed;
 pub mod maintain;
 pub mod sql;
 mod table;
 
 pub use events::{EventsSink, LakeConfig};
+pub use fixed::{AggregateRows, FixedRows, FixedSink, LogRows, RawRows};
 pub use maintain::{Maintenance, Retention};
 pub use table::{DataFile, Table, TableError};
 

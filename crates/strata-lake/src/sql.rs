@@ -26,7 +26,7 @@ use deltalake::parquet::arrow::ArrowWriter;
 use serde_json::Value;
 
 /// The tables SQL can read, by the name a query gives them (their directories in the lake).
-pub const TABLES: [&str; 2] = ["events", "rejected"];
+pub const TABLES: [&str; 5] = ["events", "rejected", "logs", "raw", "metrics_aggregates"];
 
 /// What one query may take.
 #[derive(Debug, Clone)]
@@ -204,7 +204,15 @@ pub async fn query(dir: &Path, tenant: &str, sql: &str, limits: &SqlLimits) -> R
         }
     };
     let run = async {
-        let df = ctx.sql_with_options(sql, options).await.map_err(|e| SqlError::Refused(e.to_string()))?;
+        let df = ctx.sql_with_options(sql, options).await.map_err(|e| {
+            let text = e.to_string();
+            match TABLES.iter().find(|t| text.contains(&format!("table 'datafusion.public.{t}' not found"))) {
+                Some(t) => SqlError::Refused(format!(
+                    "table {t} has no rows yet: it is created by the first commit of its records; {text}"
+                )),
+                None => SqlError::Refused(text),
+            }
+        })?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         // One row past the limit tells an answer that is too long; a plan's explanation is only
         // ever the root.

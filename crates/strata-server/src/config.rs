@@ -78,7 +78,8 @@ pub struct LakeSection {
     /// versions and for writes not yet committed, before it is deleted (at least a minute).
     pub vacuum_grace_ms: u64,
     /// Days kept of each table (whole days are dropped past it); 0 keeps them for ever. Tables not
-    /// named keep their default (`events` 365, `rejected` 30).
+    /// named keep their default (`events` 365, `rejected` 30, `logs` 90, `raw` 30,
+    /// `metrics_aggregates` 395).
     pub retention_days: BTreeMap<String, u32>,
     /// Per tenant, days kept of each table, overriding `retention_days`.
     pub tenant_retention_days: BTreeMap<String, BTreeMap<String, u32>>,
@@ -86,7 +87,8 @@ pub struct LakeSection {
 
 impl LakeSection {
     /// Days kept of each table when the configuration does not say.
-    pub const RETENTION_DAYS_DEFAULT: [(&'static str, u32); 2] = [("events", 365), ("rejected", 30)];
+    pub const RETENTION_DAYS_DEFAULT: [(&'static str, u32); 5] =
+        [("events", 365), ("rejected", 30), ("logs", 90), ("raw", 30), ("metrics_aggregates", 395)];
 
     /// The background upkeep of the lake at `dir`.
     pub fn maintenance(&self, dir: PathBuf) -> strata_lake::Maintenance {

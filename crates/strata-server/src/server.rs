@@ -245,6 +245,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let cfg = ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
+    // The lake's tables of fixed columns: log lines, raw payloads, and the rollups' windows.
+    let lake_fixed = [
+        spawn_lake_table::<strata_lake::LogRows>(&cfg, &dyn_log, &consumer_cfg, &consumers)?,
+        spawn_lake_table::<strata_lake::RawRows>(&cfg, &dyn_log, &consumer_cfg, &consumers)?,
+        spawn_lake_table::<strata_lake::AggregateRows>(&cfg, &dyn_log, &consumer_cfg, &consumers)?,
+    ];
     let lake_upkeep = tokio::spawn(strata_lake::maintain::run(
         cfg.lake.maintenance(cfg.data_dir.join("lake")),
         strata_lake::sql::TABLES.iter().map(|t| t.to_string()).collect(),
@@ -371,6 +377,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         rollup_operator.stop();
         rollups_consumer.stop();
         lake_events.stop();
+        lake_fixed.into_iter().for_each(strata_pipeline::Consumer::stop);
         #[cfg(feature = "fault-injection")]
         fault_consumers.into_iter().for_each(strata_pipeline::Consumer::stop);
         log.close();
@@ -378,6 +385,23 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the sink of the lake's fixed table `R` from its topic, committing at the lake's interval.
+fn spawn_lake_table<R: strata_lake::FixedRows>(
+    cfg: &Config,
+    log: &Arc<dyn Log>,
+    consumer_cfg: &ConsumerConfig,
+    consumers: &Consumers,
+) -> anyhow::Result<strata_pipeline::Consumer> {
+    let lake = strata_lake::LakeConfig {
+        dir: cfg.data_dir.join("lake"),
+        commit_bytes_max: cfg.lake.commit_bytes_max,
+        partitions: log.partition_count(<R::Topic as strata_model::Topic>::SPEC.name)?,
+    };
+    let factory: SinkFactory = Box::new(move || Box::new(Typed::new(strata_lake::FixedSink::<R>::new(lake.clone()))));
+    let consumer_cfg = ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, ..consumer_cfg.clone() };
+    Ok(spawn_consumer(log.clone(), factory, consumer_cfg, consumers))
 }
 
 /// Deletes whole day indexes past each tenant's retention, and reports index sizes.

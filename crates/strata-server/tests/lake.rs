@@ -411,3 +411,73 @@ fn sql_limits_fail_clearly_and_the_server_stays_up() {
     assert_eq!(sql(&server, &key, "SELECT count(*) AS n FROM events").1["rows"], json!([{"n": 1}]));
     assert_eq!(server.http.get(server.url("/healthz")).send().unwrap().status(), 200);
 }
+
+#[test]
+fn logs_raw_payloads_and_rollup_windows_have_tables_of_their_own() {
+    let server = Server::start(
+        "[lake]\ncommit_interval_ms = 200\n[rollups]\ncommit_interval_ms = 200\npartition_idle_ms = 500\n",
+    );
+    let key = server.tenant_key("f");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let lines: Vec<_> = (0..3)
+        .map(|i| {
+            json!({"source_id": "web-1", "level": "ERROR", "message": format!("disk {i} full"), "trace_id": "abc",
+                "attributes": {"disk": i}})
+        })
+        .collect();
+    assert_eq!(server.ingest_ndjson(&key, "logs", &lines), 200);
+    let payload: Vec<u8> = (0..=255u8).collect();
+    let r = server
+        .http
+        .post(server.url("/ingest/v1/raw/dumps"))
+        .bearer_auth(&key)
+        .header("content-type", "application/octet-stream")
+        .header("x-source-id", "box-7")
+        .body(payload.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let rule = json!({"name": "req_1s", "input": {"metric": "req_seconds"}, "group_by": ["service"],
+        "window": {"type": "tumbling", "size": "1s"}, "aggregations": ["count", "sum"], "output": "req_1s",
+        "out_of_orderness": "0s", "allowed_lateness": "0s"});
+    let r = server.http.post(server.url("/admin/v1/rollups")).bearer_auth(&key).json(&rule).send().unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let start = (now_ms - 60_000) / 1000 * 1000;
+    let samples: Vec<_> = (0..6)
+        .map(|i| json!({"name": "req_seconds", "labels": {"service": "api"}, "value": 0.5, "timestamp": start + i * 500}))
+        .chain([json!({"name": "req_seconds", "labels": {"service": "api"}, "value": 1.0, "timestamp": now_ms})])
+        .collect();
+    server.ingest_metrics(&key, json!(samples));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wait = |query: &str, want: serde_json::Value| loop {
+        let (status, v) = sql(&server, &key, query);
+        let not_yet = v["error"].as_str().is_some_and(|e| e.contains("has no rows yet"));
+        assert!(status == 200 || not_yet, "{query}: {v}");
+        if v["rows"] == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{query}: {status} {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    wait(
+        "SELECT count(*) AS n, min(level) AS level, max(trace_id) AS t, max(attributes) AS a FROM logs \
+         WHERE message LIKE 'disk % full'",
+        json!([{"n": 3, "level": "error", "t": "abc", "a": "{\"disk\":2}"}]),
+    );
+    wait(
+        "SELECT stream, content_type, source_id, encode(payload, 'hex') AS hex FROM raw",
+        json!([{"stream": "dumps", "content_type": "application/octet-stream", "source_id": "box-7",
+            "hex": payload.iter().map(|b| format!("{b:02x}")).collect::<String>()}]),
+    );
+    // Three closed windows of two samples each: a count and a sum row per window.
+    let windows = format!(
+        "SELECT metric, count(*) AS windows, sum(value) AS total FROM metrics_aggregates \
+         WHERE labels LIKE '%\"service\":\"api\"%' AND CAST(timestamp AS BIGINT) <= {} GROUP BY metric ORDER BY metric",
+        (start + 3000) * 1000
+    );
+    wait(
+        &windows,
+        json!([{"metric": "req_1s_count", "windows": 3, "total": 6.0}, {"metric": "req_1s_sum", "windows": 3, "total": 3.0}]),
+    );
+}
