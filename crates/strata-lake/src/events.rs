@@ -11,12 +11,12 @@
 //! name become `_`. An event whose field has a type its column cannot hold (a string in a number
 //! column) is never lost: it goes whole to the `rejected` table with the reason.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
@@ -46,41 +46,6 @@ pub struct LakeConfig {
     pub commit_bytes_max: usize,
     /// Partitions of the topic the sink reads.
     pub partitions: u32,
-}
-
-/// One event waiting for the next commit.
-struct Row {
-    tenant: String,
-    partition: u32,
-    offset: u64,
-    event: Event,
-}
-
-/// Writes the `events` table (and `rejected`) from the `events_enriched` topic.
-pub struct EventsSink {
-    cfg: LakeConfig,
-    events: Option<Table>,
-    rejected: Option<Table>,
-    /// How far the `rejected` table has recorded: its rows of records before are there already.
-    rejected_to: Positions,
-    rows: Vec<Row>,
-    bytes: usize,
-}
-
-impl EventsSink {
-    pub const GROUP: &'static str = "lake-events";
-
-    pub fn new(cfg: LakeConfig) -> EventsSink {
-        EventsSink { cfg, events: None, rejected: None, rejected_to: Positions::new(), rows: Vec::new(), bytes: 0 }
-    }
-
-    fn wanted(&self) -> Vec<(String, u32)> {
-        (0..self.cfg.partitions).map(|p| (EventsEnriched::SPEC.name.to_string(), p)).collect()
-    }
-}
-
-fn sink_error(e: TableError) -> SinkError {
-    SinkError::Retry { reason: e.to_string() }
 }
 
 /// The column a data field is stored in.
@@ -133,151 +98,294 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// What a commit writes: the data columns (the table's and new ones), the rows the table takes,
-/// and the rejected ones with their reason.
-struct Plan {
-    columns: Vec<(String, DataType)>,
-    take: Vec<Row>,
-    reject: Vec<(Row, String)>,
+/// A data column being built: its values so far, one per row (null where a row lacks it).
+enum Values {
+    Boolean(BooleanBuilder),
+    Int64(Int64Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
 }
 
-/// Splits the rows into those the table takes, with the columns they need, and the rejected ones.
-fn plan(existing: Option<&Schema>, rows: Vec<Row>) -> Plan {
-    let mut columns: Vec<(String, DataType)> = match existing {
-        Some(s) => s
-            .fields()
-            .iter()
-            .filter(|f| !FIXED.contains(&f.name().as_str()))
-            .map(|f| (f.name().clone(), f.data_type().clone()))
-            .collect(),
-        None => Vec::new(),
-    };
-    let known = columns.len();
-    // New columns' types from the first value seen; an integer column takes a later fraction.
-    for row in &rows {
-        for (k, v) in &row.event.data {
+impl Values {
+    /// A builder of `t`'s values, starting with `nulls` nulls.
+    fn new(t: &DataType, nulls: usize) -> Values {
+        let mut v = match t {
+            DataType::Boolean => Values::Boolean(BooleanBuilder::new()),
+            DataType::Int64 => Values::Int64(Int64Builder::new()),
+            DataType::Float64 => Values::Float64(Float64Builder::new()),
+            _ => Values::Utf8(StringBuilder::new()),
+        };
+        for _ in 0..nulls {
+            v.push(&Value::Null);
+        }
+        v
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Values::Boolean(b) => b.len(),
+            Values::Int64(b) => b.len(),
+            Values::Float64(b) => b.len(),
+            Values::Utf8(b) => b.len(),
+        }
+    }
+
+    /// Appends `v`, which fits the column (checked before).
+    fn push(&mut self, v: &Value) {
+        match self {
+            Values::Boolean(b) => b.append_option(v.as_bool()),
+            Values::Int64(b) => b.append_option(v.as_i64()),
+            Values::Float64(b) => b.append_option(v.as_f64()),
+            Values::Utf8(b) => match v {
+                Value::Null => b.append_null(),
+                Value::String(s) => b.append_value(s),
+                other => b.append_value(other.to_string()),
+            },
+        }
+    }
+
+    /// The values so far, kept for more (a commit that fails is retried with them).
+    fn array(&self) -> ArrayRef {
+        match self {
+            Values::Boolean(b) => Arc::new(b.finish_cloned()),
+            Values::Int64(b) => Arc::new(b.finish_cloned()),
+            Values::Float64(b) => Arc::new(b.finish_cloned()),
+            Values::Utf8(b) => Arc::new(b.finish_cloned()),
+        }
+    }
+
+    /// An integer column as a double one, with the same values.
+    fn widen(&mut self) {
+        if let Values::Int64(b) = self {
+            let ints = b.finish_cloned();
+            let mut f = Float64Builder::with_capacity(ints.len());
+            ints.iter().for_each(|v| f.append_option(v.map(|i| i as f64)));
+            *self = Values::Float64(f);
+        }
+    }
+}
+
+/// A data column of the next commit.
+struct Column {
+    name: String,
+    data_type: DataType,
+    /// Whether the table has the column already: its type is then fixed.
+    in_table: bool,
+    values: Values,
+}
+
+/// An event set aside for the `rejected` table.
+struct Rejected {
+    tenant: String,
+    partition: u32,
+    offset: u64,
+    timestamp_ns: i64,
+    payload: String,
+    reason: String,
+}
+
+/// The rows of the next commit, built column by column as events arrive: memory holds Arrow
+/// arrays, not parsed JSON.
+#[derive(Default)]
+struct Rows {
+    tenant: StringBuilder,
+    dt: StringBuilder,
+    timestamp: TimestampMicrosecondBuilder,
+    event_type: StringBuilder,
+    source_id: StringBuilder,
+    event_id: StringBuilder,
+    columns: Vec<Column>,
+    /// Each column's index, by name and by lowercase name (Delta does not tell names apart by
+    /// case).
+    by_name: HashMap<String, usize>,
+    by_lowercase: HashMap<String, usize>,
+    rows: usize,
+    rejected: Vec<Rejected>,
+}
+
+/// What a row does with one of its fields.
+enum Place {
+    /// Into this column.
+    Column(usize),
+    /// Into this column, which becomes a double one first.
+    Widen(usize),
+    /// Into a new column of this name and type.
+    New(String, DataType),
+    /// Nowhere: the field is null and has no column.
+    Skip,
+}
+
+impl Rows {
+    /// Rows whose data columns start as the table's (`schema`, if it has been committed).
+    fn new(schema: Option<&Schema>) -> Rows {
+        let mut rows = Rows::default();
+        for f in schema.map(|s| s.fields().iter().collect::<Vec<_>>()).unwrap_or_default() {
+            if !FIXED.contains(&f.name().as_str()) {
+                rows.add_column(f.name().clone(), f.data_type().clone(), true);
+            }
+        }
+        rows
+    }
+
+    fn add_column(&mut self, name: String, data_type: DataType, in_table: bool) -> usize {
+        let i = self.columns.len();
+        self.by_name.insert(name.clone(), i);
+        self.by_lowercase.insert(name.to_lowercase(), i);
+        let values = Values::new(&data_type, self.rows);
+        self.columns.push(Column { name, data_type, in_table, values });
+        i
+    }
+
+    /// Where each field of `data` goes, or why the event cannot be a row.
+    fn place(&self, data: &serde_json::Map<String, Value>) -> Result<Vec<Place>, String> {
+        let mut places = Vec::with_capacity(data.len());
+        let mut new_columns = 0;
+        for (k, v) in data {
             let name = column_name(k);
-            let Some(t) = value_type(v) else { continue };
-            match columns.iter_mut().position(|(n, _)| *n == name) {
-                Some(i) if i >= known && columns[i].1 == DataType::Int64 && t == DataType::Float64 => {
-                    columns[i].1 = DataType::Float64
+            let place = match self.by_name.get(&name) {
+                Some(&i) => {
+                    let c = &self.columns[i];
+                    if fits(&c.data_type, v) {
+                        Place::Column(i)
+                    } else if !c.in_table && c.data_type == DataType::Int64 && v.is_f64() {
+                        Place::Widen(i)
+                    } else {
+                        return Err(format!(
+                            "field {k:?} is {} but its column {name:?} is {}",
+                            type_name(v),
+                            c.data_type
+                        ));
+                    }
                 }
-                Some(_) => {}
-                None if columns.len() + FIXED.len() < COLUMNS_MAX => columns.push((name, t)),
-                None => {}
+                None => {
+                    if let Some(&i) = self.by_lowercase.get(&name.to_lowercase()) {
+                        return Err(format!(
+                            "field {k:?} differs from the column {:?} only in case, which Delta does not tell apart",
+                            self.columns[i].name
+                        ));
+                    }
+                    match value_type(v) {
+                        None => Place::Skip,
+                        Some(_) if self.columns.len() + new_columns + FIXED.len() >= COLUMNS_MAX => {
+                            return Err(format!("field {k:?} would make the table wider than {COLUMNS_MAX} columns"));
+                        }
+                        Some(t) => {
+                            new_columns += 1;
+                            Place::New(name, t)
+                        }
+                    }
+                }
+            };
+            places.push(place);
+        }
+        // Two fields that become the same column (`a b` and `a_b`) cannot both be kept.
+        let mut seen: Vec<&str> = Vec::with_capacity(places.len());
+        for p in &places {
+            let name = match p {
+                Place::Column(i) | Place::Widen(i) => self.columns[*i].name.as_str(),
+                Place::New(n, _) => n.as_str(),
+                Place::Skip => continue,
+            };
+            if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+                return Err(format!("two fields of the event are both stored as the column {name:?}"));
+            }
+            seen.push(name);
+        }
+        Ok(places)
+    }
+
+    /// Adds one event: as a row, or to the rejected ones with the reason.
+    fn push(&mut self, tenant: &str, partition: u32, offset: u64, event: &Event, payload: &[u8]) {
+        let places = match self.place(&event.data) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.rejected.push(Rejected {
+                    tenant: tenant.to_string(),
+                    partition,
+                    offset,
+                    timestamp_ns: event.timestamp_ns,
+                    payload: String::from_utf8_lossy(payload).into_owned(),
+                    reason,
+                });
+                return;
+            }
+        };
+        self.tenant.append_value(tenant);
+        self.dt.append_value(day(event.timestamp_ns));
+        self.timestamp.append_value(event.timestamp_ns.div_euclid(1000));
+        self.event_type.append_value(&event.event_type);
+        self.source_id.append_value(&event.source_id);
+        self.event_id.append_option(event.event_id.as_deref());
+        for (place, v) in places.into_iter().zip(event.data.values()) {
+            let i = match place {
+                Place::Skip => continue,
+                Place::Column(i) => i,
+                Place::Widen(i) => {
+                    self.columns[i].values.widen();
+                    self.columns[i].data_type = DataType::Float64;
+                    i
+                }
+                Place::New(name, t) => self.add_column(name, t, false),
+            };
+            self.columns[i].values.push(v);
+        }
+        self.rows += 1;
+        // Columns the event has no value for.
+        for c in &mut self.columns {
+            if c.values.len() < self.rows {
+                c.values.push(&Value::Null);
             }
         }
     }
-    let mut take = Vec::with_capacity(rows.len());
-    let mut reject = Vec::new();
-    for row in rows {
-        let why = row.event.data.iter().find_map(|(k, v)| {
-            let name = column_name(k);
-            match columns.iter().find(|(n, _)| *n == name) {
-                Some((_, t)) if fits(t, v) => None,
-                Some((_, t)) => Some(format!("field {k:?} is {} but its column {name:?} is {t}", type_name(v))),
-                None if v.is_null() => None,
-                None => Some(format!("field {k:?} would make the table wider than {COLUMNS_MAX} columns")),
-            }
-            .or_else(|| {
-                columns.iter().find(|(n, _)| *n != name && n.eq_ignore_ascii_case(&name)).map(|(n, _)| {
-                    format!("field {k:?} differs from the column {n:?} only in case, which Delta does not tell apart")
-                })
-            })
-        });
-        match why {
-            Some(reason) => reject.push((row, reason)),
-            None => take.push(row),
+
+    /// The rows so far as one batch; they stay until `clear`.
+    fn batch(&self) -> RecordBatch {
+        let text = |b: &StringBuilder| -> ArrayRef { Arc::new(b.finish_cloned()) };
+        let timestamp = self.timestamp.finish_cloned().with_timezone("UTC");
+        let mut fields = vec![
+            Field::new("tenant", DataType::Utf8, true),
+            Field::new("dt", DataType::Utf8, true),
+            Field::new("timestamp", utc_micros(), true),
+            Field::new("type", DataType::Utf8, true),
+            Field::new("source_id", DataType::Utf8, true),
+            Field::new("event_id", DataType::Utf8, true),
+        ];
+        let mut arrays: Vec<ArrayRef> = vec![
+            text(&self.tenant),
+            text(&self.dt),
+            Arc::new(timestamp),
+            text(&self.event_type),
+            text(&self.source_id),
+            text(&self.event_id),
+        ];
+        for c in &self.columns {
+            let array = c.values.array();
+            fields.push(Field::new(&c.name, array.data_type().clone(), true));
+            arrays.push(array);
         }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            .expect("columns of equal length and their own types")
     }
-    Plan { columns, take, reject }
 }
 
 fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// The events as one record batch with `columns` after the fixed ones.
-fn events_batch(columns: &[(String, DataType)], rows: &[Row]) -> RecordBatch {
-    let text = |f: &dyn Fn(&Row) -> Option<String>| -> ArrayRef {
-        let mut b = StringBuilder::new();
-        for r in rows {
-            b.append_option(f(r));
-        }
-        Arc::new(b.finish())
-    };
-    let mut fields = vec![
-        Field::new("tenant", DataType::Utf8, true),
-        Field::new("dt", DataType::Utf8, true),
-        Field::new("timestamp", utc_micros(), true),
-        Field::new("type", DataType::Utf8, true),
-        Field::new("source_id", DataType::Utf8, true),
-        Field::new("event_id", DataType::Utf8, true),
-    ];
-    let mut ts = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    for r in rows {
-        ts.append_value(r.event.timestamp_ns.div_euclid(1000));
-    }
-    let mut arrays: Vec<ArrayRef> = vec![
-        text(&|r| Some(r.tenant.clone())),
-        text(&|r| Some(day(r.event.timestamp_ns))),
-        Arc::new(ts.finish()),
-        text(&|r| Some(r.event.event_type.clone())),
-        text(&|r| Some(r.event.source_id.clone())),
-        text(&|r| r.event.event_id.clone()),
-    ];
-    // Each row's data by column name.
-    let by_column: Vec<BTreeMap<String, &Value>> =
-        rows.iter().map(|r| r.event.data.iter().map(|(k, v)| (column_name(k), v)).collect()).collect();
-    for (name, t) in columns {
-        let values = by_column.iter().map(|m| m.get(name).copied().filter(|v| !v.is_null()));
-        let array: ArrayRef = match t {
-            DataType::Boolean => {
-                let mut b = BooleanBuilder::new();
-                values.for_each(|v| b.append_option(v.and_then(Value::as_bool)));
-                Arc::new(b.finish())
-            }
-            DataType::Int64 => {
-                let mut b = Int64Builder::new();
-                values.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
-                Arc::new(b.finish())
-            }
-            DataType::Float64 => {
-                let mut b = Float64Builder::new();
-                values.for_each(|v| b.append_option(v.and_then(Value::as_f64)));
-                Arc::new(b.finish())
-            }
-            _ => {
-                let mut b = StringBuilder::new();
-                values.for_each(|v| {
-                    b.append_option(v.map(|v| match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    }))
-                });
-                Arc::new(b.finish())
-            }
-        };
-        fields.push(Field::new(name, array.data_type().clone(), true));
-        arrays.push(array);
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("columns of equal length and their own types")
-}
-
 /// The rejected events, whole, with their reason.
-fn rejected_batch(rows: &[(Row, String)]) -> RecordBatch {
+fn rejected_batch(rows: &[&Rejected]) -> RecordBatch {
     let mut tenant = StringBuilder::new();
     let mut dt = StringBuilder::new();
     let (mut topic, mut reason, mut payload) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
     let (mut partition, mut offset) = (Int64Builder::new(), Int64Builder::new());
-    for (r, why) in rows {
+    for r in rows {
         tenant.append_value(&r.tenant);
-        dt.append_value(day(r.event.timestamp_ns));
+        dt.append_value(day(r.timestamp_ns));
         topic.append_value(EventsEnriched::SPEC.name);
         partition.append_value(i64::from(r.partition));
         offset.append_value(r.offset as i64);
-        reason.append_value(why);
-        payload.append_value(serde_json::to_string(&r.event).expect("events serialise"));
+        reason.append_value(&r.reason);
+        payload.append_value(&r.payload);
     }
     let schema = Schema::new(vec![
         Field::new("tenant", DataType::Utf8, true),
@@ -300,6 +408,33 @@ fn rejected_batch(rows: &[(Row, String)]) -> RecordBatch {
     RecordBatch::try_new(Arc::new(schema), arrays).expect("columns of equal length")
 }
 
+/// Writes the `events` table (and `rejected`) from the `events_enriched` topic.
+pub struct EventsSink {
+    cfg: LakeConfig,
+    events: Option<Table>,
+    rejected: Option<Table>,
+    /// How far the `rejected` table has recorded: its rows of records before are there already.
+    rejected_to: Positions,
+    rows: Rows,
+    bytes: usize,
+}
+
+impl EventsSink {
+    pub const GROUP: &'static str = "lake-events";
+
+    pub fn new(cfg: LakeConfig) -> EventsSink {
+        EventsSink { cfg, events: None, rejected: None, rejected_to: Positions::new(), rows: Rows::default(), bytes: 0 }
+    }
+
+    fn wanted(&self) -> Vec<(String, u32)> {
+        (0..self.cfg.partitions).map(|p| (EventsEnriched::SPEC.name.to_string(), p)).collect()
+    }
+}
+
+fn sink_error(e: TableError) -> SinkError {
+    SinkError::Retry { reason: e.to_string() }
+}
+
 #[async_trait::async_trait]
 impl TopicSink for EventsSink {
     type Topic = EventsEnriched;
@@ -314,9 +449,9 @@ impl TopicSink for EventsSink {
         let wanted = self.wanted();
         self.rejected_to = rejected.positions(&wanted).await.map_err(sink_error)?;
         let positions = events.positions(&wanted).await.map_err(sink_error)?;
+        self.rows = Rows::new(events.schema().as_deref());
         self.events = Some(events);
         self.rejected = Some(rejected);
-        self.rows.clear();
         self.bytes = 0;
         Ok(positions)
     }
@@ -324,12 +459,7 @@ impl TopicSink for EventsSink {
     async fn write<'r>(&mut self, partition: u32, records: &[Decoded<'r, EventsEnriched>]) -> Result<(), SinkError> {
         for d in records {
             self.bytes += d.payload().len();
-            self.rows.push(Row {
-                tenant: d.tenant().to_string(),
-                partition,
-                offset: d.offset(),
-                event: d.record.clone(),
-            });
+            self.rows.push(d.tenant(), partition, d.offset(), &d.record, d.payload());
         }
         Ok(())
     }
@@ -339,52 +469,38 @@ impl TopicSink for EventsSink {
     }
 
     async fn commit(&mut self, positions: &Positions) -> Result<(), SinkError> {
-        if self.rows.is_empty() {
+        if self.rows.rows == 0 && self.rows.rejected.is_empty() {
             return Ok(());
         }
-        let events = self.events.as_mut().expect("committed opens the tables");
-        let rows = std::mem::take(&mut self.rows);
-        let Plan { columns, take, reject } = plan(events.schema().as_deref(), rows);
-        // Rejected rows first, skipping those an earlier commit of `rejected` holds already (a
+        // Rejected rows first, leaving out those an earlier commit of `rejected` holds already (a
         // crash between the two commits): that table records the same positions.
-        let reject: Vec<(Row, String)> = reject
-            .into_iter()
-            .filter(|(r, _)| {
-                let to = self.rejected_to.get(&(EventsEnriched::SPEC.name.to_string(), r.partition));
-                to.is_none_or(|&to| r.offset >= to)
-            })
+        let topic = EventsEnriched::SPEC.name.to_string();
+        let reject: Vec<&Rejected> = self
+            .rows
+            .rejected
+            .iter()
+            .filter(|r| self.rejected_to.get(&(topic.clone(), r.partition)).is_none_or(|&to| r.offset >= to))
             .collect();
-        let result = async {
-            if !reject.is_empty() {
-                metrics::counter!("strata_lake_rejected_rows_total", "table" => "events")
-                    .increment(reject.len() as u64);
-                let rejected = self.rejected.as_mut().expect("committed opens the tables");
-                rejected.append(rejected_batch(&reject), positions).await?;
-                self.rejected_to = positions.clone();
-            }
-            if !take.is_empty() {
-                let events = self.events.as_mut().expect("committed opens the tables");
-                events.append(events_batch(&columns, &take), positions).await?;
-                metrics::counter!("strata_lake_rows_total", "table" => "events").increment(take.len() as u64);
-            }
-            Ok::<(), TableError>(())
+        if !reject.is_empty() {
+            let n = reject.len() as u64;
+            let batch = rejected_batch(&reject);
+            let rejected = self.rejected.as_mut().expect("committed opens the tables");
+            rejected.append(batch, positions).await.map_err(sink_error)?;
+            metrics::counter!("strata_lake_rejected_rows_total", "table" => "events").increment(n);
         }
-        .await;
-        match result {
-            Ok(()) => {
-                metrics::counter!("strata_lake_input_bytes_total", "table" => "events").increment(self.bytes as u64);
-                self.bytes = 0;
-                Ok(())
-            }
-            Err(e) => {
-                // Kept for the runtime's retry of this commit (rejected rows committed already are
-                // skipped then).
-                let mut rows: Vec<Row> = take;
-                rows.extend(reject.into_iter().map(|(r, _)| r));
-                self.rows = rows;
-                Err(sink_error(e))
-            }
+        // Kept whatever happens next: a retry of this commit does not write them again.
+        self.rejected_to = positions.clone();
+        self.rows.rejected.clear();
+        if self.rows.rows > 0 {
+            let events = self.events.as_mut().expect("committed opens the tables");
+            // On failure the rows stay, and the runtime's retry commits them with any new ones.
+            events.append(self.rows.batch(), positions).await.map_err(sink_error)?;
+            metrics::counter!("strata_lake_rows_total", "table" => "events").increment(self.rows.rows as u64);
         }
+        metrics::counter!("strata_lake_input_bytes_total", "table" => "events").increment(self.bytes as u64);
+        self.rows = Rows::new(self.events.as_ref().and_then(|t| t.schema()).as_deref());
+        self.bytes = 0;
+        Ok(())
     }
 }
 
@@ -398,6 +514,34 @@ mod tests {
         assert_eq!(day(-1), "1969-12-31");
         assert_eq!(day(1_700_000_000_000_000_000), "2023-11-14");
         assert_eq!(day(951_782_400_000_000_000), "2000-02-29");
+    }
+
+    fn event(data: serde_json::Value) -> Event {
+        let serde_json::Value::Object(data) = data else { panic!("an object") };
+        Event { event_type: "t".into(), timestamp_ns: 0, source_id: "s".into(), event_id: None, data }
+    }
+
+    #[test]
+    fn rows_are_built_column_by_column() {
+        let mut rows = Rows::default();
+        rows.push("a", 0, 0, &event(serde_json::json!({"n": 1, "s": "x"})), b"{}");
+        rows.push("a", 0, 1, &event(serde_json::json!({"n": 1.5, "b": true})), b"{}");
+        rows.push("a", 0, 2, &event(serde_json::json!({"a b": 1, "a_b": 2})), b"{}");
+        rows.push("a", 0, 3, &event(serde_json::json!({"Case": 1, "case": 2})), b"{}");
+        rows.push("a", 0, 4, &event(serde_json::json!({"S": "y"})), b"{}");
+        rows.push("a", 0, 5, &event(serde_json::json!({"s": 3})), b"{}");
+        let batch = rows.batch();
+        assert_eq!(batch.num_rows(), 2);
+        let names: Vec<_> = batch.schema().fields().iter().skip(FIXED.len()).map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["n", "s", "b"]);
+        assert_eq!(batch.column(FIXED.len()).data_type(), &DataType::Float64, "a new integer column takes fractions");
+        assert_eq!(batch.column(FIXED.len() + 2).null_count(), 1);
+        let reasons: Vec<_> = rows.rejected.iter().map(|r| (r.offset, r.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(reasons[0].1.contains("both stored as the column \"a_b\""), "{reasons:?}");
+        assert!(reasons[1].1.contains("both stored as the column"), "{reasons:?}");
+        assert!(reasons[2].1.contains("only in case"), "{reasons:?}");
+        assert!(reasons[3].1.contains("is an integer but its column \"s\" is Utf8"), "{reasons:?}");
     }
 
     #[test]
