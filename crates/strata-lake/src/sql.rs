@@ -168,8 +168,58 @@ impl Answer {
     }
 }
 
+/// Operators a query may have. Planning walks expressions recursively, so a chain of operators
+/// (`a = 1 OR a = 2 OR ...`, `1 + 1 + ...`) as deep as a request body allows would exhaust a
+/// thread's stack and end the process; nesting of parentheses and subqueries is bounded by the
+/// parser's recursion limit.
+pub const OPERATORS_MAX: usize = 1000;
+
+/// Refuses a query with more than [`OPERATORS_MAX`] operators, counted on its tokens (which
+/// the tokenizer finds without recursion).
+fn check_operators(sql: &str) -> Result<(), SqlError> {
+    use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
+    use deltalake::datafusion::sql::sqlparser::keywords::Keyword;
+    use deltalake::datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    // A query that does not tokenize is refused by the parser, with its message.
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return Ok(()) };
+    let operators = tokens
+        .iter()
+        .filter(|t| match t {
+            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR | Keyword::NOT),
+            Token::DoubleEq
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret
+            | Token::ShiftLeft
+            | Token::ShiftRight
+            | Token::Arrow
+            | Token::LongArrow => true,
+            _ => false,
+        })
+        .count();
+    if operators > OPERATORS_MAX {
+        return Err(SqlError::Refused(format!(
+            "the query has {operators} operators, more than {OPERATORS_MAX}; use IN (...) for long lists of values"
+        )));
+    }
+    Ok(())
+}
+
 /// The answer to `sql` over `tenant`'s rows of the lake at `dir`.
 pub async fn query(dir: &Path, tenant: &str, sql: &str, limits: &SqlLimits) -> Result<Answer, SqlError> {
+    check_operators(sql)?;
     let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
     // No spilling: a query's memory is its pool, and past it the query fails rather than filling
     // the disk.

@@ -42,7 +42,12 @@ impl Table {
     pub async fn open(path: &Path) -> Result<Table, TableError> {
         let err = |source: DeltaTableError| TableError::Delta { path: path.to_path_buf(), source: Box::new(source) };
         let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(err)?;
-        let table = DeltaTable::try_from_url(url).await.map_err(err)?;
+        // A table not committed yet is not loaded: there is no log to read.
+        let table = if path.join("_delta_log").is_dir() {
+            DeltaTable::try_from_url(url).await.map_err(err)?
+        } else {
+            deltalake::DeltaTableBuilder::from_url(url).and_then(|b| b.build()).map_err(err)?
+        };
         Ok(Table { path: path.to_path_buf(), table: Some(table) })
     }
 

@@ -27,6 +27,9 @@ use crate::server::App;
 /// The largest request body taken.
 const BODY_BYTES_MAX: usize = 256 << 10;
 
+/// The stack of a query thread (reserved, touched only as deep as a query's plan goes).
+const QUERY_STACK_BYTES: usize = 64 << 20;
+
 /// The niceness of the query threads: ingest's threads win the CPU from them.
 const QUERY_NICE: i32 = 10;
 
@@ -43,6 +46,9 @@ impl LakeQueries {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.sql_threads)
             .thread_name("lake-sql")
+            // Planning recurses over expressions; the operators of a query are bounded
+            // (`OPERATORS_MAX`), and this is room for them with a wide margin.
+            .thread_stack_size(QUERY_STACK_BYTES)
             .on_thread_start(|| {
                 // Best effort: a query thread that keeps the default priority is only less polite.
                 let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), QUERY_NICE);
@@ -98,7 +104,13 @@ struct SqlRequest {
     format: Option<String>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, ApiError> {
+fn parse<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes, shape: &str) -> Result<T, ApiError> {
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING).filter(|v| v.as_bytes() != b"identity") {
+        return Err(ApiError::unsupported(format!(
+            "content-encoding {:?} is not taken here: a query is small, send it as plain JSON",
+            String::from_utf8_lossy(enc.as_bytes())
+        )));
+    }
     if body.len() > BODY_BYTES_MAX {
         return Err(ApiError::too_large(format!("a query is at most {BODY_BYTES_MAX} bytes of JSON")));
     }
@@ -116,7 +128,7 @@ fn api_error(e: SqlError) -> ApiError {
 
 pub async fn sql(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let tenant = app.auth.tenant(&headers)?;
-    let req: SqlRequest = parse(&body, r#"{"sql": "...", "format": "json"}"#)?;
+    let req: SqlRequest = parse(&headers, &body, r#"{"sql": "...", "format": "json"}"#)?;
     let format = match req.format.as_deref() {
         None => Format::Json,
         Some(f) => Format::parse(f)
@@ -166,8 +178,11 @@ fn time_ns(key: &str, v: &Value) -> Result<i64, ApiError> {
 
 pub async fn export(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Json, ApiError> {
     let tenant = app.auth.tenant(&headers)?;
-    let req: ExportRequest =
-        parse(&body, r#"{"table": "events", "from": "<RFC 3339>", "to": "<RFC 3339>", "filters": {"column": value}}"#)?;
+    let req: ExportRequest = parse(
+        &headers,
+        &body,
+        r#"{"table": "events", "from": "<RFC 3339>", "to": "<RFC 3339>", "filters": {"column": value}}"#,
+    )?;
     if !strata_lake::sql::TABLES.contains(&req.table.as_str()) {
         return Err(ApiError::bad_request(format!(
             "there is no table {:?}; tables: {}",

@@ -481,3 +481,55 @@ fn logs_raw_payloads_and_rollup_windows_have_tables_of_their_own() {
         json!([{"metric": "req_1s_count", "windows": 3, "total": 6.0}, {"metric": "req_1s_sum", "windows": 3, "total": 3.0}]),
     );
 }
+
+#[test]
+fn sql_and_export_answer_hostile_input_with_clear_errors() {
+    let server = Server::start("[lake]\ncommit_interval_ms = 200\n");
+    let key = server.tenant_key("h");
+    send_events(&server, &key, &[json!({"type": "t", "source_id": "s", "data": {"amount": 1}})], 1);
+    let post = |path: &str, body: Vec<u8>, encoding: Option<&str>| {
+        let mut r = server.http.post(server.url(path)).bearer_auth(&key).header("content-type", "application/json");
+        if let Some(e) = encoding {
+            r = r.header("content-encoding", e);
+        }
+        let r = r.body(body).send().unwrap_or_else(|e| panic!("{path}: {e}\n{}", server.server_log()));
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().unwrap_or_default())
+    };
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gzip, &vec![b' '; 64 << 20]).unwrap();
+    let bomb = gzip.finish().unwrap();
+    let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_sql = format!("SELECT {}1{} AS x", "(".repeat(5000), ")".repeat(5000));
+    // As many operators as a query may have, in the shapes that nest deepest; then one more.
+    let max = strata_lake::sql::OPERATORS_MAX;
+    let many_ors = format!("SELECT count(*) AS n FROM events WHERE {}", vec!["amount IS NULL"; max / 2].join(" OR "));
+    let many_pluses = format!("SELECT {} AS x", vec!["1"; max + 1].join("+"));
+    let too_many = format!("SELECT {} AS x", vec!["1"; max + 2].join("+"));
+    for path in ["/query/v1/sql", "/query/v1/export"] {
+        for (body, encoding, want, why) in [
+            (bomb.clone(), Some("gzip"), 415, "content-encoding"),
+            (vec![0xff, 0xfe, 0x00], None, 400, "body must be"),
+            (b"{\"sql\": ".to_vec(), None, 400, "body must be"),
+            (deep_json.clone().into_bytes(), None, 400, "body must be"),
+            (format!("{{\"sql\": \"{}\"}}", "x".repeat(300 << 10)).into_bytes(), None, 413, "at most"),
+        ] {
+            let (status, v) = post(path, body, encoding);
+            assert_eq!(status, want, "{path} {why}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(why), "{path}: {v}");
+        }
+    }
+    // Queries that would exhaust a parser's stack or a planner: an error, not a crash.
+    let run = |sql: &str| post("/query/v1/sql", serde_json::to_vec(&json!({"sql": sql})).unwrap(), None);
+    assert_eq!(run(&many_ors), (200, json!({"columns": [{"name": "n", "type": "Int64"}], "rows": [{"n": 0}]})));
+    assert_eq!(run(&many_pluses).1["rows"], json!([{"x": max + 1}]));
+    let (status, v) = run(&too_many);
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("operators"), "{v}");
+    let (status, v) = run(&deep_sql);
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("RecursionLimitExceeded"), "{v}");
+    assert_eq!(run("SELECT '\u{0}\u{ffff}' AS x").0, 200);
+    assert_eq!(sql(&server, &key, "SELECT count(*) AS n FROM events").1["rows"], json!([{"n": 1}]));
+    assert!(server.is_up());
+}
