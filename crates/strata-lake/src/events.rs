@@ -18,7 +18,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
 use serde_json::Value;
 use strata_model::topic::EventsEnriched;
@@ -366,6 +366,16 @@ impl Rows {
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
             .expect("columns of equal length and their own types")
     }
+}
+
+/// The columns every event has.
+pub(crate) fn first_columns() -> SchemaRef {
+    Rows::default().batch().schema()
+}
+
+/// The columns of the `rejected` table.
+pub(crate) fn rejected_columns() -> SchemaRef {
+    rejected_batch(&[]).schema()
 }
 
 fn utc_micros() -> DataType {

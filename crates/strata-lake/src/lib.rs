@@ -21,6 +21,20 @@ pub use fixed::{AggregateRows, FixedRows, FixedSink, LogRows, RawRows};
 pub use maintain::{Maintenance, Retention};
 pub use table::{DataFile, Table, TableError};
 
+/// The columns every row of table `name` has (for `events`, those before the data's), which a
+/// table not committed yet shows.
+pub(crate) fn first_columns(name: &str) -> deltalake::arrow::datatypes::SchemaRef {
+    use fixed::FixedRows as _;
+    match name {
+        "events" => events::first_columns(),
+        "rejected" => events::rejected_columns(),
+        "logs" => LogRows::default().finish().schema(),
+        "raw" => RawRows::default().finish().schema(),
+        "metrics_aggregates" => AggregateRows::default().finish().schema(),
+        _ => std::sync::Arc::new(deltalake::arrow::datatypes::Schema::empty()),
+    }
+}
+
 /// The UTC day of a time in nanoseconds, `yyyy-mm-dd`: the `dt` partition of a row.
 pub(crate) fn day(ns: i64) -> String {
     let mut text = strata_model::format_rfc3339_nanos(ns);
