@@ -156,23 +156,10 @@ fn sql_reads_the_callers_rows_only_and_refuses_anything_but_a_read() {
     let server = Server::start("[lake]\ncommit_interval_ms = 200\nsql_rows_max = 4\n");
     let (a, b) = (server.tenant_key("a"), server.tenant_key("b"));
     for (key, n) in [(&a, 5), (&b, 3)] {
-        let body: String = (1..=n)
-            .map(|i| {
-                format!(
-                    "{}\n",
-                    json!({"type": "order", "source_id": "shop", "event_id": format!("e{i}"), "data": {"amount": i}})
-                )
-            })
+        let events: Vec<_> = (1..=n)
+            .map(|i| json!({"type": "order", "source_id": "shop", "event_id": format!("e{i}"), "data": {"amount": i}}))
             .collect();
-        let r = server
-            .http
-            .post(server.url("/ingest/v1/events"))
-            .bearer_auth(key)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(server.ingest_ndjson(key, "events", &events), 200);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -226,16 +213,7 @@ fn sql_reads_the_callers_rows_only_and_refuses_anything_but_a_read() {
 /// Sends `events` (JSON objects) to tenant `key` and waits until the lake's `events` table holds
 /// `total` of the tenant's rows.
 fn send_events(server: &Server, key: &str, events: &[serde_json::Value], total: usize) {
-    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-    let r = server
-        .http
-        .post(server.url("/ingest/v1/events"))
-        .bearer_auth(key)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    assert_eq!(server.ingest_ndjson(key, "events", events), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, v) = sql(server, key, "SELECT count(*) AS n FROM events");
