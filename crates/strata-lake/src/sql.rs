@@ -7,15 +7,18 @@
 //! table function reads files), its memory is bounded by a pool, and the query by a timeout and
 //! a maximum of rows.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::ipc::writer::StreamWriter;
 use deltalake::arrow::json::{ArrayWriter, LineDelimitedWriter};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::catalog::view::ViewTable;
+use deltalake::datafusion::common::config::Dialect;
 use deltalake::datafusion::datasource::empty::EmptyTable;
 use deltalake::datafusion::datasource::provider_as_source;
 use deltalake::datafusion::error::DataFusionError;
@@ -218,63 +221,113 @@ fn check_operators(sql: &str) -> Result<(), SqlError> {
     Ok(())
 }
 
-/// The answer to `sql` over `tenant`'s rows of the lake at `dir`.
+/// The answer to `sql` over `tenant`'s rows of the lake at `dir`, opening the tables it reads
+/// for this query alone; [`Lake`] keeps them open between queries.
 pub async fn query(dir: &Path, tenant: &str, sql: &str, limits: &SqlLimits) -> Result<Answer, SqlError> {
-    check_operators(sql)?;
-    let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
-    // No spilling: a query's memory is its pool, and past it the query fails rather than filling
-    // the disk.
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(limits.memory_bytes, 1.0)
-        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
-        .build_arc()
-        .map_err(|e| internal(&e))?;
-    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
-    for name in TABLES {
-        let path = dir.join(name);
+    Lake::new(dir.to_path_buf()).query(tenant, sql, limits).await
+}
+
+fn internal(e: &dyn std::fmt::Display) -> SqlError {
+    SqlError::Internal(e.to_string())
+}
+
+/// The lake's tables as queries read them, kept open between queries: a query brings each table
+/// it names up to date by reading only the commits made since the last one, instead of reading
+/// the table's whole log again.
+pub struct Lake {
+    dir: PathBuf,
+    open: tokio::sync::Mutex<HashMap<&'static str, DeltaTable>>,
+}
+
+impl Lake {
+    pub fn new(dir: PathBuf) -> Lake {
+        Lake { dir, open: Default::default() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Table `name` at its latest version; `None` before its first commit.
+    async fn table(&self, name: &'static str) -> Result<Option<DeltaTable>, SqlError> {
+        let path = self.dir.join(name);
         if !path.join("_delta_log").is_dir() {
-            // Not committed yet: the table is there, with its first columns and no rows.
-            let empty = EmptyTable::new(crate::first_columns(name));
-            ctx.register_table(name, Arc::new(empty)).map_err(|e| internal(&e))?;
-            continue;
+            return Ok(None);
         }
-        let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(|e| internal(&e))?;
-        let table = deltalake::open_table(url).await.map_err(|e| internal(&e))?;
-        table.update_datafusion_session(&ctx.state()).map_err(|e| internal(&e))?;
-        let provider = table.table_provider().await.map_err(|e| internal(&e))?;
-        let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
-            .and_then(|b| b.filter(col("tenant").eq(lit(tenant))))
-            .and_then(|b| b.build())
+        let mut open = self.open.lock().await;
+        match open.get_mut(name) {
+            Some(table) => table.update_incremental(None).await.map_err(|e| internal(&e))?,
+            None => {
+                let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(|e| internal(&e))?;
+                let table = deltalake::open_table(url).await.map_err(|e| internal(&e))?;
+                open.insert(name, table);
+            }
+        }
+        Ok(open.get(name).cloned())
+    }
+
+    /// The answer to `sql` over `tenant`'s rows.
+    pub async fn query(&self, tenant: &str, sql: &str, limits: &SqlLimits) -> Result<Answer, SqlError> {
+        check_operators(sql)?;
+        // No spilling: a query's memory is its pool, and past it the query fails rather than filling
+        // the disk.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
             .map_err(|e| internal(&e))?;
-        ctx.register_table(name, Arc::new(ViewTable::new(plan, None))).map_err(|e| internal(&e))?;
-    }
-    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let limit_error = |e: DataFusionError| {
-        let text = e.to_string();
-        if text.contains("Resources exhausted") {
-            SqlError::Limit(format!("the query needs more than its {} bytes of memory: {text}", limits.memory_bytes))
-        } else {
-            SqlError::Refused(text)
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        // Only the tables the query names are read.
+        let statement =
+            ctx.state().sql_to_statement(sql, &Dialect::Generic).map_err(|e| SqlError::Refused(e.to_string()))?;
+        let named = ctx.state().resolve_table_references(&statement).map_err(|e| SqlError::Refused(e.to_string()))?;
+        for name in TABLES.into_iter().filter(|t| named.iter().any(|r| r.table() == *t)) {
+            let Some(table) = self.table(name).await? else {
+                // Not committed yet: the table is there, with its first columns and no rows.
+                let empty = EmptyTable::new(crate::first_columns(name));
+                ctx.register_table(name, Arc::new(empty)).map_err(|e| internal(&e))?;
+                continue;
+            };
+            table.update_datafusion_session(&ctx.state()).map_err(|e| internal(&e))?;
+            let provider = table.table_provider().await.map_err(|e| internal(&e))?;
+            let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
+                .and_then(|b| b.filter(col("tenant").eq(lit(tenant))))
+                .and_then(|b| b.build())
+                .map_err(|e| internal(&e))?;
+            ctx.register_table(name, Arc::new(ViewTable::new(plan, None))).map_err(|e| internal(&e))?;
         }
-    };
-    let run = async {
-        let df = ctx.sql_with_options(sql, options).await.map_err(|e| SqlError::Refused(e.to_string()))?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        // One row past the limit tells an answer that is too long; a plan's explanation is only
-        // ever the root.
-        let df = match df.logical_plan() {
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => df,
-            _ => df.limit(0, Some(limits.rows_max + 1)).map_err(|e| internal(&e))?,
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let limit_error = |e: DataFusionError| {
+            let text = e.to_string();
+            if text.contains("Resources exhausted") {
+                SqlError::Limit(format!(
+                    "the query needs more than its {} bytes of memory: {text}",
+                    limits.memory_bytes
+                ))
+            } else {
+                SqlError::Refused(text)
+            }
         };
-        let batches = df.collect().await.map_err(limit_error)?;
-        Ok::<Answer, SqlError>(Answer { schema, batches })
-    };
-    let answer = tokio::time::timeout(limits.timeout, run).await.map_err(|_| SqlError::Timeout(limits.timeout))??;
-    if answer.rows() > limits.rows_max {
-        return Err(SqlError::Limit(format!(
-            "the answer has more than {} rows; aggregate, filter or add a LIMIT",
-            limits.rows_max
-        )));
+        let run = async {
+            let df = ctx.sql_with_options(sql, options).await.map_err(|e| SqlError::Refused(e.to_string()))?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            // One row past the limit tells an answer that is too long; a plan's explanation is only
+            // ever the root.
+            let df = match df.logical_plan() {
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => df,
+                _ => df.limit(0, Some(limits.rows_max + 1)).map_err(|e| internal(&e))?,
+            };
+            let batches = df.collect().await.map_err(limit_error)?;
+            Ok::<Answer, SqlError>(Answer { schema, batches })
+        };
+        let answer =
+            tokio::time::timeout(limits.timeout, run).await.map_err(|_| SqlError::Timeout(limits.timeout))??;
+        if answer.rows() > limits.rows_max {
+            return Err(SqlError::Limit(format!(
+                "the answer has more than {} rows; aggregate, filter or add a LIMIT",
+                limits.rows_max
+            )));
+        }
+        Ok(answer)
     }
-    Ok(answer)
 }

@@ -35,7 +35,7 @@ const QUERY_NICE: i32 = 10;
 
 /// Runs the lake's queries on threads of their own.
 pub struct LakeQueries {
-    dir: PathBuf,
+    lake: Arc<strata_lake::sql::Lake>,
     limits: SqlLimits,
     runtime: Option<tokio::runtime::Runtime>,
     permits: Arc<tokio::sync::Semaphore>,
@@ -56,7 +56,7 @@ impl LakeQueries {
             .enable_all()
             .build()?;
         Ok(LakeQueries {
-            dir,
+            lake: Arc::new(strata_lake::sql::Lake::new(dir)),
             limits: SqlLimits {
                 timeout: Duration::from_millis(cfg.sql_timeout_ms),
                 memory_bytes: cfg.sql_memory_bytes,
@@ -135,11 +135,11 @@ pub async fn sql(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
             .ok_or_else(|| ApiError::bad_request(format!("format {f:?} is not one of {}", Format::NAMES.join(", "))))?,
     };
     let queries = &app.lake_queries;
-    let (dir, limits) = (queries.dir.clone(), queries.limits.clone());
+    let (lake, limits) = (queries.lake.clone(), queries.limits.clone());
     let started = Instant::now();
     let result = queries
         .run(async move {
-            let answer = strata_lake::sql::query(&dir, tenant.as_str(), &req.sql, &limits).await.map_err(api_error)?;
+            let answer = lake.query(tenant.as_str(), &req.sql, &limits).await.map_err(api_error)?;
             answer.encode(format).map_err(api_error)
         })
         .await;
@@ -193,7 +193,7 @@ pub async fn export(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     let from = req.from.as_ref().map(|v| time_ns("from", v)).transpose()?;
     let to = req.to.as_ref().map(|v| time_ns("to", v)).transpose()?;
     let range = strata_lake::export::Range { from_ns: from, to_ns: to, equal: req.filters };
-    let path = app.lake_queries.dir.join(&req.table);
+    let path = app.lake_queries.lake.dir().join(&req.table);
     let tenant = tenant.as_str().to_string();
     let table = req.table.clone();
     let files = app
