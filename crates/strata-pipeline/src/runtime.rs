@@ -40,6 +40,10 @@ pub struct ConsumerConfig {
     /// Where the runtime keeps the positions of a sink of `CheckpointKind::Runtime`, one file per
     /// consumer group. Such a sink fails at start without it.
     pub checkpoint_dir: Option<PathBuf>,
+    /// The niceness of the consumer's thread (where its sink's calls and their futures run): a
+    /// background view that may fall behind under load (the lake's tables) yields the CPU to
+    /// ingest and to the views queries read fresh.
+    pub nice: i32,
 }
 
 impl Default for ConsumerConfig {
@@ -51,6 +55,7 @@ impl Default for ConsumerConfig {
             backoff_ms_min: 200,
             backoff_ms_max: 30_000,
             checkpoint_dir: None,
+            nice: 0,
         }
     }
 }
@@ -208,7 +213,13 @@ pub fn spawn_consumer(
     let consumers = consumers.clone();
     let thread = std::thread::Builder::new()
         .name(format!("sink-{group}"))
-        .spawn(move || supervise(log, first, factory, cfg, stopped, consumers))
+        .spawn(move || {
+            if cfg.nice != 0 {
+                // Best effort: a consumer that keeps the default priority is only less polite.
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), cfg.nice);
+            }
+            supervise(log, first, factory, cfg, stopped, consumers)
+        })
         .expect("spawn consumer thread");
     Consumer { stop, thread: Some(thread) }
 }

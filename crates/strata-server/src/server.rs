@@ -242,7 +242,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .partition_count(<strata_model::topic::EventsEnriched as strata_model::Topic>::SPEC.name)?,
         };
         let factory: SinkFactory = Box::new(move || Box::new(Typed::new(strata_lake::EventsSink::new(lake.clone()))));
-        let cfg = ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, ..consumer_cfg.clone() };
+        let cfg =
+            ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, nice: LAKE_NICE, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
     // The lake's tables of fixed columns: log lines, raw payloads, and the rollups' windows.
@@ -387,6 +388,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The niceness of the lake's writers: they commit once a minute and may fall behind a burst,
+/// while ingest and the views queries read fresh may not.
+const LAKE_NICE: i32 = 10;
+
 /// Runs the sink of the lake's fixed table `R` from its topic, committing at the lake's interval.
 fn spawn_lake_table<R: strata_lake::FixedRows>(
     cfg: &Config,
@@ -400,7 +405,8 @@ fn spawn_lake_table<R: strata_lake::FixedRows>(
         partitions: log.partition_count(<R::Topic as strata_model::Topic>::SPEC.name)?,
     };
     let factory: SinkFactory = Box::new(move || Box::new(Typed::new(strata_lake::FixedSink::<R>::new(lake.clone()))));
-    let consumer_cfg = ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, ..consumer_cfg.clone() };
+    let consumer_cfg =
+        ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, nice: LAKE_NICE, ..consumer_cfg.clone() };
     Ok(spawn_consumer(log.clone(), factory, consumer_cfg, consumers))
 }
 
