@@ -7,6 +7,7 @@ mod args;
 mod generate;
 mod index;
 mod ingest;
+mod lake;
 mod log_append;
 mod metrics_workload;
 mod process;
@@ -56,6 +57,8 @@ enum Command {
     Stream(stream::StreamArgs),
     /// Measure how long after a window's end its rollup is read through PromQL, against a server.
     RollupDelay(rollup_delay::RollupDelayArgs),
+    /// Write the lake's events table through its sink in process, then time SQL over it.
+    Lake(lake::LakeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,5 +74,6 @@ fn main() -> anyhow::Result<()> {
         Command::PromqlQuery(args) => promql_query::run(args),
         Command::Stream(args) => stream::run(args),
         Command::RollupDelay(args) => rollup_delay::run(args),
+        Command::Lake(args) => lake::run(args),
     }
 }
