@@ -22,6 +22,7 @@ use deltalake::datafusion::common::config::Dialect;
 use deltalake::datafusion::datasource::empty::EmptyTable;
 use deltalake::datafusion::datasource::provider_as_source;
 use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use deltalake::datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
@@ -237,11 +238,16 @@ fn internal(e: &dyn std::fmt::Display) -> SqlError {
 pub struct Lake {
     dir: PathBuf,
     open: tokio::sync::Mutex<HashMap<&'static str, DeltaTable>>,
+    /// The Parquet footers (schemas, statistics, page indexes) read so far, shared by the
+    /// queries' sessions so that a query does not read every file's footer again. Bounded by
+    /// DataFusion's default limit; data files never change once written.
+    footers: Option<Arc<FileMetadataCache>>,
 }
 
 impl Lake {
     pub fn new(dir: PathBuf) -> Lake {
-        Lake { dir, open: Default::default() }
+        let footers = RuntimeEnvBuilder::new().build().ok().map(|rt| rt.cache_manager.get_file_metadata_cache());
+        Lake { dir, open: Default::default(), footers }
     }
 
     pub fn dir(&self) -> &Path {
@@ -274,6 +280,7 @@ impl Lake {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_cache_manager(CacheManagerConfig::default().with_file_metadata_cache(self.footers.clone()))
             .build_arc()
             .map_err(|e| internal(&e))?;
         let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
