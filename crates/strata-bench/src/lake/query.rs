@@ -1,6 +1,7 @@
 //! `strata-bench lake query`: analytical queries over the `events` table written by `lake
-//! write`, each through `strata_lake::sql::query` (what `POST /query/v1/sql` runs) for the
-//! measured tenant, on a multi-threaded runtime as the server's. Each query runs `--warmups`
+//! write`, each through `Lake::query` and its JSON encoding (what `POST /query/v1/sql` runs) for
+//! the measured tenant, with one `Lake` kept open between queries and a multi-threaded runtime,
+//! as in the server. Each query runs `--warmups`
 //! times untimed, then `--runs` times timed; one JSON line per query carries its SQL text, the
 //! timings and Strata's answer, so that `scripts/bench-lake-duckdb.py` runs the very same text
 //! in DuckDB and checks that both answer alike. These queries are the one source of that text.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
-use strata_lake::sql::{Format, SqlLimits};
+use strata_lake::sql::{Format, Lake, SqlLimits};
 
 use super::data::{REGIONS, TENANT, needle};
 
@@ -36,7 +37,7 @@ pub struct QueryArgs {
     #[arg(long, default_value_t = 1)]
     warmups: u32,
     /// Timed runs of each query; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: u32,
     /// Only the queries with these names.
     #[arg(long)]
@@ -142,11 +143,12 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         .context("cannot start a runtime")?;
     let limits = SqlLimits { timeout: Duration::from_secs(600), memory_bytes: 8 << 30, rows_max: 10_000 };
     let (_, needle_id) = needle(args.seed, args.events);
+    let lake = Lake::new(args.dir.clone());
     // What `POST /query/v1/sql` does: the query, then its answer encoded as JSON.
     let run_one = |sql: &str| -> anyhow::Result<(Duration, Vec<u8>)> {
         let started = Instant::now();
         let body = rt.block_on(async {
-            let answer = strata_lake::sql::query(&args.dir, TENANT, sql, &limits).await?;
+            let answer = lake.query(TENANT, sql, &limits).await?;
             answer.encode(Format::Json)
         });
         let body = body.with_context(|| format!("query failed: {sql}"))?;

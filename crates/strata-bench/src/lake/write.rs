@@ -39,6 +39,10 @@ pub struct WriteArgs {
     /// Bytes of event JSON handed to the sink at a time (the server's `pipeline.read_bytes_max`).
     #[arg(long, default_value_t = 1 << 20)]
     read_bytes_max: usize,
+    /// Also time decoding the events' JSON alone (as `Typed` does before the sink's `write`),
+    /// outside the measured time: how much of the write calls it is.
+    #[arg(long)]
+    breakdown: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -55,6 +59,9 @@ struct Report {
     /// Time in the sink's `write` calls (decoding, buffering) and `commit` calls (Arrow, Parquet, Delta).
     write_seconds: f64,
     commit_seconds: f64,
+    /// With `--breakdown`: decoding the JSON alone, timed apart (not part of `seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decode_seconds: Option<f64>,
     commits: u64,
     commit_ms_max: f64,
     parquet_files: u64,
@@ -81,6 +88,7 @@ pub fn run(args: WriteArgs) -> anyhow::Result<()> {
     let mut generator = Generator::new(args.seed, args.events, args.days)?;
 
     let (mut write_time, mut commit_time, mut commit_max) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut decode_time = Duration::ZERO;
     let (mut raw_bytes, mut commits) = (0u64, 0u64);
     let mut batch: Vec<StoredRecord> = Vec::new();
     let mut next = 0u64;
@@ -94,6 +102,13 @@ pub fn run(args: WriteArgs) -> anyhow::Result<()> {
             next += 1;
         }
         raw_bytes += bytes as u64;
+        if args.breakdown {
+            let started = Instant::now();
+            for r in &batch {
+                std::hint::black_box(EventsEnriched::decode(&r.record.payload)?);
+            }
+            decode_time += started.elapsed();
+        }
         let started = Instant::now();
         sink.write(topic, 0, &batch)?;
         write_time += started.elapsed();
@@ -124,6 +139,7 @@ pub fn run(args: WriteArgs) -> anyhow::Result<()> {
         events_per_s: args.events as f64 / seconds,
         write_seconds: write_time.as_secs_f64(),
         commit_seconds: commit_time.as_secs_f64(),
+        decode_seconds: args.breakdown.then_some(decode_time.as_secs_f64()),
         commits,
         commit_ms_max: commit_max.as_secs_f64() * 1000.0,
         parquet_files,
@@ -153,6 +169,9 @@ pub fn run(args: WriteArgs) -> anyhow::Result<()> {
             delta_log_bytes as f64 / 1e6,
             report.size_fraction * 100.0
         );
+        if let Some(decode) = report.decode_seconds {
+            println!("  decoding the JSON alone (timed apart): {decode:.1} s");
+        }
     }
     Ok(())
 }
