@@ -32,6 +32,24 @@ impl Encoding {
     }
 }
 
+/// A body over the limit is read on and thrown away, up to this much and for this long, before
+/// the 413 goes out (a lingering close, as nginx and Go's server do): a client still sending then
+/// reads the answer instead of failing on a broken pipe and sending the same body again.
+const LINGER_BYTES_MAX: u64 = 16 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and discards what is left of `body`, within the lingering bounds.
+async fn drain(mut body: Body) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut read = 0u64;
+    while read < LINGER_BYTES_MAX {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
 /// Reads the body frame by frame and stops with 413 as soon as it passes `bytes_max`, so an
 /// endless body never gets buffered.
 pub async fn read_limited(body: Body, headers: &HeaderMap, bytes_max: u64) -> Result<Vec<u8>, ApiError> {
@@ -39,6 +57,7 @@ pub async fn read_limited(body: Body, headers: &HeaderMap, bytes_max: u64) -> Re
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > bytes_max) {
+        drain(body).await;
         return Err(too_large());
     }
     let mut out = Vec::with_capacity(declared.unwrap_or(64 * 1024).min(bytes_max) as usize);
@@ -47,6 +66,8 @@ pub async fn read_limited(body: Body, headers: &HeaderMap, bytes_max: u64) -> Re
         let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if out.len() as u64 + data.len() as u64 > bytes_max {
+                drop(out);
+                drain(body).await;
                 return Err(too_large());
             }
             out.extend_from_slice(&data);
