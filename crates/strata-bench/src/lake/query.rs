@@ -42,7 +42,7 @@ pub struct QueryArgs {
     /// Only the queries with these names.
     #[arg(long)]
     only: Vec<String>,
-    /// Print each query's `EXPLAIN ANALYZE` instead of timing it.
+    /// Print each query's `EXPLAIN ANALYZE`, after its warm-ups, instead of timing it.
     #[arg(long)]
     explain: bool,
     /// Run this SQL instead of the benchmark's queries (to look into one).
@@ -166,6 +166,9 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == q.name) {
             continue;
         }
+        for _ in 0..args.warmups {
+            run_one(&q.sql)?;
+        }
         if args.explain {
             let (took, body) = run_one(&format!("EXPLAIN ANALYZE {}", q.sql))?;
             println!("== {} ({:.0} ms)", q.name, took.as_secs_f64() * 1000.0);
@@ -173,9 +176,6 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 println!("{}", row.get("plan").and_then(Value::as_str).unwrap_or_default());
             }
             continue;
-        }
-        for _ in 0..args.warmups {
-            run_one(&q.sql)?;
         }
         let mut runs_ms = Vec::new();
         let mut rows = Vec::new();
