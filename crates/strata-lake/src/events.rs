@@ -11,6 +11,7 @@
 //! name become `_`. An event whose field has a type its column cannot hold (a string in a number
 //! column) is never lost: it goes whole to the `rejected` table with the reason.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,7 +50,13 @@ pub struct LakeConfig {
 }
 
 /// The column a data field is stored in.
-fn column_name(field: &str) -> String {
+/// Most fields are their own column's name, and cost no copy.
+fn column_name(field: &str) -> Cow<'_, str> {
+    let fine =
+        !field.is_empty() && !field.contains(NOT_IN_NAMES) && !FIXED.iter().any(|f| f.eq_ignore_ascii_case(field));
+    if fine {
+        return Cow::Borrowed(field);
+    }
     let mut name: String = field.chars().map(|c| if NOT_IN_NAMES.contains(&c) { '_' } else { c }).collect();
     if name.is_empty() {
         name.push('_');
@@ -57,7 +64,7 @@ fn column_name(field: &str) -> String {
     if FIXED.iter().any(|f| f.eq_ignore_ascii_case(&name)) {
         name = format!("data_{name}");
     }
-    name
+    Cow::Owned(name)
 }
 
 /// The column type a value asks for (`None` for null, which fits any).
@@ -200,6 +207,7 @@ struct Rows {
     by_name: HashMap<String, usize>,
     by_lowercase: HashMap<String, usize>,
     rows: usize,
+    days: crate::Days,
     rejected: Vec<Rejected>,
 }
 
@@ -242,7 +250,7 @@ impl Rows {
         let mut new_columns = 0;
         for (k, v) in data {
             let name = column_name(k);
-            let place = match self.by_name.get(&name) {
+            let place = match self.by_name.get(name.as_ref()) {
                 Some(&i) => {
                     let c = &self.columns[i];
                     if fits(&c.data_type, v) {
@@ -271,7 +279,7 @@ impl Rows {
                         }
                         Some(t) => {
                             new_columns += 1;
-                            Place::New(name, t)
+                            Place::New(name.into_owned(), t)
                         }
                     }
                 }
@@ -311,7 +319,7 @@ impl Rows {
             }
         };
         self.tenant.append_value(tenant);
-        self.dt.append_value(day(event.timestamp_ns));
+        self.dt.append_value(self.days.of(event.timestamp_ns));
         self.timestamp.append_value(event.timestamp_ns.div_euclid(1000));
         self.event_type.append_value(&event.event_type);
         self.source_id.append_value(&event.source_id);
@@ -524,6 +532,10 @@ mod tests {
         assert_eq!(day(-1), "1969-12-31");
         assert_eq!(day(1_700_000_000_000_000_000), "2023-11-14");
         assert_eq!(day(951_782_400_000_000_000), "2000-02-29");
+        let mut days = crate::Days::default();
+        for ns in [0, -1, 1, 86_399_999_999_999, 86_400_000_000_000, -86_400_000_000_001, 951_782_400_000_000_000] {
+            assert_eq!(days.of(ns), day(ns), "{ns}");
+        }
     }
 
     fn event(data: serde_json::Value) -> Event {

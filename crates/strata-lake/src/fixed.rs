@@ -43,12 +43,13 @@ struct Keys {
     dt: StringBuilder,
     timestamp: TimestampMicrosecondBuilder,
     rows: usize,
+    days: crate::Days,
 }
 
 impl Keys {
     fn push(&mut self, tenant: &str, timestamp_ns: i64) {
         self.tenant.append_value(tenant);
-        self.dt.append_value(crate::day(timestamp_ns));
+        self.dt.append_value(self.days.of(timestamp_ns));
         self.timestamp.append_value(timestamp_ns.div_euclid(1000));
         self.rows += 1;
     }

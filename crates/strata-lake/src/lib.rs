@@ -35,6 +35,27 @@ pub(crate) fn first_columns(name: &str) -> deltalake::arrow::datatypes::SchemaRe
     }
 }
 
+/// The `dt` of a run of rows: formatted once per day they fall on, not once per row.
+#[derive(Default)]
+pub(crate) struct Days {
+    start_ns: i64,
+    text: String,
+}
+
+impl Days {
+    const NS: i64 = 86_400_000_000_000;
+
+    /// The UTC day of `ns`, as [`day`] gives it.
+    pub(crate) fn of(&mut self, ns: i64) -> &str {
+        let start = ns.div_euclid(Self::NS) * Self::NS;
+        if self.text.is_empty() || start != self.start_ns {
+            self.start_ns = start;
+            self.text = day(ns);
+        }
+        &self.text
+    }
+}
+
 /// The UTC day of a time in nanoseconds, `yyyy-mm-dd`: the `dt` partition of a row.
 pub(crate) fn day(ns: i64) -> String {
     let mut text = strata_model::format_rfc3339_nanos(ns);
