@@ -72,23 +72,7 @@ fn resent_events_are_dropped_once_each_across_kills() {
             let j = i - 3;
             body.push_str(&format!("{}\n", json!({"type": "order", "source_id": format!("shop-{}", j % 3), "event_id": format!("e{j}"), "data": {"n": j}})));
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = server
-                .http
-                .post(server.url("/ingest/v1/events"))
-                .bearer_auth(&key)
-                .header("content-type", "application/x-ndjson")
-                .body(body.clone())
-                .send();
-            match r {
-                Ok(r) if r.status() == 200 => break,
-                Ok(r) if r.status().is_client_error() => panic!("{}: {}", r.status(), r.text().unwrap()),
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "the server did not take request {i}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        server.post_events_until_taken(&key, &body, None);
         sent += 1;
         if sent % 40 == 0 && kills < 8 {
             std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));

@@ -48,7 +48,6 @@ fn events_are_in_the_lake_once_across_sigkills() {
          [rollups]\ncommit_interval_ms = 200\n",
     );
     let key = server.tenant_key("lake");
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let mut kills = 0;
     for n in 0..REQUESTS {
         let body: String = (0..PER_REQUEST)
@@ -61,23 +60,7 @@ fn events_are_in_the_lake_once_across_sigkills() {
                 )
             })
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = http
-                .post(server.url("/ingest/v1/events"))
-                .bearer_auth(&key)
-                .header("content-type", "application/x-ndjson")
-                .header("idempotency-key", format!("req-{n}"))
-                .body(body.clone())
-                .send();
-            match r {
-                Ok(r) if r.status() == 200 => break,
-                Ok(r) if r.status().is_client_error() => panic!("{}: {}", r.status(), r.text().unwrap()),
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "request {n} was not taken");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        server.post_events_until_taken(&key, &body, Some(&format!("req-{n}")));
         if n % 5 == 4 && kills < KILLS {
             // Let a lake commit or two happen, then kill at a moment of the commit cycle that varies.
             std::thread::sleep(Duration::from_millis(150 + 23 * kills as u64));

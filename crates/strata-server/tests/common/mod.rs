@@ -220,6 +220,31 @@ impl Server {
         r.status().as_u16()
     }
 
+    /// Posts NDJSON `body` to the events endpoint until it is taken (200), retrying through
+    /// connection errors and 5xx while the server is being killed and restarted; a 4xx fails
+    /// the test. With `idempotency_key`, every retry carries it.
+    pub fn post_events_until_taken(&self, key: &str, body: &str, idempotency_key: Option<&str>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut r = self
+                .http
+                .post(self.url("/ingest/v1/events"))
+                .timeout(Duration::from_secs(5))
+                .bearer_auth(key)
+                .header("content-type", "application/x-ndjson");
+            if let Some(k) = idempotency_key {
+                r = r.header("idempotency-key", k);
+            }
+            match r.body(body.to_string()).send() {
+                Ok(r) if r.status() == 200 => return,
+                Ok(r) if r.status().is_client_error() => panic!("{}: {}", r.status(), r.text().unwrap()),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "the server did not take {body:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Ingests native metric points as JSON; every one must be accepted.
     pub fn ingest_metrics(&self, key: &str, points: Value) {
         let n = points.as_array().unwrap().len();
