@@ -13,7 +13,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -26,6 +25,7 @@ use strata_model::topic::EventsEnriched;
 use strata_model::{Event, Topic as _};
 use strata_pipeline::{Decoded, Positions, SinkError, TopicSink};
 
+use crate::Location;
 use crate::day;
 use crate::table::{Table, TableError};
 
@@ -41,8 +41,8 @@ const NOT_IN_NAMES: &[char] = &[' ', ',', ';', '{', '}', '(', ')', '\n', '\t', '
 /// Where the lake is and how much it buffers.
 #[derive(Debug, Clone)]
 pub struct LakeConfig {
-    /// The lake's root: tables are directories below it (`events/`, `rejected/`).
-    pub dir: PathBuf,
+    /// The lake's root: tables are directories or prefixes below it (`events/`, `rejected/`).
+    pub location: Location,
     /// Bytes of events buffered past which the sink commits before its interval ends.
     pub commit_bytes_max: usize,
     /// Partitions of the topic the sink reads.
@@ -462,8 +462,8 @@ impl TopicSink for EventsSink {
     }
 
     async fn committed(&mut self) -> Result<Positions, SinkError> {
-        let events = Table::open(&self.cfg.dir.join("events")).await.map_err(sink_error)?;
-        let rejected = Table::open(&self.cfg.dir.join("rejected")).await.map_err(sink_error)?;
+        let events = Table::open_in(&self.cfg.location, "events").await.map_err(sink_error)?;
+        let rejected = Table::open_in(&self.cfg.location, "rejected").await.map_err(sink_error)?;
         let wanted = self.wanted();
         self.rejected_to = rejected.positions(&wanted).await.map_err(sink_error)?;
         let positions = events.positions(&wanted).await.map_err(sink_error)?;

@@ -3,13 +3,12 @@
 //! Delta log keeps of each file. A warehouse job loads these files itself; nothing is copied.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::Value;
 
-use crate::day;
 use crate::sql::SqlError;
 use crate::table::{DataFile, PARTITION_COLUMNS, Table};
+use crate::{Location, day};
 
 /// Which rows are wanted.
 #[derive(Debug, Clone, Default)]
@@ -92,12 +91,12 @@ fn wanted(f: &DataFile, range: &Range) -> bool {
     })
 }
 
-/// The files of the table at `path` that may hold `tenant`'s rows of `range`.
-pub async fn files(path: &Path, tenant: &str, range: &Range) -> Result<Files, SqlError> {
-    if !path.join("_delta_log").is_dir() {
+/// The files of table `name` of the lake at `location` that may hold `tenant`'s rows of `range`.
+pub async fn files(location: &Location, name: &str, tenant: &str, range: &Range) -> Result<Files, SqlError> {
+    let table = Table::open_in(location, name).await.map_err(|e| SqlError::Internal(e.to_string()))?;
+    if table.version().is_none() {
         return Ok(Files { files: Vec::new(), considered: 0 });
     }
-    let table = Table::open(path).await.map_err(|e| SqlError::Internal(e.to_string()))?;
     if let Some(schema) = table.schema() {
         for column in range.equal.keys() {
             if schema.column_with_name(column).is_none() {
@@ -135,6 +134,7 @@ mod tests {
         let f = DataFile {
             uri: String::new(),
             path: String::new(),
+            location: Default::default(),
             bytes: 1,
             rows: Some(2),
             tenant: "a".into(),
@@ -143,6 +143,7 @@ mod tests {
             time_max: Some("2023-11-14T12:00:00.000Z".into()),
             stats: Some(json!({"numRecords": 2, "minValues": {"amount": 1}, "maxValues": {"amount": 9},
                 "nullCount": {"amount": 0, "region": 2}})),
+            deletion_vector: false,
         };
         let at = |s: &str| strata_model::parse_timestamp(&json!(s)).unwrap();
         let range = |from: &str, to: &str| Range { from_ns: Some(at(from)), to_ns: Some(at(to)), ..Range::default() };

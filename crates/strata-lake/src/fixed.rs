@@ -255,7 +255,7 @@ impl<R: FixedRows> TopicSink for FixedSink<R> {
     }
 
     async fn committed(&mut self) -> Result<Positions, SinkError> {
-        let table = Table::open(&self.cfg.dir.join(R::TABLE)).await.map_err(sink_error)?;
+        let table = Table::open_in(&self.cfg.location, R::TABLE).await.map_err(sink_error)?;
         let wanted: Vec<(String, u32)> =
             (0..self.cfg.partitions).map(|p| (R::Topic::SPEC.name.to_string(), p)).collect();
         let positions = table.positions(&wanted).await.map_err(sink_error)?;

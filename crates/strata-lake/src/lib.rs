@@ -12,12 +12,15 @@
 mod events;
 pub mod export;
 mod fixed;
+pub mod location;
 pub mod maintain;
+mod scan;
 pub mod sql;
 mod table;
 
 pub use events::{EventsSink, LakeConfig};
 pub use fixed::{AggregateRows, FixedRows, FixedSink, LogRows, RawRows};
+pub use location::Location;
 pub use maintain::{Maintenance, Retention};
 pub use table::{DataFile, Table, TableError};
 

@@ -9,16 +9,16 @@
 //! next round.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::Location;
 use crate::table::{DataFile, Table, TableError};
 
 /// How the lake is kept.
 #[derive(Debug, Clone)]
 pub struct Maintenance {
     /// The lake's root.
-    pub dir: PathBuf,
+    pub location: Location,
     /// How often a round runs.
     pub interval: Duration,
     /// The size compaction writes files up to; files at least this big are left alone.
@@ -79,14 +79,10 @@ pub fn partitions_to_compact(files: &[DataFile], target_bytes: u64, min_files: u
         .collect()
 }
 
-/// One round over the table at `dir/name`: retention, compaction, then vacuum.
+/// One round over table `name`: retention, compaction, then vacuum.
 pub async fn round(cfg: &Maintenance, name: &str, now: SystemTime) -> Result<RoundReport, TableError> {
-    let path = cfg.dir.join(name);
     let mut report = RoundReport::default();
-    if !path.join("_delta_log").is_dir() {
-        return Ok(report);
-    }
-    let mut table = Table::open(&path).await?;
+    let mut table = Table::open_in(&cfg.location, name).await?;
     if table.version().is_none() {
         return Ok(report);
     }
@@ -167,6 +163,7 @@ mod tests {
         DataFile {
             uri: String::new(),
             path: String::new(),
+            location: Default::default(),
             bytes,
             rows: None,
             tenant: tenant.into(),
@@ -174,6 +171,7 @@ mod tests {
             time_min: None,
             time_max: None,
             stats: None,
+            deletion_vector: false,
         }
     }
 

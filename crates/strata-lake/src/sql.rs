@@ -8,7 +8,6 @@
 //! a maximum of rows.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::ipc::writer::StreamWriter;
 use deltalake::arrow::json::{ArrayWriter, LineDelimitedWriter};
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::datafusion::catalog::TableProvider;
 use deltalake::datafusion::catalog::view::ViewTable;
 use deltalake::datafusion::common::config::Dialect;
 use deltalake::datafusion::datasource::empty::EmptyTable;
@@ -29,6 +29,10 @@ use deltalake::datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use deltalake::datafusion::prelude::{SQLOptions, SessionConfig, SessionContext, col, lit};
 use deltalake::parquet::arrow::ArrowWriter;
 use serde_json::Value;
+
+use crate::Location;
+use crate::scan::ActiveFiles;
+use crate::table::{DataFile, Table, data_files};
 
 /// The tables SQL can read, by the name a query gives them (their directories in the lake).
 pub const TABLES: [&str; 5] = ["events", "rejected", "logs", "raw", "metrics_aggregates"];
@@ -224,8 +228,8 @@ fn check_operators(sql: &str) -> Result<(), SqlError> {
 
 /// The answer to `sql` over `tenant`'s rows of the lake at `dir`, opening the tables it reads
 /// for this query alone; [`Lake`] keeps them open between queries.
-pub async fn query(dir: &Path, tenant: &str, sql: &str, limits: &SqlLimits) -> Result<Answer, SqlError> {
-    Lake::new(dir.to_path_buf()).query(tenant, sql, limits).await
+pub async fn query(location: &Location, tenant: &str, sql: &str, limits: &SqlLimits) -> Result<Answer, SqlError> {
+    Lake::new(location.clone()).query(tenant, sql, limits).await
 }
 
 fn internal(e: &dyn std::fmt::Display) -> SqlError {
@@ -236,40 +240,65 @@ fn internal(e: &dyn std::fmt::Display) -> SqlError {
 /// it names up to date by reading only the commits made since the last one, instead of reading
 /// the table's whole log again.
 pub struct Lake {
-    dir: PathBuf,
-    open: tokio::sync::Mutex<HashMap<&'static str, DeltaTable>>,
+    location: Location,
+    open: tokio::sync::Mutex<HashMap<&'static str, Open>>,
     /// The Parquet footers (schemas, statistics, page indexes) read so far, shared by the
     /// queries' sessions so that a query does not read every file's footer again. Bounded by
     /// DataFusion's default limit; data files never change once written.
     footers: Option<Arc<FileMetadataCache>>,
 }
 
-impl Lake {
-    pub fn new(dir: PathBuf) -> Lake {
-        let footers = RuntimeEnvBuilder::new().build().ok().map(|rt| rt.cache_manager.get_file_metadata_cache());
-        Lake { dir, open: Default::default(), footers }
-    }
+/// A table kept open, and the active files of its loaded version by tenant.
+struct Open {
+    table: DeltaTable,
+    files: HashMap<String, Arc<[DataFile]>>,
+}
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Table `name` at its latest version; `None` before its first commit.
-    async fn table(&self, name: &'static str) -> Result<Option<DeltaTable>, SqlError> {
-        let path = self.dir.join(name);
-        if !path.join("_delta_log").is_dir() {
-            return Ok(None);
+impl Open {
+    fn new(table: DeltaTable) -> Open {
+        let mut files: HashMap<String, Vec<DataFile>> = HashMap::new();
+        for f in data_files(&table) {
+            files.entry(f.tenant.clone()).or_default().push(f);
         }
+        Open { table, files: files.into_iter().map(|(tenant, files)| (tenant, files.into())).collect() }
+    }
+}
+
+impl Lake {
+    pub fn new(location: Location) -> Lake {
+        let footers = RuntimeEnvBuilder::new().build().ok().map(|rt| rt.cache_manager.get_file_metadata_cache());
+        Lake { location, open: Default::default(), footers }
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Table `name` at its latest version, and `tenant`'s active files in it; `None` before its
+    /// first commit.
+    async fn table(&self, name: &'static str, tenant: &str) -> Result<Option<(DeltaTable, Arc<[DataFile]>)>, SqlError> {
         let mut open = self.open.lock().await;
         match open.get_mut(name) {
-            Some(table) => table.update_incremental(None).await.map_err(|e| internal(&e))?,
+            Some(kept) => {
+                let mut table = kept.table.clone();
+                table.update_incremental(None).await.map_err(|e| internal(&e))?;
+                if table.version() != kept.table.version() {
+                    *kept = Open::new(table);
+                }
+            }
             None => {
-                let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(|e| internal(&e))?;
-                let table = deltalake::open_table(url).await.map_err(|e| internal(&e))?;
-                open.insert(name, table);
+                let table = Table::open_in(&self.location, name).await.map_err(|e| internal(&e))?.into_delta();
+                // Not committed yet: opened again by the next query, until it is.
+                if table.version().is_none() {
+                    return Ok(None);
+                }
+                open.insert(name, Open::new(table));
             }
         }
-        Ok(open.get(name).cloned())
+        Ok(open.get(name).map(|kept| {
+            let files = kept.files.get(tenant).cloned().unwrap_or_else(|| Arc::from(Vec::new()));
+            (kept.table.clone(), files)
+        }))
     }
 
     /// The answer to `sql` over `tenant`'s rows.
@@ -289,14 +318,26 @@ impl Lake {
             ctx.state().sql_to_statement(sql, &Dialect::Generic).map_err(|e| SqlError::Refused(e.to_string()))?;
         let named = ctx.state().resolve_table_references(&statement).map_err(|e| SqlError::Refused(e.to_string()))?;
         for name in TABLES.into_iter().filter(|t| named.iter().any(|r| r.table() == *t)) {
-            let Some(table) = self.table(name).await? else {
+            let Some((table, files)) = self.table(name, tenant).await? else {
                 // Not committed yet: the table is there, with its first columns and no rows.
                 let empty = EmptyTable::new(crate::first_columns(name));
                 ctx.register_table(name, Arc::new(empty)).map_err(|e| internal(&e))?;
                 continue;
             };
-            table.update_datafusion_session(&ctx.state()).map_err(|e| internal(&e))?;
-            let provider = table.table_provider().await.map_err(|e| internal(&e))?;
+            // The tenant's files as plain Parquet where that reads what Delta does, and through
+            // delta-rs otherwise; the tenant's filter is part of the view either way.
+            let provider: Arc<dyn TableProvider> = match ActiveFiles::new(&table, files) {
+                Some(scan) => {
+                    let store = table.log_store();
+                    ctx.runtime_env()
+                        .register_object_store(store.object_store_url().as_ref(), store.object_store(None));
+                    Arc::new(scan)
+                }
+                None => {
+                    table.update_datafusion_session(&ctx.state()).map_err(|e| internal(&e))?;
+                    table.table_provider().await.map_err(|e| internal(&e))?
+                }
+            };
             let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
                 .and_then(|b| b.filter(col("tenant").eq(lit(tenant))))
                 .and_then(|b| b.build())

@@ -1,8 +1,9 @@
 //! One Delta table of the lake: opened (or created by its first commit) at a directory, appended
 //! to with the log positions its rows cover, in one atomic commit.
 
+use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
@@ -17,6 +18,9 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError, FilterOp, FilterValue};
 use strata_pipeline::Positions;
+use url::Url;
+
+use crate::Location;
 
 /// Columns every table is partitioned by: a tenant's rows of a UTC day are files of their own.
 pub const PARTITION_COLUMNS: [&str; 2] = ["tenant", "dt"];
@@ -26,37 +30,52 @@ const BLOOM_COLUMNS: [&str; 4] = ["source_id", "run_id", "event_id", "trace_id"]
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("delta table {path}: {source}")]
-    Delta { path: PathBuf, source: Box<DeltaTableError> },
+    #[error("delta table {url}: {source}")]
+    Delta { url: String, source: Box<DeltaTableError> },
 }
 
 /// A Delta table and where it is.
 pub struct Table {
-    path: PathBuf,
+    url: Url,
     table: Option<DeltaTable>,
 }
 
 impl Table {
-    /// The table at `path` (a directory, created if missing); it has no version until its first
-    /// commit.
+    /// The table in the local directory `path` (created if missing); it has no version until its
+    /// first commit.
     pub async fn open(path: &Path) -> Result<Table, TableError> {
-        let err = |source: DeltaTableError| TableError::Delta { path: path.to_path_buf(), source: Box::new(source) };
-        let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(err)?;
-        // A table not committed yet is not loaded: there is no log to read.
-        let table = if path.join("_delta_log").is_dir() {
-            DeltaTable::try_from_url(url).await.map_err(err)?
-        } else {
-            deltalake::DeltaTableBuilder::from_url(url).and_then(|b| b.build()).map_err(err)?
-        };
-        Ok(Table { path: path.to_path_buf(), table: Some(table) })
+        Table::open_url(Location::local(path).root().clone(), &HashMap::new()).await
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Table `name` of the lake at `location`.
+    pub async fn open_in(location: &Location, name: &str) -> Result<Table, TableError> {
+        Table::open_url(location.table(name), location.options()).await
+    }
+
+    async fn open_url(url: Url, options: &HashMap<String, String>) -> Result<Table, TableError> {
+        let err = |source: DeltaTableError| TableError::Delta { url: url.to_string(), source: Box::new(source) };
+        let table_url = match url.to_file_path() {
+            Ok(dir) => deltalake::ensure_table_uri(dir.to_string_lossy()).map_err(err)?,
+            Err(()) => url.clone(),
+        };
+        let mut table = deltalake::DeltaTableBuilder::from_url(table_url)
+            .map(|b| b.with_storage_options(options.clone()))
+            .and_then(|b| b.build())
+            .map_err(err)?;
+        // A table not committed yet is not loaded: there is no log to read.
+        if exists(&table).await.map_err(err)? {
+            table.load().await.map_err(err)?;
+        }
+        Ok(Table { url, table: Some(table) })
     }
 
     fn error(&self, source: DeltaTableError) -> TableError {
-        TableError::Delta { path: self.path.clone(), source: Box::new(source) }
+        TableError::Delta { url: self.url.to_string(), source: Box::new(source) }
+    }
+
+    /// The Delta table itself.
+    pub(crate) fn into_delta(mut self) -> DeltaTable {
+        self.table.take().expect("a table is put back after each write")
     }
 
     fn delta(&self) -> &DeltaTable {
@@ -116,7 +135,8 @@ impl Table {
 
     /// The table's name: its directory's.
     pub fn name(&self) -> String {
-        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        let mut segments = self.url.path_segments().into_iter().flatten();
+        segments.rfind(|s| !s.is_empty()).unwrap_or_default().to_string()
     }
 
     /// Keeps the table an operation returned, or the one it started from if it failed (a failed
@@ -140,30 +160,7 @@ impl Table {
 
     /// The table's active data files, with their partition, size, rows and time range.
     pub fn files(&self) -> Vec<DataFile> {
-        let table = self.delta();
-        let Ok(snapshot) = table.snapshot() else { return Vec::new() };
-        snapshot
-            .log_data()
-            .iter()
-            .map(|f| {
-                let partition = f.partition_values_map();
-                let value = |k: &str| partition.get(k).cloned().flatten().unwrap_or_default();
-                let stats: Option<serde_json::Value> = f.stats().and_then(|s| serde_json::from_str(&s).ok());
-                let bound =
-                    |which: &str| stats.as_ref().and_then(|s| s[which]["timestamp"].as_str()).map(str::to_string);
-                DataFile {
-                    uri: file_uri(table.log_store().to_uri(&f.object_store_path())),
-                    path: f.path().into_owned(),
-                    bytes: f.size().max(0) as u64,
-                    rows: f.num_records().map(|n| n as u64),
-                    tenant: value("tenant"),
-                    dt: value("dt"),
-                    time_min: bound("minValues"),
-                    time_max: bound("maxValues"),
-                    stats,
-                }
-            })
-            .collect()
+        data_files(self.delta())
     }
 
     /// Rewrites the small files of one partition into files of about `target_bytes`, in one
@@ -215,6 +212,44 @@ impl Table {
     }
 }
 
+/// Whether `table` has a log: a local one is looked for as a directory, without listing it.
+pub(crate) async fn exists(table: &DeltaTable) -> Result<bool, DeltaTableError> {
+    match table.table_url().to_file_path() {
+        Ok(dir) => Ok(dir.join("_delta_log").is_dir()),
+        Err(()) => table.verify_deltatable_existence().await,
+    }
+}
+
+/// The active data files of `table`'s loaded version, with their partition, size, rows, time
+/// range and statistics.
+pub(crate) fn data_files(table: &DeltaTable) -> Vec<DataFile> {
+    let Ok(snapshot) = table.snapshot() else { return Vec::new() };
+    snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let partition = f.partition_values_map();
+            let value = |k: &str| partition.get(k).cloned().flatten().unwrap_or_default();
+            let stats: Option<serde_json::Value> = f.stats().and_then(|s| serde_json::from_str(&s).ok());
+            let bound = |which: &str| stats.as_ref().and_then(|s| s[which]["timestamp"].as_str()).map(str::to_string);
+            let location = f.object_store_path();
+            DataFile {
+                uri: file_uri(table.log_store().to_uri(&location)),
+                path: f.path().into_owned(),
+                location,
+                bytes: f.size().max(0) as u64,
+                rows: f.num_records().map(|n| n as u64),
+                tenant: value("tenant"),
+                dt: value("dt"),
+                time_min: bound("minValues"),
+                time_max: bound("maxValues"),
+                stats,
+                deletion_vector: f.deletion_vector_descriptor().is_some(),
+            }
+        })
+        .collect()
+}
+
 /// A URI any reader takes: local files' with the `file` scheme.
 fn file_uri(uri: String) -> String {
     if uri.starts_with('/') { format!("file://{uri}") } else { uri }
@@ -228,6 +263,9 @@ pub struct DataFile {
     /// Its path relative to the table's root, as the log has it.
     #[serde(skip)]
     pub path: String,
+    /// Where the table's object store has it.
+    #[serde(skip)]
+    pub location: deltalake::Path,
     pub bytes: u64,
     /// Rows, when the log's statistics have them.
     pub rows: Option<u64>,
@@ -242,6 +280,9 @@ pub struct DataFile {
     /// The log's statistics of the file (`numRecords`, `minValues`, `maxValues`, `nullCount`).
     #[serde(skip)]
     pub stats: Option<serde_json::Value>,
+    /// Whether some of its rows are deleted by a deletion vector, which only a Delta reader knows.
+    #[serde(skip)]
+    pub deletion_vector: bool,
 }
 
 /// How every data file is written: zstd, page statistics and indexes, bloom filters on the id

@@ -27,7 +27,7 @@ fn event(offset: u64, data: serde_json::Value) -> StoredRecord {
 }
 
 fn sink(dir: &std::path::Path) -> BlockingSink<Typed<EventsSink>> {
-    let cfg = LakeConfig { dir: dir.to_path_buf(), commit_bytes_max: 1 << 20, partitions: 1 };
+    let cfg = LakeConfig { location: strata_lake::Location::local(dir), commit_bytes_max: 1 << 20, partitions: 1 };
     BlockingSink::new(Typed::new(EventsSink::new(cfg)))
 }
 

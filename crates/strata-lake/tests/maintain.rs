@@ -36,7 +36,7 @@ fn at(next: u64) -> Positions {
 
 fn cfg(dir: &std::path::Path) -> Maintenance {
     Maintenance {
-        dir: dir.to_path_buf(),
+        location: strata_lake::Location::local(dir),
         interval: Duration::from_secs(1),
         target_file_bytes: 128 << 20,
         compact_min_files: 3,
@@ -84,7 +84,8 @@ fn count(dir: &std::path::Path, sql: &str) -> String {
 #[test]
 fn compaction_vacuum_and_retention_keep_every_row_once() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = LakeConfig { dir: dir.path().to_path_buf(), commit_bytes_max: 1 << 20, partitions: 1 };
+    let lake =
+        LakeConfig { location: strata_lake::Location::local(dir.path()), commit_bytes_max: 1 << 20, partitions: 1 };
     let mut s = BlockingSink::new(Typed::new(EventsSink::new(lake.clone())));
     s.committed().unwrap();
     // Five commits, each adding a file to acme's day 0 and day 1 and to other's day 0.

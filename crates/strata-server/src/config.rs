@@ -50,10 +50,17 @@ impl Default for Config {
     }
 }
 
-/// The data lake: Delta Lake tables under `<data_dir>/lake`.
+/// The data lake: Delta Lake tables under `<data_dir>/lake`, or in an S3-compatible bucket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LakeSection {
+    /// Where the tables are: empty for `<data_dir>/lake`, another local directory, or
+    /// `s3://<bucket>/<prefix>`.
+    pub url: String,
+    /// Options of the object store that holds the lake; for S3, `object_store`'s keys
+    /// (`aws_endpoint`, `aws_region`, `aws_access_key_id`, `aws_secret_access_key`,
+    /// `aws_allow_http`, ...). What they leave out comes from the `AWS_*` environment variables.
+    pub storage: BTreeMap<String, String>,
     /// How often a table commits what it was given: each commit adds a file per tenant and day.
     pub commit_interval_ms: u64,
     /// Bytes of records a table buffers past which it commits before the interval ends.
@@ -90,13 +97,22 @@ impl LakeSection {
     pub const RETENTION_DAYS_DEFAULT: [(&'static str, u32); 5] =
         [("events", 365), ("rejected", 30), ("logs", 90), ("raw", 30), ("metrics_aggregates", 395)];
 
-    /// The background upkeep of the lake at `dir`.
-    pub fn maintenance(&self, dir: PathBuf) -> strata_lake::Maintenance {
+    /// Where the lake's tables are, for a server whose data directory is `data_dir`.
+    pub fn location(&self, data_dir: &Path) -> Result<strata_lake::Location, String> {
+        let options = self.storage.clone().into_iter().collect();
+        if self.url.is_empty() {
+            return Ok(strata_lake::Location::local(&data_dir.join("lake")));
+        }
+        strata_lake::Location::parse(&self.url, options)
+    }
+
+    /// The background upkeep of the lake at `location`.
+    pub fn maintenance(&self, location: strata_lake::Location) -> strata_lake::Maintenance {
         let mut days: BTreeMap<String, u32> =
             Self::RETENTION_DAYS_DEFAULT.iter().map(|(t, d)| (t.to_string(), *d)).collect();
         days.extend(self.retention_days.clone());
         strata_lake::Maintenance {
-            dir,
+            location,
             interval: std::time::Duration::from_millis(self.compact_interval_ms),
             target_file_bytes: self.compact_target_bytes,
             compact_min_files: self.compact_min_files,
@@ -109,6 +125,8 @@ impl LakeSection {
 impl Default for LakeSection {
     fn default() -> Self {
         LakeSection {
+            url: String::new(),
+            storage: BTreeMap::new(),
             commit_interval_ms: 60_000,
             commit_bytes_max: 128 << 20,
             sql_timeout_ms: 60_000,
@@ -503,6 +521,13 @@ impl Config {
                 k.vacuum_grace_ms
             ));
         }
+        if let Some(key) = k.storage.keys().find(|key| !strata_lake::location::is_store_option(key)) {
+            return Err(format!(
+                "invalid configuration key lake.storage.{key}: not an option of an S3 store (aws_endpoint, \
+                 aws_region, aws_access_key_id, aws_secret_access_key, aws_allow_http, ...)"
+            ));
+        }
+        k.location(&self.data_dir).map_err(|e| format!("invalid configuration key lake.url: {e}"))?;
         let tables = strata_lake::sql::TABLES;
         for (key, table) in k.retention_days.keys().map(|t| (format!("lake.retention_days.{t}"), t)).chain(
             k.tenant_retention_days.iter().flat_map(|(tenant, days)| {
@@ -718,6 +743,16 @@ mod tests {
                 vec![("STRATA_LOG_PARTITIONS", "0")],
                 "invalid environment variable STRATA_LOG_PARTITIONS=\"0\" (configuration key log.partitions): \
                  must be 1 to 1024, got 0",
+            ),
+            (
+                Some("[lake]\nurl = \"gs://bucket/lake\"\n"),
+                vec![],
+                "invalid configuration key lake.url: \"gs://bucket/lake\": the lake is a local directory or s3://",
+            ),
+            (
+                Some("[lake]\nurl = \"s3://bucket/lake\"\n[lake.storage]\ncolour = \"blue\"\n"),
+                vec![],
+                "invalid configuration key lake.storage.colour: not an option of an S3 store",
             ),
             (
                 None,

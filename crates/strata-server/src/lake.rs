@@ -8,7 +8,6 @@
 //! a heavy query slows other queries, not the acknowledgement of records.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,7 +41,7 @@ pub struct LakeQueries {
 }
 
 impl LakeQueries {
-    pub fn new(dir: PathBuf, cfg: &LakeSection) -> std::io::Result<LakeQueries> {
+    pub fn new(location: strata_lake::Location, cfg: &LakeSection) -> std::io::Result<LakeQueries> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.sql_threads)
             .thread_name("lake-sql")
@@ -56,7 +55,7 @@ impl LakeQueries {
             .enable_all()
             .build()?;
         Ok(LakeQueries {
-            lake: Arc::new(strata_lake::sql::Lake::new(dir)),
+            lake: Arc::new(strata_lake::sql::Lake::new(location)),
             limits: SqlLimits {
                 timeout: Duration::from_millis(cfg.sql_timeout_ms),
                 memory_bytes: cfg.sql_memory_bytes,
@@ -193,15 +192,15 @@ pub async fn export(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     let from = req.from.as_ref().map(|v| time_ns("from", v)).transpose()?;
     let to = req.to.as_ref().map(|v| time_ns("to", v)).transpose()?;
     let range = strata_lake::export::Range { from_ns: from, to_ns: to, equal: req.filters };
-    let path = app.lake_queries.lake.dir().join(&req.table);
+    let location = app.lake_queries.lake.location().clone();
     let tenant = tenant.as_str().to_string();
-    let table = req.table.clone();
+    let name = req.table.clone();
     let files = app
         .lake_queries
-        .run(async move { strata_lake::export::files(&path, &tenant, &range).await.map_err(api_error) })
+        .run(async move { strata_lake::export::files(&location, &name, &tenant, &range).await.map_err(api_error) })
         .await?;
     Ok(axum::Json(json!({
-        "table": table,
+        "table": req.table,
         "format": "delta",
         "files": files.files,
         "files_considered": files.considered,

@@ -234,9 +234,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         spawn_consumer(dyn_log.clone(), factory, consumer_cfg.clone(), &consumers)
     };
     // The lake's `events` table, from the deduplicated and enriched events.
+    let lake_location = cfg.lake.location(&cfg.data_dir).map_err(anyhow::Error::msg)?;
     let lake_events = {
         let lake = strata_lake::LakeConfig {
-            dir: cfg.data_dir.join("lake"),
+            location: lake_location.clone(),
             commit_bytes_max: cfg.lake.commit_bytes_max,
             partitions: dyn_log
                 .partition_count(<strata_model::topic::EventsEnriched as strata_model::Topic>::SPEC.name)?,
@@ -248,12 +249,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     // The lake's tables of fixed columns: log lines, raw payloads, and the rollups' windows.
     let lake_fixed = [
-        spawn_lake_table::<strata_lake::LogRows>(&cfg, &dyn_log, &consumer_cfg, &consumers)?,
-        spawn_lake_table::<strata_lake::RawRows>(&cfg, &dyn_log, &consumer_cfg, &consumers)?,
-        spawn_lake_table::<strata_lake::AggregateRows>(&cfg, &dyn_log, &consumer_cfg, &consumers)?,
+        spawn_lake_table::<strata_lake::LogRows>(&cfg, &lake_location, &dyn_log, &consumer_cfg, &consumers)?,
+        spawn_lake_table::<strata_lake::RawRows>(&cfg, &lake_location, &dyn_log, &consumer_cfg, &consumers)?,
+        spawn_lake_table::<strata_lake::AggregateRows>(&cfg, &lake_location, &dyn_log, &consumer_cfg, &consumers)?,
     ];
     let lake_upkeep = tokio::spawn(strata_lake::maintain::run(
-        cfg.lake.maintenance(cfg.data_dir.join("lake")),
+        cfg.lake.maintenance(lake_location.clone()),
         strata_lake::sql::TABLES.iter().map(|t| t.to_string()).collect(),
     ));
     #[cfg(feature = "fault-injection")]
@@ -283,7 +284,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         pipeline_stats,
         consumers: consumers.clone(),
         prom: prom::PromApi::new(&cfg),
-        lake_queries: crate::lake::LakeQueries::new(cfg.data_dir.join("lake"), &cfg.lake)?,
+        lake_queries: crate::lake::LakeQueries::new(lake_location, &cfg.lake)?,
     });
     let inner = strata_gateway::routes(gateway.clone()).merge(
         Router::new()
@@ -395,12 +396,13 @@ const LAKE_NICE: i32 = 10;
 /// Runs the sink of the lake's fixed table `R` from its topic, committing at the lake's interval.
 fn spawn_lake_table<R: strata_lake::FixedRows>(
     cfg: &Config,
+    location: &strata_lake::Location,
     log: &Arc<dyn Log>,
     consumer_cfg: &ConsumerConfig,
     consumers: &Consumers,
 ) -> anyhow::Result<strata_pipeline::Consumer> {
     let lake = strata_lake::LakeConfig {
-        dir: cfg.data_dir.join("lake"),
+        location: location.clone(),
         commit_bytes_max: cfg.lake.commit_bytes_max,
         partitions: log.partition_count(<R::Topic as strata_model::Topic>::SPEC.name)?,
     };

@@ -143,7 +143,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
         .context("cannot start a runtime")?;
     let limits = SqlLimits { timeout: Duration::from_secs(600), memory_bytes: 8 << 30, rows_max: 10_000 };
     let (_, needle_id) = needle(args.seed, args.events);
-    let lake = Lake::new(args.dir.clone());
+    let lake = Lake::new(strata_lake::Location::local(&args.dir));
     // What `POST /query/v1/sql` does: the query, then its answer encoded as JSON.
     let run_one = |sql: &str| -> anyhow::Result<(Duration, Vec<u8>)> {
         let started = Instant::now();

@@ -82,7 +82,11 @@ pub fn run(args: WriteArgs) -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let topic = EventsEnriched::SPEC.name;
-    let cfg = LakeConfig { dir: args.dir.clone(), commit_bytes_max: args.commit_bytes_max, partitions: 1 };
+    let cfg = LakeConfig {
+        location: strata_lake::Location::local(&args.dir),
+        commit_bytes_max: args.commit_bytes_max,
+        partitions: 1,
+    };
     let mut sink = BlockingSink::new(Typed::new(EventsSink::new(cfg)));
     ensure!(sink.committed()?.is_empty(), "a new lake covers no position");
     let mut generator = Generator::new(args.seed, args.events, args.days)?;
