@@ -574,7 +574,9 @@ fn the_lake_lives_in_an_s3_bucket() {
         assert!(f["uri"].as_str().unwrap().starts_with("s3://strata-lake/tables/events/tenant=s3/dt="), "{v}");
     }
     assert!(!server.data_dir().join("lake").exists(), "nothing of the lake is on the local disk");
-    // Another reader finds the same rows in the bucket.
+    // Another reader finds the same rows in the bucket, at rest: the server stops first.
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
     let envs = [
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("AWS_REGION", "us-east-1"),
