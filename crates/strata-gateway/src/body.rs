@@ -1,9 +1,16 @@
 //! Reading request bodies within limits: the wire body, then its decompressed form.
 
 use std::io::Read;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::http::{HeaderMap, header};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::ApiError;
@@ -32,11 +39,54 @@ impl Encoding {
     }
 }
 
-/// A body over the limit is read on and thrown away, up to this much and for this long, before
-/// the 413 goes out (a lingering close, as nginx and Go's server do): a client still sending then
-/// reads the answer instead of failing on a broken pipe and sending the same body again.
+/// A body left unread by an error answer (401, 413, 415, 429, ...) is read on and thrown away, up
+/// to this much and for this long, before the answer goes out (a lingering close, as nginx and
+/// Go's server do): a client still sending then reads the answer instead of failing on a broken
+/// pipe and sending the same body again.
 const LINGER_BYTES_MAX: u64 = 16 << 20;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Middleware: an error answered before the request's body was read to its end waits while the
+/// rest is read and discarded (within the lingering bounds), and says the connection closes.
+/// Handlers may answer as early as they like; a client sending a large body still reads why.
+pub async fn linger(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let slot = Arc::new(Mutex::new(Some(body)));
+    let mut response = next.run(Request::from_parts(parts, Body::new(Kept(slot.clone())))).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let rest = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(rest) = rest.filter(|b| !b.is_end_stream()) {
+            drain(rest).await;
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    response
+}
+
+/// The request body as a handler reads it, while [`linger`] keeps hold of what it leaves.
+struct Kept(Arc<Mutex<Option<Body>>>);
+
+impl HttpBody for Kept {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
 
 /// Reads and discards what is left of `body`, within the lingering bounds.
 async fn drain(mut body: Body) {
@@ -52,22 +102,19 @@ async fn drain(mut body: Body) {
 
 /// Reads the body frame by frame and stops with 413 as soon as it passes `bytes_max`, so an
 /// endless body never gets buffered.
-pub async fn read_limited(body: Body, headers: &HeaderMap, bytes_max: u64) -> Result<Vec<u8>, ApiError> {
+pub async fn read_limited(mut body: Body, headers: &HeaderMap, bytes_max: u64) -> Result<Vec<u8>, ApiError> {
     let too_large = || ApiError::too_large(format!("request body is larger than body_bytes_max ({bytes_max} bytes)"));
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    // What is left of an oversized body is read by [`linger`], before the answer goes out.
     if declared.is_some_and(|n| n > bytes_max) {
-        drain(body).await;
         return Err(too_large());
     }
     let mut out = Vec::with_capacity(declared.unwrap_or(64 * 1024).min(bytes_max) as usize);
-    let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if out.len() as u64 + data.len() as u64 > bytes_max {
-                drop(out);
-                drain(body).await;
                 return Err(too_large());
             }
             out.extend_from_slice(&data);

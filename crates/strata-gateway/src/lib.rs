@@ -188,6 +188,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/ingest/v1/raw/{stream}", post(ingest::ingest_raw))
         .route("/api/v1/write", post(remote_write::write))
         .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
+        .layer(axum::middleware::from_fn(body::linger))
         .with_state(gw)
 }
 

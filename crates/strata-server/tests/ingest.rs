@@ -409,3 +409,55 @@ fn when_ingest_memory_is_exhausted_requests_get_503_and_slow_bodies_408() {
     );
     assert_eq!(st, 200, "memory is given back when the slow requests go away");
 }
+
+/// Sends a request whose body is `body_bytes` long over a raw connection, writing all of it before
+/// reading anything, as a client without `Expect: 100-continue` does; returns the status line, or
+/// why the body could not be sent.
+fn send_all_then_read(s: &Server, key: Option<&str>, content_type: &str, body_bytes: usize) -> Result<String, String> {
+    use std::io::Read;
+    let mut conn = TcpStream::connect(s.url("").trim_start_matches("http://")).unwrap();
+    conn.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = key.map(|k| format!("authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let head = format!(
+        "POST /ingest/v1/logs HTTP/1.1\r\nhost: strata\r\n{auth}content-type: {content_type}\r\n\
+         content-length: {body_bytes}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).map_err(|e| format!("headers: {e}"))?;
+    let line = format!("{}\n", json!({"message": "x".repeat(1000)}));
+    let mut sent = 0;
+    while sent < body_bytes {
+        let n = line.len().min(body_bytes - sent);
+        conn.write_all(&line.as_bytes()[..n]).map_err(|e| format!("body, after {sent} bytes: {e}"))?;
+        sent += n;
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("answer: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Errors answered before the body is read (a wrong key, an unknown content type, a declared
+/// size over the limit) still reach a client that sends its whole body before reading: the rest
+/// of the body is read and discarded first, so the client reads the answer, not a broken pipe.
+#[test]
+fn errors_answered_before_the_body_reach_a_client_still_sending() {
+    let s = Server::start("[ingest]\nbody_bytes_max = 1048576\n");
+    let key = s.tenant_key("linger");
+    for (key, content_type, bytes, want) in [
+        (None, "application/x-ndjson", 4 << 20, "401"),
+        (Some(key.as_str()), "text/html", 4 << 20, "415"),
+        (Some(key.as_str()), "application/x-ndjson", 8 << 20, "413"),
+    ] {
+        let status = send_all_then_read(&s, key, content_type, bytes);
+        assert!(status.as_ref().is_ok_and(|l| l.starts_with(&format!("HTTP/1.1 {want} "))), "{want}: {status:?}");
+    }
+    assert_eq!(s.http.get(s.url("/healthz")).send().unwrap().status(), 200, "the server is up");
+}
