@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deltalake::arrow::array::{ArrayRef, BooleanArray, UInt64Array};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use deltalake::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use deltalake::datafusion::catalog::{Session, TableProvider};
 use deltalake::datafusion::common::pruning::PruningStatistics;
@@ -26,6 +26,7 @@ use deltalake::datafusion::datasource::TableType;
 use deltalake::datafusion::datasource::file_format::FileFormat;
 use deltalake::datafusion::datasource::file_format::parquet::ParquetFormat;
 use deltalake::datafusion::datasource::listing::PartitionedFile;
+use deltalake::datafusion::datasource::listing::helpers::expr_applicable_for_cols;
 use deltalake::datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use deltalake::datafusion::datasource::table_schema::TableSchema;
 use deltalake::datafusion::execution::object_store::ObjectStoreUrl;
@@ -102,19 +103,48 @@ impl ActiveFiles {
         })
     }
 
-    /// Which files may hold rows matching `filters`: by partition values and by the log's
-    /// statistics. Filters it cannot use rule nothing out.
-    fn wanted(&self, state: &dyn Session, filters: &[Expr]) -> Vec<bool> {
-        let all = vec![true; self.files.len()];
-        let Some(filter) = conjunction(filters.to_vec()) else { return all };
+    /// Which files may hold rows matching `filters`: exactly by the filters of partition columns
+    /// alone (which need no more evaluation), then by the log's statistics. Other filters it
+    /// cannot use rule nothing out.
+    fn wanted(&self, state: &dyn Session, filters: &[Expr]) -> Result<Vec<bool>> {
+        let mut wanted = vec![true; self.files.len()];
+        let (exact, rest): (Vec<Expr>, Vec<Expr>) = filters.iter().cloned().partition(on_partitions);
+        if let Some(filter) = conjunction(exact) {
+            let schema = Arc::new(Schema::new(self.partitions.clone()));
+            let predicate = state.create_physical_expr(filter, &DFSchema::try_from(schema.clone())?)?;
+            let value = |f: &DataFile, i: usize| partition_value(if i == 0 { &f.tenant } else { &f.dt });
+            let columns = (0..self.partitions.len())
+                .map(|i| ScalarValue::iter_to_array(self.files.iter().map(|f| value(f, i))))
+                .collect::<Result<Vec<_>>>()?;
+            let batch = RecordBatch::try_new(schema, columns)?;
+            let matched = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let matched = matched.as_boolean();
+            for (i, w) in wanted.iter_mut().enumerate() {
+                *w = matched.is_valid(i) && matched.value(i);
+            }
+        }
+        let Some(filter) = conjunction(rest) else { return Ok(wanted) };
         let pruned = DFSchema::try_from(self.schema.clone())
             .and_then(|schema| state.create_physical_expr(filter, &schema))
             .and_then(|predicate| {
                 PruningPredicateBuilder::new().with_file_schema(self.schema.clone()).try_build(predicate)
             })
             .and_then(|pruning| pruning.prune(&FileStatistics { scan: self }));
-        pruned.unwrap_or(all)
+        if let Ok(kept) = pruned {
+            wanted.iter_mut().zip(kept).for_each(|(w, k)| *w &= k);
+        }
+        Ok(wanted)
     }
+}
+
+/// Whether `filter` reads partition columns alone: the scan applies it exactly, file by file.
+fn on_partitions(filter: &Expr) -> bool {
+    expr_applicable_for_cols(&PARTITION_COLUMNS, filter)
+}
+
+/// A partition column's value, of its type.
+fn partition_value(value: &str) -> ScalarValue {
+    ScalarValue::Dictionary(Box::new(DataType::UInt16), Box::new(ScalarValue::from(value)))
 }
 
 #[async_trait]
@@ -127,9 +157,15 @@ impl TableProvider for ActiveFiles {
         TableType::Base
     }
 
-    /// Filters prune files, row groups and pages, and are applied to the rows read again.
+    /// Filters of partition columns alone choose the files, exactly; the others prune files, row
+    /// groups and pages, and are applied to the rows read again.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if on_partitions(f) { TableProviderFilterPushDown::Exact } else { TableProviderFilterPushDown::Inexact }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -139,7 +175,7 @@ impl TableProvider for ActiveFiles {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let wanted = self.wanted(state, filters);
+        let wanted = self.wanted(state, filters)?;
         let mut files: Vec<&DataFile> = self.files.iter().zip(wanted).filter(|(_, w)| *w).map(|(f, _)| f).collect();
         if files.is_empty() {
             return Ok(Arc::new(EmptyExec::new(project_schema(&self.schema, projection)?)));
@@ -158,9 +194,8 @@ impl TableProvider for ActiveFiles {
                 e_tag: None,
                 version: None,
             };
-            let values = [&f.tenant, &f.dt]
-                .map(|v| ScalarValue::Dictionary(Box::new(DataType::UInt16), Box::new(ScalarValue::from(v.as_str()))));
-            let file = PartitionedFile::new_from_meta(meta).with_partition_values(values.to_vec());
+            let values = vec![partition_value(&f.tenant), partition_value(&f.dt)];
+            let file = PartitionedFile::new_from_meta(meta).with_partition_values(values);
             let group = groups.iter_mut().min_by_key(|(b, _)| *b).expect("at least one group");
             group.0 += f.bytes;
             group.1.push(file);
@@ -208,10 +243,7 @@ impl FileStatistics<'_> {
                 _ => None,
             };
             if let Some(value) = partition {
-                return ScalarValue::Dictionary(
-                    Box::new(DataType::UInt16),
-                    Box::new(ScalarValue::from(value.as_str())),
-                );
+                return partition_value(value);
             }
             let which = match bound {
                 Bound::Min => "minValues",
