@@ -108,6 +108,9 @@ impl ActiveFiles {
     /// cannot use rule nothing out.
     fn wanted(&self, state: &dyn Session, filters: &[Expr]) -> Result<Vec<bool>> {
         let mut wanted = vec![true; self.files.len()];
+        if self.files.is_empty() {
+            return Ok(wanted);
+        }
         let (exact, rest): (Vec<Expr>, Vec<Expr>) = filters.iter().cloned().partition(on_partitions);
         if let Some(filter) = conjunction(exact) {
             let schema = Arc::new(Schema::new(self.partitions.clone()));

@@ -172,6 +172,10 @@ fn sql_reads_the_callers_rows_only_and_refuses_anything_but_a_read() {
     }
     // Another tenant's rows cannot be named.
     assert_eq!(sql(&server, &a, "SELECT count(*) AS n FROM events WHERE tenant = 'b'").1["rows"], json!([{"n": 0}]));
+    // A tenant without rows in a table others have written sees it empty.
+    let c = server.tenant_key("c");
+    let (status, v) = sql(&server, &c, "SELECT count(*) AS n FROM events WHERE dt >= '2000-01-01'");
+    assert_eq!((status, v["rows"].clone()), (200, json!([{"n": 0}])), "{v}");
     // Past the row limit, a clear error; under it, the rows.
     let (status, v) = sql(&server, &a, "SELECT event_id FROM events");
     assert_eq!(status, 422, "{v}");
