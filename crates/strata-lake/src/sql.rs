@@ -256,12 +256,17 @@ struct Open {
 
 impl Open {
     fn new(table: DeltaTable) -> Open {
-        let mut files: HashMap<String, Vec<DataFile>> = HashMap::new();
-        for f in data_files(&table) {
-            files.entry(f.tenant.clone()).or_default().push(f);
-        }
-        Open { table, files: files.into_iter().map(|(tenant, files)| (tenant, files.into())).collect() }
+        Open { files: files_by_tenant(&table), table }
     }
+}
+
+/// The active files of `table`'s loaded version, by tenant.
+fn files_by_tenant(table: &DeltaTable) -> HashMap<String, Arc<[DataFile]>> {
+    let mut files: HashMap<String, Vec<DataFile>> = HashMap::new();
+    for f in data_files(table) {
+        files.entry(f.tenant.clone()).or_default().push(f);
+    }
+    files.into_iter().map(|(tenant, files)| (tenant, files.into())).collect()
 }
 
 impl Lake {
@@ -280,10 +285,10 @@ impl Lake {
         let mut open = self.open.lock().await;
         match open.get_mut(name) {
             Some(kept) => {
-                let mut table = kept.table.clone();
-                table.update_incremental(None).await.map_err(|e| internal(&e))?;
-                if table.version() != kept.table.version() {
-                    *kept = Open::new(table);
+                let before = kept.table.version();
+                kept.table.update_incremental(None).await.map_err(|e| internal(&e))?;
+                if kept.table.version() != before {
+                    kept.files = files_by_tenant(&kept.table);
                 }
             }
             None => {
