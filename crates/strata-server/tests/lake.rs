@@ -128,15 +128,31 @@ fn lake_venv() -> String {
 /// As [`read_independently`], of the table at `table` (a directory or an `s3://` URL, whose
 /// store `envs` configure).
 fn read_table(table: &str, tenant: &str, envs: &[(&str, &str)]) -> serde_json::Value {
+    use std::os::unix::process::ExitStatusExt;
     let venv = lake_venv();
-    let out = std::process::Command::new(format!("{venv}/bin/python"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lake_readers.py"))
-        .arg(table)
-        .arg(tenant)
-        .envs(envs.iter().copied())
-        .output()
-        .unwrap_or_else(|e| panic!("{venv}/bin/python: {e}; run scripts/install-lake-readers.sh"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = || {
+        std::process::Command::new(format!("{venv}/bin/python"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lake_readers.py"))
+            .arg(table)
+            .arg(tenant)
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap_or_else(|e| panic!("{venv}/bin/python: {e}; run scripts/install-lake-readers.sh"))
+    };
+    let mut out = run();
+    // pyarrow's threads have been seen to abort the reader (SIGABRT from C++'s terminate) on a
+    // loaded machine. That is the reader's fault, not the table's: read once more, and say so.
+    if let Some(signal) = out.status.signal() {
+        eprintln!("lake reader killed by signal {signal}: {}; reading again", String::from_utf8_lossy(&out.stderr));
+        out = run();
+    }
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -362,7 +378,7 @@ fn sql_formats_day_pruning_export_and_schema_evolution() {
 #[test]
 fn sql_limits_fail_clearly_and_the_server_stays_up() {
     let server =
-        Server::start("[lake]\ncommit_interval_ms = 200\nsql_memory_bytes = 67108864\nsql_timeout_ms = 1000\n");
+        Server::start("[lake]\ncommit_interval_ms = 200\nsql_memory_bytes = 67108864\nsql_timeout_ms = 5000\n");
     let key = server.tenant_key("m");
     send_events(&server, &key, &[json!({"type": "t", "source_id": "s", "data": {"amount": 1}})], 1);
     // A hash table of ten million groups does not fit in 64 MiB.
