@@ -22,6 +22,9 @@ scripts/install-victoria-metrics.sh
 # Python's deltalake and DuckDB read the lake's tables in crates/strata-server/tests/lake.rs.
 echo "== scripts/install-lake-readers.sh"
 scripts/install-lake-readers.sh
+# The shippers' protocol tests (crates/strata-server/tests/otlp.rs) send with the real SDKs.
+echo "== scripts/install-shippers.sh"
+scripts/install-shippers.sh
 # The README test (crates/strata-server/tests/readme.rs) runs the README's commands with bash and curl.
 if ! command -v curl >/dev/null; then
   echo "== installing curl"

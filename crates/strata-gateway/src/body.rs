@@ -49,7 +49,11 @@ const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// Middleware: an error answered before the request's body was read to its end waits while the
 /// rest is read and discarded (within the lingering bounds), and says the connection closes.
 /// Handlers may answer as early as they like; a client sending a large body still reads why.
+/// HTTP/2 (gRPC) needs none of it: a stream is reset on its own and the connection goes on.
 pub async fn linger(request: Request, next: Next) -> Response {
+    if request.version() >= axum::http::Version::HTTP_2 {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let slot = Arc::new(Mutex::new(Some(body)));
     let mut response = next.run(Request::from_parts(parts, Body::new(Kept(slot.clone())))).await;

@@ -24,7 +24,8 @@ use crate::{ApiError, Gateway};
 
 pub(crate) use batch::{Decoded, MetricBatches, PartitionBatch};
 pub use decode::Format;
-use decode::{decode, now_ns};
+use decode::decode;
+pub(crate) use decode::now_ns;
 
 /// One rejected record in an answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ mod config;
 mod error;
 pub mod idempotency;
 mod ingest;
+mod otlp;
 mod rate;
 pub mod remote_write;
 mod series;
@@ -187,6 +188,12 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/ingest/v1/metrics", post(ingest_metrics))
         .route("/ingest/v1/raw/{stream}", post(ingest::ingest_raw))
         .route("/api/v1/write", post(remote_write::write))
+        .route("/v1/logs", post(otlp::http_logs))
+        .route("/v1/metrics", post(otlp::http_metrics))
+        .route("/v1/traces", post(otlp::http_traces))
+        .route(otlp::GRPC_LOGS, post(otlp::grpc_logs))
+        .route(otlp::GRPC_METRICS, post(otlp::grpc_metrics))
+        .route(otlp::GRPC_TRACES, post(otlp::grpc_traces))
         .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
         .layer(axum::middleware::from_fn(body::linger))
         .with_state(gw)

@@ -17,6 +17,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The HTTP listener.
     pub http_addr: String,
+    /// The OTLP gRPC listener (the collector's port, 4317); empty for none. It serves the same
+    /// endpoints as `http_addr`, which takes OTLP gRPC too.
+    pub otlp_grpc_addr: String,
     /// Turns authentication off: everything is tenant `default`, every caller is admin.
     pub no_auth: bool,
     /// How long a shutdown waits for in-flight requests.
@@ -36,6 +39,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./strata-data"),
             http_addr: "127.0.0.1:7878".to_string(),
+            otlp_grpc_addr: "127.0.0.1:4317".to_string(),
             no_auth: false,
             shutdown_timeout_ms: 30_000,
             log: LogSection::default(),
@@ -394,6 +398,12 @@ impl Config {
         self.http_addr
             .parse::<SocketAddr>()
             .map_err(|e| format!("invalid configuration key http_addr: {:?} is not host:port ({e})", self.http_addr))?;
+        if let Err(e) = self.grpc_addr() {
+            return Err(format!(
+                "invalid configuration key otlp_grpc_addr: {:?} is not host:port or empty ({e})",
+                self.otlp_grpc_addr
+            ));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err("invalid configuration key data_dir: must not be empty".into());
         }
@@ -556,6 +566,14 @@ impl Config {
         self.http_addr.parse().expect("validated")
     }
 
+    /// The OTLP gRPC listener's address, if there is one.
+    pub fn grpc_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        match self.otlp_grpc_addr.trim() {
+            "" => Ok(None),
+            a => a.parse().map(Some),
+        }
+    }
+
     pub fn tsdb_config(&self) -> strata_tsdb::TsdbConfig {
         let day_ms = |d: u32| i64::from(d) * 24 * 3_600_000;
         let t = &self.tsdb;
@@ -711,6 +729,7 @@ mod tests {
                 "invalid configuration key log.partitions: must be 1 to 1024, got 0",
             ),
             (Some("http_addr = \"nowhere\"\n"), vec![], "invalid configuration key http_addr"),
+            (Some("otlp_grpc_addr = \"4317\"\n"), vec![], "invalid configuration key otlp_grpc_addr"),
             (Some("[ingest]\nbody_bytes_max = 0\n"), vec![], "invalid configuration key ingest.body_bytes_max"),
             (Some("this is not toml"), vec![], "is not valid TOML"),
             (

@@ -76,6 +76,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.addr()).await.with_context(|| {
         format!("cannot listen on {} (is another server using it? pick another with --http-addr)", cfg.http_addr)
     })?;
+    let grpc_listener = match cfg.grpc_addr().expect("validated") {
+        None => None,
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for OTLP gRPC (pick another with otlp_grpc_addr, or \"\" for none)")
+        })?),
+    };
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "listening");
@@ -88,7 +94,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .fallback(forward)
         .with_state(shell.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = {
+    let serve_on = |listener: tokio::net::TcpListener, router: Router| {
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             axum::serve(listener, router)
@@ -98,6 +104,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .await
         })
     };
+    let grpc_server = grpc_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "listening for OTLP gRPC");
+        }
+        serve_on(l, router.clone())
+    });
+    let server = serve_on(listener, router);
     let signal = tokio::spawn(async move {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
@@ -363,6 +376,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
         Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish in time"),
+    }
+    if let Some(grpc) = grpc_server {
+        match tokio::time::timeout(Duration::from_millis(cfg.shutdown_timeout_ms), grpc).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "OTLP gRPC server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "OTLP gRPC server task failed"),
+            Err(_) => tracing::warn!("in-flight OTLP gRPC requests did not finish in time"),
+        }
     }
     signal.abort();
     retention.abort();

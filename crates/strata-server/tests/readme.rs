@@ -128,6 +128,7 @@ fn start_server(dir: &Path, port: u16) -> Running {
         .current_dir(dir)
         .env_remove("STRATA_ADMIN_TOKEN")
         .env("STRATA_LOG", "info")
+        .env("STRATA_OTLP_GRPC_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

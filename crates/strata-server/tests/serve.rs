@@ -17,6 +17,7 @@ fn serve_with(config: &str, env: &[(&str, &str)]) -> (i32, String) {
     std::fs::write(&cfg, config).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
     cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("d")).arg("--config").arg(&cfg);
+    cmd.env("STRATA_OTLP_GRPC_ADDR", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -188,6 +189,7 @@ fn a_start_that_fails_says_why_and_leaves_nothing_behind() {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["serve", "--http-addr", &format!("127.0.0.1:{}", s.port), "--data-dir"])
         .arg(&data)
+        .env("STRATA_OTLP_GRPC_ADDR", "127.0.0.1:0")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -199,6 +201,7 @@ fn a_start_that_fails_says_why_and_leaves_nothing_behind() {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(s.data_dir())
+        .env("STRATA_OTLP_GRPC_ADDR", "127.0.0.1:0")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -18,6 +18,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The OTLP gRPC listener's port.
+    pub grpc_port: u16,
     pub child: Option<Child>,
     pub extra_config: String,
     pub no_auth: bool,
@@ -52,6 +54,7 @@ impl Server {
         Server {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
+            grpc_port: free_port(),
             child: None,
             extra_config: extra_config.to_string(),
             no_auth,
@@ -111,6 +114,7 @@ impl Server {
             .arg(&cfg)
             .env("STRATA_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("STRATA_LOG", "info")
+            .env("STRATA_OTLP_GRPC_ADDR", format!("127.0.0.1:{}", self.grpc_port))
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);

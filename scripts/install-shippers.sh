@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the real shippers the protocol tests send with, once, outside the clone:
+# the OpenTelemetry Python SDK with its OTLP gRPC and HTTP exporters, from PyPI, into
+# `$STRATA_SHIPPERS_VENV` or ~/.cache/strata-shippers.
+set -euo pipefail
+venv=${STRATA_SHIPPERS_VENV:-$HOME/.cache/strata-shippers}
+check='import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http'
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" 2>/dev/null; then
+  exit 0
+fi
+if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+  # Debian keeps venv apart from python3.
+  sudo=(); [ "$(id -u)" -ne 0 ] && sudo=(sudo -n)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q update </dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends python3-venv </dev/null
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2 \
+  opentelemetry-exporter-otlp-proto-http==1.45.2
+"$venv/bin/python" -c "$check"
