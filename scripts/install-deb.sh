@@ -5,6 +5,9 @@
 # program is already on PATH.
 #
 #   scripts/install-deb.sh <package> <binary>...   (the first binary is the package's service)
+#
+# <package> may name several packages, separated by spaces; a <binary> that is a path (it has a
+# '/') is checked as a file, for packages that install a module rather than a program.
 set -euo pipefail
 
 package=${1:?usage: install-deb.sh <package> <binary>...}
@@ -17,7 +20,12 @@ service=${binaries[0]}
 log() { echo "install-deb ($package): $*" >&2; }
 
 missing=0
-for tool in "${binaries[@]}"; do command -v "$tool" >/dev/null || missing=1; done
+for tool in "${binaries[@]}"; do
+  case "$tool" in
+    */*) [ -e "$tool" ] || missing=1 ;;
+    *) command -v "$tool" >/dev/null || missing=1 ;;
+  esac
+done
 if [ "$missing" = 0 ]; then
   log "${binaries[*]} already installed ($(command -v "$service"))"
   exit 0
@@ -60,8 +68,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-install_pkg() { apt_get install --no-install-recommends "$package"; }
-if ! apt-cache show "$package" >/dev/null 2>&1; then
+read -ra packages <<< "$package"
+install_pkg() { apt_get install --no-install-recommends "${packages[@]}"; }
+if ! apt-cache show "${packages[@]}" >/dev/null 2>&1; then
   log "the package lists do not know $package: running apt-get update"
   apt_get update
   log "installing $package"
@@ -77,9 +86,9 @@ else
 fi
 
 # Stop any service the install started despite the policy (a systemd unit, for instance).
-if [ -d /run/systemd/system ] && systemctl is-active --quiet "$package.service" 2>/dev/null; then
-  log "stopping $package.service, which the install started"
-  "${sudo[@]}" systemctl stop "$package.service" || true
+if [ -d /run/systemd/system ] && systemctl is-active --quiet "$service.service" 2>/dev/null; then
+  log "stopping $service.service, which the install started"
+  "${sudo[@]}" systemctl stop "$service.service" || true
 fi
 for pid in $(pgrep -x "${service:0:15}" || true); do
   if ! grep -qx "$pid" <<<"$before"; then
@@ -89,6 +98,9 @@ for pid in $(pgrep -x "${service:0:15}" || true); do
 done
 
 for tool in "${binaries[@]}"; do
-  command -v "$tool" >/dev/null || { log "error: $tool is not on PATH after the install"; exit 1; }
+  case "$tool" in
+    */*) [ -e "$tool" ] || { log "error: $tool is not there after the install"; exit 1; } ;;
+    *) command -v "$tool" >/dev/null || { log "error: $tool is not on PATH after the install"; exit 1; } ;;
+  esac
 done
-log "installed: $(dpkg-query -W -f='${Package} ${Version}' "$package" 2>/dev/null || echo "$package")"
+log "installed: $(dpkg-query -W -f='${Package} ${Version} ' "${packages[@]}" 2>/dev/null || echo "$package")"

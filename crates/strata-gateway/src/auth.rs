@@ -255,7 +255,20 @@ fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
         let (_, key) = decoded.split_once(':').ok_or_else(|| ApiError::unauthorized("basic credentials lack a ':'"))?;
         return Ok(key.to_string());
     }
-    Err(ApiError::unauthorized("authorization must be \"Bearer <key>\" or Basic with the key as the password"))
+    if let Some(given) = value.strip_prefix("ApiKey ").or_else(|| value.strip_prefix("apikey ")) {
+        // Elasticsearch's clients send an API key as it is given, or as base64 of "id:key".
+        use base64::Engine as _;
+        let given = given.trim();
+        let decoded =
+            base64::engine::general_purpose::STANDARD.decode(given).ok().and_then(|d| String::from_utf8(d).ok());
+        return Ok(match decoded.as_deref().and_then(|d| d.split_once(':')) {
+            Some((_, key)) => key.to_string(),
+            None => given.to_string(),
+        });
+    }
+    Err(ApiError::unauthorized(
+        "authorization must be \"Bearer <key>\", \"ApiKey <key>\", or Basic with the key as the password",
+    ))
 }
 
 #[cfg(test)]

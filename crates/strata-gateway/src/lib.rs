@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod config;
+mod elastic;
 mod error;
 pub mod idempotency;
 mod ingest;
@@ -188,6 +189,9 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/ingest/v1/metrics", post(ingest_metrics))
         .route("/ingest/v1/raw/{stream}", post(ingest::ingest_raw))
         .route("/api/v1/write", post(remote_write::write))
+        .route("/", get(elastic::root))
+        .route("/_bulk", post(elastic::bulk).put(elastic::bulk))
+        .route("/{index}/_bulk", post(elastic::bulk_index).put(elastic::bulk_index))
         .route("/v1/logs", post(otlp::http_logs))
         .route("/v1/metrics", post(otlp::http_metrics))
         .route("/v1/traces", post(otlp::http_traces))

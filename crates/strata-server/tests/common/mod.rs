@@ -409,12 +409,14 @@ pub struct Peer {
 
 impl Peer {
     /// Starts `program` with `args` (where `{port}` and `{dir}` are replaced) and waits until
-    /// `ready_path` answers 200. `install` names the script that installs the program.
+    /// `ready_path` answers 200, or with an empty `ready_path` until the port takes connections.
+    /// `install` names the script that installs the program.
     pub fn start(name: &'static str, program: &str, args: &[&str], ready_path: &str, install: &str) -> Peer {
         Peer::start_with_files(name, program, args, &[], ready_path, install)
     }
 
-    /// As `start`, with `files` (name, contents) written into its directory first.
+    /// As `start`, with `files` (name, contents, where `{port}` is replaced) written into its
+    /// directory first.
     pub fn start_with_files(
         name: &'static str,
         program: &str,
@@ -424,10 +426,10 @@ impl Peer {
         install: &str,
     ) -> Peer {
         let dir = tempfile::tempdir().unwrap();
-        for (file, contents) in files {
-            std::fs::write(dir.path().join(file), contents).unwrap();
-        }
         let port = free_port();
+        for (file, contents) in files {
+            std::fs::write(dir.path().join(file), contents.replace("{port}", &port.to_string())).unwrap();
+        }
         let log = std::fs::File::create(dir.path().join("output.log")).unwrap();
         let args: Vec<String> = args
             .iter()
@@ -444,7 +446,12 @@ impl Peer {
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if http.get(peer.url(ready_path)).send().is_ok_and(|r| r.status() == 200) {
+            let ready = if ready_path.is_empty() {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                http.get(peer.url(ready_path)).send().is_ok_and(|r| r.status() == 200)
+            };
+            if ready {
                 return peer;
             }
             if let Some(status) = peer.child.try_wait().unwrap() {
