@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs the real shippers the protocol tests send with, once, outside the clone: syslog-ng
 # with its HTTP module and configuration library (Debian), and
-# the OpenTelemetry Python SDK with its OTLP gRPC and HTTP exporters and Elasticsearch's Python
-# client, from PyPI, into
+# the OpenTelemetry Python SDK with its OTLP gRPC and HTTP exporters, Elasticsearch's Python
+# client and python-logging-loki, from PyPI, into
 # `$STRATA_SHIPPERS_VENV` or ~/.cache/strata-shippers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deb.sh "syslog-ng-core syslog-ng-mod-http syslog-ng-scl" syslog-ng \
   /usr/share/syslog-ng/include/scl/elasticsearch/elastic-http.conf
 venv=${STRATA_SHIPPERS_VENV:-$HOME/.cache/strata-shippers}
-check='import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, elasticsearch'
+check='import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, elasticsearch, logging_loki'
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" 2>/dev/null; then
   exit 0
 fi
@@ -22,5 +22,5 @@ if ! python3 -m venv "$venv" >/dev/null 2>&1; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install -q opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2 \
-  opentelemetry-exporter-otlp-proto-http==1.45.2 elasticsearch==9.5.1
+  opentelemetry-exporter-otlp-proto-http==1.45.2 elasticsearch==9.5.1 python-logging-loki==0.3.1
 "$venv/bin/python" -c "$check"

@@ -8,6 +8,7 @@ mod elastic;
 mod error;
 pub mod idempotency;
 mod ingest;
+mod loki;
 mod otlp;
 mod rate;
 pub mod remote_write;
@@ -192,6 +193,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/", get(elastic::root))
         .route("/_bulk", post(elastic::bulk).put(elastic::bulk))
         .route("/{index}/_bulk", post(elastic::bulk_index).put(elastic::bulk_index))
+        .route("/loki/api/v1/push", post(loki::push))
         .route("/v1/logs", post(otlp::http_logs))
         .route("/v1/metrics", post(otlp::http_metrics))
         .route("/v1/traces", post(otlp::http_traces))
