@@ -182,3 +182,27 @@ fn otlp_http_answers_partial_success_and_errors_in_the_request_encoding() {
     assert_eq!(r.json::<Value>().unwrap(), json!({}));
     assert!(server.is_up());
 }
+
+#[test]
+fn the_node_sdk_exports_logs_and_metrics_as_otlp_json() {
+    let server = Server::start("");
+    let key = server.tenant_key("node");
+    let modules = format!("{}/node/node_modules", shippers_venv());
+    let out = std::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_send.js"))
+        .args([&server.url(""), &key, "runnode"])
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap_or_else(|e| panic!("node: {e}; run scripts/install-shippers.sh"));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let hits = search(&server, &key, "runnode", 3);
+    let h = hits.iter().find(|h| h["attributes"]["cart.items"] == 1).unwrap();
+    assert_eq!((&h["source_id"], &h["level"], &h["service"]), (&json!("web-node"), &json!("warn"), &json!("frontend")));
+    assert_eq!(h["attributes"]["user.vip"], true, "{h}");
+    assert_eq!(h["attributes"]["otel.scope.version"], "2.0.0", "{h}");
+    let (labels, clicks) = promql(&server, &key, "web_clicks_total{run=\"runnode\"}");
+    assert_eq!(clicks, 3.0);
+    assert_eq!(labels["host_name"], "web-node", "{labels}");
+    assert_eq!(promql(&server, &key, "web_render_bucket{run=\"runnode\", le=\"100\"}").1, 2.0);
+    assert_eq!(promql(&server, &key, "web_render_sum{run=\"runnode\"}").1, 555.0);
+}
