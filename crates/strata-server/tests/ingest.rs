@@ -413,14 +413,20 @@ fn when_ingest_memory_is_exhausted_requests_get_503_and_slow_bodies_408() {
 /// Sends a request whose body is `body_bytes` long over a raw connection, writing all of it before
 /// reading anything, as a client without `Expect: 100-continue` does; returns the status line, or
 /// why the body could not be sent.
-fn send_all_then_read(s: &Server, key: Option<&str>, content_type: &str, body_bytes: usize) -> Result<String, String> {
+fn send_all_then_read(
+    s: &Server,
+    path: &str,
+    key: Option<&str>,
+    content_type: &str,
+    body_bytes: usize,
+) -> Result<String, String> {
     use std::io::Read;
     let mut conn = TcpStream::connect(s.url("").trim_start_matches("http://")).unwrap();
     conn.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let auth = key.map(|k| format!("authorization: Bearer {k}\r\n")).unwrap_or_default();
     let head = format!(
-        "POST /ingest/v1/logs HTTP/1.1\r\nhost: strata\r\n{auth}content-type: {content_type}\r\n\
+        "POST {path} HTTP/1.1\r\nhost: strata\r\n{auth}content-type: {content_type}\r\n\
          content-length: {body_bytes}\r\n\r\n"
     );
     conn.write_all(head.as_bytes()).map_err(|e| format!("headers: {e}"))?;
@@ -451,13 +457,23 @@ fn send_all_then_read(s: &Server, key: Option<&str>, content_type: &str, body_by
 fn errors_answered_before_the_body_reach_a_client_still_sending() {
     let s = Server::start("[ingest]\nbody_bytes_max = 1048576\n");
     let key = s.tenant_key("linger");
-    for (key, content_type, bytes, want) in [
-        (None, "application/x-ndjson", 4 << 20, "401"),
-        (Some(key.as_str()), "text/html", 4 << 20, "415"),
-        (Some(key.as_str()), "application/x-ndjson", 8 << 20, "413"),
+    let key = Some(key.as_str());
+    for (path, key, content_type, bytes, want) in [
+        ("/ingest/v1/logs", None, "application/x-ndjson", 4 << 20, "401"),
+        ("/ingest/v1/logs", key, "text/html", 4 << 20, "415"),
+        ("/ingest/v1/logs", key, "application/x-ndjson", 8 << 20, "413"),
+        // The shippers' protocols answer the same way.
+        ("/v1/logs", key, "application/x-protobuf", 8 << 20, "413"),
+        ("/v1/metrics", None, "application/json", 4 << 20, "401"),
+        ("/loki/api/v1/push", key, "application/x-protobuf", 8 << 20, "413"),
+        ("/_bulk", key, "application/x-ndjson", 8 << 20, "413"),
+        ("/_bulk", key, "image/png", 4 << 20, "415"),
     ] {
-        let status = send_all_then_read(&s, key, content_type, bytes);
-        assert!(status.as_ref().is_ok_and(|l| l.starts_with(&format!("HTTP/1.1 {want} "))), "{want}: {status:?}");
+        let status = send_all_then_read(&s, path, key, content_type, bytes);
+        assert!(
+            status.as_ref().is_ok_and(|l| l.starts_with(&format!("HTTP/1.1 {want} "))),
+            "{path} {want}: {status:?}"
+        );
     }
     assert_eq!(s.http.get(s.url("/healthz")).send().unwrap().status(), 200, "the server is up");
 }

@@ -206,3 +206,24 @@ fn the_node_sdk_exports_logs_and_metrics_as_otlp_json() {
     assert_eq!(promql(&server, &key, "web_render_bucket{run=\"runnode\", le=\"100\"}").1, 2.0);
     assert_eq!(promql(&server, &key, "web_render_sum{run=\"runnode\"}").1, 555.0);
 }
+
+#[test]
+fn otlp_grpc_answers_bad_requests_with_codes_the_client_reads() {
+    let server = Server::start("");
+    let key = server.tenant_key("otel");
+    let venv = shippers_venv();
+    let out = std::process::Command::new(format!("{venv}/bin/python"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_grpc_raw.py"))
+        .args([&format!("127.0.0.1:{}", server.grpc_port), &key])
+        .output()
+        .unwrap_or_else(|e| panic!("{venv}/bin/python: {e}; run scripts/install-shippers.sh"));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        got,
+        json!({"valid": "OK", "empty": "OK", "garbage": "INVALID_ARGUMENT", "truncated": "INVALID_ARGUMENT",
+            "bad_key": "UNAUTHENTICATED", "bomb": "RESOURCE_EXHAUSTED", "traces": "UNIMPLEMENTED"})
+    );
+    search(&server, &key, "\"a line\"", 5);
+    assert!(server.is_up());
+}
