@@ -59,6 +59,10 @@ pub struct IngestArgs {
     /// Records per request.
     #[arg(long, default_value_t = 500)]
     batch_records: usize,
+    /// How requests are sent: the native NDJSON endpoint, OTLP/HTTP protobuf (`/v1/logs`,
+    /// `/v1/metrics`), or OTLP/gRPC over HTTP/2 (logs and metrics only).
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    protocol: Protocol,
     /// Compression of request bodies.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     compression: CompressionArg,
@@ -78,6 +82,13 @@ pub struct IngestArgs {
     workload: WorkloadArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    Native,
+    OtlpHttp,
+    OtlpGrpc,
+}
+
 /// One pre-generated request body.
 struct PoolBody {
     /// The bytes sent, compressed if asked.
@@ -90,6 +101,7 @@ struct PoolBody {
 /// Everything the connection tasks share.
 struct Plan {
     url: String,
+    protocol: Protocol,
     content_encoding: Option<&'static str>,
     pool: Vec<PoolBody>,
     start: Instant,
@@ -247,6 +259,14 @@ fn validate(args: &IngestArgs) -> anyhow::Result<()> {
     ensure!(args.batch_records >= 1, "batch-records must be at least 1, got {}", args.batch_records);
     ensure!(args.pool_bodies >= 1, "pool-bodies must be at least 1, got {}", args.pool_bodies);
     ensure!(args.timeout_ms >= 1, "timeout-ms must be at least 1, got {}", args.timeout_ms);
+    ensure!(
+        args.protocol == Protocol::Native || matches!(args.kind, KindArg::Logs | KindArg::Metrics),
+        "OTLP carries logs and metrics only"
+    );
+    ensure!(
+        args.protocol == Protocol::Native || matches!(args.compression, CompressionArg::None),
+        "OTLP bodies are sent uncompressed by this benchmark"
+    );
     Ok(())
 }
 
@@ -259,9 +279,11 @@ fn generate_pool(args: &IngestArgs) -> anyhow::Result<Vec<PoolBody>> {
         .map(|_| {
             let mut ndjson = Vec::with_capacity(args.batch_records * (args.workload.event_bytes + 64));
             workload.write_ndjson(kind, args.batch_records, now, &mut ndjson);
-            let wire = match compression {
-                Compression::None => ndjson.clone(),
-                other => strata_client::compress(other, &ndjson)?,
+            let wire = match (args.protocol, compression) {
+                (Protocol::OtlpHttp, _) => crate::otlp_body::encode(kind, &ndjson, now)?,
+                (Protocol::OtlpGrpc, _) => crate::otlp_body::frame(crate::otlp_body::encode(kind, &ndjson, now)?),
+                (Protocol::Native, Compression::None) => ndjson.clone(),
+                (Protocol::Native, other) => strata_client::compress(other, &ndjson)?,
             };
             Ok(PoolBody {
                 wire: Bytes::from(wire),
@@ -282,8 +304,19 @@ async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Repor
     let duration = Duration::from_secs(args.duration_s);
     let interval_s = (args.rate > 0.0).then(|| args.batch_records as f64 / args.rate);
     let start = Instant::now();
+    let base = args.url.trim_end_matches('/');
+    let url = match (args.protocol, kind) {
+        (Protocol::Native, _) => format!("{base}/ingest/v1/{kind}"),
+        (Protocol::OtlpHttp, RecordKind::Metrics) => format!("{base}/v1/metrics"),
+        (Protocol::OtlpHttp, _) => format!("{base}/v1/logs"),
+        (Protocol::OtlpGrpc, RecordKind::Metrics) => {
+            format!("{base}/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+        }
+        (Protocol::OtlpGrpc, _) => format!("{base}/opentelemetry.proto.collector.logs.v1.LogsService/Export"),
+    };
     let plan = Arc::new(Plan {
-        url: format!("{}/ingest/v1/{kind}", args.url.trim_end_matches('/')),
+        url,
+        protocol: args.protocol,
         content_encoding: compression.content_encoding(),
         pool,
         start,
@@ -346,7 +379,27 @@ async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Repor
 /// One client per connection, so that each connection task really has its own TCP connection.
 fn http_client(args: &IngestArgs) -> anyhow::Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    let content_type = match args.protocol {
+        Protocol::Native => "application/x-ndjson",
+        Protocol::OtlpHttp => "application/x-protobuf",
+        Protocol::OtlpGrpc => "application/grpc",
+    };
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if args.protocol == Protocol::OtlpGrpc {
+        // gRPC: HTTP/2 without TLS from the first byte, one connection per client.
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        if let Some(key) = args.api_key.as_deref() {
+            let auth = HeaderValue::from_str(&format!("Bearer {key}")).context("the api key is not a header value")?;
+            headers.insert(reqwest::header::AUTHORIZATION, auth);
+        }
+        return reqwest::Client::builder()
+            .default_headers(headers)
+            .http2_prior_knowledge()
+            .timeout(Duration::from_millis(args.timeout_ms))
+            .pool_max_idle_per_host(1)
+            .build()
+            .context("failed to build the http/2 client");
+    }
     crate::args::http_client(headers, args.api_key.as_deref(), Duration::from_millis(args.timeout_ms), true)
 }
 
@@ -402,12 +455,29 @@ async fn send(client: &reqwest::Client, plan: &Plan, body: &PoolBody) -> Outcome
         Err(error) => return Outcome::Transport(transport_cause(&error)),
     };
     let status = response.status().as_u16();
+    let grpc_status =
+        response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u16>().ok());
     let answer = match response.bytes().await {
         Ok(answer) => answer,
         Err(error) => return Outcome::Transport(transport_cause(&error)),
     };
     if status != 200 {
         return Outcome::Status(status);
+    }
+    match plan.protocol {
+        Protocol::Native => {}
+        // A gRPC error is a trailers-only answer: no message, `grpc-status` among the headers.
+        Protocol::OtlpGrpc if grpc_status.is_some() || answer.len() < 5 => {
+            return Outcome::Status(grpc_status.unwrap_or(2) + 1000);
+        }
+        Protocol::OtlpGrpc | Protocol::OtlpHttp => {
+            let message = if plan.protocol == Protocol::OtlpGrpc { &answer[5..] } else { &answer[..] };
+            return match crate::otlp_body::rejected(message) {
+                Some(0) => Outcome::Acknowledged,
+                Some(rejected) => Outcome::Partial { accepted: body.records.saturating_sub(rejected) },
+                None => Outcome::Transport("invalid_answer"),
+            };
+        }
     }
     match serde_json::from_slice::<IngestAnswer>(&answer) {
         Ok(answer) if answer.accepted == body.records => Outcome::Acknowledged,

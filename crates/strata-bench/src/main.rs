@@ -10,6 +10,7 @@ mod ingest;
 mod lake;
 mod log_append;
 mod metrics_workload;
+mod otlp_body;
 mod process;
 mod promql_dataset;
 mod promql_load;
