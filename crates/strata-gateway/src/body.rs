@@ -127,6 +127,26 @@ pub async fn read_limited(mut body: Body, headers: &HeaderMap, bytes_max: u64) -
     Ok(out)
 }
 
+/// A snappy block-format body (remote write, a Loki protobuf push), decompressed within
+/// `bytes_max`: the length the block declares is checked, and taken from the memory budget with
+/// `grow`, before anything is allocated, so a bomb costs nothing. `what` names the body in errors.
+pub(crate) fn snappy_block(
+    raw: &[u8],
+    bytes_max: u64,
+    what: &str,
+    mut grow: impl FnMut(usize) -> Result<(), ApiError>,
+) -> Result<Vec<u8>, ApiError> {
+    let not_snappy = |e: snap::Error| ApiError::bad_request(format!("{what} is not snappy block format: {e}"));
+    let len = snap::raw::decompress_len(raw).map_err(not_snappy)?;
+    if len as u64 > bytes_max {
+        return Err(ApiError::too_large(format!(
+            "decompressed body of {len} bytes is larger than decompressed_bytes_max ({bytes_max} bytes)"
+        )));
+    }
+    grow(len.saturating_mul(2))?;
+    snap::raw::Decoder::new().decompress_vec(raw).map_err(not_snappy)
+}
+
 /// Decompresses `body`, stopping with 413 once the output passes `bytes_max`: a compression bomb
 /// costs at most that much memory. `grow` is asked before each step of growth and may refuse.
 pub fn decompress(

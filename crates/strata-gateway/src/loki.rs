@@ -143,18 +143,7 @@ async fn ingest(gw: &Arc<Gateway>, headers: &HeaderMap, body: Body) -> Result<cr
                     .map(|s| (s.stream.into_iter().collect(), s.values.into_iter().map(json_entry).collect()))
                     .collect()
             } else {
-                let len = snap::raw::decompress_len(&raw)
-                    .map_err(|e| ApiError::bad_request(format!("a protobuf push must be snappy block format: {e}")))?;
-                // The length is declared up front: a bomb is refused before anything is allocated.
-                if len as u64 > max {
-                    return Err(ApiError::too_large(format!(
-                        "decompressed body of {len} bytes is larger than decompressed_bytes_max ({max} bytes)"
-                    )));
-                }
-                gw.grow(permit, len.saturating_mul(2))?;
-                let body = snap::raw::Decoder::new()
-                    .decompress_vec(&raw)
-                    .map_err(|e| ApiError::bad_request(format!("a protobuf push must be snappy block format: {e}")))?;
+                let body = crate::body::snappy_block(&raw, max, "a protobuf push", |n| gw.grow(permit, n))?;
                 let push = <proto::PushRequest as prost::Message>::decode(body.as_slice())
                     .map_err(|e| ApiError::bad_request(format!("body is not a Loki PushRequest: {e}")))?;
                 let mut streams = Vec::with_capacity(push.streams.len());

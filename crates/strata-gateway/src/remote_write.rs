@@ -71,19 +71,7 @@ fn decode(
     partitions: u32,
     mut out: Decoded,
 ) -> Result<Decoded, ApiError> {
-    let max = gw.cfg.decompressed_bytes_max;
-    let len = snap::raw::decompress_len(&raw)
-        .map_err(|e| ApiError::bad_request(format!("body is not snappy block format: {e}")))?;
-    // The length is declared up front: a bomb is refused before anything is allocated.
-    if len as u64 > max {
-        return Err(ApiError::too_large(format!(
-            "decompressed body of {len} bytes is larger than decompressed_bytes_max ({max} bytes)"
-        )));
-    }
-    gw.grow(permit, len.saturating_mul(2))?;
-    let body = snap::raw::Decoder::new()
-        .decompress_vec(&raw)
-        .map_err(|e| ApiError::bad_request(format!("body is not snappy block format: {e}")))?;
+    let body = crate::body::snappy_block(&raw, gw.cfg.decompressed_bytes_max, "body", |n| gw.grow(permit, n))?;
     drop(raw);
     let req = crate::wire::parse(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not a remote write WriteRequest: {e}")))?;

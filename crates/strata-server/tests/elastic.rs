@@ -5,36 +5,15 @@
 mod common;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
 
 use common::{Peer, Server};
 use serde_json::{Value, json};
-
-fn shippers_venv() -> String {
-    std::env::var("STRATA_SHIPPERS_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/strata-shippers", std::env::var("HOME").unwrap()))
-}
-
-fn search(s: &Server, key: &str, q: &str, want: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = s.http.get(s.url("/query/v1/logs/search")).bearer_auth(key).query(&[("q", q), ("limit", "200")]).send();
-        let v: Value = r.unwrap().json().unwrap();
-        let hits = v["hits"].as_array().cloned().unwrap_or_default();
-        if hits.len() >= want {
-            assert_eq!(hits.len(), want, "{q}: {v}");
-            return hits;
-        }
-        assert!(Instant::now() < deadline, "{q}: {} of {want} lines found: {v}", hits.len());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 fn the_python_client_bulk_indexes_logs_with_the_answers_it_expects() {
     let server = Server::start("");
     let key = server.tenant_key("es");
-    let venv = shippers_venv();
+    let venv = common::shippers_venv();
     let out = std::process::Command::new(format!("{venv}/bin/python"))
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/es_bulk.py"))
         .args([&server.url(""), &key, "runbulk"])
@@ -48,7 +27,7 @@ fn the_python_client_bulk_indexes_logs_with_the_answers_it_expects() {
         answer,
         json!({"version": "8.17.0", "ok": 100, "errors": [], "refused": [400, "illegal_argument_exception"]})
     );
-    let hits = search(&server, &key, "runbulk", 100);
+    let hits = server.search_until(&key, "runbulk", 100);
     let first = hits.iter().find(|h| h["attributes"]["order"] == 0).unwrap();
     assert_eq!(first["source_id"], "web-es", "{first}");
     assert_eq!(first["level"], "warning", "{first}");
@@ -96,7 +75,7 @@ fn bulk_answers_malformed_and_hostile_bodies_in_elasticsearchs_shape() {
     assert_eq!(items[2]["create"]["status"], 201);
     assert_eq!(items[2]["create"]["_id"], "k");
     assert_eq!(items[2]["create"]["_index"], "app");
-    search(&server, &key, "\"kept line two\"", 1);
+    server.search_until(&key, "\"kept line two\"", 1);
     // Events indexes hold events.
     let v: Value =
         post("/events-orders/_bulk", b"{\"index\": {}}\n{\"amount\": 3, \"source_id\": \"shop\"}\n".to_vec())
@@ -168,7 +147,7 @@ fn syslog_ng_ships_to_bulk_with_its_elasticsearch_destination() {
         writeln!(conn, "<11>{now} web-sys app[123]: disk {i} full runsyslog").unwrap();
     }
     drop(conn);
-    let hits = search(&server, &key, "runsyslog", 120);
+    let hits = server.search_until(&key, "runsyslog", 120);
     let h = &hits[0];
     assert_eq!(h["source_id"], "web-sys", "{h}");
     assert_eq!(h["service"], "app", "{h}");

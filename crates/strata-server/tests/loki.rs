@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::Server;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct PushRequest {
@@ -48,34 +46,18 @@ struct Timestamp {
     nanos: i32,
 }
 
-fn search(s: &Server, key: &str, q: &str, want: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = s.http.get(s.url("/query/v1/logs/search")).bearer_auth(key).query(&[("q", q), ("limit", "100")]).send();
-        let v: Value = r.unwrap().json().unwrap();
-        let hits = v["hits"].as_array().cloned().unwrap_or_default();
-        if hits.len() >= want {
-            assert_eq!(hits.len(), want, "{q}: {v}");
-            return hits;
-        }
-        assert!(Instant::now() < deadline, "{q}: {} of {want} lines found: {v}", hits.len());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn python_logging_loki_pushes_json_that_search_finds() {
     let server = Server::start("");
     let key = server.tenant_key("loki");
-    let venv = std::env::var("STRATA_SHIPPERS_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/strata-shippers", std::env::var("HOME").unwrap()));
+    let venv = common::shippers_venv();
     let out = std::process::Command::new(format!("{venv}/bin/python"))
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/loki_push.py"))
         .args([&server.url(""), &key, "runloki"])
         .output()
         .unwrap_or_else(|e| panic!("{venv}/bin/python: {e}; run scripts/install-shippers.sh"));
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
-    let hits = search(&server, &key, "runloki", 5);
+    let hits = server.search_until(&key, "runloki", 5);
     let error = hits.iter().find(|h| h["message"].as_str().unwrap().starts_with("invoice 7 failed")).unwrap();
     assert_eq!(error["source_id"], "web-loki", "{error}");
     assert_eq!(error["service"], "billing", "{error}");
@@ -113,7 +95,7 @@ fn a_snappy_protobuf_push_is_searchable_and_bad_pushes_get_loki_answers() {
     };
     let body = snap::raw::Encoder::new().compress_vec(&prost::Message::encode_to_vec(&push)).unwrap();
     assert_eq!(post("application/x-protobuf", body).status(), 204);
-    let hits = search(&server, &key, "runproto", 50);
+    let hits = server.search_until(&key, "runproto", 50);
     let h = &hits[0];
     assert_eq!((&h["source_id"], &h["level"], &h["service"]), (&json!("db-1"), &json!("warn"), &json!("varlogs")));
     assert_eq!(h["trace_id"], "0af7651916cd43dd");
@@ -128,7 +110,7 @@ fn a_snappy_protobuf_push_is_searchable_and_bad_pushes_get_loki_answers() {
     assert_eq!(r.status(), 400);
     let text = r.text().unwrap();
     assert!(text.starts_with("1 of 3 entries rejected: entry 1:"), "{text}");
-    let hits = search(&server, &key, "runjson", 2);
+    let hits = server.search_until(&key, "runjson", 2);
     assert!(hits.iter().any(|h| h["attributes"]["user"] == "ann"), "{hits:?}");
 
     // Not snappy, not a push, a bomb that declares its size, a wrong type, no key.

@@ -8,15 +8,9 @@ use std::time::{Duration, Instant};
 use common::Server;
 use serde_json::{Value, json};
 
-/// The virtualenv of scripts/install-shippers.sh.
-fn shippers_venv() -> String {
-    std::env::var("STRATA_SHIPPERS_VENV")
-        .unwrap_or_else(|_| format!("{}/.cache/strata-shippers", std::env::var("HOME").unwrap()))
-}
-
 /// Runs tests/otlp_send.py; returns its standard output.
 fn send(transport: &str, address: &str, key: &str, run: &str) -> String {
-    let venv = shippers_venv();
+    let venv = common::shippers_venv();
     let out = std::process::Command::new(format!("{venv}/bin/python"))
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_send.py"))
         .args([transport, address, key, run])
@@ -29,21 +23,6 @@ fn send(transport: &str, address: &str, key: &str, run: &str) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn search(s: &Server, key: &str, q: &str, want: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = s.http.get(s.url("/query/v1/logs/search")).bearer_auth(key).query(&[("q", q), ("limit", "50")]).send();
-        let v: Value = r.unwrap().json().unwrap();
-        let hits = v["hits"].as_array().cloned().unwrap_or_default();
-        if hits.len() >= want {
-            assert_eq!(hits.len(), want, "{q}: {v}");
-            return hits;
-        }
-        assert!(Instant::now() < deadline, "{q}: {} of {want} lines found: {v}", hits.len());
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The value of a PromQL instant query with one series, waiting for the store to have it.
@@ -78,7 +57,7 @@ fn the_python_sdk_exports_logs_and_metrics_over_grpc_and_http() {
     for (transport, address) in [("grpc", &grpc), ("grpc-gzip", &grpc), ("http", &http)] {
         let run = format!("run{}", transport.replace('-', ""));
         assert_eq!(send(transport, address, &key, &run).trim(), "ok");
-        let hits = search(&server, &key, &run, 4);
+        let hits = server.search_until(&key, &run, 4);
         let error = hits.iter().find(|h| h["message"].as_str().unwrap().starts_with("disk full")).unwrap();
         assert_eq!(error["level"], "error", "{error}");
         assert_eq!(error["service"], "checkout", "{error}");
@@ -140,7 +119,7 @@ fn otlp_http_answers_partial_success_and_errors_in_the_request_encoding() {
     let v: Value = r.json().unwrap();
     assert_eq!(v["partialSuccess"]["rejectedLogRecords"], "1", "{v}");
     assert!(v["partialSuccess"]["errorMessage"].as_str().unwrap().contains("item 1: timestamp is"), "{v}");
-    let hits = search(&server, &key, "\"json line kept\"", 1);
+    let hits = server.search_until(&key, "\"json line kept\"", 1);
     assert_eq!(hits[0]["level"], "warn");
     assert_eq!(hits[0]["service"], "json-app");
     assert_eq!(hits[0]["trace_id"], "5b8efff798038103d269b633813fc60c");
@@ -187,7 +166,7 @@ fn otlp_http_answers_partial_success_and_errors_in_the_request_encoding() {
 fn the_node_sdk_exports_logs_and_metrics_as_otlp_json() {
     let server = Server::start("");
     let key = server.tenant_key("node");
-    let modules = format!("{}/node/node_modules", shippers_venv());
+    let modules = format!("{}/node/node_modules", common::shippers_venv());
     let out = std::process::Command::new("node")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_send.js"))
         .args([&server.url(""), &key, "runnode"])
@@ -195,7 +174,7 @@ fn the_node_sdk_exports_logs_and_metrics_as_otlp_json() {
         .output()
         .unwrap_or_else(|e| panic!("node: {e}; run scripts/install-shippers.sh"));
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
-    let hits = search(&server, &key, "runnode", 3);
+    let hits = server.search_until(&key, "runnode", 3);
     let h = hits.iter().find(|h| h["attributes"]["cart.items"] == 1).unwrap();
     assert_eq!((&h["source_id"], &h["level"], &h["service"]), (&json!("web-node"), &json!("warn"), &json!("frontend")));
     assert_eq!(h["attributes"]["user.vip"], true, "{h}");
@@ -211,7 +190,7 @@ fn the_node_sdk_exports_logs_and_metrics_as_otlp_json() {
 fn otlp_grpc_answers_bad_requests_with_codes_the_client_reads() {
     let server = Server::start("");
     let key = server.tenant_key("otel");
-    let venv = shippers_venv();
+    let venv = common::shippers_venv();
     let out = std::process::Command::new(format!("{venv}/bin/python"))
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_grpc_raw.py"))
         .args([&format!("127.0.0.1:{}", server.grpc_port), &key])
@@ -224,6 +203,6 @@ fn otlp_grpc_answers_bad_requests_with_codes_the_client_reads() {
         json!({"valid": "OK", "empty": "OK", "garbage": "INVALID_ARGUMENT", "truncated": "INVALID_ARGUMENT",
             "bad_key": "UNAUTHENTICATED", "bomb": "RESOURCE_EXHAUSTED", "traces": "UNIMPLEMENTED"})
     );
-    search(&server, &key, "\"a line\"", 5);
+    server.search_until(&key, "\"a line\"", 5);
     assert!(server.is_up());
 }

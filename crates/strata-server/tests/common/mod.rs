@@ -33,6 +33,12 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+/// The virtualenv of scripts/install-shippers.sh (its `node/` holds the npm shippers).
+pub fn shippers_venv() -> String {
+    std::env::var("STRATA_SHIPPERS_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/strata-shippers", std::env::var("HOME").unwrap()))
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -256,6 +262,24 @@ impl Server {
         let status = r.status().as_u16();
         let body: Value = r.json().unwrap();
         assert_eq!((status, &body["accepted"]), (200, &serde_json::json!(n)), "{body}");
+    }
+
+    /// Waits (30 s at most) until a log search for `q` finds `want` lines, and returns them;
+    /// fails if it finds more.
+    pub fn search_until(&self, key: &str, q: &str, want: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r =
+                self.http.get(self.url("/query/v1/logs/search")).bearer_auth(key).query(&[("q", q), ("limit", "500")]);
+            let v: Value = r.send().unwrap().json().unwrap();
+            let hits = v["hits"].as_array().cloned().unwrap_or_default();
+            if hits.len() >= want {
+                assert_eq!(hits.len(), want, "{q}: {v}");
+                return hits;
+            }
+            assert!(Instant::now() < deadline, "{q}: {} of {want} lines found: {v}", hits.len());
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn admin_get(&self, path: &str) -> Value {
