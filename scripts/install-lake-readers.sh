@@ -8,12 +8,6 @@ venv=${STRATA_LAKE_VENV:-$HOME/.cache/strata-lake-readers}
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import deltalake, duckdb, pyarrow, moto, flask' 2>/dev/null; then
   exit 0
 fi
-if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-  # Debian keeps venv apart from python3.
-  sudo=(); [ "$(id -u)" -ne 0 ] && sudo=(sudo -n)
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q update </dev/null
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends python3-venv </dev/null
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-fi
+source "$(dirname "$0")/venv-lib.sh"
+make_venv "$venv"
 "$venv/bin/pip" install -q deltalake==1.6.6 duckdb==2.0.0 pyarrow 'moto[server]==5.2.5'

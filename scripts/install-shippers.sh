@@ -9,33 +9,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deb.sh "syslog-ng-core syslog-ng-mod-http syslog-ng-scl" syslog-ng \
   /usr/share/syslog-ng/include/scl/elasticsearch/elastic-http.conf
+source scripts/venv-lib.sh
 venv=${STRATA_SHIPPERS_VENV:-$HOME/.cache/strata-shippers}
 check='import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, elasticsearch, logging_loki'
+if ! { [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" 2>/dev/null; }; then
+  make_venv "$venv"
+  "$venv/bin/pip" install -q opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2 \
+    opentelemetry-exporter-otlp-proto-http==1.45.2 elasticsearch==9.5.1 python-logging-loki==0.3.1
+  "$venv/bin/python" -c "$check"
+fi
 node_packages=(@opentelemetry/api@1.9.1 @opentelemetry/api-logs@0.223.1 @opentelemetry/resources@2.12.1
   @opentelemetry/sdk-logs@0.223.1 @opentelemetry/sdk-metrics@2.12.1
   @opentelemetry/exporter-logs-otlp-http@0.223.1 @opentelemetry/exporter-metrics-otlp-http@0.223.0)
-install_node() {
+if [ ! -d "$venv/node/node_modules/@opentelemetry/exporter-metrics-otlp-http" ]; then
   if ! command -v npm >/dev/null; then
     scripts/install-deb.sh "nodejs npm" node npm
   fi
   mkdir -p "$venv/node"
   [ -f "$venv/node/package.json" ] || echo '{"private": true}' > "$venv/node/package.json"
   (cd "$venv/node" && npm install --no-audit --no-fund --loglevel=error "${node_packages[@]}")
-}
-if [ ! -d "$venv/node/node_modules/@opentelemetry/exporter-metrics-otlp-http" ]; then
-  install_node
 fi
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "$check" 2>/dev/null; then
-  exit 0
-fi
-if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-  # Debian keeps venv apart from python3.
-  sudo=(); [ "$(id -u)" -ne 0 ] && sudo=(sudo -n)
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q update </dev/null
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends python3-venv </dev/null
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install -q opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2 \
-  opentelemetry-exporter-otlp-proto-http==1.45.2 elasticsearch==9.5.1 python-logging-loki==0.3.1
-"$venv/bin/python" -c "$check"
