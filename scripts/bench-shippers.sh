@@ -8,8 +8,6 @@ cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
-port=${STRATA_BENCH_PORT:-7899}
-grpc_port=$((port + 1))
 mkdir -p "$work"
 cargo build --release -q -p strata-server -p strata-bench
 release="$CARGO_TARGET_DIR/release"
@@ -17,17 +15,15 @@ bench="$release/strata-bench"
 print_machine "$work"
 
 rm -rf "$work/srv"
-STRATA_OTLP_GRPC_ADDR="127.0.0.1:$grpc_port" "$release/strata" serve --data-dir "$work/srv" \
-  --http-addr "127.0.0.1:$port" --no-auth 2>"$work/serve.log" &
-pid=$!
+grpc_port=$(free_port 7950)
+start_strata "$release/strata" "$work/srv" "$work/serve.log" STRATA_OTLP_GRPC_ADDR="127.0.0.1:$grpc_port"
 trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 run() {
-  local protocol=$1 kind=$2 batch=$3 url="http://127.0.0.1:$port"
-  [ "$protocol" = otlp-grpc ] && url="http://127.0.0.1:$grpc_port"
+  local protocol=$1 kind=$2 batch=$3 to=$url
+  [ "$protocol" = otlp-grpc ] && to="http://127.0.0.1:$grpc_port"
   echo "== $protocol $kind, $batch records per request"
-  $bench ingest --url "$url" --protocol "$protocol" --kind "$kind" --rate 0 --duration-s 20 --connections 32 \
-    --batch-records "$batch" --event-bytes 1024 --server-pid $pid --json
+  $bench ingest --url "$to" --protocol "$protocol" --kind "$kind" --rate 0 --duration-s 20 --connections 32 \
+    --batch-records "$batch" --event-bytes 1024 --server-pid "$pid" --json
 }
 for batch in 100 512 1000; do
   run native logs "$batch"
@@ -35,7 +31,6 @@ for batch in 100 512 1000; do
 done
 run otlp-grpc logs 512
 run otlp-grpc metrics 512
-kill -TERM $pid
-wait $pid || true
+stop_strata
 trap - EXIT
 rm -rf "$work/srv"
