@@ -198,11 +198,7 @@ fn decode(streams: Streams, tenant: &TenantId, limits: &Limits, partitions: u32,
         for entry in entries {
             out.total += 1;
             match line(&labels, source, level.as_deref(), service.as_deref(), entry, now, limits) {
-                Ok(l) => {
-                    payload.clear();
-                    serde_json::to_writer(&mut payload, &l).expect("log lines serialise");
-                    out.push(index, tenant, &l.source_id, l.timestamp_ns, &payload, partitions);
-                }
+                Ok(l) => out.push_line(index, tenant, &l, partitions, &mut payload),
                 Err(e) => out.errors.push((index, e)),
             }
             index += 1;

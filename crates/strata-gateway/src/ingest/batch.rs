@@ -149,6 +149,21 @@ impl Decoded {
         self.push_many(std::iter::once(index), tenant, source_id, timestamp_ns, payload, partitions)
     }
 
+    /// Adds one valid log line in its stored form, serialised in `payload` (a buffer the caller
+    /// keeps across lines).
+    pub fn push_line(
+        &mut self,
+        index: usize,
+        tenant: &TenantId,
+        line: &strata_model::LogLine,
+        partitions: u32,
+        payload: &mut Vec<u8>,
+    ) {
+        payload.clear();
+        serde_json::to_writer(&mut *payload, line).expect("log lines serialise");
+        self.push(index, tenant, &line.source_id, line.timestamp_ns, payload, partitions);
+    }
+
     /// Adds one record that carries the items `indexes` of the request (a metric batch).
     pub fn push_many(
         &mut self,

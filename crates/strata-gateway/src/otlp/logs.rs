@@ -35,11 +35,7 @@ pub(super) fn decode(
             for record in scope_logs.log_records {
                 out.total += 1;
                 match line(record, &resource, scope_logs.scope.as_ref(), now, limits) {
-                    Ok(line) => {
-                        payload.clear();
-                        serde_json::to_writer(&mut payload, &line).expect("log lines serialise");
-                        out.push(index, tenant, &line.source_id, line.timestamp_ns, &payload, partitions);
-                    }
+                    Ok(line) => out.push_line(index, tenant, &line, partitions, &mut payload),
                     Err(e) => out.errors.push((index, e)),
                 }
                 index += 1;
