@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,38 @@ const COMPRESS_CHECK: Duration = Duration::from_secs(1);
 /// small segments of a quiet partition.
 const IDLE_SEAL_BYTES_MIN: u64 = 1 << 20;
 
+/// Appends faster than this make the log busy: its compression thread waits for a quieter second
+/// (unless half the backlog is used), so that a burst of ingest does not share the CPU and the
+/// disk with compressing what the burst itself sealed.
+const BUSY_APPEND_BYTES_PER_S: f64 = (32 << 20) as f64;
+
+/// Whether the compression thread should leave sealed segments for now: the log took appends
+/// faster than [`BUSY_APPEND_BYTES_PER_S`] since the last look, and less than half of the
+/// backlog past which appends compress their batches themselves waits.
+struct Busy {
+    appended: u64,
+    at: Instant,
+}
+
+impl Busy {
+    fn new(sealed: &SealedCompression) -> Busy {
+        Busy { appended: sealed.appended_bytes.load(Ordering::Relaxed), at: Instant::now() }
+    }
+
+    /// Looks again (at most once a second, else answers as the last look did).
+    fn defer(&mut self, sealed: &SealedCompression, last: bool) -> bool {
+        let elapsed = self.at.elapsed();
+        if elapsed < COMPRESS_CHECK {
+            return last;
+        }
+        let appended = sealed.appended_bytes.load(Ordering::Relaxed);
+        let rate = appended.saturating_sub(self.appended) as f64 / elapsed.as_secs_f64();
+        (self.appended, self.at) = (appended, Instant::now());
+        let urgent = sealed.backlog_bytes.load(Ordering::Acquire) > sealed.backlog_bytes_max / 2;
+        rate > BUSY_APPEND_BYTES_PER_S && !urgent
+    }
+}
+
 /// The thread that compresses sealed segments, at the lowest CPU priority.
 #[derive(Default)]
 struct Compressor {
@@ -60,15 +93,22 @@ impl Compressor {
             .name("log-compress".into())
             .spawn(move || {
                 lowest_priority();
+                let mut busy = Busy::new(&sealed);
+                let mut deferring = false;
                 loop {
                     for p in &partitions {
                         p.seal_if_idle(cfg.segment_idle_ms, IDLE_SEAL_BYTES_MIN);
                     }
-                    if sealed.backlog_bytes.load(std::sync::atomic::Ordering::Acquire) > 0 {
-                        for p in &partitions {
+                    deferring = busy.defer(&sealed, deferring);
+                    if !deferring && sealed.backlog_bytes.load(Ordering::Acquire) > 0 {
+                        'partitions: for p in &partitions {
                             loop {
                                 if *stop.0.lock().expect("stop lock") {
                                     return;
+                                }
+                                deferring = busy.defer(&sealed, deferring);
+                                if deferring {
+                                    break 'partitions;
                                 }
                                 match p.compress_one(&cfg) {
                                     Ok(true) => {}
@@ -312,5 +352,35 @@ impl Log for EmbeddedLog {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(backlog: u64, appended: u64) -> SealedCompression {
+        let cfg = LogConfig { compress_backlog_bytes_max: 1 << 30, ..LogConfig::new("unused", 1) };
+        let s = SealedCompression::new(&cfg);
+        s.backlog_bytes.store(backlog, Ordering::Relaxed);
+        s.appended_bytes.store(appended, Ordering::Relaxed);
+        s
+    }
+
+    fn looked_two_seconds_ago() -> Busy {
+        Busy { appended: 0, at: Instant::now() - Duration::from_secs(2) }
+    }
+
+    #[test]
+    fn compression_waits_while_appends_are_fast_unless_half_the_backlog_is_used() {
+        let burst = 1 << 40;
+        assert!(looked_two_seconds_ago().defer(&sealed(1 << 20, burst), false), "a burst defers compression");
+        assert!(
+            !looked_two_seconds_ago().defer(&sealed(600 << 20, burst), false),
+            "past half the backlog it compresses"
+        );
+        assert!(!looked_two_seconds_ago().defer(&sealed(1 << 20, 1 << 20), false), "a quiet log compresses");
+        let mut recent = Busy { appended: 0, at: Instant::now() };
+        assert!(recent.defer(&sealed(1 << 20, 0), true), "within a second the last answer stands");
     }
 }

@@ -46,6 +46,8 @@ pub(crate) struct SealedCompression {
     /// Bytes of sealed segments of compressed topics not compressed yet.
     pub(crate) backlog_bytes: AtomicU64,
     pub(crate) backlog_bytes_max: u64,
+    /// Bytes appended to any partition of the log since it opened: how busy the log is.
+    pub(crate) appended_bytes: AtomicU64,
 }
 
 impl SealedCompression {
@@ -54,6 +56,7 @@ impl SealedCompression {
             enabled: cfg.compress_sealed,
             backlog_bytes: AtomicU64::new(0),
             backlog_bytes_max: cfg.compress_backlog_bytes_max,
+            appended_bytes: AtomicU64::new(0),
         }
     }
 
@@ -255,6 +258,7 @@ impl Partition {
         }
         let ack = rx.await.map_err(|_| Error::Closed)??;
         self.append_seconds.record(started.elapsed().as_secs_f64());
+        self.sealed.appended_bytes.fetch_add(len as u64, Ordering::Relaxed);
         Ok(ack)
     }
 
