@@ -8,6 +8,7 @@
 # script waits until nothing is left to compress, and prints how long that took and how many
 # bytes the topic took before.
 # Usage: scripts/bench-log-bytes.sh [work-dir]
+# STRATA_BENCH_CODECS="zstd none" runs the codecs in another order (or one of them twice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
@@ -47,7 +48,7 @@ settle() {
 }
 field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
-for codec in none zstd; do
+for codec in ${STRATA_BENCH_CODECS:-none zstd}; do
   rm -rf "$srv"
   mkdir -p "$srv"
   start_strata "$release/strata" "$srv/data" "$srv/serve.log" STRATA_LOG_CODECS_LOGS=$codec \
