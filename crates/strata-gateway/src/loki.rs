@@ -220,19 +220,11 @@ fn line(
         .timestamp_ns
         .map_err(|e| RecordError::Timestamp(strata_model::TimestampError::Range(e)))
         .and_then(|t| check_timestamp(t, now, limits))?;
-    let mut obj = Map::new();
-    obj.insert("source_id".into(), Value::from(source));
-    obj.insert("message".into(), Value::String(entry.line));
-    if let Some(l) = level {
-        obj.insert("level".into(), Value::from(l));
-    }
-    if let Some(s) = service {
-        obj.insert("service".into(), Value::from(s));
-    }
+    let mut trace_id = None;
     let mut attributes = Map::new();
     for (k, v) in entry.metadata {
         if k == "trace_id" && !v.is_empty() {
-            obj.insert("trace_id".into(), Value::String(v));
+            trace_id = Some(v);
         } else {
             attributes.insert(k, Value::String(v));
         }
@@ -240,12 +232,18 @@ fn line(
     for (k, v) in labels {
         attributes.entry(k.clone()).or_insert_with(|| Value::String(v.clone()));
     }
-    if !attributes.is_empty() {
-        obj.insert("attributes".into(), Value::Object(attributes));
+    strata_model::LogLine {
+        timestamp_ns: ts,
+        source_id: source.to_string(),
+        level: level.unwrap_or("unknown").to_string(),
+        message: entry.line,
+        run_id: None,
+        trace_id,
+        service: service.map(str::to_string),
+        host: None,
+        attributes,
     }
-    let mut l = strata_model::normalize_log(Value::Object(obj), now, limits)?;
-    l.timestamp_ns = ts;
-    Ok(l)
+    .checked(limits)
 }
 
 /// Parses a stream's labels as Loki writes them: `{name="value", ...}`, values with Go escapes.

@@ -215,15 +215,12 @@ pub fn normalize_log(v: Value, now_ns: i64, limits: &Limits) -> Result<LogLine, 
     let mut obj = into_object(v)?;
     let timestamp_ns = timestamp(&mut obj, now_ns, limits)?;
     let source_id = required_id(&mut obj, "source_id", limits)?;
-    let level = optional_id(&mut obj, "level", limits)?
-        .map(|l| l.to_ascii_lowercase())
-        .unwrap_or_else(|| "unknown".to_string());
+    let level = optional_id(&mut obj, "level", limits)?.unwrap_or_else(|| "unknown".to_string());
     let message = match obj.remove("message") {
         Some(Value::String(s)) => s,
         Some(other) => return Err(type_err("message", "a string", &other)),
         None => return Err(RecordError::Missing("message")),
     };
-    check_len("message", message.len(), limits.log_line_bytes_max)?;
     let run_id = optional_id(&mut obj, "run_id", limits)?;
     let trace_id = optional_id(&mut obj, "trace_id", limits)?;
     let service = optional_id(&mut obj, "service", limits)?;
@@ -241,10 +238,33 @@ pub fn normalize_log(v: Value, now_ns: i64, limits: &Limits) -> Result<LogLine, 
         debug_assert!(!LOG_FIELDS.contains(&k.as_str()));
         attributes.entry(k).or_insert(v);
     }
-    if !attributes.is_empty() {
-        check_len("attributes", json_len(&attributes), limits.attributes_bytes_max)?;
+    LogLine { timestamp_ns, source_id, level, message, run_id, trace_id, service, host, attributes }.checked(limits)
+}
+
+impl LogLine {
+    /// Checks a line against the limits and puts its level in lower case: ids (`source_id`,
+    /// `level`, `run_id`, `trace_id`, `service`, `host`) not empty and within `id_bytes_max`, the
+    /// message within `log_line_bytes_max`, the attributes' JSON within `attributes_bytes_max`.
+    /// `normalize_log` ends with it; a decoder that builds lines field by field from another
+    /// protocol (OTLP, Loki) calls it instead, so that every line is held to the same rules.
+    /// The timestamp is the decoder's to check (`check_timestamp`), since only it knows the unit.
+    pub fn checked(mut self, limits: &Limits) -> Result<LogLine, RecordError> {
+        check_id("source_id", &self.source_id, limits)?;
+        check_id("level", &self.level, limits)?;
+        self.level.make_ascii_lowercase();
+        check_len("message", self.message.len(), limits.log_line_bytes_max)?;
+        for (field, id) in
+            [("run_id", &self.run_id), ("trace_id", &self.trace_id), ("service", &self.service), ("host", &self.host)]
+        {
+            if let Some(id) = id {
+                check_id(field, id, limits)?;
+            }
+        }
+        if !self.attributes.is_empty() {
+            check_len("attributes", json_len(&self.attributes), limits.attributes_bytes_max)?;
+        }
+        Ok(self)
     }
-    Ok(LogLine { timestamp_ns, source_id, level, message, run_id, trace_id, service, host, attributes })
 }
 
 /// Validates a metric point (`name`/`metric_name`, `labels`/`tags`, `value`, `timestamp`,
@@ -377,14 +397,18 @@ fn optional_id(
     match obj.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
-            if s.is_empty() {
-                return Err(RecordError::Empty(field));
-            }
-            check_len(field, s.len(), limits.id_bytes_max)?;
+            check_id(field, &s, limits)?;
             Ok(Some(s))
         }
         Some(other) => Err(type_err(field, "a string", &other)),
     }
+}
+
+fn check_id(field: &'static str, id: &str, limits: &Limits) -> Result<(), RecordError> {
+    if id.is_empty() {
+        return Err(RecordError::Empty(field));
+    }
+    check_len(field, id.len(), limits.id_bytes_max)
 }
 
 fn take_alias(obj: &mut Map<String, Value>, name: &'static str, alias: &'static str) -> Option<(&'static str, Value)> {
@@ -402,8 +426,20 @@ fn type_err(field: &str, expected: &'static str, got: &Value) -> RecordError {
     RecordError::Type { field: field.to_string(), expected, got: type_name(got) }
 }
 
+/// The length of `m` as JSON, counted without keeping the text.
 fn json_len(m: &Map<String, Value>) -> usize {
-    serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX)
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, m).map_or(usize::MAX, |()| count.0)
 }
 
 fn parse_special_float(s: &str) -> Option<f64> {

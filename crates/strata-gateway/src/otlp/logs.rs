@@ -11,7 +11,7 @@
 //!   A record's own attribute wins over a resource attribute of the same name.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde_json::{Map, Value};
 use strata_model::{Limits, LogLine, RecordError, TenantId, check_timestamp};
@@ -30,7 +30,7 @@ pub(super) fn decode(
     let mut payload = Vec::with_capacity(1024);
     let mut index = 0usize;
     for resource_logs in request.resource_logs {
-        let resource = resource_logs.resource.map(|r| r.attributes).unwrap_or_default();
+        let resource = Resource::new(resource_logs.resource.map(|r| r.attributes).unwrap_or_default());
         for scope_logs in resource_logs.scope_logs {
             for record in scope_logs.log_records {
                 out.total += 1;
@@ -45,9 +45,33 @@ pub(super) fn decode(
     out
 }
 
+/// What every record of one resource shares, worked out once for all of them.
+struct Resource {
+    source: String,
+    service: Option<String>,
+    host: Option<String>,
+    /// The attributes other than `service.name` and `host.name`, as JSON.
+    attributes: Vec<(String, Value)>,
+}
+
+impl Resource {
+    fn new(attributes: Vec<KeyValue>) -> Resource {
+        let service = attribute(&attributes, "service.name").map(str::to_string);
+        let host = attribute(&attributes, "host.name").map(str::to_string);
+        let source = host.as_deref().or_else(|| attribute(&attributes, "service.instance.id")).or(service.as_deref());
+        let source = source.unwrap_or("otlp").to_string();
+        let attributes = attributes
+            .into_iter()
+            .filter(|kv| kv.key != "service.name" && kv.key != "host.name")
+            .map(|kv| (kv.key, kv.value.map_or(Value::Null, any_to_json)))
+            .collect();
+        Resource { source, service, host, attributes }
+    }
+}
+
 fn line(
     record: LogRecord,
-    resource: &[KeyValue],
+    resource: &Resource,
     scope: Option<&InstrumentationScope>,
     now: i64,
     limits: &Limits,
@@ -61,31 +85,18 @@ fn line(
             check_timestamp(t, now, limits)?
         }
     };
-    let service = attribute(resource, "service.name");
-    let host = attribute(resource, "host.name");
-    let source = host.or_else(|| attribute(resource, "service.instance.id")).or(service).unwrap_or("otlp");
-    let mut obj = Map::new();
-    obj.insert("source_id".into(), Value::from(source));
     let level = match record.severity_text.trim() {
-        "" => severity_name(record.severity_number),
-        text => Some(text),
+        "" => severity_name(record.severity_number).unwrap_or("unknown").to_string(),
+        text => text.to_string(),
     };
-    if let Some(level) = level {
-        obj.insert("level".into(), Value::from(level));
-    }
-    obj.insert("message".into(), Value::String(record.body.as_ref().map(any_to_string).unwrap_or_default()));
-    if let Some(t) = hex(&record.trace_id) {
-        obj.insert("trace_id".into(), Value::String(t));
-    }
-    if let Some(s) = service {
-        obj.insert("service".into(), Value::from(s));
-    }
-    if let Some(h) = host {
-        obj.insert("host".into(), Value::from(h));
-    }
+    let message = match record.body {
+        Some(AnyValue { value: Some(any_value::Value::StringValue(s)) }) => s,
+        Some(body) => any_to_string(body),
+        None => String::new(),
+    };
     let mut attributes = Map::new();
-    for kv in &record.attributes {
-        attributes.insert(kv.key.clone(), kv.value.as_ref().map_or(Value::Null, any_to_json));
+    for kv in record.attributes {
+        attributes.insert(kv.key, kv.value.map_or(Value::Null, any_to_json));
     }
     if let Some(s) = hex(&record.span_id) {
         attributes.entry("span_id").or_insert(Value::String(s));
@@ -101,17 +112,23 @@ fn line(
             attributes.entry("otel.scope.version").or_insert(Value::from(scope.version.as_str()));
         }
     }
-    for kv in resource {
-        if kv.key != "service.name" && kv.key != "host.name" {
-            attributes.entry(kv.key.clone()).or_insert_with(|| kv.value.as_ref().map_or(Value::Null, any_to_json));
+    for (k, v) in &resource.attributes {
+        if !attributes.contains_key(k) {
+            attributes.insert(k.clone(), v.clone());
         }
     }
-    if !attributes.is_empty() {
-        obj.insert("attributes".into(), Value::Object(attributes));
+    LogLine {
+        timestamp_ns,
+        source_id: resource.source.clone(),
+        level,
+        message,
+        run_id: None,
+        trace_id: hex(&record.trace_id),
+        service: resource.service.clone(),
+        host: resource.host.clone(),
+        attributes,
     }
-    let mut line = strata_model::normalize_log(Value::Object(obj), now, limits)?;
-    line.timestamp_ns = timestamp_ns;
-    Ok(line)
+    .checked(limits)
 }
 
 /// The level of an OTLP severity number: 1–4 trace, 5–8 debug, 9–12 info, 13–16 warn, 17–20
@@ -179,9 +196,9 @@ mod tests {
         assert_eq!(out.errors.len(), 1);
         assert_eq!(out.errors[0].0, 1);
         assert_eq!(out.batches.values().map(|b| b.records.count()).sum::<u32>(), 1);
-        let resource = &request_resource();
+        let resource = super::Resource::new(request_resource());
         let scope = InstrumentationScope { name: "app.db".into(), ..Default::default() };
-        let line = line(record(now), resource, Some(&scope), now, &Limits::default()).unwrap();
+        let line = line(record(now), &resource, Some(&scope), now, &Limits::default()).unwrap();
         assert_eq!(line.timestamp_ns, now - 1_000_000_000);
         assert_eq!(
             (line.source_id.as_str(), line.level.as_str(), line.message.as_str()),

@@ -54,7 +54,7 @@ pub(super) fn decode(
                 "service.instance.id" => "instance".to_string(),
                 key => label_name(key),
             };
-            base.insert(name, kv.value.as_ref().map(any_to_string).unwrap_or_default());
+            base.insert(name, kv.value.clone().map(any_to_string).unwrap_or_default());
         }
         let host = attribute(&resource, "host.name").map(str::to_string);
         for scope_metrics in resource_metrics.scope_metrics {
@@ -169,7 +169,7 @@ impl Point<'_> {
         let ts_ms = ts_ns / 1_000_000;
         let mut labels = self.scoped.clone();
         for kv in attributes {
-            labels.insert(label_name(&kv.key), kv.value.as_ref().map(any_to_string).unwrap_or_default());
+            labels.insert(label_name(&kv.key), kv.value.clone().map(any_to_string).unwrap_or_default());
         }
         labels.retain(|_, v| !v.is_empty());
         let mut first = true;

@@ -363,21 +363,21 @@ impl http_body::Body for GrpcBody {
 
 /// An attribute's value as JSON: strings, booleans and numbers as they are, arrays and key-value
 /// lists as arrays and objects, bytes as base64.
-fn any_to_json(v: &AnyValue) -> serde_json::Value {
+fn any_to_json(v: AnyValue) -> serde_json::Value {
     use serde_json::Value as J;
-    match &v.value {
+    match v.value {
         // A string table's index exists only in profiles.
         None | Some(any_value::Value::StringValueStrindex(_)) => J::Null,
-        Some(any_value::Value::StringValue(s)) => J::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => J::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => J::from(*i),
+        Some(any_value::Value::StringValue(s)) => J::String(s),
+        Some(any_value::Value::BoolValue(b)) => J::Bool(b),
+        Some(any_value::Value::IntValue(i)) => J::from(i),
         Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or_else(|| J::String(d.to_string()), J::Number)
+            serde_json::Number::from_f64(d).map_or_else(|| J::String(d.to_string()), J::Number)
         }
-        Some(any_value::Value::ArrayValue(a)) => J::Array(a.values.iter().map(any_to_json).collect()),
-        Some(any_value::Value::KvlistValue(kv)) => J::Object(
-            kv.values.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(J::Null, any_to_json))).collect(),
-        ),
+        Some(any_value::Value::ArrayValue(a)) => J::Array(a.values.into_iter().map(any_to_json).collect()),
+        Some(any_value::Value::KvlistValue(kv)) => {
+            J::Object(kv.values.into_iter().map(|kv| (kv.key, kv.value.map_or(J::Null, any_to_json))).collect())
+        }
         Some(any_value::Value::BytesValue(b)) => {
             use base64::Engine as _;
             J::String(base64::engine::general_purpose::STANDARD.encode(b))
@@ -386,9 +386,9 @@ fn any_to_json(v: &AnyValue) -> serde_json::Value {
 }
 
 /// An attribute's value as text (a label value, a message): strings as they are, the rest as JSON.
-fn any_to_string(v: &AnyValue) -> String {
-    match &v.value {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
+fn any_to_string(v: AnyValue) -> String {
+    match v.value {
+        Some(any_value::Value::StringValue(s)) => s,
         None => String::new(),
         _ => any_to_json(v).to_string(),
     }
@@ -403,10 +403,16 @@ fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
 }
 
 fn hex(bytes: &[u8]) -> Option<String> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     if bytes.is_empty() || bytes.iter().all(|&b| b == 0) {
         return None;
     }
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    Some(s)
 }
 
 #[cfg(test)]
@@ -433,14 +439,14 @@ mod tests {
     fn attribute_values_keep_their_types() {
         use opentelemetry_proto::tonic::common::v1::ArrayValue;
         let v = |x| AnyValue { value: Some(x) };
-        assert_eq!(any_to_json(&v(any_value::Value::IntValue(7))), serde_json::json!(7));
-        assert_eq!(any_to_json(&v(any_value::Value::DoubleValue(f64::NAN))), serde_json::json!("NaN"));
+        assert_eq!(any_to_json(v(any_value::Value::IntValue(7))), serde_json::json!(7));
+        assert_eq!(any_to_json(v(any_value::Value::DoubleValue(f64::NAN))), serde_json::json!("NaN"));
         let arr = v(any_value::Value::ArrayValue(ArrayValue {
             values: vec![v(any_value::Value::BoolValue(true)), v(any_value::Value::StringValue("x".into()))],
         }));
-        assert_eq!(any_to_json(&arr), serde_json::json!([true, "x"]));
-        assert_eq!(any_to_string(&arr), r#"[true,"x"]"#);
-        assert_eq!(any_to_string(&v(any_value::Value::StringValue("plain".into()))), "plain");
+        assert_eq!(any_to_json(arr.clone()), serde_json::json!([true, "x"]));
+        assert_eq!(any_to_string(arr), r#"[true,"x"]"#);
+        assert_eq!(any_to_string(v(any_value::Value::StringValue("plain".into()))), "plain");
         assert_eq!(hex(&[0, 0]), None);
         assert_eq!(hex(&[0xab, 1]).as_deref(), Some("ab01"));
     }
