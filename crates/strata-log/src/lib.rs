@@ -128,6 +128,12 @@ impl TopicConfig {
     }
 }
 
+/// The default `group_commit_interval_us`: at most 500 fsyncs a second per busy partition. An
+/// fsync is cheap in time on a fast disk and dear in CPU (a flush request through the kernel's
+/// block layer and, in a virtual machine, the hypervisor); small requests each fsynced alone
+/// spent a quarter of their ingest CPU there.
+pub const GROUP_COMMIT_INTERVAL_US_DEFAULT: u64 = 2_000;
+
 /// Configuration of the embedded log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -145,6 +151,11 @@ pub struct LogConfig {
     pub append_wait_ms: u64,
     /// Bytes of batches one group commit (one fsync) covers at most.
     pub group_commit_bytes_max: usize,
+    /// A partition's writer starts a group commit at most this often while appends keep coming:
+    /// an append that finds the previous fsync started less than this long ago waits for the
+    /// rest of the interval, and the appends that arrive meanwhile share its fsync. An append
+    /// after a quiet interval is written at once. 0 writes every group as soon as it is taken.
+    pub group_commit_interval_us: u64,
     /// The largest batch accepted, header included. Larger appends must be split by the caller.
     pub batch_bytes_max: u32,
     /// Compress a topic's batches when their segment is sealed, on a background thread at the
@@ -174,6 +185,7 @@ impl LogConfig {
             append_queue_max: 1024,
             append_wait_ms: 2000,
             group_commit_bytes_max: 8 << 20,
+            group_commit_interval_us: GROUP_COMMIT_INTERVAL_US_DEFAULT,
             batch_bytes_max: 96 << 20,
             compress_sealed: true,
             compress_backlog_bytes_max: 1 << 30,

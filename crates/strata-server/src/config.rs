@@ -164,6 +164,8 @@ pub struct LogSection {
     pub retention_check_interval_ms: u64,
     pub append_queue_max: usize,
     pub group_commit_bytes_max: usize,
+    /// A busy partition starts a group commit (an fsync) at most this often.
+    pub group_commit_interval_us: u64,
     /// How each topic's batches are compressed: `zstd` or `none`.
     pub codecs: std::collections::BTreeMap<String, String>,
     /// Compress segments when they are sealed, in the background, rather than each batch
@@ -187,6 +189,7 @@ impl Default for LogSection {
             retention_check_interval_ms: 60_000,
             append_queue_max: 1024,
             group_commit_bytes_max: 8 << 20,
+            group_commit_interval_us: strata_log::GROUP_COMMIT_INTERVAL_US_DEFAULT,
             codecs: TopicSpec::ALL.iter().map(|t| (t.name.to_string(), t.compression.name().to_string())).collect(),
             compress_sealed: true,
             compress_backlog_bytes_max: 1 << 30,
@@ -423,6 +426,12 @@ impl Config {
                 l.segment_bytes_max
             ));
         }
+        if l.group_commit_interval_us > 1_000_000 {
+            return Err(format!(
+                "invalid configuration key log.group_commit_interval_us: must be at most 1000000 (1 s), got {}",
+                l.group_commit_interval_us
+            ));
+        }
         if l.append_queue_max == 0 {
             return Err("invalid configuration key log.append_queue_max: must be at least 1".into());
         }
@@ -616,6 +625,7 @@ impl Config {
         c.segment_age_ms = self.log.segment_age_ms;
         c.append_queue_max = self.log.append_queue_max;
         c.group_commit_bytes_max = self.log.group_commit_bytes_max;
+        c.group_commit_interval_us = self.log.group_commit_interval_us;
         c.compress_sealed = self.log.compress_sealed;
         c.compress_backlog_bytes_max = self.log.compress_backlog_bytes_max;
         c.segment_idle_ms = self.log.segment_idle_ms;

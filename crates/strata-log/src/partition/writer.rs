@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::{mpsc, oneshot};
@@ -64,6 +64,9 @@ pub(super) struct Writer {
     segment_age_ms: u64,
     index_interval_bytes: u64,
     group_commit_bytes_max: usize,
+    group_commit_interval: Duration,
+    /// When the last group's write started.
+    last_group: Option<Instant>,
     metrics: WriterMetrics,
 }
 
@@ -117,6 +120,8 @@ impl Writer {
             segment_age_ms: cfg.segment_age_ms,
             index_interval_bytes: cfg.index_interval_bytes,
             group_commit_bytes_max: cfg.group_commit_bytes_max,
+            group_commit_interval: Duration::from_micros(cfg.group_commit_interval_us),
+            last_group: None,
             metrics,
         })
     }
@@ -133,17 +138,16 @@ impl Writer {
             };
             let mut bytes = first.records.bytes_len();
             group.push(first);
-            while bytes < self.group_commit_bytes_max {
-                match rx.try_recv() {
-                    Ok(WriterMsg::Append(req)) => {
-                        bytes += req.records.bytes_len();
-                        group.push(req);
-                    }
-                    // Appends are coming: the segment is not idle.
-                    Ok(WriterMsg::SealIfIdle { .. }) => {}
-                    Err(_) => break,
-                }
+            self.take_queued(&mut rx, &mut group, &mut bytes);
+            // Busy: the previous group started less than an interval ago. Let the appends on
+            // their way share this group's fsync.
+            if let Some(wait) = self.last_group.and_then(|t| self.group_commit_interval.checked_sub(t.elapsed()))
+                && bytes < self.group_commit_bytes_max
+            {
+                std::thread::sleep(wait);
+                self.take_queued(&mut rx, &mut group, &mut bytes);
             }
+            self.last_group = Some(Instant::now());
             self.metrics.group_requests.record(group.len() as f64);
             self.metrics.group_bytes.record(bytes as f64);
             self.write_group(&mut group);
@@ -151,6 +155,21 @@ impl Writer {
         // Sealed or not, make the indexes of the active segment durable on a clean shutdown.
         let _ = self.index_file.sync_data();
         let _ = self.time_file.sync_data();
+    }
+
+    /// Adds the appends already queued to `group`, up to `group_commit_bytes_max`.
+    fn take_queued(&self, rx: &mut mpsc::Receiver<WriterMsg>, group: &mut Vec<AppendReq>, bytes: &mut usize) {
+        while *bytes < self.group_commit_bytes_max {
+            match rx.try_recv() {
+                Ok(WriterMsg::Append(req)) => {
+                    *bytes += req.records.bytes_len();
+                    group.push(req);
+                }
+                // Appends are coming: the segment is not idle.
+                Ok(WriterMsg::SealIfIdle { .. }) => {}
+                Err(_) => break,
+            }
+        }
     }
 
     fn seal_if_idle(&mut self, idle_ms: u64, min_bytes: u64) {
