@@ -170,7 +170,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let stats = {
         let meta = meta.clone();
         let factory: SinkFactory = Box::new(move || Box::new(StatsSink::new(&meta, topics.clone())));
-        spawn_consumer(dyn_log.clone(), factory, consumer_cfg.clone(), &consumers)
+        let cfg = ConsumerConfig { nice: INDEX_NICE, ..consumer_cfg.clone() };
+        spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
     let retention =
         Retention { days: cfg.search.retention_days, tenant_days: cfg.search.tenant_retention_days.clone() };
@@ -185,7 +186,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let indexes = indexes.clone();
         let factory: SinkFactory =
             Box::new(move || Box::new(Typed::new(SearchSink::new(indexes.clone(), indexer_cfg.clone()))));
-        let cfg = ConsumerConfig { commit_interval_ms: cfg.search.commit_interval_ms, ..consumer_cfg.clone() };
+        let cfg = ConsumerConfig {
+            commit_interval_ms: cfg.search.commit_interval_ms,
+            nice: INDEX_NICE,
+            ..consumer_cfg.clone()
+        };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
     let tsdb = Arc::new(strata_tsdb::Store::new(cfg.tsdb_config()));
@@ -409,6 +414,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The niceness of search indexing (the sink's thread and the indexing threads it starts, which
+/// inherit it) and of the stored-bytes counts: when the CPU is short, acknowledging ingest wins
+/// it from them about three to one, and a burst is absorbed by the log and indexed behind it.
+/// With CPU to spare, the niceness changes nothing: acknowledgement to searchable stays as fast.
+const INDEX_NICE: i32 = 5;
 
 /// The niceness of the lake's writers: they commit once a minute and may fall behind a burst,
 /// while ingest and the views queries read fresh may not.
