@@ -212,33 +212,113 @@ const LOG_FIELDS: [&str; 10] =
 
 /// Validates a log record from a producer and turns it into the stored form.
 pub fn normalize_log(v: Value, now_ns: i64, limits: &Limits) -> Result<LogLine, RecordError> {
-    let mut obj = into_object(v)?;
-    let timestamp_ns = timestamp(&mut obj, now_ns, limits)?;
-    let source_id = required_id(&mut obj, "source_id", limits)?;
-    let level = optional_id(&mut obj, "level", limits)?.unwrap_or_else(|| "unknown".to_string());
-    let message = match obj.remove("message") {
-        Some(Value::String(s)) => s,
-        Some(other) => return Err(type_err("message", "a string", &other)),
-        None => return Err(RecordError::Missing("message")),
-    };
-    let run_id = optional_id(&mut obj, "run_id", limits)?;
-    let trace_id = optional_id(&mut obj, "trace_id", limits)?;
-    let service = optional_id(&mut obj, "service", limits)?;
-    let host = optional_id(&mut obj, "host", limits)?;
-    if obj.contains_key("tenant") {
-        // The tenant comes from the credential, never from the payload.
-        return Err(RecordError::UnknownField("tenant".to_string()));
+    LogFields::from_map(into_object(v)?).normalize(now_ns, limits)
+}
+
+/// The top-level fields of a log record, each taken out on its own: from a parsed map by
+/// `normalize_log`, or straight from the JSON text (`serde_json::from_slice::<LogFields>`),
+/// which builds no map for the record itself. A text that is not a JSON object fails to
+/// deserialize with a data error; parse it as a `Value` and call `normalize_log` to name it.
+#[derive(Debug, Default)]
+pub struct LogFields {
+    /// The values of `LOG_FIELDS`, in its order, as sent.
+    known: [Option<Value>; LOG_FIELDS.len()],
+    /// Every other field, an attribute unless `attributes` has the same name.
+    extra: Map<String, Value>,
+}
+
+impl LogFields {
+    fn from_map(mut obj: Map<String, Value>) -> LogFields {
+        let known = LOG_FIELDS.map(|name| obj.remove(name));
+        LogFields { known, extra: obj }
     }
-    let mut attributes = match obj.remove("attributes") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(other) => return Err(type_err("attributes", "an object", &other)),
-    };
-    for (k, v) in obj {
-        debug_assert!(!LOG_FIELDS.contains(&k.as_str()));
-        attributes.entry(k).or_insert(v);
+
+    /// Validates the fields and makes the stored line.
+    pub fn normalize(self, now_ns: i64, limits: &Limits) -> Result<LogLine, RecordError> {
+        let [timestamp, source_id, level, message, run_id, trace_id, service, host, attributes, tenant] = self.known;
+        let timestamp_ns = match timestamp {
+            None | Some(Value::Null) => now_ns,
+            Some(v) => check_timestamp(parse_timestamp(&v)?, now_ns, limits)?,
+        };
+        let source_id = id_value("source_id", source_id, limits)?.ok_or(RecordError::Missing("source_id"))?;
+        let level = id_value("level", level, limits)?.unwrap_or_else(|| "unknown".to_string());
+        let message = match message {
+            Some(Value::String(s)) => s,
+            Some(other) => return Err(type_err("message", "a string", &other)),
+            None => return Err(RecordError::Missing("message")),
+        };
+        let run_id = id_value("run_id", run_id, limits)?;
+        let trace_id = id_value("trace_id", trace_id, limits)?;
+        let service = id_value("service", service, limits)?;
+        let host = id_value("host", host, limits)?;
+        if tenant.is_some() {
+            // The tenant comes from the credential, never from the payload.
+            return Err(RecordError::UnknownField("tenant".to_string()));
+        }
+        let mut attributes = match attributes {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(other) => return Err(type_err("attributes", "an object", &other)),
+        };
+        for (k, v) in self.extra {
+            attributes.entry(k).or_insert(v);
+        }
+        LogLine { timestamp_ns, source_id, level, message, run_id, trace_id, service, host, attributes }.checked(limits)
     }
-    LogLine { timestamp_ns, source_id, level, message, run_id, trace_id, service, host, attributes }.checked(limits)
+}
+
+impl<'de> Deserialize<'de> for LogFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = LogFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<LogFields, A::Error> {
+                let mut fields = LogFields::default();
+                while let Some(key) = map.next_key::<FieldKey>()? {
+                    let value = map.next_value::<Value>()?;
+                    match key {
+                        FieldKey::Known(i) => fields.known[i] = Some(value),
+                        FieldKey::Other(name) => {
+                            fields.extra.insert(name, value);
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// A field's name: one of `LOG_FIELDS` (no copy made), or another.
+enum FieldKey {
+    Known(usize),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for FieldKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl serde::de::Visitor<'_> for Key {
+            type Value = FieldKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<FieldKey, E> {
+                Ok(LOG_FIELDS
+                    .iter()
+                    .position(|f| *f == s)
+                    .map_or_else(|| FieldKey::Other(s.to_string()), FieldKey::Known))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<FieldKey, E> {
+                Ok(LOG_FIELDS.iter().position(|f| *f == s).map_or(FieldKey::Other(s), FieldKey::Known))
+            }
+        }
+        d.deserialize_str(Key)
+    }
 }
 
 impl LogLine {
@@ -394,7 +474,12 @@ fn optional_id(
     field: &'static str,
     limits: &Limits,
 ) -> Result<Option<String>, RecordError> {
-    match obj.remove(field) {
+    id_value(field, obj.remove(field), limits)
+}
+
+/// An id field's value, if it has one: a string, not empty, within `id_bytes_max`.
+fn id_value(field: &'static str, v: Option<Value>, limits: &Limits) -> Result<Option<String>, RecordError> {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             check_id(field, &s, limits)?;
@@ -491,6 +576,38 @@ mod tests {
     use serde_json::json;
 
     const NOW: i64 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn a_log_line_parsed_from_text_is_the_line_normalised_from_a_map() {
+        let lines = [
+            r#"{"source_id":"web-1","message":"hi","level":"WARN","timestamp":1700000000000,"k":1}"#,
+            r#"{"source_id":"a","message":"m","attributes":{"k":"inner"},"k":"outer","x":[1,{"y":null}]}"#,
+            r#"{"source_id":"a","message":"first","message":"second"}"#,
+            r#"{"sour\u0063e_id":"escaped key","mess\u0061ge":"m\n","trace_id":"t","host":"h","service":"s","run_id":"r"}"#,
+            r#"{"source_id":"a","message":"m","tenant":null}"#,
+            r#"{"source_id":null,"message":"m"}"#,
+            r#"{"source_id":"","message":"m"}"#,
+            r#"{"source_id":"a","message":7}"#,
+            r#"{"source_id":"a"}"#,
+            r#"{"source_id":"a","message":"m","attributes":[1]}"#,
+            r#"{"source_id":"a","message":"m","level":null,"timestamp":null}"#,
+            r#"{"source_id":"a","message":"m","timestamp":"yesterday"}"#,
+            r#"{"source_id":"a","message":"m","timestamp":1}"#,
+            r#"{}"#,
+        ];
+        let limits = Limits::default();
+        for line in lines {
+            let from_text = serde_json::from_str::<LogFields>(line).unwrap().normalize(NOW, &limits);
+            let from_map = normalize_log(serde_json::from_str(line).unwrap(), NOW, &limits);
+            assert_eq!(format!("{from_text:?}"), format!("{from_map:?}"), "{line}");
+        }
+        for not_an_object in ["[1]", "\"text\"", "3", "null"] {
+            assert!(serde_json::from_str::<LogFields>(not_an_object).unwrap_err().is_data(), "{not_an_object}");
+        }
+        let long = format!(r#"{{"source_id":"a","message":"{}"}}"#, "x".repeat(limits.log_line_bytes_max + 1));
+        let err = serde_json::from_str::<LogFields>(&long).unwrap().normalize(NOW, &limits).unwrap_err();
+        assert!(matches!(err, RecordError::TooLong { .. }), "{err:?}");
+    }
 
     #[test]
     fn an_event_read_in_place_has_the_fields_of_the_event() {

@@ -111,13 +111,22 @@ pub(super) fn decode(
             .map_err(|e| ApiError::bad_request(json_error_message(body, &e)))?;
     } else {
         let mut index = 0usize;
+        let mut line_payload = Vec::with_capacity(2048);
         for line in body.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let parsed = serde_json::from_slice::<Value>(line).map_err(|e| RecordError::Json(strip_position(&e)));
-            handle(&mut out, index, parsed);
+            if kind == Kind::Logs {
+                out.total += 1;
+                match parse_log_line(line, now, limits) {
+                    Ok(l) => out.push_line(index, tenant, &l, partitions, &mut line_payload),
+                    Err(e) => out.errors.push((index, e)),
+                }
+            } else {
+                let parsed = serde_json::from_slice::<Value>(line).map_err(|e| RecordError::Json(strip_position(&e)));
+                handle(&mut out, index, parsed);
+            }
             index += 1;
         }
     }
@@ -125,6 +134,19 @@ pub(super) fn decode(
         batches.finish(&mut out, tenant, partitions);
     }
     Ok(out)
+}
+
+/// One NDJSON log line, parsed straight into its fields (no map of the whole record is built).
+fn parse_log_line(line: &[u8], now: i64, limits: &Limits) -> Result<strata_model::LogLine, RecordError> {
+    match serde_json::from_slice::<strata_model::LogFields>(line) {
+        Ok(fields) => fields.normalize(now, limits),
+        // Valid JSON that is not an object: parsed again as a value, for the error to name it.
+        Err(e) if e.is_data() => {
+            let v = serde_json::from_slice::<Value>(line).map_err(|e| RecordError::Json(strip_position(&e)))?;
+            strata_model::normalize_log(v, now, limits)
+        }
+        Err(e) => Err(RecordError::Json(strip_position(&e))),
+    }
 }
 
 struct EachElement<F>(F);
