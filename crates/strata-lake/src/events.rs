@@ -20,9 +20,9 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use strata_model::topic::EventsEnriched;
-use strata_model::{Event, Topic as _};
+use strata_model::{EventRef, Topic as _, raw_string};
 use strata_pipeline::{Decoded, Positions, SinkError, TopicSink};
 
 use crate::Location;
@@ -67,41 +67,71 @@ fn column_name(field: &str) -> Cow<'_, str> {
     Cow::Owned(name)
 }
 
+/// A field's value, read from its JSON text without building a `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    /// A number that is an integer within `i64`, as `serde_json` tells them apart.
+    Int(i64),
+    Float(f64),
+    Text(Cow<'a, str>),
+    /// An array or an object, kept as its JSON text.
+    Json(&'a str),
+}
+
+impl<'a> Scalar<'a> {
+    fn read(v: &'a RawValue) -> Scalar<'a> {
+        let text = v.get().trim_start();
+        match text.as_bytes().first() {
+            None | Some(b'n') => Scalar::Null,
+            Some(b't') => Scalar::Bool(true),
+            Some(b'f') => Scalar::Bool(false),
+            Some(b'"') => Scalar::Text(raw_string(v).unwrap_or_default()),
+            Some(b'[' | b'{') => Scalar::Json(text.trim_end()),
+            Some(_) => match text.trim_end() {
+                // `serde_json` reads a negative zero as a double.
+                "-0" => Scalar::Float(-0.0),
+                text => {
+                    text.parse::<i64>().map_or_else(|_| Scalar::Float(text.parse().unwrap_or(f64::NAN)), Scalar::Int)
+                }
+            },
+        }
+    }
+}
+
 /// The column type a value asks for (`None` for null, which fits any).
-fn value_type(v: &Value) -> Option<DataType> {
+fn value_type(v: &Scalar) -> Option<DataType> {
     match v {
-        Value::Null => None,
-        Value::Bool(_) => Some(DataType::Boolean),
-        Value::Number(n) if n.is_i64() => Some(DataType::Int64),
-        Value::Number(_) => Some(DataType::Float64),
-        Value::String(_) | Value::Array(_) | Value::Object(_) => Some(DataType::Utf8),
+        Scalar::Null => None,
+        Scalar::Bool(_) => Some(DataType::Boolean),
+        Scalar::Int(_) => Some(DataType::Int64),
+        Scalar::Float(_) => Some(DataType::Float64),
+        Scalar::Text(_) | Scalar::Json(_) => Some(DataType::Utf8),
     }
 }
 
 /// Whether a column of type `t` holds `v`.
-fn fits(t: &DataType, v: &Value) -> bool {
-    match (t, v) {
-        (_, Value::Null) => true,
-        (DataType::Boolean, Value::Bool(_)) => true,
-        (DataType::Int64, Value::Number(n)) => n.is_i64(),
-        (DataType::Float64, Value::Number(_)) => true,
-        (
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
-            Value::String(_) | Value::Array(_) | Value::Object(_),
-        ) => true,
-        _ => false,
-    }
+fn fits(t: &DataType, v: &Scalar) -> bool {
+    matches!(
+        (t, v),
+        (_, Scalar::Null)
+            | (DataType::Boolean, Scalar::Bool(_))
+            | (DataType::Int64, Scalar::Int(_))
+            | (DataType::Float64, Scalar::Int(_) | Scalar::Float(_))
+            | (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, Scalar::Text(_) | Scalar::Json(_))
+    )
 }
 
-fn type_name(v: &Value) -> &'static str {
+fn type_name(v: &Scalar) -> &'static str {
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_i64() => "an integer",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Scalar::Null => "null",
+        Scalar::Bool(_) => "a boolean",
+        Scalar::Int(_) => "an integer",
+        Scalar::Float(_) => "a number",
+        Scalar::Text(_) => "a string",
+        Scalar::Json(t) if t.starts_with('[') => "an array",
+        Scalar::Json(_) => "an object",
     }
 }
 
@@ -123,7 +153,7 @@ impl Values {
             _ => Values::Utf8(StringBuilder::new()),
         };
         for _ in 0..nulls {
-            v.push(&Value::Null);
+            v.push(&Scalar::Null);
         }
         v
     }
@@ -137,17 +167,19 @@ impl Values {
         }
     }
 
-    /// Appends `v`, which fits the column (checked before).
-    fn push(&mut self, v: &Value) {
-        match self {
-            Values::Boolean(b) => b.append_option(v.as_bool()),
-            Values::Int64(b) => b.append_option(v.as_i64()),
-            Values::Float64(b) => b.append_option(v.as_f64()),
-            Values::Utf8(b) => match v {
-                Value::Null => b.append_null(),
-                Value::String(s) => b.append_value(s),
-                other => b.append_value(other.to_string()),
-            },
+    /// Appends `v`, which fits the column (checked before; anything else is a null).
+    fn push(&mut self, v: &Scalar) {
+        match (self, v) {
+            (Values::Boolean(b), Scalar::Bool(x)) => b.append_value(*x),
+            (Values::Int64(b), Scalar::Int(i)) => b.append_value(*i),
+            (Values::Float64(b), Scalar::Int(i)) => b.append_value(*i as f64),
+            (Values::Float64(b), Scalar::Float(f)) => b.append_value(*f),
+            (Values::Utf8(b), Scalar::Text(s)) => b.append_value(s),
+            (Values::Utf8(b), Scalar::Json(t)) => b.append_value(t),
+            (Values::Boolean(b), _) => b.append_null(),
+            (Values::Int64(b), _) => b.append_null(),
+            (Values::Float64(b), _) => b.append_null(),
+            (Values::Utf8(b), _) => b.append_null(),
         }
     }
 
@@ -245,7 +277,7 @@ impl Rows {
     }
 
     /// Where each field of `data` goes, or why the event cannot be a row.
-    fn place(&self, data: &serde_json::Map<String, Value>) -> Result<Vec<Place>, String> {
+    fn place(&self, data: &[(&str, Scalar)]) -> Result<Vec<Place>, String> {
         let mut places = Vec::with_capacity(data.len());
         let mut new_columns = 0;
         for (k, v) in data {
@@ -255,7 +287,7 @@ impl Rows {
                     let c = &self.columns[i];
                     if fits(&c.data_type, v) {
                         Place::Column(i)
-                    } else if !c.in_table && c.data_type == DataType::Int64 && v.is_f64() {
+                    } else if !c.in_table && c.data_type == DataType::Int64 && matches!(v, Scalar::Float(_)) {
                         Place::Widen(i)
                     } else {
                         return Err(format!(
@@ -303,8 +335,14 @@ impl Rows {
     }
 
     /// Adds one event: as a row, or to the rejected ones with the reason.
-    fn push(&mut self, tenant: &str, partition: u32, offset: u64, event: &Event, payload: &[u8]) {
-        let places = match self.place(&event.data) {
+    fn push(&mut self, tenant: &str, partition: u32, offset: u64, event: &EventRef, payload: &[u8]) {
+        // The fields in name order, a name sent twice counting once with its last value: as a
+        // map of the data would hold them, so that new columns come in the same order.
+        let mut data: Vec<(&str, Scalar)> =
+            event.data.0.iter().rev().map(|(k, v)| (k.as_ref(), Scalar::read(v))).collect();
+        data.sort_by(|a, b| a.0.cmp(b.0));
+        data.dedup_by(|a, b| a.0 == b.0);
+        let places = match self.place(&data) {
             Ok(p) => p,
             Err(reason) => {
                 self.rejected.push(Rejected {
@@ -324,7 +362,7 @@ impl Rows {
         self.event_type.append_value(&event.event_type);
         self.source_id.append_value(&event.source_id);
         self.event_id.append_option(event.event_id.as_deref());
-        for (place, v) in places.into_iter().zip(event.data.values()) {
+        for (place, (_, v)) in places.into_iter().zip(&data) {
             let i = match place {
                 Place::Skip => continue,
                 Place::Column(i) => i,
@@ -341,7 +379,7 @@ impl Rows {
         // Columns the event has no value for.
         for c in &mut self.columns {
             if c.values.len() < self.rows {
-                c.values.push(&Value::Null);
+                c.values.push(&Scalar::Null);
             }
         }
     }
@@ -538,20 +576,20 @@ mod tests {
         }
     }
 
-    fn event(data: serde_json::Value) -> Event {
-        let serde_json::Value::Object(data) = data else { panic!("an object") };
-        Event { event_type: "t".into(), timestamp_ns: 0, source_id: "s".into(), event_id: None, data }
+    fn push(rows: &mut Rows, offset: u64, data: &str) {
+        let payload = format!(r#"{{"type":"t","timestamp_ns":0,"source_id":"s","data":{data}}}"#);
+        rows.push("a", 0, offset, &EventRef::parse(payload.as_bytes()).unwrap(), payload.as_bytes());
     }
 
     #[test]
     fn rows_are_built_column_by_column() {
         let mut rows = Rows::default();
-        rows.push("a", 0, 0, &event(serde_json::json!({"n": 1, "s": "x"})), b"{}");
-        rows.push("a", 0, 1, &event(serde_json::json!({"n": 1.5, "b": true})), b"{}");
-        rows.push("a", 0, 2, &event(serde_json::json!({"a b": 1, "a_b": 2})), b"{}");
-        rows.push("a", 0, 3, &event(serde_json::json!({"Case": 1, "case": 2})), b"{}");
-        rows.push("a", 0, 4, &event(serde_json::json!({"S": "y"})), b"{}");
-        rows.push("a", 0, 5, &event(serde_json::json!({"s": 3})), b"{}");
+        push(&mut rows, 0, r#"{"s": "x", "n": 1}"#);
+        push(&mut rows, 1, r#"{"n": 1.5, "b": true}"#);
+        push(&mut rows, 2, r#"{"a b": 1, "a_b": 2}"#);
+        push(&mut rows, 3, r#"{"Case": 1, "case": 2}"#);
+        push(&mut rows, 4, r#"{"S": "y"}"#);
+        push(&mut rows, 5, r#"{"s": 3}"#);
         let batch = rows.batch();
         assert_eq!(batch.num_rows(), 2);
         let names: Vec<_> = batch.schema().fields().iter().skip(FIXED.len()).map(|f| f.name().clone()).collect();
@@ -564,6 +602,42 @@ mod tests {
         assert!(reasons[1].1.contains("both stored as the column"), "{reasons:?}");
         assert!(reasons[2].1.contains("only in case"), "{reasons:?}");
         assert!(reasons[3].1.contains("is an integer but its column \"s\" is Utf8"), "{reasons:?}");
+    }
+
+    #[test]
+    fn values_read_from_their_text_are_typed_as_serde_json_types_them() {
+        let raw = |t: &str| serde_json::from_str::<Box<RawValue>>(t).unwrap();
+        let cases = [
+            ("null", Scalar::Null),
+            ("true", Scalar::Bool(true)),
+            ("-0", Scalar::Float(-0.0)),
+            ("0", Scalar::Int(0)),
+            ("-12", Scalar::Int(-12)),
+            ("9223372036854775807", Scalar::Int(i64::MAX)),
+            ("9223372036854775808", Scalar::Float(9223372036854775808.0)),
+            ("1.0", Scalar::Float(1.0)),
+            ("-2.5e3", Scalar::Float(-2500.0)),
+            (r#""a\"b""#, Scalar::Text("a\"b".into())),
+            (r#"[1,{"k":null}]"#, Scalar::Json(r#"[1,{"k":null}]"#)),
+        ];
+        for (text, want) in cases {
+            let v = raw(text);
+            let got = Scalar::read(&v);
+            assert_eq!(got, want, "{text}");
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            let serde_type = match &value {
+                serde_json::Value::Number(n) if n.is_i64() => Some(DataType::Int64),
+                serde_json::Value::Number(_) => Some(DataType::Float64),
+                serde_json::Value::Null => None,
+                serde_json::Value::Bool(_) => Some(DataType::Boolean),
+                _ => Some(DataType::Utf8),
+            };
+            assert_eq!(value_type(&got), serde_type, "{text}");
+        }
+        let mut rows = Rows::default();
+        push(&mut rows, 0, r#"{"k": 1, "k": "last"}"#);
+        let batch = rows.batch();
+        assert_eq!(batch.column(FIXED.len()).data_type(), &DataType::Utf8, "a name sent twice keeps its last value");
     }
 
     #[test]
