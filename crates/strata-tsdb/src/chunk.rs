@@ -233,6 +233,11 @@ impl ChunkAppender {
             .expect("a chunk this process wrote decodes")
     }
 
+    /// The value at `t`, if there is a sample at `t`; decodes nothing past it.
+    pub fn value_at(&self, t: i64) -> Option<f64> {
+        Chunk { count: self.count, stream: &self.w.bytes }.value_at(t).expect("a chunk this process wrote decodes")
+    }
+
     /// The chunk with its header, as `Chunk::new` reads it.
     pub fn to_chunk(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_BYTES + self.w.bytes.len());
@@ -300,6 +305,17 @@ impl<'a> Chunk<'a> {
             out.push(s?);
         }
         Ok(out)
+    }
+
+    /// The value at `t`, if there is a sample at `t`; decodes nothing past it.
+    pub fn value_at(&self, t: i64) -> Result<Option<f64>, ChunkError> {
+        for s in self.iter() {
+            let (st, v) = s?;
+            if st >= t {
+                return Ok((st == t).then_some(v));
+            }
+        }
+        Ok(None)
     }
 
     /// Appends the samples with `from <= t <= to` to `out`, decoding nothing past `to`.

@@ -21,6 +21,18 @@ pub fn range_start(ts: i64) -> i64 {
     ts.div_euclid(BLOCK_RANGE_MS).saturating_mul(BLOCK_RANGE_MS)
 }
 
+/// What an append did with a sample it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// A timestamp the series did not have.
+    Added,
+    /// A timestamp the series had, with another value: the new value replaced it.
+    Replaced,
+    /// The series already held the same value at that timestamp (a replay, a retry, the other
+    /// replica of a pair): nothing changed, and no chunk was decoded or written again.
+    Unchanged,
+}
+
 /// Why a sample was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
@@ -51,6 +63,13 @@ impl Sealed {
         Chunk::new(&self.bytes).and_then(|c| c.decode()).expect("a chunk this process wrote decodes")
     }
 
+    fn value_at(&self, ts: i64) -> Option<f64> {
+        if ts < self.min_t || ts > self.max_t {
+            return None;
+        }
+        Chunk::new(&self.bytes).and_then(|c| c.value_at(ts)).expect("a chunk this process wrote decodes")
+    }
+
     fn extend_range(&self, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) {
         Chunk::new(&self.bytes)
             .and_then(|c| c.extend_range(from_ms, to_ms, out))
@@ -59,11 +78,22 @@ impl Sealed {
 }
 
 /// Inserts a sample into sorted samples, replacing one at the same timestamp.
-fn merge(samples: &mut Vec<(i64, f64)>, ts: i64, v: f64) {
+fn merge(samples: &mut Vec<(i64, f64)>, ts: i64, v: f64) -> Appended {
     match samples.binary_search_by_key(&ts, |s| s.0) {
-        Ok(i) => samples[i].1 = v,
-        Err(i) => samples.insert(i, (ts, v)),
+        Ok(i) => {
+            samples[i].1 = v;
+            Appended::Replaced
+        }
+        Err(i) => {
+            samples.insert(i, (ts, v));
+            Appended::Added
+        }
     }
+}
+
+/// The same value, bit for bit (so a stale marker equals only a stale marker).
+fn same(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits()
 }
 
 /// The samples of one series in the head.
@@ -85,22 +115,33 @@ impl Default for SeriesSamples {
 
 impl SeriesSamples {
     /// Adds a sample; `window_ms` bounds how far behind the newest sample it may be.
-    pub fn append(&mut self, ts: i64, value: f64, window_ms: i64) -> Result<(), AppendError> {
+    pub fn append(&mut self, ts: i64, value: f64, window_ms: i64) -> Result<Appended, AppendError> {
         if self.max_t != i64::MIN && ts < self.max_t.saturating_sub(window_ms) {
+            // Too old to merge; but a sample the head still holds with the same value is a resend
+            // that changes nothing, not an error.
+            if self.held(ts).is_some_and(|v| same(v, value)) {
+                return Ok(Appended::Unchanged);
+            }
             return Err(AppendError::TooOld { timestamp_ms: ts, newest_ms: self.max_t, window_ms });
         }
-        self.max_t = self.max_t.max(ts);
         // The common case, first: the next sample of the open chunk's range. Every sealed chunk
         // ends before the open chunk starts, so they need not be read (a cache miss per sample).
         if !self.open.is_empty() && ts > self.open.last_timestamp() && range_start(ts) == range_start(self.open_min_t) {
+            self.max_t = self.max_t.max(ts);
             self.open.append(ts, value);
             if self.open.len() >= CHUNK_SAMPLES_MAX {
                 self.seal();
             }
-            return Ok(());
+            return Ok(Appended::Added);
         }
+        // A sample the series already holds, with the same value, changes nothing: found by
+        // decoding one chunk up to its timestamp, and never encoded again.
+        if ts <= self.max_t && self.held(ts).is_some_and(|v| same(v, value)) {
+            return Ok(Appended::Unchanged);
+        }
+        self.max_t = self.max_t.max(ts);
         let last_sealed_max = self.sealed.last().map_or(i64::MIN, |c| c.max_t);
-        if ts > last_sealed_max {
+        let appended = if ts > last_sealed_max {
             if self.open.is_empty() {
                 self.open.append(ts, value);
                 self.open_min_t = ts;
@@ -109,12 +150,16 @@ impl SeriesSamples {
                     self.open.append(ts, value);
                 } else {
                     let mut samples = self.open.samples();
-                    merge(&mut samples, ts, value);
+                    let appended = merge(&mut samples, ts, value);
                     self.open = ChunkAppender::new();
                     for &(t, v) in &samples {
                         self.open.append(t, v);
                     }
                     self.open_min_t = samples[0].0;
+                    if self.open.len() >= CHUNK_SAMPLES_MAX {
+                        self.seal();
+                    }
+                    return Ok(appended);
                 }
             } else if ts > self.open.last_timestamp() {
                 self.seal();
@@ -127,10 +172,21 @@ impl SeriesSamples {
             if self.open.len() >= CHUNK_SAMPLES_MAX {
                 self.seal();
             }
+            Appended::Added
         } else {
-            self.merge_sealed(ts, value);
+            self.merge_sealed(ts, value)
+        };
+        Ok(appended)
+    }
+
+    /// The value the series holds at `ts`, if any.
+    fn held(&self, ts: i64) -> Option<f64> {
+        if !self.open.is_empty() && ts >= self.open_min_t && ts <= self.open.last_timestamp() {
+            return self.open.value_at(ts);
         }
-        Ok(())
+        // Sealed chunks are sorted and disjoint in time: the last one starting at or before `ts`.
+        let i = self.sealed.partition_point(|c| c.min_t <= ts).checked_sub(1)?;
+        self.sealed[i].value_at(ts)
     }
 
     fn seal(&mut self) {
@@ -145,7 +201,7 @@ impl SeriesSamples {
 
     /// Merges a sample no later than the newest sealed chunk into the chunk of its range that
     /// covers it, or the nearest one of that range, or a new chunk.
-    fn merge_sealed(&mut self, ts: i64, value: f64) {
+    fn merge_sealed(&mut self, ts: i64, value: f64) -> Appended {
         let range = range_start(ts);
         let in_range = |c: &Sealed| range_start(c.min_t) == range;
         let target = self
@@ -156,12 +212,14 @@ impl SeriesSamples {
         match target {
             Some(i) => {
                 let mut samples = self.sealed[i].samples();
-                merge(&mut samples, ts, value);
+                let appended = merge(&mut samples, ts, value);
                 self.sealed[i] = Sealed::new(&samples);
+                appended
             }
             None => {
                 let at = self.sealed.partition_point(|c| c.min_t < ts);
                 self.sealed.insert(at, Sealed::new(&[(ts, value)]));
+                Appended::Added
             }
         }
     }
@@ -241,7 +299,13 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn append(&mut self, id: SeriesId, timestamp_ms: i64, value: f64, window_ms: i64) -> Result<(), AppendError> {
+    pub fn append(
+        &mut self,
+        id: SeriesId,
+        timestamp_ms: i64,
+        value: f64,
+        window_ms: i64,
+    ) -> Result<Appended, AppendError> {
         let i = id as usize;
         if self.series.len() <= i {
             self.series.resize_with(i + 1, SeriesSamples::default);
@@ -304,6 +368,42 @@ mod tests {
         assert_eq!(h.series(0).unwrap().range(0, 100), [(10, 1.0), (15, 4.0), (20, 3.0)]);
         assert_eq!(h.series(1).unwrap().range(0, 100).len(), 1);
         assert!(h.series(7).is_none());
+    }
+
+    /// A second sender of the same samples (a replay, a retry, the other replica of a pair) finds
+    /// each one held already: nothing is decoded past it or encoded again, and each is answered
+    /// `Unchanged`; a new value at a held timestamp replaces it.
+    #[test]
+    fn samples_held_already_change_nothing_and_new_values_replace() {
+        let mut s = SeriesSamples::default();
+        // Four hours of 15 s samples: sealed chunks in two block ranges, and an open one.
+        let samples: Vec<(i64, f64)> = (0..1000).map(|i| (i * 15_000, (i % 7) as f64)).collect();
+        for &(t, v) in &samples {
+            assert_eq!(s.append(t, v, i64::MAX / 4), Ok(Appended::Added));
+        }
+        let bytes = s.bytes();
+        let sealed: Vec<*const u8> = s.sealed.iter().map(|c| c.bytes.as_ptr()).collect();
+        for &(t, v) in &samples {
+            assert_eq!(s.append(t, v, i64::MAX / 4), Ok(Appended::Unchanged), "at {t}");
+        }
+        // Not one chunk was written again.
+        assert_eq!(s.bytes(), bytes);
+        assert_eq!(s.sealed.iter().map(|c| c.bytes.as_ptr()).collect::<Vec<_>>(), sealed);
+        assert_eq!(s.range(0, i64::MAX), samples);
+        // Between two held samples is new; a held one with another value is replaced.
+        assert_eq!(s.append(7_500, 9.0, i64::MAX / 4), Ok(Appended::Added));
+        assert_eq!(s.append(15_000, 9.0, i64::MAX / 4), Ok(Appended::Replaced));
+        assert_eq!(s.append(samples[999].0, 9.0, i64::MAX / 4), Ok(Appended::Replaced));
+        assert_eq!(s.range(0, 15_000), [(0, 0.0), (7_500, 9.0), (15_000, 9.0)]);
+        // A stale marker equals only a stale marker.
+        let stale = f64::from_bits(crate::STALE_NAN_BITS);
+        assert_eq!(s.append(30_000, stale, i64::MAX / 4), Ok(Appended::Replaced));
+        assert_eq!(s.append(30_000, stale, i64::MAX / 4), Ok(Appended::Unchanged));
+        assert_eq!(s.append(30_000, f64::NAN, i64::MAX / 4), Ok(Appended::Replaced));
+        // Past the out-of-order window, a held sample resent is still no error; a new one is.
+        assert_eq!(s.append(45_000, 3.0, 60_000), Ok(Appended::Unchanged));
+        assert!(matches!(s.append(45_000, 4.0, 60_000), Err(AppendError::TooOld { .. })));
+        assert!(matches!(s.append(45_001, 3.0, 60_000), Err(AppendError::TooOld { .. })));
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod selector;
 pub mod store;
 
 pub use chunk::{Chunk, ChunkAppender, ChunkError, ChunkIter, encode};
-pub use head::{AppendError, BLOCK_RANGE_MS, Head, SeriesSamples};
+pub use head::{AppendError, Appended, BLOCK_RANGE_MS, Head, SeriesSamples};
 pub use index::{LabelSet, Matcher, MatcherError, SeriesId, SeriesIndex};
 pub use query::{Agg, Limits as QueryLimits, NativeQuery, QueryAnswer, QueryError, QuerySeries};
 pub use selector::parse_selector;

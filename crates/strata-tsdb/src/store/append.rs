@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{Reject, Store, Tenant};
-use crate::head::range_start;
+use crate::head::{Appended, range_start};
 use crate::index::{LabelSet, SeriesId};
 
 impl Store {
@@ -35,8 +35,12 @@ impl Store {
         value: f64,
         partition: u32,
         offset: u64,
-    ) -> Result<(), Reject> {
-        t.head.append(id, ts, value, self.cfg.ooo_window_ms)?;
+    ) -> Result<Appended, Reject> {
+        let appended = t.head.append(id, ts, value, self.cfg.ooo_window_ms)?;
+        if appended == Appended::Unchanged {
+            // Held already, from an earlier record that the head's offsets account for.
+            return Ok(appended);
+        }
         t.max_t = t.max_t.max(ts);
         let range = range_start(ts);
         // Samples come in time order mostly: the newest range is the one to look at first.
@@ -48,7 +52,7 @@ impl Store {
                 t.head_offsets.entry(range).or_default().entry(partition).or_insert(offset);
             }
         }
-        Ok(())
+        Ok(appended)
     }
 
     /// Adds one sample outside of any log record (tests, tools).

@@ -10,8 +10,32 @@ use strata_model::{MetricBatch, SeriesRegistry};
 use strata_pipeline::{Decoded, Positions, SinkError, TopicSink};
 
 use super::{Store, Tenant};
+use crate::head::Appended;
 use crate::index::SeriesId;
 use crate::manifest;
+
+/// What became of the samples of one record.
+#[derive(Default)]
+struct Applied {
+    /// Taken: a timestamp the series did not have, or a new value at one it had.
+    appended: u64,
+    /// Equal to the sample the series holds at that timestamp: taken, nothing changed.
+    unchanged: u64,
+    /// Already in a block cut from the head (a replay of the log).
+    skipped: u64,
+    /// Refused, with the reason of each.
+    rejected: Vec<&'static str>,
+}
+
+impl Applied {
+    fn count(&mut self, appended: Result<Appended, super::Reject>) {
+        match appended {
+            Ok(Appended::Unchanged) => self.unchanged += 1,
+            Ok(Appended::Added | Appended::Replaced) => self.appended += 1,
+            Err(e) => self.rejected.push(e.reason()),
+        }
+    }
+}
 
 /// A topic of metric batches a store can be fed from: `metrics` (consumer group `tsdb`) or
 /// `rollups` (the rollup store, group `tsdb-rollups`).
@@ -72,9 +96,8 @@ impl<T: MetricTopic> TsdbSink<T> {
     }
 
     /// Applies a version 3 batch: each number maps to the tenant's series through `t.refs`, and a
-    /// number seen for the first time is resolved through the registry. Returns the samples
-    /// appended and skipped and the reasons of the rejected, or the first number the tenant has
-    /// no series for (nothing is applied then).
+    /// number seen for the first time is resolved through the registry. Returns what became of
+    /// the samples, or the first number the tenant has no series for (nothing is applied then).
     fn apply_refs(
         &mut self,
         t: &mut Tenant,
@@ -83,7 +106,7 @@ impl<T: MetricTopic> TsdbSink<T> {
         offset: u64,
         batch: &MetricBatch<'_>,
         refs: &[u64],
-    ) -> Result<(u64, u64, Vec<&'static str>), u64> {
+    ) -> Result<Applied, u64> {
         let unknown = refs.iter().any(|r| !t.refs.contains_key(r));
         let view = unknown.then(|| self.registry.read());
         if let Some(view) = &view
@@ -94,13 +117,13 @@ impl<T: MetricTopic> TsdbSink<T> {
         self.ids.clear();
         self.ids.extend(refs.iter().filter_map(|r| t.refs.get(r).copied()));
         t.head.warm(&self.ids);
-        let (mut appended, mut skipped, mut rejected) = (0u64, 0u64, Vec::new());
+        let mut n = Applied::default();
         let mut labels = Vec::new();
         let walked = batch.for_each_ref(|r, samples| {
             let mut id = None;
             for (ts, v) in samples {
                 if t.in_blocks(partition, offset, ts) {
-                    skipped += 1;
+                    n.skipped += 1;
                     continue;
                 }
                 let id = *id.get_or_insert_with(|| match t.refs.get(&r) {
@@ -113,14 +136,11 @@ impl<T: MetricTopic> TsdbSink<T> {
                         id
                     }
                 });
-                match self.store.append_id(t, id, ts, v, partition, offset) {
-                    Ok(()) => appended += 1,
-                    Err(e) => rejected.push(e.reason()),
-                }
+                n.count(self.store.append_id(t, id, ts, v, partition, offset));
             }
         });
         debug_assert!(walked.is_ok(), "refs() was Some");
-        Ok((appended, skipped, rejected))
+        Ok(n)
     }
 
     fn checkpoint(&mut self, positions: &Positions) -> Result<(), SinkError> {
@@ -147,6 +167,7 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
 
     async fn write<'r>(&mut self, partition: u32, records: &[Decoded<'r, T>]) -> Result<(), SinkError> {
         let mut appended: HashMap<&str, u64> = HashMap::new();
+        let mut unchanged: HashMap<&str, u64> = HashMap::new();
         let mut rejected: HashMap<(&str, &'static str), u64> = HashMap::new();
         let mut skipped = 0u64;
         let mut current: Option<(&str, Arc<RwLock<Tenant>>)> = None;
@@ -160,10 +181,11 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
             t.last_append = Instant::now();
             if let Some(refs) = batch.refs() {
                 match self.apply_refs(&mut t, tenant, partition, r.offset, batch, refs) {
-                    Ok((n_appended, n_skipped, n_rejected)) => {
-                        *appended.entry(tenant).or_default() += n_appended;
-                        skipped += n_skipped;
-                        for reason in n_rejected {
+                    Ok(n) => {
+                        *appended.entry(tenant).or_default() += n.appended;
+                        *unchanged.entry(tenant).or_default() += n.unchanged;
+                        skipped += n.skipped;
+                        for reason in n.rejected {
                             *rejected.entry((tenant, reason)).or_default() += 1;
                         }
                     }
@@ -183,20 +205,16 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
             batch.fingerprints(&mut self.fingerprints);
             t.index.warm(&self.fingerprints, &mut self.ids);
             t.head.warm(&self.ids);
-            let (mut n_appended, mut n_skipped) = (0u64, 0u64);
-            let mut n_rejected: Vec<&'static str> = Vec::new();
+            let mut n = Applied::default();
             let applied = batch.for_each_series(|fingerprint, labels, samples| {
                 let mut id = None;
                 for (ts, v) in samples {
                     if t.in_blocks(partition, r.offset, ts) {
-                        n_skipped += 1;
+                        n.skipped += 1;
                         continue;
                     }
                     let id = *id.get_or_insert_with(|| t.index.get_or_insert_fingerprinted(fingerprint, labels));
-                    match self.store.append_id(&mut t, id, ts, v, partition, r.offset) {
-                        Ok(()) => n_appended += 1,
-                        Err(e) => n_rejected.push(e.reason()),
-                    }
+                    n.count(self.store.append_id(&mut t, id, ts, v, partition, r.offset));
                 }
             });
             // Damage past the symbol table shows only when the series are walked, here.
@@ -205,14 +223,20 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
                 *rejected.entry((tenant, "undecodable")).or_default() += 1;
                 continue;
             }
-            *appended.entry(tenant).or_default() += n_appended;
-            skipped += n_skipped;
-            for reason in n_rejected {
+            *appended.entry(tenant).or_default() += n.appended;
+            *unchanged.entry(tenant).or_default() += n.unchanged;
+            skipped += n.skipped;
+            for reason in n.rejected {
                 *rejected.entry((tenant, reason)).or_default() += 1;
             }
         }
         for (tenant, n) in appended {
             metrics::counter!("strata_tsdb_samples_appended_total", "tenant" => tenant.to_string()).increment(n);
+        }
+        for (tenant, n) in unchanged {
+            if n > 0 {
+                metrics::counter!("strata_tsdb_samples_unchanged_total", "tenant" => tenant.to_string()).increment(n);
+            }
         }
         for ((tenant, reason), n) in rejected {
             metrics::counter!("strata_tsdb_samples_rejected_total", "tenant" => tenant.to_string(), "reason" => reason)
