@@ -14,7 +14,7 @@ use crate::groups::Groups;
 use crate::partition::{Partition, SealedCompression, fsync_dir};
 use crate::{
     AppendAck, Codec, EncodedRecords, Error, GroupOffset, Log, LogConfig, ReadResult, Result, RetentionRemoved,
-    TopicConfig, TopicInfo, io_err,
+    ThreadPriority, TopicConfig, TopicInfo, io_err,
 };
 
 const TOPIC_FILE_VERSION: u32 = 1;
@@ -79,7 +79,7 @@ impl Busy {
     }
 }
 
-/// The thread that compresses sealed segments, at the lowest CPU priority.
+/// The thread that compresses sealed segments, in the idle CPU class.
 #[derive(Default)]
 struct Compressor {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -92,7 +92,9 @@ impl Compressor {
         let thread = std::thread::Builder::new()
             .name("log-compress".into())
             .spawn(move || {
-                lowest_priority();
+                if let Err(e) = ThreadPriority::Idle.apply_to_current_thread() {
+                    tracing::warn!(error = %e, "cannot put the compression thread in the idle CPU class");
+                }
                 let mut busy = Busy::new(&sealed);
                 let mut deferring = false;
                 loop {
@@ -140,16 +142,6 @@ impl Compressor {
         if let Some(t) = self.thread.lock().expect("thread lock").take() {
             let _ = t.join();
         }
-    }
-}
-
-/// Puts the calling thread at the lowest CPU priority (nice 19): it runs on what the rest of the
-/// process leaves.
-fn lowest_priority() {
-    // On Linux a thread id names the thread alone.
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
-        tracing::warn!(error = %e, "cannot lower the compression thread's priority");
     }
 }
 

@@ -8,6 +8,7 @@ mod embedded;
 pub mod format;
 mod groups;
 mod partition;
+mod priority;
 
 use std::path::PathBuf;
 
@@ -16,6 +17,7 @@ use strata_model::TopicSpec;
 pub use embedded::EmbeddedLog;
 pub use format::{Codec, EncodedRecords};
 pub use groups::validate_group_name;
+pub use priority::ThreadPriority;
 
 /// One record of the log: who sent it, when it happened, and its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use metrics::Gauge;
 use serde::Serialize;
-use strata_log::{Error as LogError, GroupOffset, Log};
+use strata_log::{Error as LogError, GroupOffset, Log, ThreadPriority};
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpoint, CheckpointDelta};
@@ -40,10 +40,10 @@ pub struct ConsumerConfig {
     /// Where the runtime keeps the positions of a sink of `CheckpointKind::Runtime`, one file per
     /// consumer group. Such a sink fails at start without it.
     pub checkpoint_dir: Option<PathBuf>,
-    /// The niceness of the consumer's thread (where its sink's calls and their futures run): a
-    /// background view that may fall behind under load (the lake's tables) yields the CPU to
-    /// ingest and to the views queries read fresh.
-    pub nice: i32,
+    /// The CPU class of the consumer's thread (where its sink's calls and their futures run, and
+    /// the threads a sink starts): a view that may fall behind a burst (search, the lake's
+    /// tables) runs `Idle` and yields the CPU to ingest at once.
+    pub priority: ThreadPriority,
 }
 
 impl Default for ConsumerConfig {
@@ -55,7 +55,7 @@ impl Default for ConsumerConfig {
             backoff_ms_min: 200,
             backoff_ms_max: 30_000,
             checkpoint_dir: None,
-            nice: 0,
+            priority: ThreadPriority::Normal,
         }
     }
 }
@@ -214,9 +214,9 @@ pub fn spawn_consumer(
     let thread = std::thread::Builder::new()
         .name(format!("sink-{group}"))
         .spawn(move || {
-            if cfg.nice != 0 {
-                // Best effort: a consumer that keeps the default priority is only less polite.
-                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), cfg.nice);
+            if let Err(e) = cfg.priority.apply_to_current_thread() {
+                // A consumer that keeps the default class is only less polite.
+                tracing::warn!(%group, priority = ?cfg.priority, error = %e, "cannot set the consumer's CPU class");
             }
             supervise(log, first, factory, cfg, stopped, consumers)
         })

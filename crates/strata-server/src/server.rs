@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use strata_gateway::{AdminTokenSource, ApiError, Auth, Gateway};
-use strata_log::{EmbeddedLog, Log};
+use strata_log::{EmbeddedLog, Log, ThreadPriority};
 use strata_pipeline::{ConsumerConfig, Consumers, SinkFactory, StatsSink, Typed, spawn_consumer};
 use strata_search::{IndexerConfig, Indexes, Retention, SearchSink, TailConfig, TailHub};
 use tower::ServiceExt;
@@ -170,7 +170,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let stats = {
         let meta = meta.clone();
         let factory: SinkFactory = Box::new(move || Box::new(StatsSink::new(&meta, topics.clone())));
-        let cfg = ConsumerConfig { nice: INDEX_NICE, ..consumer_cfg.clone() };
+        let cfg = ConsumerConfig { priority: BEHIND_INGEST, ..consumer_cfg.clone() };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
     let retention =
@@ -188,7 +188,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             Box::new(move || Box::new(Typed::new(SearchSink::new(indexes.clone(), indexer_cfg.clone()))));
         let cfg = ConsumerConfig {
             commit_interval_ms: cfg.search.commit_interval_ms,
-            nice: INDEX_NICE,
+            priority: BEHIND_INGEST,
             ..consumer_cfg.clone()
         };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
@@ -261,8 +261,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .partition_count(<strata_model::topic::EventsEnriched as strata_model::Topic>::SPEC.name)?,
         };
         let factory: SinkFactory = Box::new(move || Box::new(Typed::new(strata_lake::EventsSink::new(lake.clone()))));
-        let cfg =
-            ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, nice: LAKE_NICE, ..consumer_cfg.clone() };
+        let cfg = ConsumerConfig {
+            commit_interval_ms: cfg.lake.commit_interval_ms,
+            priority: BEHIND_INGEST,
+            ..consumer_cfg.clone()
+        };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
     };
     // The lake's tables of fixed columns: log lines, raw payloads, and the rollups' windows.
@@ -415,15 +418,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The niceness of search indexing (the sink's thread and the indexing threads it starts, which
-/// inherit it) and of the stored-bytes counts: when the CPU is short, acknowledging ingest wins
-/// it from them about three to one, and a burst is absorbed by the log and indexed behind it.
-/// With CPU to spare, the niceness changes nothing: acknowledgement to searchable stays as fast.
-const INDEX_NICE: i32 = 5;
-
-/// The niceness of the lake's writers: they commit once a minute and may fall behind a burst,
-/// while ingest and the views queries read fresh may not.
-const LAKE_NICE: i32 = 10;
+/// The CPU class of the views that may fall behind a burst and catch up after it: search
+/// indexing (the sink's thread and the indexing threads it starts, which inherit the class), the
+/// stored-bytes counts and the lake's writers. They run on the CPU that acknowledging ingest
+/// leaves, and give it up the moment a request needs it; with CPU to spare the class changes
+/// nothing, and acknowledgement to searchable stays as fast. The metric store, the rollups and
+/// the events pipeline keep the default class: queries read them fresh, and they are cheap.
+const BEHIND_INGEST: ThreadPriority = ThreadPriority::Idle;
 
 /// Runs the sink of the lake's fixed table `R` from its topic, committing at the lake's interval.
 fn spawn_lake_table<R: strata_lake::FixedRows>(
@@ -439,8 +440,11 @@ fn spawn_lake_table<R: strata_lake::FixedRows>(
         partitions: log.partition_count(<R::Topic as strata_model::Topic>::SPEC.name)?,
     };
     let factory: SinkFactory = Box::new(move || Box::new(Typed::new(strata_lake::FixedSink::<R>::new(lake.clone()))));
-    let consumer_cfg =
-        ConsumerConfig { commit_interval_ms: cfg.lake.commit_interval_ms, nice: LAKE_NICE, ..consumer_cfg.clone() };
+    let consumer_cfg = ConsumerConfig {
+        commit_interval_ms: cfg.lake.commit_interval_ms,
+        priority: BEHIND_INGEST,
+        ..consumer_cfg.clone()
+    };
     Ok(spawn_consumer(log.clone(), factory, consumer_cfg, consumers))
 }
 
