@@ -966,6 +966,27 @@ mod tests {
         assert_eq!(values, 2 * fleet.series());
     }
 
+    /// A fleet of N hosts is hosts 0 to N - 1, each built from the seed and its number alone: every
+    /// host up to 2,000 (two million series) has walks whose minimum is under their maximum and
+    /// scrapes to finite values, so any host count from 1 to 2,000 works.
+    #[test]
+    fn every_host_up_to_two_thousand_builds_and_scrapes() {
+        let config = FleetConfig { seed: 1, hosts: 2000, interval_ms: INTERVAL_MS, jitter_share: 0.25 };
+        for host in 0..config.hosts {
+            let mut h = Host::new(config, host);
+            for spec in &h.specs {
+                if let Dynamics::Walk { min, max, .. } = spec.dynamics {
+                    assert!(min < max, "host {host}: walk of {:?} from {min} to {max}", spec.labels);
+                }
+            }
+            for (state, spec) in h.states.iter_mut().zip(&h.specs) {
+                let v = advance(spec.dynamics, state, 15.0, INTERVAL_MS, &mut h.rng);
+                assert!(v.is_finite(), "host {host}: {:?} scraped to {v}", spec.labels);
+            }
+        }
+        assert_eq!(fleet(1, 1).series(), fleet(1, 1).series_per_host() as u64);
+    }
+
     #[test]
     fn the_seed_decides_everything() {
         let (mut a, mut b, mut c) = (fleet(2, 7), fleet(2, 7), fleet(2, 8));
