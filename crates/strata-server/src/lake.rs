@@ -29,8 +29,8 @@ const BODY_BYTES_MAX: usize = 256 << 10;
 /// The stack of a query thread (reserved, touched only as deep as a query's plan goes).
 const QUERY_STACK_BYTES: usize = 64 << 20;
 
-/// The niceness of the query threads: ingest's threads win the CPU from them.
-const QUERY_NICE: i32 = 10;
+/// The CPU class of the query threads: ingest's threads win the CPU from them.
+const QUERY_PRIORITY: strata_log::ThreadPriority = strata_log::ThreadPriority::Nice(10);
 
 /// Runs the lake's queries on threads of their own.
 pub struct LakeQueries {
@@ -50,7 +50,7 @@ impl LakeQueries {
             .thread_stack_size(QUERY_STACK_BYTES)
             .on_thread_start(|| {
                 // Best effort: a query thread that keeps the default priority is only less polite.
-                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), QUERY_NICE);
+                let _ = QUERY_PRIORITY.apply_to_current_thread();
             })
             .enable_all()
             .build()?;
