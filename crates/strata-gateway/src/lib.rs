@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod config;
+mod decoders;
 mod elastic;
 mod error;
 pub mod idempotency;
@@ -46,9 +47,9 @@ pub struct Gateway {
     cfg: GatewayConfig,
     rate: RateLimiter,
     memory: Arc<Semaphore>,
-    /// One permit per core: bodies are decoded on blocking threads, and more of them at once
-    /// than there are cores only adds threads, switches and per-thread allocator caches.
-    decoders: Arc<Semaphore>,
+    /// One thread per core decodes bodies: more at once than there are cores only adds
+    /// threads, switches and per-thread allocator caches.
+    decoders: decoders::Decoders,
     series: SeriesLimiter,
     /// The numbers metric batches name series by.
     registry: Arc<strata_model::SeriesRegistry>,
@@ -76,7 +77,7 @@ impl Gateway {
             auth,
             rate: RateLimiter::new(cfg.rate.clone()),
             memory: Arc::new(Semaphore::new(permits)),
-            decoders: Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
+            decoders: decoders::Decoders::start(std::thread::available_parallelism().map_or(2, |n| n.get())),
             series: SeriesLimiter::new(cfg.metrics.clone(), series_path),
             registry,
             idempotency,
@@ -145,13 +146,12 @@ impl Gateway {
         }
     }
 
-    /// Runs `work` (decoding a body) on a blocking thread, no more of them at once than cores.
+    /// Runs `work` (decoding a body) on one of the decoding threads, no more of them than cores.
     async fn decode_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _slot = self.decoders.acquire().await.map_err(|_| ApiError::internal("decoders closed"))?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(format!("decoding task failed: {e}")))?
+        self.decoders.run(work).await
     }
 
     /// Reads a body within `body_bytes_max` and `body_read_timeout_ms`.
