@@ -153,10 +153,11 @@ pub struct LogConfig {
     pub append_wait_ms: u64,
     /// Bytes of batches one group commit (one fsync) covers at most.
     pub group_commit_bytes_max: usize,
-    /// A partition's writer starts a group commit at most this often while appends keep coming:
-    /// an append that finds the previous fsync started less than this long ago waits for the
-    /// rest of the interval, and the appends that arrive meanwhile share its fsync. An append
-    /// after a quiet interval is written at once. 0 writes every group as soon as it is taken.
+    /// A partition's writer starts a group commit at most this often while several producers
+    /// keep appending: an append that finds the previous group (of more than one append)
+    /// started less than this long ago waits for the rest of the interval, and the appends that
+    /// arrive meanwhile share its fsync. An append after a quiet interval, or after a group of
+    /// one, is written at once. 0 writes every group as soon as it is taken.
     pub group_commit_interval_us: u64,
     /// The largest batch accepted, header included. Larger appends must be split by the caller.
     pub batch_bytes_max: u32,

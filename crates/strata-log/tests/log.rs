@@ -337,6 +337,21 @@ async fn corruption_in_a_sealed_segment_is_an_error_not_data() {
     }
 }
 
+/// The group commit interval holds back appends that arrive while other producers append too;
+/// a lone producer that appends again as soon as it is acknowledged is never held. With an
+/// interval of a minute, holding it even once would run past the generous deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_producer_is_not_held_by_the_group_commit_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 64 << 10);
+    cfg.group_commit_interval_us = 60_000_000;
+    let log = EmbeddedLog::open(cfg).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), append_batches(&log, 20, 3))
+        .await
+        .expect("20 appends one after the other are each written at once");
+    assert_prefix(&read_all(&log).unwrap(), 60);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_appends_get_unique_contiguous_offsets() {
     let dir = tempfile::tempdir().unwrap();

@@ -65,8 +65,8 @@ pub(super) struct Writer {
     index_interval_bytes: u64,
     group_commit_bytes_max: usize,
     group_commit_interval: Duration,
-    /// When the last group's write started.
-    last_group: Option<Instant>,
+    /// When the last group's write started, and how many appends it held.
+    last_group: Option<(Instant, usize)>,
     metrics: WriterMetrics,
 }
 
@@ -139,15 +139,13 @@ impl Writer {
             let mut bytes = first.records.bytes_len();
             group.push(first);
             self.take_queued(&mut rx, &mut group, &mut bytes);
-            // Busy: the previous group started less than an interval ago. Let the appends on
-            // their way share this group's fsync.
-            if let Some(wait) = self.last_group.and_then(|t| self.group_commit_interval.checked_sub(t.elapsed()))
+            if let Some(wait) = self.linger()
                 && bytes < self.group_commit_bytes_max
             {
                 std::thread::sleep(wait);
                 self.take_queued(&mut rx, &mut group, &mut bytes);
             }
-            self.last_group = Some(Instant::now());
+            self.last_group = Some((Instant::now(), group.len()));
             self.metrics.group_requests.record(group.len() as f64);
             self.metrics.group_bytes.record(bytes as f64);
             self.write_group(&mut group);
@@ -155,6 +153,18 @@ impl Writer {
         // Sealed or not, make the indexes of the active segment durable on a clean shutdown.
         let _ = self.index_file.sync_data();
         let _ = self.time_file.sync_data();
+    }
+
+    /// How long to wait for more appends to share the next group's fsync: the rest of the
+    /// interval since the previous group started, if that group held appends of more than one
+    /// producer. Only then are others likely on their way; a lone producer that appends again as
+    /// soon as it is acknowledged (an agent exporting one batch at a time) would only be slowed.
+    fn linger(&self) -> Option<Duration> {
+        let (started, appends) = self.last_group?;
+        if appends < 2 {
+            return None;
+        }
+        self.group_commit_interval.checked_sub(started.elapsed())
     }
 
     /// Adds the appends already queued to `group`, up to `group_commit_bytes_max`.
