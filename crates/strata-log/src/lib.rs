@@ -130,11 +130,16 @@ impl TopicConfig {
     }
 }
 
-/// The default `group_commit_interval_us`: at most 500 fsyncs a second per busy partition. An
-/// fsync is cheap in time on a fast disk and dear in CPU (a flush request through the kernel's
-/// block layer and, in a virtual machine, the hypervisor); small requests each fsynced alone
-/// spent a quarter of their ingest CPU there.
-pub const GROUP_COMMIT_INTERVAL_US_DEFAULT: u64 = 2_000;
+/// The default `group_commit_interval_us`: at most 200 fsyncs a second per partition busy with
+/// many producers (a lone producer is never held; see `LogConfig::group_commit_interval_us`).
+/// An fsync is cheap in time on a fast disk and dear in CPU (a flush request through the
+/// kernel's block layer and, in a virtual machine, the hypervisor): small requests each fsynced
+/// alone spent a quarter of their ingest CPU there, and at 2 ms, 100-record requests from 32
+/// connections still spent about 2.5 µs a record in the partition writers against 1.7 at 5 ms
+/// (BENCHMARKS.md, the shippers' protocols). The price is up to 5 ms more before an
+/// acknowledgement under that load, where requests queue for longer than that anyway. Kafka's
+/// producers linger as long by default.
+pub const GROUP_COMMIT_INTERVAL_US_DEFAULT: u64 = 5_000;
 
 /// Configuration of the embedded log.
 #[derive(Debug, Clone)]
