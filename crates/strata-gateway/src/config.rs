@@ -27,6 +27,8 @@ pub struct GatewayConfig {
     pub metrics: crate::SeriesLimits,
     /// `Idempotency-Key` handling.
     pub idempotency: crate::idempotency::IdempotencyConfig,
+    /// Prometheus HA pairs on remote write.
+    pub ha: crate::HaConfig,
 }
 
 impl Default for GatewayConfig {
@@ -42,6 +44,7 @@ impl Default for GatewayConfig {
             record: Limits::default(),
             metrics: crate::SeriesLimits::default(),
             idempotency: crate::idempotency::IdempotencyConfig::default(),
+            ha: crate::HaConfig::default(),
         }
     }
 }

@@ -153,6 +153,13 @@ where
         })
         .await?
     };
+    if let Some(why) = decoded.dropped.take() {
+        tracing::debug!(tenant = %tenant, "{why}");
+        return Ok((
+            StatusCode::ACCEPTED,
+            IngestResponse { accepted: 0, rejected: 0, errors: Vec::new(), errors_omitted: 0 },
+        ));
+    }
     if decoded.total == 0 && empty_ok {
         return Ok((
             StatusCode::OK,

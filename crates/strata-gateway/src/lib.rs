@@ -7,6 +7,7 @@ mod config;
 mod decoders;
 mod elastic;
 mod error;
+mod ha;
 pub mod idempotency;
 mod ingest;
 mod loki;
@@ -33,6 +34,7 @@ pub use auth::{AdminTokenSource, Auth, AuthError, Principal, TenantInfo};
 pub use body::{Encoding, decompress, read_limited};
 pub use config::{GatewayConfig, RateConfig};
 pub use error::ApiError;
+pub use ha::HaConfig;
 pub use ingest::{Format, IngestResponse, ItemError};
 pub use rate::RateLimiter;
 pub use series::{LoadSeriesError, SeriesLimiter, SeriesLimits, load_series};
@@ -55,6 +57,8 @@ pub struct Gateway {
     registry: Arc<strata_model::SeriesRegistry>,
     /// The `Idempotency-Key`s of the window.
     idempotency: Arc<idempotency::Idempotency>,
+    /// The elected replica of each HA pair.
+    ha: ha::HaTracker,
 }
 
 impl Gateway {
@@ -81,6 +85,7 @@ impl Gateway {
             series: SeriesLimiter::new(cfg.metrics.clone(), series_path),
             registry,
             idempotency,
+            ha: ha::HaTracker::new(cfg.ha.clone()),
             cfg,
         })
     }

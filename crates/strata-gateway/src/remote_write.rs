@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use strata_model::{Kind, RecordError, check_timestamp, validate_series};
 
+use crate::ha::Verdict;
 use crate::ingest::{Decoded, MetricBatches, ingest_decoded};
 use crate::{ApiError, Gateway};
 
@@ -76,6 +77,29 @@ fn decode(
     let req = crate::wire::parse(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not a remote write WriteRequest: {e}")))?;
     let now = now_ns();
+    let replica_label = gw.ha.replica_label();
+    if let Some(replica_label) = replica_label
+        && let Some((cluster, replica)) = ha_labels(&req, replica_label, gw.ha.cluster_label())
+    {
+        match gw.ha.check(tenant.as_str(), cluster, replica, now / 1_000_000) {
+            Verdict::Accept => {}
+            Verdict::NotElected { elected } => {
+                let samples = req.samples.len() + req.histograms.iter().sum::<usize>();
+                metrics::counter!("strata_ingest_ha_dropped_samples_total", "tenant" => tenant.to_string())
+                    .increment(samples as u64);
+                out.dropped = Some(format!(
+                    "{samples} samples of replica {replica:?} of cluster {cluster:?} dropped: {elected:?} is the elected one"
+                ));
+                return Ok(out);
+            }
+            Verdict::TooManyClusters { max } => {
+                return Err(ApiError::bad_request(format!(
+                    "tenant {tenant} has {max} HA clusters sending already (ingest.ha.clusters_per_tenant_max); \
+                     cluster {cluster:?} is refused until one of them is silent"
+                )));
+            }
+        }
+    }
     let limits = &gw.cfg.record;
     let mut batches = MetricBatches::new(gw, tenant);
     // First every series is validated and fingerprinted, then the request's series are admitted
@@ -101,6 +125,10 @@ fn decode(
         let mut repeated_name = false;
         let l0 = labels.len();
         for &(n, v) in &req.labels[label_range.clone()] {
+            if Some(n) == replica_label {
+                // Stored as one sender's series (see `ha.rs`).
+                continue;
+            }
             if n == "__name__" {
                 repeated_name |= name.replace(v).is_some();
             } else {
@@ -168,6 +196,22 @@ fn decode(
     Ok(out)
 }
 
+/// The cluster and replica of an HA pair's request: from the first series with the replica
+/// label, as every series of a request carries the sender's external labels. The cluster is ""
+/// when that series has no cluster label.
+fn ha_labels<'a>(
+    req: &crate::wire::Parsed<'a>,
+    replica_label: &str,
+    cluster_label: &str,
+) -> Option<(&'a str, &'a str)> {
+    req.series.iter().find_map(|(labels, _)| {
+        let labels = &req.labels[labels.clone()];
+        let replica = labels.iter().find(|(n, _)| *n == replica_label)?.1;
+        let cluster = labels.iter().find(|(n, _)| *n == cluster_label).map_or("", |(_, v)| *v);
+        Some((cluster, replica))
+    })
+}
+
 /// `POST /api/v1/write`.
 pub(crate) async fn write(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
@@ -178,6 +222,11 @@ pub(crate) async fn write(State(gw): State<Arc<Gateway>>, headers: HeaderMap, bo
         ingest_decoded(&gw, Kind::Metrics, &headers, body, true, decode).await
     };
     let response = match result {
+        // Mimir's answer to a replica that is not elected: a success, so the sender moves on.
+        Ok((StatusCode::ACCEPTED, _)) => {
+            (StatusCode::ACCEPTED, "samples of a replica that is not its cluster's elected one are dropped\n")
+                .into_response()
+        }
         Ok((_, r)) if r.rejected == 0 => StatusCode::NO_CONTENT.into_response(),
         Ok((_, r)) => {
             let first = r.errors.first().map(|e| e.error.as_str()).unwrap_or("");

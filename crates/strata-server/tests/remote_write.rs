@@ -331,3 +331,82 @@ fn native_histogram_samples_are_refused_by_name_and_floats_kept() {
         s.metric(r#"strata_ingest_records_rejected_total{tenant="hist",kind="metrics",reason="unsupported"}"#);
     assert_eq!(counted, Some(1.0));
 }
+
+/// A Prometheus HA pair: two replicas send the same series, told apart by `__replica__`. One
+/// replica's samples are stored, as one sender's series (no replica label); the other's requests
+/// get 202 and are dropped whole, even where its values differ. When the elected replica has been
+/// silent past the failover timeout, the other is elected.
+#[test]
+fn an_ha_pair_is_stored_as_one_sender_and_fails_over_when_its_replica_stops() {
+    let s = Server::start("[ingest.ha]\nfailover_timeout_ms = 2000\n");
+    let key = s.tenant_key("prom");
+    let t = now_ms() / 1000 * 1000;
+    let load = |replica: &str, samples: &[(i64, f64)]| {
+        let labels = [
+            ("__name__", "node_load1"),
+            ("job", "node"),
+            ("instance", "h1:9100"),
+            ("cluster", "eu"),
+            ("__replica__", replica),
+        ];
+        encode(&WriteRequest { timeseries: vec![series(&labels, samples)] })
+    };
+    assert_eq!(s.remote_write(&key, load("a", &[(t - 30_000, 1.0), (t - 15_000, 2.0)])), (204, String::new()));
+    let (status, body) = s.remote_write(&key, load("b", &[(t - 30_000, 100.0), (t - 15_000, 200.0)]));
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("elected"), "{body}");
+    assert_eq!(s.remote_write(&key, load("a", &[(t - 10_000, 3.0)])).0, 204);
+    // Another cluster elects its own replica.
+    let other =
+        [("__name__", "node_load1"), ("job", "node"), ("instance", "h2:9100"), ("cluster", "us"), ("__replica__", "b")];
+    assert_eq!(s.remote_write(&key, encode(&WriteRequest { timeseries: vec![series(&other, &[(t, 7.0)])] })).0, 204);
+
+    let found = wait_for_series(&s, &key, "node_load1", 2);
+    let mut labels: Vec<Value> = found["data"].as_array().unwrap().clone();
+    labels.sort_by_key(|l| l["instance"].as_str().unwrap().to_string());
+    assert_eq!(
+        labels,
+        vec![
+            json!({"__name__": "node_load1", "job": "node", "instance": "h1:9100", "cluster": "eu"}),
+            json!({"__name__": "node_load1", "job": "node", "instance": "h2:9100", "cluster": "us"}),
+        ]
+    );
+    // Every 5 s from t - 30 s, once the store has what was acknowledged.
+    let eu_values = |until: i64, last: &str| -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (st, v) = prom_get(
+                &s,
+                &key,
+                "/api/v1/query_range",
+                &[
+                    ("query", "node_load1{cluster=\"eu\"}"),
+                    ("start", &((t - 30_000) / 1000).to_string()),
+                    ("end", &(until / 1000).to_string()),
+                    ("step", "5"),
+                ],
+            );
+            assert_eq!(st, 200, "{v}");
+            let values: Vec<String> = v["data"]["result"][0]["values"]
+                .as_array()
+                .map(|a| a.iter().map(|p| p[1].as_str().unwrap().to_string()).collect())
+                .unwrap_or_default();
+            if values.last().map(String::as_str) == Some(last) {
+                return values;
+            }
+            assert!(std::time::Instant::now() < deadline, "{v}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    assert_eq!(eu_values(t - 10_000, "3"), ["1", "1", "1", "2", "3"], "replica b's values are not stored");
+    assert_eq!(s.metric(r#"strata_ingest_ha_dropped_samples_total{tenant="prom"}"#), Some(2.0));
+
+    // Replica a stops; past the timeout b is elected, and a is the one dropped.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    assert_eq!(s.remote_write(&key, load("b", &[(t - 5_000, 4.0)])).0, 204);
+    assert_eq!(s.remote_write(&key, load("a", &[(t, 5.0)])).0, 202);
+    assert_eq!(eu_values(t, "4"), ["1", "1", "1", "2", "3", "4", "4"], "replica a's last value is not stored");
+    assert_eq!(s.metric(r#"strata_ingest_ha_dropped_samples_total{tenant="prom"}"#), Some(3.0));
+    assert_eq!(s.metric(r#"strata_ingest_ha_failovers_total{tenant="prom"}"#), Some(1.0));
+    assert!(s.is_up());
+}

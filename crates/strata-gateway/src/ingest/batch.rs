@@ -116,6 +116,9 @@ pub(crate) struct Decoded {
     key: Option<String>,
     /// Where a JSON body's metric points go, one batch record per source.
     pub metrics: Option<MetricBatches>,
+    /// Why the whole body was dropped, answered with 202: the samples of an HA replica that is
+    /// not its cluster's elected one (see `ha.rs`).
+    pub dropped: Option<String>,
 }
 
 impl Decoded {
@@ -127,6 +130,7 @@ impl Decoded {
             series_defs: SeriesDefs::default(),
             key,
             metrics: None,
+            dropped: None,
         }
     }
 
