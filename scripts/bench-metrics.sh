@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Metrics beside Prometheus 2.42, in one run on the same generated workload (node-exporter-like,
-# about 1,000 series per host, 15 s interval, the past N hours): remote-write ingest samples/s,
-# bytes per sample on disk once the head has been compacted into blocks, and peak RSS. Prometheus
-# goes first, then Strata; each gets a fresh data directory and the same requests.
+# Metrics beside Prometheus 2.42 and VictoriaMetrics, in one run on the same generated workload
+# (node-exporter-like, about 1,000 series per host, 15 s interval, the past N hours): remote-write
+# ingest samples/s, bytes per sample on disk once each has compacted or merged, and peak RSS. The
+# servers run one after the other, in the order STRATA_BENCH_SERVERS gives; each gets a fresh data
+# directory and the same requests.
 #
 # Usage: scripts/bench-metrics.sh [work-dir]   (work-dir on the disk to measure)
 # Environment (defaults in brackets):
 #   STRATA_BENCH_HOSTS [100]          hosts, ~984 series each
-#   STRATA_BENCH_HOURS [6]            hours of data; Prometheus cuts a block once its head spans 3 h
+#   STRATA_BENCH_HOURS [6]            hours of data; Prometheus cuts a block once its head spans 3 h, Strata
+#                                     once a 2 h range ends more than its out-of-order window (1 h) before
+#                                     the newest sample: with under 4 h there are no blocks to measure
 #   STRATA_BENCH_CONNECTIONS [8]      concurrent remote-write connections (Prometheus's shards)
 #   STRATA_BENCH_SEED [1]             generator seed
 #   STRATA_BENCH_JITTER [0.25]        share of scrapes whose timestamp is a few ms off the interval
 #   STRATA_BENCH_SETTLE_S [75]        block figures must hold still this long to count as compacted
 #   STRATA_BENCH_COMPACT_WAIT_S [900] longest wait for compaction, per server
-#   STRATA_BENCH_KEEP=1               keep both data directories afterwards
+#   STRATA_BENCH_SERVERS [prometheus victoria strata]  which servers run, in this order
+#   STRATA_BENCH_KEEP=1               keep the data directories afterwards
 #   STRATA_BENCH_FORCE=1              run even if the free-space estimate says the disk is too small
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,19 +32,26 @@ seed=${STRATA_BENCH_SEED:-1}
 jitter=${STRATA_BENCH_JITTER:-0.25}
 settle_s=${STRATA_BENCH_SETTLE_S:-75}
 compact_wait_s=${STRATA_BENCH_COMPACT_WAIT_S:-900}
+read -r -a servers <<<"${STRATA_BENCH_SERVERS:-prometheus victoria strata}"
+for name in "${servers[@]}"; do
+  case $name in prometheus | victoria | strata) ;; *) echo "bench-metrics: unknown server $name" >&2; exit 2 ;; esac
+done
 mkdir -p "$work"
 work=$(cd "$work" && pwd)
 prom_dir="$work/prom"
+vm_dir="$work/victoria"
 strata_dir="$work/strata"
 
 log() { echo "bench-metrics: $*" >&2; }
 
 scripts/install-prometheus.sh
+scripts/install-victoria-metrics.sh
 cargo build --release -q -p strata-server -p strata-bench
 bin="$CARGO_TARGET_DIR/release"
 bench="$bin/strata-bench"
 
 prom_pid=
+vm_pid=
 strata_pid=
 # Stops one server: SIGTERM, then SIGKILL if it is still there after 60 s.
 stop() {
@@ -57,8 +68,9 @@ stop() {
 }
 cleanup() {
   stop "$prom_pid"
+  stop "$vm_pid"
   stop "$strata_pid"
-  if [ "${STRATA_BENCH_KEEP:-0}" != 1 ]; then rm -rf "$prom_dir" "$strata_dir"; fi
+  if [ "${STRATA_BENCH_KEEP:-0}" != 1 ]; then rm -rf "$prom_dir" "$vm_dir" "$strata_dir"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -92,7 +104,10 @@ json_num() {
 peak_rss() { awk '/^VmHWM:/ {print $2 * 1024}' "/proc/$1/status"; }
 
 mib() { awk -v b="$1" 'BEGIN { if (b == "") print "n/a"; else printf "%.1f MiB", b / 1048576 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
+# a / b, or n/a when either is missing (empty or "n/a") or b is 0.
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { n = "^[-+0-9.eE]+$"; if (a !~ n || b !~ n || b == 0) print "n/a"; else printf "%.2f", a / b }'
+}
 per() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.3f", a / b }'; }
 dec() { awk -v a="$1" 'BEGIN { if (a == "") print "n/a"; else printf "%.1f", a }'; }
 num() { awk -v a="$1" 'BEGIN { if (a == "") print "n/a"; else printf "%.0f", a }'; }
@@ -107,15 +122,19 @@ avail_bytes=$(df -B1 --output=avail "$work" | tail -n 1 | tr -d ' ')
 
 print_machine "$work"
 echo "prometheus: $(prometheus --version 2>&1 | head -n 1)"
+echo "victoria-metrics: $(dpkg-query -W -f='${Version}' victoria-metrics 2>/dev/null || echo unknown)"
+echo "order: ${servers[*]}"
 echo "workload: $hosts hosts, $hours h, ~$samples_estimate samples; about $((need_bytes / 1000000000)) GB of disk needed"
 if [ "$avail_bytes" -lt "$need_bytes" ] && [ "${STRATA_BENCH_FORCE:-0}" != 1 ]; then
   log "only $((avail_bytes / 1000000000)) GB free in $work: use fewer hosts or hours, another disk, or STRATA_BENCH_FORCE=1"
   exit 1
 fi
 
+rm -f "$work"/metrics-{prometheus,victoria,strata}.json
 common=(--hosts "$hosts" --hours "$hours" --connections "$connections" --seed "$seed" --jitter-share "$jitter" --json)
 
 # ---------------------------------------------------------------------------------------------------
+run_prometheus() {
 echo "== prometheus: remote-write receiver"
 rm -rf "$prom_dir"
 mkdir -p "$prom_dir"
@@ -170,8 +189,57 @@ prom_block_samples=$(awk 'NR > 1 && NF >= 8 {s += $5} END {printf "%.0f\n", s}' 
 prom_block_bytes=$(awk 'NR > 1 && NF >= 8 {s += $8} END {printf "%.0f\n", s}' "$work/prom-blocks.txt")
 prom_dir_bytes=$(dir_bytes "$prom_dir")
 prom_wal_bytes=$(( $(dir_bytes "$prom_dir/wal") + $(dir_bytes "$prom_dir/chunks_head") ))
+}
 
 # ---------------------------------------------------------------------------------------------------
+run_victoria() {
+echo "== victoria-metrics: remote-write receiver"
+rm -rf "$vm_dir"
+vm_port=$(free_port 8428)
+vm_url="http://127.0.0.1:$vm_port"
+# A stock install, but for retention: its default (one month) would already hold the data; set
+# far out so that nothing of it is ever dropped. No deduplication (its default).
+victoria-metrics -storageDataPath="$vm_dir" -httpListenAddr="127.0.0.1:$vm_port" -retentionPeriod=100y \
+  -loggerLevel=WARN >"$work/victoria.log" 2>&1 &
+vm_pid=$!
+if ! wait_ready "$vm_pid" "$vm_url/health"; then
+  log "victoria-metrics did not become ready:"
+  tail -n 20 "$work/victoria.log" >&2
+  exit 1
+fi
+$bench remote-write --url "$vm_url/api/v1/write" --label victoria-metrics --server-pid "$vm_pid" "${common[@]}" \
+  | tee "$work/metrics-victoria.json"
+# It acknowledges samples into in-memory buffers, flushes them to parts within seconds and merges
+# parts in the background. Flushed and merged as far as it goes: force_flush, force_merge, then
+# its merge and part counts holding still for settle_s.
+log "waiting for victoria-metrics to flush and merge (up to ${compact_wait_s} s)"
+curl -sf "$vm_url/internal/force_flush" >/dev/null || log "force_flush failed"
+curl -sf "$vm_url/internal/force_merge" >/dev/null || log "force_merge failed"
+last_parts=
+still_since=$SECONDS
+deadline=$((SECONDS + compact_wait_s))
+while [ $SECONDS -lt $deadline ]; do
+  curl -sf "$vm_url/metrics" >"$work/vm-metrics.txt" || true
+  parts="$(metric_sum "$work/vm-metrics.txt" vm_parts)/$(metric_sum "$work/vm-metrics.txt" vm_merges_total)"
+  parts+="/$(metric_sum "$work/vm-metrics.txt" vm_active_merges)"
+  if [ "$parts" != "$last_parts" ]; then last_parts=$parts; still_since=$SECONDS; fi
+  active=$(metric_sum "$work/vm-metrics.txt" vm_active_merges)
+  if [ "${active:-0}" = 0 ] && [ $((SECONDS - still_since)) -ge "$settle_s" ]; then break; fi
+  sleep 2
+done
+if [ $SECONDS -ge $deadline ]; then log "victoria-metrics was still merging after ${compact_wait_s} s; figures are as they stand"; fi
+vm_rows=$(metric_sum "$work/vm-metrics.txt" vm_rows 'type="storage/')
+vm_rss_peak=$(peak_rss "$vm_pid")
+stop "$vm_pid"
+vm_pid=
+# What it keeps of the samples: its data parts and its index (series, labels, per-day index).
+vm_data_bytes=$(dir_bytes "$vm_dir/data")
+vm_index_bytes=$(dir_bytes "$vm_dir/indexdb")
+vm_dir_bytes=$(dir_bytes "$vm_dir")
+}
+
+# ---------------------------------------------------------------------------------------------------
+run_strata() {
 echo "== strata: remote write, then until its metric store has consumed every sample"
 rm -rf "$strata_dir"
 strata_port=$(free_port 7900)
@@ -201,6 +269,10 @@ last_block_samples=
 still_since=$SECONDS
 deadline=$((SECONDS + compact_wait_s))
 while [ $SECONDS -lt $deadline ]; do
+  # The store checkpoints when its consumer commits, which it does when records arrive: one point
+  # a poll, of a metric nothing reads, keeps it checkpointing once the benchmark's samples are in.
+  curl -sf -X POST -H 'Content-Type: application/json' "$strata_url/ingest/v1/metrics" \
+    -d '[{"name":"strata_bench_heartbeat","value":1,"source_id":"strata-bench"}]' >/dev/null || true
   curl -sf "$strata_url/metrics" >"$work/strata-metrics.txt" || true
   block_samples=$(metric_sum "$work/strata-metrics.txt" strata_tsdb_block_samples)
   if [ "$block_samples" != "$last_block_samples" ]; then last_block_samples=$block_samples; still_since=$SECONDS; fi
@@ -223,43 +295,58 @@ if [ -z "$strata_block_samples" ]; then
   strata_block_bytes=$strata_tsdb_bytes
   strata_block_samples=$(json_num "$work/metrics-strata.json" samples_acknowledged)
 fi
+}
+
+for name in "${servers[@]}"; do "run_$name"; done
 
 # ---------------------------------------------------------------------------------------------------
+# A number from the object named $3 of JSON file $1 (or from the top level with no $3): "key":number.
+jget() {
+  [ -f "$1" ] || return 0
+  if [ -n "${3:-}" ]; then
+    grep -o "\"$3\":{[^}]*" "$1" | grep -o "\"$2\":[-0-9.eE+]*" | head -n 1 | cut -d: -f2 || true
+  else
+    grep -o "\"$2\":[-0-9.eE+]*" "$1" | head -n 1 | cut -d: -f2 || true
+  fi
+}
 p_json="$work/metrics-prometheus.json"
+v_json="$work/metrics-victoria.json"
 s_json="$work/metrics-strata.json"
-p_sent=$(json_num "$p_json" samples_sent)
-s_sent=$(json_num "$s_json" samples_sent)
-p_ack=$(json_num "$p_json" samples_acknowledged)
-s_ack=$(json_num "$s_json" samples_acknowledged)
-p_rate=$(json_num "$p_json" acknowledged_samples_per_s)
-s_rate=$(json_num "$s_json" acknowledged_samples_per_s)
-# Prometheus has a sample in its head, queryable, when it answers; Strata once its store consumed it.
-s_e2e=$(grep -o '"caught_up":{[^}]*' "$s_json" | grep -o '"samples_per_s":[-0-9.eE+]*' | cut -d: -f2)
-s_caught=$(grep -o '"caught_up":{"complete":[a-z]*' "$s_json" | cut -d: -f3)
-p_p99=$(grep -o '"latency_ms":{[^}]*' "$p_json" | grep -o '"p99":[-0-9.eE+]*' | cut -d: -f2)
-s_p99=$(grep -o '"latency_ms":{[^}]*' "$s_json" | grep -o '"p99":[-0-9.eE+]*' | cut -d: -f2)
-p_bps=$(per "$prom_block_bytes" "$prom_block_samples")
-s_bps=$(per "$strata_block_bytes" "$strata_block_samples")
-p_total_bps=$(per "$prom_dir_bytes" "$p_ack")
-s_total_bps=$(per "$strata_tsdb_bytes" "$s_ack")
+p_sent=$(jget "$p_json" samples_sent); v_sent=$(jget "$v_json" samples_sent); s_sent=$(jget "$s_json" samples_sent)
+p_ack=$(jget "$p_json" samples_acknowledged); v_ack=$(jget "$v_json" samples_acknowledged)
+s_ack=$(jget "$s_json" samples_acknowledged)
+p_rate=$(jget "$p_json" acknowledged_samples_per_s); v_rate=$(jget "$v_json" acknowledged_samples_per_s)
+s_rate=$(jget "$s_json" acknowledged_samples_per_s)
+# Prometheus has a sample in its head, queryable, when it answers; VictoriaMetrics within about a
+# second of answering (its in-memory buffers); Strata once its store consumed it.
+s_e2e=$(jget "$s_json" samples_per_s caught_up)
+s_caught=$( [ -f "$s_json" ] && grep -o '"caught_up":{"complete":[a-z]*' "$s_json" | cut -d: -f3 || true)
+p_p99=$(jget "$p_json" p99 latency_ms); v_p99=$(jget "$v_json" p99 latency_ms); s_p99=$(jget "$s_json" p99 latency_ms)
+p_bps=$(per "${prom_block_bytes:-}" "${prom_block_samples:-}")
+s_bps=$(per "${strata_block_bytes:-}" "${strata_block_samples:-}")
+v_bps=$(per "${vm_dir_bytes:-}" "${v_ack:-}")
+p_total_bps=$(per "${prom_dir_bytes:-}" "$p_ack")
+s_total_bps=$(per "${strata_tsdb_bytes:-}" "$s_ack")
+any_json=$s_json; [ -f "$any_json" ] || any_json=$v_json; [ -f "$any_json" ] || any_json=$p_json
 
 echo
-echo "## Metrics beside Prometheus ($(date -u +%Y-%m-%d), $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB)"
+echo "## Metrics beside Prometheus and VictoriaMetrics ($(date -u +%Y-%m-%d), $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB)"
 echo
-echo "Workload: $(json_num "$s_json" hosts) hosts, $(json_num "$s_json" series) series, $hours h every 15 s ending now:"
-echo "$(json_num "$s_json" samples_generated) samples in requests of 2,000 over $connections connections (seed $seed; a share of $jitter of the scrapes jittered by up to 4 ms)."
+echo "Order: ${servers[*]}. Workload: $(jget "$any_json" hosts) hosts, $(jget "$any_json" series) series, $hours h every 15 s ending now:"
+echo "$(jget "$any_json" samples_generated) samples in requests of 2,000 over $connections connections (seed $seed; a share of $jitter of the scrapes jittered by up to 4 ms)."
 echo
-echo "| figure | Prometheus 2.42 | Strata | Strata / Prometheus |"
-echo "|---|---|---|---|"
-echo "| samples acknowledged (of sent) | $(num "$p_ack") of $(num "$p_sent") | $(num "$s_ack") of $(num "$s_sent") | |"
-echo "| acknowledged samples/s | $(num "$p_rate") | $(num "$s_rate") | $(ratio "$s_rate" "$p_rate") |"
-echo "| queryable samples/s (Strata: until its store caught up, complete: ${s_caught:-n/a}) | $(num "$p_rate") | $(num "$s_e2e") | $(ratio "$s_e2e" "$p_rate") |"
-echo "| request latency p99 | $(dec "$p_p99") ms | $(dec "$s_p99") ms | |"
-echo "| bytes/sample in blocks | $p_bps ($prom_blocks blocks, $(num "$prom_block_samples") samples) | $s_bps (${strata_blocks:-n/a} blocks, $(num "$strata_block_samples") samples)$strata_block_note | $(ratio "$s_bps" "$p_bps") |"
-echo "| whole store / samples acknowledged | $p_total_bps ($(mib "$prom_dir_bytes"), of which WAL and head chunks $(mib "$prom_wal_bytes")) | $s_total_bps (tsdb/ $(mib "$strata_tsdb_bytes")) | $(ratio "$s_total_bps" "$p_total_bps") |"
-echo "| peak RSS (VmHWM, ingest and compaction) | $(mib "$prom_rss_peak") | $(mib "$strata_rss_peak") | $(ratio "$strata_rss_peak" "$prom_rss_peak") |"
+echo "| figure | Prometheus 2.42 | VictoriaMetrics | Strata | Strata / Prometheus | Strata / VictoriaMetrics |"
+echo "|---|---|---|---|---|---|"
+echo "| samples acknowledged (of sent) | $(num "$p_ack") of $(num "$p_sent") | $(num "$v_ack") of $(num "$v_sent") | $(num "$s_ack") of $(num "$s_sent") | | |"
+echo "| acknowledged samples/s | $(num "$p_rate") | $(num "$v_rate") | $(num "$s_rate") | $(ratio "$s_rate" "$p_rate") | $(ratio "$s_rate" "$v_rate") |"
+echo "| queryable samples/s (Strata: until its store caught up, complete: ${s_caught:-n/a}) | $(num "$p_rate") | $(num "$v_rate") | $(num "$s_e2e") | $(ratio "$s_e2e" "$p_rate") | $(ratio "$s_e2e" "$v_rate") |"
+echo "| request latency p99 | $(dec "$p_p99") ms | $(dec "$v_p99") ms | $(dec "$s_p99") ms | | |"
+echo "| bytes/sample stored (Prometheus: blocks; VictoriaMetrics: data and index after its merge; Strata: blocks) | $p_bps (${prom_blocks:-n/a} blocks, $(num "${prom_block_samples:-}") samples) | $v_bps (data $(mib "${vm_data_bytes:-}"), index $(mib "${vm_index_bytes:-}")) | $s_bps (${strata_blocks:-n/a} blocks, $(num "${strata_block_samples:-}") samples)${strata_block_note:-} | $(ratio "$s_bps" "$p_bps") | $(ratio "$s_bps" "$v_bps") |"
+echo "| whole store / samples acknowledged | $p_total_bps ($(mib "${prom_dir_bytes:-}"), of which WAL and head chunks $(mib "${prom_wal_bytes:-}")) | $v_bps ($(mib "${vm_dir_bytes:-}")) | $s_total_bps (tsdb/ $(mib "${strata_tsdb_bytes:-}")) | $(ratio "$s_total_bps" "$p_total_bps") | $(ratio "$s_total_bps" "$v_bps") |"
+echo "| peak RSS (VmHWM, ingest and compaction) | $(mib "${prom_rss_peak:-}") | $(mib "${vm_rss_peak:-}") | $(mib "${strata_rss_peak:-}") | $(ratio "${strata_rss_peak:-}" "${prom_rss_peak:-}") | $(ratio "${strata_rss_peak:-}" "${vm_rss_peak:-}") |"
 echo
-echo "Strata's log (its write-ahead storage, kept by retention): $(mib "$strata_log_bytes"), $(per "$strata_log_bytes" "$s_ack") bytes per sample."
-echo "Prometheus head: $(num "$prom_appended") samples appended, out of bounds $(num "${prom_out_of_bounds:-0}"), out of order $(num "${prom_out_of_order:-0}")."
+echo "Strata's log (its write-ahead storage, kept by retention): $(mib "${strata_log_bytes:-}"), $(per "${strata_log_bytes:-}" "$s_ack") bytes per sample."
+echo "Prometheus head: $(num "${prom_appended:-}") samples appended, out of bounds $(num "${prom_out_of_bounds:-0}"), out of order $(num "${prom_out_of_order:-0}")."
+echo "VictoriaMetrics: $(num "${vm_rows:-}") rows stored."
 echo "Strata store: $(num "${strata_rejected:-0}") samples rejected."
-echo "Targets: Strata >= 2x Prometheus and >= 500,000 samples/s; bytes/sample <= 0.5x Prometheus."
+echo "Targets: Strata >= 2x Prometheus and >= 500,000 samples/s; bytes/sample <= 0.5x Prometheus; acknowledged and queryable samples/s >= VictoriaMetrics' acknowledged; bytes/sample in blocks <= VictoriaMetrics' data and index."
