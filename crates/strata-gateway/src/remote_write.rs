@@ -196,20 +196,19 @@ fn decode(
     Ok(out)
 }
 
-/// The cluster and replica of an HA pair's request: from the first series with the replica
-/// label, as every series of a request carries the sender's external labels. The cluster is ""
-/// when that series has no cluster label.
+/// The cluster and replica of an HA pair's request, from its first series: a Prometheus sender
+/// puts its external labels on every series, so one series tells (as Mimir's tracker reads it).
+/// Looking further would scan every label of every request that is not from a pair. The cluster
+/// is "" when the series has no cluster label.
 fn ha_labels<'a>(
     req: &crate::wire::Parsed<'a>,
     replica_label: &str,
     cluster_label: &str,
 ) -> Option<(&'a str, &'a str)> {
-    req.series.iter().find_map(|(labels, _)| {
-        let labels = &req.labels[labels.clone()];
-        let replica = labels.iter().find(|(n, _)| *n == replica_label)?.1;
-        let cluster = labels.iter().find(|(n, _)| *n == cluster_label).map_or("", |(_, v)| *v);
-        Some((cluster, replica))
-    })
+    let labels = &req.labels[req.series.first()?.0.clone()];
+    let replica = labels.iter().find(|(n, _)| *n == replica_label)?.1;
+    let cluster = labels.iter().find(|(n, _)| *n == cluster_label).map_or("", |(_, v)| *v);
+    Some((cluster, replica))
 }
 
 /// `POST /api/v1/write`.
