@@ -212,7 +212,7 @@ impl Indexes {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let mmap = MmapDirectory::open(&tmp).map_err(|e| Error::Index { path: tmp.clone(), source: e.into() })?;
-        Index::create(mmap, self.schema.schema.clone(), Default::default())
+        Index::create(mmap, self.schema.schema.clone(), LogSchema::index_settings())
             .map_err(|e| Error::Index { path: tmp.clone(), source: e })?;
         fs::rename(&tmp, dir).map_err(io(dir))?;
         fs::File::open(parent).and_then(|f| f.sync_all()).map_err(io(parent))?;
@@ -222,7 +222,7 @@ impl Indexes {
     fn open_dir(&self, tenant: &TenantId, day: Date, dir: &Path) -> Result<DayIndex> {
         let ierr = |e: tantivy::TantivyError| Error::Index { path: dir.to_path_buf(), source: e };
         let index = Index::open_in_dir(dir).map_err(ierr)?;
-        if index.schema() != self.schema.schema {
+        if !self.schema.compatible(&index.schema()) {
             return Err(Error::Corrupt {
                 path: dir.to_path_buf(),
                 reason: "schema differs from this version's".into(),

@@ -7,6 +7,7 @@ mod query;
 mod schema;
 mod sink;
 mod tail;
+mod window;
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ pub use query::{
     BUCKETS_MAX, Bucket, Cursor, Histogram, Hit, PATTERN_BYTES_MAX, QUERY_TERMS_MAX, SearchRequest, SearchResponse,
     Sort, auto_interval_ms, histogram, parse_user_query, search,
 };
-pub use schema::{KEYWORD_FIELDS, LogSchema};
+pub use schema::{DOCSTORE_BLOCK_BYTES, DOCSTORE_ZSTD_LEVEL, KEYWORD_FIELDS, LogSchema};
 pub use sink::{IndexerConfig, SearchSink};
 pub use tail::{Subscription, TailConfig, TailEvent, TailFilter, TailHub};
 

@@ -3,7 +3,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +10,7 @@ use serde::Serialize;
 use strata_model::{LogLine, TenantId, format_rfc3339_nanos};
 use tantivy::collector::{Collector, SegmentCollector, TopDocs};
 use tantivy::columnar::Column;
-use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery, TermSetQuery};
+use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery};
 use tantivy::query_grammar::{Delimiter, Occur as UserOccur, UserInputAst, UserInputLeaf};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::SnippetGenerator;
@@ -20,6 +19,7 @@ use time::Date;
 
 use crate::index::{DayIndex, Indexes, day_of};
 use crate::schema::LogSchema;
+use crate::window::TimeWindow;
 use crate::{Error, Result};
 
 /// The total order of lines: (timestamp ns, partition, offset).
@@ -318,30 +318,45 @@ pub(crate) fn with_filters(
     range: Option<(i64, i64)>,
 ) -> Box<dyn Query> {
     let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, user)];
-    if let Some((from_ns, to_ns)) = range {
-        clauses.push((
-            Occur::Must,
-            Box::new(RangeQuery::new(
-                Bound::Included(Term::from_field_i64(schema.timestamp, from_ns)),
-                Bound::Excluded(Term::from_field_i64(schema.timestamp, to_ns)),
-            )),
-        ));
-    }
     if !source_ids.is_empty() {
-        let terms = source_ids.iter().map(|s| Term::from_field_text(schema.source_id, s));
-        clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
+        clauses.push((Occur::Must, any_of(source_ids.iter().map(|s| Term::from_field_text(schema.source_id, s)))));
     }
     if !levels.is_empty() {
         let terms = levels.iter().map(|s| Term::from_field_text(schema.level, &s.to_ascii_lowercase()));
-        clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
+        clauses.push((Occur::Must, any_of(terms)));
     }
     if let Some(run) = run_id {
-        clauses.push((
-            Occur::Must,
-            Box::new(TermQuery::new(Term::from_field_text(schema.run_id, run), IndexRecordOption::Basic)),
-        ));
+        clauses.push((Occur::Must, any_of([Term::from_field_text(schema.run_id, run)])));
     }
-    Box::new(BooleanQuery::new(clauses))
+    let query: Box<dyn Query> = Box::new(BooleanQuery::new(clauses));
+    match range {
+        Some((from_ns, to_ns)) => Box::new(TimeWindow::new(query, schema.timestamp, from_ns, to_ns)),
+        None => query,
+    }
+}
+
+/// Values of one filter united by a union of posting lists up to this many; past it, by one pass
+/// over the field's term dictionary.
+const FILTER_TERMS_AS_POSTINGS_MAX: usize = 64;
+
+/// A filter: documents with any of `terms` (all of one field), scored 0 so that a filter never
+/// changes a relevance order. A few values are read as posting lists, which an intersection with
+/// the user's query skips through; a `TermSetQuery` would walk the field's whole term dictionary
+/// and fill a bitset of every document per segment, which made a filtered query dearer than the
+/// same query without the filter.
+fn any_of(terms: impl IntoIterator<Item = Term>) -> Box<dyn Query> {
+    let terms: Vec<Term> = terms.into_iter().collect();
+    let query: Box<dyn Query> = match terms.len() {
+        1 => Box::new(TermQuery::new(terms.into_iter().next().expect("one"), IndexRecordOption::Basic)),
+        n if n <= FILTER_TERMS_AS_POSTINGS_MAX => Box::new(BooleanQuery::new(
+            terms
+                .into_iter()
+                .map(|t| (Occur::Should, Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>))
+                .collect(),
+        )),
+        _ => Box::new(TermSetQuery::new(terms)),
+    };
+    Box::new(ConstScoreQuery::new(query, 0.0))
 }
 
 const DAY_NS: i64 = 86_400 * 1_000_000_000;
@@ -451,7 +466,7 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
         return Err(Error::Timeout);
     }
     let mut next_cursor = None;
-    let selected: Vec<(Arc<DayIndex>, DocAddress)> = match req.sort {
+    let selected: Vec<(Arc<DayIndex>, DocAddress, Option<LineKey>)> = match req.sort {
         Sort::Newest => {
             if found.len() == req.limit
                 && let Some((h, _, _)) = found.last()
@@ -459,12 +474,12 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
                 let (timestamp_ns, partition, offset) = h.key;
                 next_cursor = Some(Cursor::After { timestamp_ns, partition, offset }.encode());
             }
-            found.into_iter().map(|(_, d, a)| (d, a)).collect()
+            found.into_iter().map(|(h, d, a)| (d, a, Some(h.key))).collect()
         }
         Sort::Relevance => {
             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
             let total = scored.len();
-            let page: Vec<_> = scored.into_iter().skip(skip).take(req.limit).map(|(_, d, a)| (d, a)).collect();
+            let page: Vec<_> = scored.into_iter().skip(skip).take(req.limit).map(|(_, d, a)| (d, a, None)).collect();
             if total >= skip + req.limit && !page.is_empty() {
                 next_cursor = Some(Cursor::Skip(skip + page.len()).encode());
             }
@@ -472,17 +487,30 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
         }
     };
     let mut hits = Vec::with_capacity(selected.len());
-    for (d, addr) in selected {
-        let searcher = d.reader.searcher();
+    // Per day index: its searcher and the highlighter of its query, made once for all its hits
+    // (making one looks up every query term in every segment).
+    let mut per_day: Vec<(Arc<DayIndex>, tantivy::Searcher, Option<SnippetGenerator>)> = Vec::new();
+    for (d, addr, key) in selected {
+        let at = match per_day.iter().position(|(pd, _, _)| Arc::ptr_eq(pd, &d)) {
+            Some(i) => i,
+            None => {
+                let searcher = d.reader.searcher();
+                let snippets = queries
+                    .iter()
+                    .find(|(qd, _)| Arc::ptr_eq(qd, &d))
+                    .and_then(|(_, q)| SnippetGenerator::create(&searcher, &**q, schema.message).ok());
+                per_day.push((d.clone(), searcher, snippets));
+                per_day.len() - 1
+            }
+        };
+        let (_, searcher, snippets) = &mut per_day[at];
         let doc: TantivyDocument = searcher.doc(addr).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
         let raw = doc.get_first(schema.source).and_then(|v| v.as_bytes()).unwrap_or_default();
         let line: LogLine = serde_json::from_slice(raw)
             .map_err(|e| Error::Corrupt { path: d.dir.clone(), reason: format!("stored line does not decode: {e}") })?;
-        let key = doc_key(&searcher, &schema, addr).unwrap_or((line.timestamp_ns, 0, 0));
+        let key = key.or_else(|| doc_key(searcher, addr)).unwrap_or((line.timestamp_ns, 0, 0));
         let mut hit = Hit::from_line(line, key);
-        if let Some((_, q)) = queries.iter().find(|(qd, _)| Arc::ptr_eq(qd, &d))
-            && let Ok(mut snippets) = SnippetGenerator::create(&searcher, &**q, schema.message)
-        {
+        if let Some(snippets) = snippets {
             snippets.set_max_num_chars(hit.message.len().clamp(1, 512));
             let snippet = snippets.snippet(&hit.message);
             if !snippet.highlighted().is_empty() {
@@ -508,13 +536,10 @@ fn empty_line() -> LogLine {
     }
 }
 
-fn doc_key(searcher: &tantivy::Searcher, schema: &LogSchema, addr: DocAddress) -> Option<(i64, u64, u64)> {
-    let seg = searcher.segment_reader(addr.segment_ord);
-    let ff = seg.fast_fields();
-    let ts = ff.i64(schema.schema.get_field_name(schema.timestamp)).ok()?.first(addr.doc_id)?;
-    let p = ff.u64("_partition").ok()?.first(addr.doc_id)?;
-    let o = ff.u64("_offset").ok()?.first(addr.doc_id)?;
-    Some((ts, p, o))
+/// The key of a line found by relevance (newest-first searches know it from collecting).
+fn doc_key(searcher: &tantivy::Searcher, addr: DocAddress) -> Option<(i64, u64, u64)> {
+    let k = KeyColumns::open(searcher.segment_reader(addr.segment_ord)).ok()?;
+    Some((k.ts.first(addr.doc_id)?, k.partition.first(addr.doc_id)?, k.offset.first(addr.doc_id)?))
 }
 
 /// Collects the `limit` matching documents with the largest (timestamp, partition, offset) below
@@ -532,10 +557,25 @@ struct NewestFirstSegment {
     deadline: Instant,
     seen: u64,
     segment: SegmentOrdinal,
+    reader: SegmentReader,
+    /// The key's columns, opened at the first match: opening one reads its block index, which
+    /// costs more than the whole search of a segment the query has nothing in.
+    keys: Option<KeyColumns>,
+    heap: BinaryHeap<Reverse<(LineKey, DocId)>>,
+}
+
+/// The columns of a line's key (timestamp, partition, offset).
+struct KeyColumns {
     ts: Column<i64>,
     partition: Column<u64>,
     offset: Column<u64>,
-    heap: BinaryHeap<Reverse<(LineKey, DocId)>>,
+}
+
+impl KeyColumns {
+    fn open(reader: &SegmentReader) -> tantivy::Result<KeyColumns> {
+        let ff = reader.fast_fields();
+        Ok(KeyColumns { ts: ff.i64("timestamp")?, partition: ff.u64("_partition")?, offset: ff.u64("_offset")? })
+    }
 }
 
 impl Collector for NewestFirst {
@@ -543,16 +583,14 @@ impl Collector for NewestFirst {
     type Child = NewestFirstSegment;
 
     fn for_segment(&self, segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<NewestFirstSegment> {
-        let ff = reader.fast_fields();
         Ok(NewestFirstSegment {
             limit: self.limit,
             before: self.before,
             deadline: self.deadline,
             seen: 0,
             segment,
-            ts: ff.i64("timestamp")?,
-            partition: ff.u64("_partition")?,
-            offset: ff.u64("_offset")?,
+            reader: reader.clone(),
+            keys: None,
             heap: BinaryHeap::with_capacity(self.limit + 1),
         })
     }
@@ -582,10 +620,23 @@ impl SegmentCollector for NewestFirstSegment {
         if self.limit == 0 {
             return;
         }
+        if self.keys.is_none() {
+            match KeyColumns::open(&self.reader) {
+                Ok(k) => self.keys = Some(k),
+                Err(e) => {
+                    // Every segment of a day index has these columns: only damage gets here.
+                    metrics::counter!("strata_search_segment_errors_total").increment(1);
+                    tracing::error!(segment = %self.reader.segment_id().short_uuid_string(), error = %e, "a segment's key columns cannot be read; its lines are left out");
+                    self.limit = 0;
+                    return;
+                }
+            }
+        }
+        let k = self.keys.as_ref().expect("opened");
         let key = (
-            self.ts.first(doc).unwrap_or(i64::MIN),
-            self.partition.first(doc).unwrap_or(0),
-            self.offset.first(doc).unwrap_or(0),
+            k.ts.first(doc).unwrap_or(i64::MIN),
+            k.partition.first(doc).unwrap_or(0),
+            k.offset.first(doc).unwrap_or(0),
         );
         if self.before.is_some_and(|b| key >= b) {
             return;

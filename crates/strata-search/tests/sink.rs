@@ -121,3 +121,68 @@ fn quiet_past_days_are_merged_and_broken_days_cost_only_their_lines() {
     assert!(errors[0].contains(&day_name(broken_day)), "{errors:?}");
     assert!(indexes.failed().keys().any(|p| p == &broken));
 }
+
+/// The schema day indexes were created with before keyword fields stopped being fast fields and
+/// stored lines moved to zstd: the same fields in the same order.
+fn schema_of_earlier_versions() -> tantivy::schema::Schema {
+    use tantivy::schema::{
+        FAST, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, STRING, TextFieldIndexing, TextOptions,
+    };
+    let mut b = tantivy::schema::Schema::builder();
+    b.add_i64_field("timestamp", INDEXED | FAST);
+    for name in ["level", "source_id", "run_id", "trace_id", "service", "host"] {
+        b.add_text_field(name, STRING | FAST);
+    }
+    let positions = TextFieldIndexing::default()
+        .set_tokenizer("default")
+        .set_index_option(IndexRecordOption::WithFreqsAndPositions);
+    b.add_text_field("message", TextOptions::default().set_indexing_options(positions.clone()));
+    b.add_json_field("attributes", JsonObjectOptions::default().set_indexing_options(positions));
+    b.add_u64_field("_partition", FAST);
+    b.add_u64_field("_offset", FAST);
+    b.add_bytes_field("_source", STORED);
+    b.build()
+}
+
+#[test]
+fn day_indexes_of_earlier_versions_are_searched_and_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ns();
+    let day_dir = dir.path().join("acme").join(day_name(day_of(now)));
+    std::fs::create_dir_all(&day_dir).unwrap();
+    let old = tantivy::Index::create_in_dir(&day_dir, schema_of_earlier_versions()).unwrap();
+    assert_ne!(old.schema(), strata_search::LogSchema::new().schema, "the schemas differ in their options");
+    let indexes = Arc::new(Indexes::new(dir.path().to_path_buf(), Default::default()).unwrap());
+    let mut sink = driven_sink(&indexes, IndexerConfig::default());
+    let recs: Vec<StoredRecord> = (0..10).map(|i| record(i, now - i as i64, &format!("kept line {i}"))).collect();
+    sink.write("logs", 0, &recs[..5]).unwrap();
+    sink.commit(&positions(5)).unwrap();
+    drop(sink);
+    // Written in the earlier version's settings (LZ4-compressed stored lines), then read again.
+    let mut sink = driven_sink(&indexes, IndexerConfig::default());
+    assert_eq!(sink.committed().unwrap(), positions(5));
+    sink.write("logs", 0, &recs[5..]).unwrap();
+    sink.commit(&positions(10)).unwrap();
+    assert_eq!(count(&indexes, "kept", 0), (10, vec![]));
+    assert_eq!(count(&indexes, "\"line 7\"", 0).0, 1);
+    assert!(indexes.failed().is_empty());
+}
+
+#[test]
+fn new_day_indexes_store_lines_with_zstd_in_large_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = Arc::new(Indexes::new(dir.path().to_path_buf(), Default::default()).unwrap());
+    let now = now_ns();
+    let mut sink = driven_sink(&indexes, IndexerConfig::default());
+    let recs: Vec<StoredRecord> = (0..3).map(|i| record(i, now, "a line")).collect();
+    sink.write("logs", 0, &recs).unwrap();
+    sink.commit(&positions(3)).unwrap();
+    let day = indexes.open(&TenantId::new("acme").unwrap(), day_of(now), false).unwrap().unwrap();
+    let settings = day.index.settings();
+    assert_eq!(settings.docstore_blocksize, strata_search::DOCSTORE_BLOCK_BYTES);
+    assert!(
+        matches!(settings.docstore_compression, tantivy::store::Compressor::Zstd(_)),
+        "{:?}",
+        settings.docstore_compression
+    );
+}
