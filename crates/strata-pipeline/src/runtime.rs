@@ -497,7 +497,10 @@ fn attempt(
                 Ok(()) => {
                     commit_seconds.record(t.elapsed().as_secs_f64());
                     dirty = false;
-                    last_commit = Instant::now();
+                    // The interval runs from one commit's start to the next: a commit that takes a
+                    // while does not stretch it, so what is written is visible (searchable,
+                    // queryable) within about one interval.
+                    last_commit = t;
                     let offsets = to_group_offsets(positions);
                     // The sink's own commit is what counts; the group's copy is for lag reports and replay.
                     if let Err(e) = rt.block_on(log.commit_offsets(&group, &offsets)) {
