@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks of log search: the indexer alone on 10 million generated lines (throughput, index size,
-# memory), search latency over that index, then how soon a line ingested into a running server can
-# be found through its search API. Usage: scripts/bench-search.sh [work-dir]   (work-dir on the disk
-# to measure; the index of 10 million lines needs about 10 GB there)
+# memory), search latency over that index, how soon a line ingested into a running server can be
+# found through its search API, and searches through the HTTP API over 1 million ingested lines
+# beside ripgrep over the same file. Usage: scripts/bench-search.sh [work-dir]   (work-dir on the
+# disk to measure; the index of 10 million lines needs about 10 GB there)
+# STRATA_BENCH_LINES sets the first part's lines, STRATA_BENCH_HTTP_LINES the last part's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
@@ -10,16 +12,19 @@ source scripts/bench-lib.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
 lines=${STRATA_BENCH_LINES:-10000000}
+http_lines=${STRATA_BENCH_HTTP_LINES:-1000000}
+scripts/install-deb.sh ripgrep rg
 mkdir -p "$work"
 cargo build --release -q -p strata-server -p strata-bench
 release="$CARGO_TARGET_DIR/release"
 bench="$release/strata-bench"
 index="$work/search-index"
 srv="$work/search-srv"
+ndjson="$work/search-lines.ndjson"
 pid=
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
-  rm -rf "$index" "$srv"
+  rm -rf "$index" "$srv" "$ndjson"
 }
 trap cleanup EXIT
 
@@ -38,4 +43,10 @@ $bench searchable --url "$url" --rate 5000 --probes 100 --json
 stop_strata
 rm -rf "$srv" "$work/search-serve.log"
 rm -rf "$index"
+
+start_strata "$release/strata" "$srv/data" "$work/search-serve.log"
+echo "== search-http ($http_lines lines of about 330 bytes ingested, then 50 searches per query through the HTTP API after 3 warm-up runs, limit 100, newest first; rg --count over the same NDJSON, 5 runs after 1; $(rg --version | head -1))"
+$bench search-http --url "$url" --file "$ndjson" --lines "$http_lines" --event-bytes 320 --json
+stop_strata
+rm -rf "$srv" "$work/search-serve.log" "$ndjson"
 trap - EXIT

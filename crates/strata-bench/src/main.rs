@@ -17,6 +17,7 @@ mod promql_load;
 mod promql_query;
 mod remote_write;
 mod rollup_delay;
+mod search_http;
 mod search_latency;
 mod searchable;
 mod stream;
@@ -46,6 +47,8 @@ enum Command {
     Index(index::IndexArgs),
     /// Time searches over indexes written by `index`: a rare term, a common term, a phrase, a filter.
     SearchLatency(search_latency::SearchLatencyArgs),
+    /// Time searches through a server's HTTP API over lines it ingested, beside ripgrep over the same file.
+    SearchHttp(search_http::SearchHttpArgs),
     /// Measure how long after its ingest acknowledgement a line is found by a server's search API.
     Searchable(searchable::SearchableArgs),
     /// Send hours of a node-exporter-like fleet to a Prometheus remote write endpoint; report throughput.
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::LogAppend(args) => log_append::run(args),
         Command::Index(args) => index::run(args),
         Command::SearchLatency(args) => search_latency::run(args),
+        Command::SearchHttp(args) => search_http::run(args),
         Command::Searchable(args) => searchable::run(args),
         Command::RemoteWrite(args) => remote_write::run(args),
         Command::PromqlLoad(args) => promql_load::run(args),
