@@ -108,42 +108,131 @@ struct TimeWindowWeight {
     to: i64,
 }
 
-/// How a segment relates to the window.
-enum Overlap {
-    None,
-    Inside,
-    Straddles,
+/// How one segment is searched.
+enum Plan {
+    /// No line of the segment is in the window.
+    Skip,
+    /// Every line of the segment is: the query alone, with its own fast paths.
+    Inner,
+    /// The segment straddles an edge and the query is dense: intersected with the range.
+    Ranged,
+    /// The segment straddles an edge and the query is sparse: each match's time checked.
+    Filtered(Box<dyn Scorer>),
 }
 
 impl TimeWindowWeight {
-    fn overlap(&self, reader: &SegmentReader) -> tantivy::Result<Overlap> {
-        Ok(match span(reader, &self.field_name)? {
-            None => Overlap::None,
-            Some((min, max)) if max < self.from || min >= self.to => Overlap::None,
-            Some((min, max)) if min >= self.from && max < self.to => Overlap::Inside,
-            Some(_) => Overlap::Straddles,
-        })
+    fn plan(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Plan> {
+        let (min, max) = match span(reader, &self.field_name)? {
+            None => return Ok(Plan::Skip),
+            Some(span) => span,
+        };
+        if max < self.from || min >= self.to {
+            return Ok(Plan::Skip);
+        }
+        if min >= self.from && max < self.to {
+            return Ok(Plan::Inner);
+        }
+        let inner = self.inner.scorer(reader, boost)?;
+        if inner.size_hint().saturating_mul(SPARSE_RATIO) >= reader.max_doc() {
+            return Ok(Plan::Ranged);
+        }
+        let times = reader.fast_fields().i64(&self.field_name)?;
+        Ok(Plan::Filtered(Box::new(InWindow::new(inner, times, self.from, self.to))))
     }
 }
 
 impl Weight for TimeWindowWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        match self.overlap(reader)? {
-            Overlap::None => Ok(Box::new(EmptyScorer)),
-            Overlap::Inside => self.inner.scorer(reader, boost),
-            Overlap::Straddles => {
-                let inner = self.inner.scorer(reader, boost)?;
-                if inner.size_hint().saturating_mul(SPARSE_RATIO) >= reader.max_doc() {
-                    return self.ranged.scorer(reader, boost);
-                }
-                let times = reader.fast_fields().i64(&self.field_name)?;
-                Ok(Box::new(InWindow::new(inner, times, self.from, self.to)))
-            }
+        match self.plan(reader, boost)? {
+            Plan::Skip => Ok(Box::new(EmptyScorer)),
+            Plan::Inner => self.inner.scorer(reader, boost),
+            Plan::Ranged => self.ranged.scorer(reader, boost),
+            Plan::Filtered(scorer) => Ok(scorer),
         }
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
         self.ranged.explain(reader, doc)
+    }
+
+    // The methods below hand a whole segment to the chosen weight, so that a segment inside the
+    // window keeps the query's own block-at-a-time paths.
+
+    fn count(&self, reader: &SegmentReader) -> tantivy::Result<u32> {
+        match self.plan(reader, 1.0)? {
+            Plan::Skip => Ok(0),
+            Plan::Inner => self.inner.count(reader),
+            Plan::Ranged => self.ranged.count(reader),
+            Plan::Filtered(mut scorer) => Ok(match reader.alive_bitset() {
+                Some(alive) => scorer.count(alive),
+                None => scorer.count_including_deleted(),
+            }),
+        }
+    }
+
+    fn for_each(&self, reader: &SegmentReader, callback: &mut dyn FnMut(DocId, Score)) -> tantivy::Result<()> {
+        match self.plan(reader, 1.0)? {
+            Plan::Skip => Ok(()),
+            Plan::Inner => self.inner.for_each(reader, callback),
+            Plan::Ranged => self.ranged.for_each(reader, callback),
+            Plan::Filtered(mut scorer) => {
+                let mut doc = scorer.doc();
+                while doc != TERMINATED {
+                    callback(doc, scorer.score());
+                    doc = scorer.advance();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn for_each_no_score(&self, reader: &SegmentReader, callback: &mut dyn FnMut(&[DocId])) -> tantivy::Result<()> {
+        match self.plan(reader, 1.0)? {
+            Plan::Skip => Ok(()),
+            Plan::Inner => self.inner.for_each_no_score(reader, callback),
+            Plan::Ranged => self.ranged.for_each_no_score(reader, callback),
+            Plan::Filtered(mut scorer) => {
+                let mut buffer = Vec::with_capacity(64);
+                let mut doc = scorer.doc();
+                while doc != TERMINATED {
+                    buffer.push(doc);
+                    if buffer.len() == buffer.capacity() {
+                        callback(&buffer);
+                        buffer.clear();
+                    }
+                    doc = scorer.advance();
+                }
+                if !buffer.is_empty() {
+                    callback(&buffer);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn for_each_pruning(
+        &self,
+        threshold: Score,
+        reader: &SegmentReader,
+        callback: &mut dyn FnMut(DocId, Score) -> Score,
+    ) -> tantivy::Result<()> {
+        match self.plan(reader, 1.0)? {
+            Plan::Skip => Ok(()),
+            Plan::Inner => self.inner.for_each_pruning(threshold, reader, callback),
+            Plan::Ranged => self.ranged.for_each_pruning(threshold, reader, callback),
+            Plan::Filtered(mut scorer) => {
+                let mut threshold = threshold;
+                let mut doc = scorer.doc();
+                while doc != TERMINATED {
+                    let score = scorer.score();
+                    if score > threshold {
+                        threshold = callback(doc, score);
+                    }
+                    doc = scorer.advance();
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -206,7 +295,7 @@ impl Scorer for InWindow {
 mod tests {
     use std::collections::HashSet;
 
-    use tantivy::collector::DocSetCollector;
+    use tantivy::collector::{DocSetCollector, TopDocs};
     use tantivy::query::TermQuery;
     use tantivy::schema::{FAST, INDEXED, IndexRecordOption, STRING, Schema};
     use tantivy::{DocAddress, Index, TantivyDocument};
@@ -254,6 +343,10 @@ mod tests {
                 let window = TimeWindow::new(term.box_clone(), ts, from, to);
                 let expected = found(&ranged);
                 assert_eq!(found(&window), expected, "{w} in [{from}, {to})");
+                assert_eq!(window.count(&searcher).unwrap(), expected.len(), "count of {w} in [{from}, {to})");
+                let top = searcher.search(&window, &TopDocs::with_limit(10_000).order_by_score()).unwrap();
+                let top: HashSet<DocAddress> = top.into_iter().map(|(_, a)| a).collect();
+                assert_eq!(top, expected, "top docs of {w} in [{from}, {to})");
                 let in_range = (from.max(0)..to.min(5000)).filter(|t| (t % 97 == 0) == (w == "rare")).count();
                 assert_eq!(expected.len(), in_range, "{w} in [{from}, {to})");
             }
