@@ -262,6 +262,10 @@ pub struct TsdbSection {
     pub checkpoint_interval_ms: u64,
     /// A tenant without samples for this long has its whole head written to blocks.
     pub head_idle_ms: u64,
+    /// A series keeps one sample per interval of this length, the first to arrive; 0 keeps all.
+    pub dedup_interval_ms: u64,
+    /// Per-tenant deduplication interval, overriding `dedup_interval_ms`.
+    pub tenant_dedup_interval_ms: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for TsdbSection {
@@ -272,6 +276,8 @@ impl Default for TsdbSection {
             tenant_retention_days: Default::default(),
             checkpoint_interval_ms: 30_000,
             head_idle_ms: 2 * 3_600_000,
+            dedup_interval_ms: 0,
+            tenant_dedup_interval_ms: Default::default(),
         }
     }
 }
@@ -494,6 +500,17 @@ impl Config {
             strata_model::TenantId::new(tenant)
                 .map_err(|e| format!("invalid configuration key tsdb.tenant_retention_days.{tenant}: {e}"))?;
         }
+        let dedup = std::iter::once(("tsdb.dedup_interval_ms".to_string(), t.dedup_interval_ms))
+            .chain(t.tenant_dedup_interval_ms.iter().map(|(k, &v)| (format!("tsdb.tenant_dedup_interval_ms.{k}"), v)));
+        for (key, v) in dedup {
+            if v > 24 * 3_600_000 {
+                return Err(format!("invalid configuration key {key}: must be at most 86400000 (a day), got {v}"));
+            }
+        }
+        for tenant in t.tenant_dedup_interval_ms.keys() {
+            strata_model::TenantId::new(tenant)
+                .map_err(|e| format!("invalid configuration key tsdb.tenant_dedup_interval_ms.{tenant}: {e}"))?;
+        }
         let q = &self.query;
         for (key, v) in [
             ("query.samples_max", q.samples_max as u64),
@@ -592,6 +609,8 @@ impl Config {
         c.tenant_retention_ms = t.tenant_retention_days.iter().map(|(k, &d)| (k.clone(), day_ms(d))).collect();
         c.checkpoint_interval_ms = t.checkpoint_interval_ms;
         c.head_idle_ms = t.head_idle_ms;
+        c.dedup_interval_ms = t.dedup_interval_ms as i64;
+        c.tenant_dedup_interval_ms = t.tenant_dedup_interval_ms.iter().map(|(k, &v)| (k.clone(), v as i64)).collect();
         c
     }
 
@@ -602,6 +621,9 @@ impl Config {
         c.topic = <strata_model::topic::Rollups as strata_model::Topic>::SPEC.name;
         c.retention_ms = i64::from(self.rollups.retention_days) * 24 * 3_600_000;
         c.tenant_retention_ms.clear();
+        // Rollups write one sample per window: nothing to deduplicate.
+        c.dedup_interval_ms = 0;
+        c.tenant_dedup_interval_ms.clear();
         c
     }
 
@@ -729,6 +751,17 @@ mod tests {
     }
 
     #[test]
+    fn dedup_intervals_reach_the_metric_store_and_not_the_rollup_store() {
+        let file = "[tsdb]\ndedup_interval_ms = 15000\n[tsdb.tenant_dedup_interval_ms]\nacme = 30000\n";
+        let c = load(Some(file), &[], Overrides::default()).unwrap();
+        let t = c.tsdb_config();
+        assert_eq!(t.dedup_interval_ms, 15_000);
+        assert_eq!(t.tenant_dedup_interval_ms.get("acme"), Some(&30_000));
+        let r = c.rollups_store_config();
+        assert_eq!((r.dedup_interval_ms, r.tenant_dedup_interval_ms.len()), (0, 0));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (Some("[log]\npartitions = \"many\"\n"), vec![], "invalid configuration key log.partitions"),
@@ -742,6 +775,16 @@ mod tests {
             (Some("otlp_grpc_addr = \"4317\"\n"), vec![], "invalid configuration key otlp_grpc_addr"),
             (Some("[ingest]\nbody_bytes_max = 0\n"), vec![], "invalid configuration key ingest.body_bytes_max"),
             (Some("this is not toml"), vec![], "is not valid TOML"),
+            (
+                Some("[tsdb.tenant_dedup_interval_ms]\nacme = 90000000\n"),
+                vec![],
+                "invalid configuration key tsdb.tenant_dedup_interval_ms.acme: must be at most 86400000",
+            ),
+            (
+                Some("[tsdb.tenant_dedup_interval_ms]\n\"../x\" = 15000\n"),
+                vec![],
+                "invalid configuration key tsdb.tenant_dedup_interval_ms.../x",
+            ),
             (
                 Some("[query]\ntimeout_ms = 0\n"),
                 vec![],

@@ -31,6 +31,8 @@ pub enum Appended {
     /// The series already held the same value at that timestamp (a replay, a retry, the other
     /// replica of a pair): nothing changed, and no chunk was decoded or written again.
     Unchanged,
+    /// The series already held a sample in the sample's deduplication interval: it was dropped.
+    Deduplicated,
 }
 
 /// Why a sample was not taken.
@@ -114,8 +116,12 @@ impl Default for SeriesSamples {
 }
 
 impl SeriesSamples {
-    /// Adds a sample; `window_ms` bounds how far behind the newest sample it may be.
-    pub fn append(&mut self, ts: i64, value: f64, window_ms: i64) -> Result<Appended, AppendError> {
+    /// Adds a sample; `window_ms` bounds how far behind the newest sample it may be. With
+    /// `dedup_ms` above 0 the series keeps one sample per interval of that length (aligned to the
+    /// epoch): the first to arrive; a later one in an interval it holds a sample in is dropped.
+    /// Held means the newest sample ever appended or one still in the head: a late sample whose
+    /// interval was already cut into a block is taken.
+    pub fn append(&mut self, ts: i64, value: f64, window_ms: i64, dedup_ms: i64) -> Result<Appended, AppendError> {
         if self.max_t != i64::MIN && ts < self.max_t.saturating_sub(window_ms) {
             // Too old to merge; but a sample the head still holds with the same value is a resend
             // that changes nothing, not an error.
@@ -123,6 +129,18 @@ impl SeriesSamples {
                 return Ok(Appended::Unchanged);
             }
             return Err(AppendError::TooOld { timestamp_ms: ts, newest_ms: self.max_t, window_ms });
+        }
+        if dedup_ms > 0 && self.max_t != i64::MIN {
+            let from = ts - ts.rem_euclid(dedup_ms);
+            let to = from.saturating_add(dedup_ms - 1);
+            // In order, the newest sample is the only one that can share the interval.
+            let taken = if ts > self.max_t { self.max_t >= from } else { !self.range(from, to).is_empty() };
+            if taken {
+                if self.held(ts).is_some_and(|v| same(v, value)) {
+                    return Ok(Appended::Unchanged);
+                }
+                return Ok(Appended::Deduplicated);
+            }
         }
         // The common case, first: the next sample of the open chunk's range. Every sealed chunk
         // ends before the open chunk starts, so they need not be read (a cache miss per sample).
@@ -305,12 +323,13 @@ impl Head {
         timestamp_ms: i64,
         value: f64,
         window_ms: i64,
+        dedup_ms: i64,
     ) -> Result<Appended, AppendError> {
         let i = id as usize;
         if self.series.len() <= i {
             self.series.resize_with(i + 1, SeriesSamples::default);
         }
-        self.series[i].append(timestamp_ms, value, window_ms)
+        self.series[i].append(timestamp_ms, value, window_ms, dedup_ms)
     }
 
     /// Reads the state of each series, as `SeriesIndex::warm` does, ahead of appending to them.
@@ -341,17 +360,52 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Two senders scraping the same target 5 s apart every 15 s, with a 15 s interval: one
+    /// sample per interval is kept, the first, in order and out of order; off, both are kept.
+    #[test]
+    fn a_dedup_interval_keeps_the_first_sample_of_each_interval() {
+        let window = 3_600_000;
+        let mut s = SeriesSamples::default();
+        let mut kept = Vec::new();
+        for i in 0..40i64 {
+            let t = 1_500_000_000 + i * 15_000;
+            assert_eq!(s.append(t, i as f64, window, 15_000), Ok(Appended::Added));
+            // The other replica, 5 s later, in the same interval, with its own value.
+            assert_eq!(s.append(t + 5_000, -(i as f64), window, 15_000), Ok(Appended::Deduplicated));
+            // A resend of the kept sample changes nothing.
+            assert_eq!(s.append(t, i as f64, window, 15_000), Ok(Appended::Unchanged));
+            kept.push((t, i as f64));
+        }
+        assert_eq!(s.range(i64::MIN, i64::MAX), kept);
+        // Late, into an interval held in the head: dropped; into an empty one: taken.
+        let first = kept[0].0;
+        assert_eq!(s.append(first + 20_000, 7.0, window, 15_000), Ok(Appended::Deduplicated));
+        assert_eq!(s.append(first - 15_000 + 1, 7.0, window, 15_000), Ok(Appended::Added));
+        assert_eq!(s.range(i64::MIN, i64::MAX).len(), kept.len() + 1);
+        // Intervals are aligned to the epoch, also before it.
+        let mut n = SeriesSamples::default();
+        assert_eq!(n.append(-1, 1.0, window, 10), Ok(Appended::Added));
+        assert_eq!(n.append(-10, 1.0, window, 10), Ok(Appended::Deduplicated));
+        assert_eq!(n.append(0, 1.0, window, 10), Ok(Appended::Added));
+        // Without an interval every sample is kept.
+        let mut off = SeriesSamples::default();
+        for i in 0..10i64 {
+            assert_eq!(off.append(i * 5_000, 1.0, window, 0), Ok(Appended::Added));
+        }
+        assert_eq!(off.range(i64::MIN, i64::MAX).len(), 10);
+    }
+
     #[test]
     fn late_samples_merge_and_duplicates_keep_the_last() {
         let mut s = SeriesSamples::default();
         for (t, v) in [(1000, 1.0), (3000, 3.0), (2000, 2.0), (3000, 3.5), (500, 0.5)] {
-            s.append(t, v, 3_600_000).unwrap();
+            s.append(t, v, 3_600_000, 0).unwrap();
         }
         assert_eq!(s.range(0, 10_000), [(500, 0.5), (1000, 1.0), (2000, 2.0), (3000, 3.5)]);
         assert_eq!(s.range(1000, 2000), [(1000, 1.0), (2000, 2.0)]);
         assert!(s.range(5000, 1000).is_empty());
         assert_eq!(
-            s.append(3000 - 3_600_001, 9.0, 3_600_000),
+            s.append(3000 - 3_600_001, 9.0, 3_600_000, 0),
             Err(AppendError::TooOld { timestamp_ms: 3000 - 3_600_001, newest_ms: 3000, window_ms: 3_600_000 })
         );
     }
@@ -362,7 +416,7 @@ mod tests {
         let samples = [(0u32, 10, 1.0), (1, 10, 2.0), (0, 20, 3.0), (0, 15, 4.0)];
         for _ in 0..3 {
             for &(id, t, v) in &samples {
-                h.append(id, t, v, 1000).unwrap();
+                h.append(id, t, v, 1000, 0).unwrap();
             }
         }
         assert_eq!(h.series(0).unwrap().range(0, 100), [(10, 1.0), (15, 4.0), (20, 3.0)]);
@@ -379,31 +433,31 @@ mod tests {
         // Four hours of 15 s samples: sealed chunks in two block ranges, and an open one.
         let samples: Vec<(i64, f64)> = (0..1000).map(|i| (i * 15_000, (i % 7) as f64)).collect();
         for &(t, v) in &samples {
-            assert_eq!(s.append(t, v, i64::MAX / 4), Ok(Appended::Added));
+            assert_eq!(s.append(t, v, i64::MAX / 4, 0), Ok(Appended::Added));
         }
         let bytes = s.bytes();
         let sealed: Vec<*const u8> = s.sealed.iter().map(|c| c.bytes.as_ptr()).collect();
         for &(t, v) in &samples {
-            assert_eq!(s.append(t, v, i64::MAX / 4), Ok(Appended::Unchanged), "at {t}");
+            assert_eq!(s.append(t, v, i64::MAX / 4, 0), Ok(Appended::Unchanged), "at {t}");
         }
         // Not one chunk was written again.
         assert_eq!(s.bytes(), bytes);
         assert_eq!(s.sealed.iter().map(|c| c.bytes.as_ptr()).collect::<Vec<_>>(), sealed);
         assert_eq!(s.range(0, i64::MAX), samples);
         // Between two held samples is new; a held one with another value is replaced.
-        assert_eq!(s.append(7_500, 9.0, i64::MAX / 4), Ok(Appended::Added));
-        assert_eq!(s.append(15_000, 9.0, i64::MAX / 4), Ok(Appended::Replaced));
-        assert_eq!(s.append(samples[999].0, 9.0, i64::MAX / 4), Ok(Appended::Replaced));
+        assert_eq!(s.append(7_500, 9.0, i64::MAX / 4, 0), Ok(Appended::Added));
+        assert_eq!(s.append(15_000, 9.0, i64::MAX / 4, 0), Ok(Appended::Replaced));
+        assert_eq!(s.append(samples[999].0, 9.0, i64::MAX / 4, 0), Ok(Appended::Replaced));
         assert_eq!(s.range(0, 15_000), [(0, 0.0), (7_500, 9.0), (15_000, 9.0)]);
         // A stale marker equals only a stale marker.
         let stale = f64::from_bits(crate::STALE_NAN_BITS);
-        assert_eq!(s.append(30_000, stale, i64::MAX / 4), Ok(Appended::Replaced));
-        assert_eq!(s.append(30_000, stale, i64::MAX / 4), Ok(Appended::Unchanged));
-        assert_eq!(s.append(30_000, f64::NAN, i64::MAX / 4), Ok(Appended::Replaced));
+        assert_eq!(s.append(30_000, stale, i64::MAX / 4, 0), Ok(Appended::Replaced));
+        assert_eq!(s.append(30_000, stale, i64::MAX / 4, 0), Ok(Appended::Unchanged));
+        assert_eq!(s.append(30_000, f64::NAN, i64::MAX / 4, 0), Ok(Appended::Replaced));
         // Past the out-of-order window, a held sample resent is still no error; a new one is.
-        assert_eq!(s.append(45_000, 3.0, 60_000), Ok(Appended::Unchanged));
-        assert!(matches!(s.append(45_000, 4.0, 60_000), Err(AppendError::TooOld { .. })));
-        assert!(matches!(s.append(45_001, 3.0, 60_000), Err(AppendError::TooOld { .. })));
+        assert_eq!(s.append(45_000, 3.0, 60_000, 0), Ok(Appended::Unchanged));
+        assert!(matches!(s.append(45_000, 4.0, 60_000, 0), Err(AppendError::TooOld { .. })));
+        assert!(matches!(s.append(45_001, 3.0, 60_000, 0), Err(AppendError::TooOld { .. })));
     }
 
     #[test]
@@ -412,9 +466,9 @@ mod tests {
         let start = 10 * BLOCK_RANGE_MS - 30 * 60_000;
         // An hour of 15 s samples across a range boundary, then a late sample in the first range.
         for i in 0..240 {
-            s.append(start + i * 15_000, i as f64, 3_600_000).unwrap();
+            s.append(start + i * 15_000, i as f64, 3_600_000, 0).unwrap();
         }
-        s.append(start + 7, -1.0, 3_600_000).unwrap();
+        s.append(start + 7, -1.0, 3_600_000, 0).unwrap();
         let ranges: std::collections::BTreeSet<i64> = s.ranges().collect();
         assert_eq!(ranges.into_iter().collect::<Vec<_>>(), [9 * BLOCK_RANGE_MS, 10 * BLOCK_RANGE_MS]);
         let first = s.take_range(9 * BLOCK_RANGE_MS);
@@ -436,7 +490,7 @@ mod tests {
             let mut model = std::collections::BTreeMap::new();
             for (i, &(t, v)) in appends.iter().enumerate() {
                 let v = f64::from(v) + i as f64 * 1e-3;
-                if s.append(t, v, i64::MAX / 4).is_ok() {
+                if s.append(t, v, i64::MAX / 4, 0).is_ok() {
                     model.insert(t, v);
                 }
             }
@@ -462,7 +516,7 @@ mod tests {
                     _ => t + step,
                 };
                 let v = i as f64;
-                if s.append(t, v, i64::MAX / 4).is_ok() {
+                if s.append(t, v, i64::MAX / 4, 0).is_ok() {
                     model.insert(t, v);
                 }
             }

@@ -46,6 +46,12 @@ pub struct TsdbConfig {
     pub retention_ms: i64,
     /// Per-tenant overrides of `retention_ms`.
     pub tenant_retention_ms: HashMap<String, i64>,
+    /// A series keeps one sample per interval of this length, the first to arrive; 0 keeps every
+    /// sample (VictoriaMetrics' `-dedup.minScrapeInterval`, for senders that scrape the same
+    /// targets twice).
+    pub dedup_interval_ms: i64,
+    /// Per-tenant overrides of `dedup_interval_ms`.
+    pub tenant_dedup_interval_ms: HashMap<String, i64>,
     /// How often a checkpoint looks for ranges to cut, days to merge and blocks to drop.
     pub checkpoint_interval_ms: u64,
     /// A tenant that has received no sample for this long has its whole head cut into blocks, so
@@ -62,6 +68,8 @@ impl TsdbConfig {
             ooo_window_ms: 3_600_000,
             retention_ms: 30 * DAY_MS,
             tenant_retention_ms: HashMap::new(),
+            dedup_interval_ms: 0,
+            tenant_dedup_interval_ms: HashMap::new(),
             checkpoint_interval_ms: 30_000,
             head_idle_ms: 2 * 3_600_000,
             topic: <strata_model::topic::Metrics as strata_model::Topic>::SPEC.name,
@@ -70,6 +78,10 @@ impl TsdbConfig {
 
     fn retention_ms(&self, tenant: &str) -> i64 {
         self.tenant_retention_ms.get(tenant).copied().unwrap_or(self.retention_ms)
+    }
+
+    fn dedup_interval_ms(&self, tenant: &str) -> i64 {
+        self.tenant_dedup_interval_ms.get(tenant).copied().unwrap_or(self.dedup_interval_ms).max(0)
     }
 }
 
@@ -142,6 +154,8 @@ impl Block {
 
 struct Tenant {
     name: String,
+    /// `TsdbConfig::dedup_interval_ms` for this tenant.
+    dedup_ms: i64,
     dir: PathBuf,
     index: SeriesIndex,
     /// Series registry number to series, for version 3 batches.
@@ -163,9 +177,10 @@ struct Tenant {
 }
 
 impl Tenant {
-    fn new(name: &str, root: &Path) -> Tenant {
+    fn new(name: &str, root: &Path, dedup_ms: i64) -> Tenant {
         Tenant {
             name: name.to_string(),
+            dedup_ms,
             dir: root.join(name),
             index: SeriesIndex::default(),
             refs: HashMap::default(),
@@ -237,7 +252,9 @@ impl Store {
         let mut tenants = self.tenants.write().expect("store lock");
         tenants
             .entry(tenant.to_string())
-            .or_insert_with(|| Arc::new(RwLock::new(Tenant::new(tenant, &self.cfg.dir))))
+            .or_insert_with(|| {
+                Arc::new(RwLock::new(Tenant::new(tenant, &self.cfg.dir, self.cfg.dedup_interval_ms(tenant))))
+            })
             .clone()
     }
 

@@ -36,9 +36,9 @@ impl Store {
         partition: u32,
         offset: u64,
     ) -> Result<Appended, Reject> {
-        let appended = t.head.append(id, ts, value, self.cfg.ooo_window_ms)?;
-        if appended == Appended::Unchanged {
-            // Held already, from an earlier record that the head's offsets account for.
+        let appended = t.head.append(id, ts, value, self.cfg.ooo_window_ms, t.dedup_ms)?;
+        if matches!(appended, Appended::Unchanged | Appended::Deduplicated) {
+            // Nothing taken: what the series holds came from records the head's offsets account for.
             return Ok(appended);
         }
         t.max_t = t.max_t.max(ts);

@@ -21,6 +21,8 @@ struct Applied {
     appended: u64,
     /// Equal to the sample the series holds at that timestamp: taken, nothing changed.
     unchanged: u64,
+    /// In a deduplication interval the series already holds a sample in: dropped.
+    deduplicated: u64,
     /// Already in a block cut from the head (a replay of the log).
     skipped: u64,
     /// Refused, with the reason of each.
@@ -31,6 +33,7 @@ impl Applied {
     fn count(&mut self, appended: Result<Appended, super::Reject>) {
         match appended {
             Ok(Appended::Unchanged) => self.unchanged += 1,
+            Ok(Appended::Deduplicated) => self.deduplicated += 1,
             Ok(Appended::Added | Appended::Replaced) => self.appended += 1,
             Err(e) => self.rejected.push(e.reason()),
         }
@@ -168,6 +171,7 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
     async fn write<'r>(&mut self, partition: u32, records: &[Decoded<'r, T>]) -> Result<(), SinkError> {
         let mut appended: HashMap<&str, u64> = HashMap::new();
         let mut unchanged: HashMap<&str, u64> = HashMap::new();
+        let mut deduplicated: HashMap<&str, u64> = HashMap::new();
         let mut rejected: HashMap<(&str, &'static str), u64> = HashMap::new();
         let mut skipped = 0u64;
         let mut current: Option<(&str, Arc<RwLock<Tenant>>)> = None;
@@ -184,6 +188,7 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
                     Ok(n) => {
                         *appended.entry(tenant).or_default() += n.appended;
                         *unchanged.entry(tenant).or_default() += n.unchanged;
+                        *deduplicated.entry(tenant).or_default() += n.deduplicated;
                         skipped += n.skipped;
                         for reason in n.rejected {
                             *rejected.entry((tenant, reason)).or_default() += 1;
@@ -225,6 +230,7 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
             }
             *appended.entry(tenant).or_default() += n.appended;
             *unchanged.entry(tenant).or_default() += n.unchanged;
+            *deduplicated.entry(tenant).or_default() += n.deduplicated;
             skipped += n.skipped;
             for reason in n.rejected {
                 *rejected.entry((tenant, reason)).or_default() += 1;
@@ -236,6 +242,12 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
         for (tenant, n) in unchanged {
             if n > 0 {
                 metrics::counter!("strata_tsdb_samples_unchanged_total", "tenant" => tenant.to_string()).increment(n);
+            }
+        }
+        for (tenant, n) in deduplicated {
+            if n > 0 {
+                metrics::counter!("strata_tsdb_samples_deduplicated_total", "tenant" => tenant.to_string())
+                    .increment(n);
             }
         }
         for ((tenant, reason), n) in rejected {
