@@ -410,3 +410,48 @@ fn an_ha_pair_is_stored_as_one_sender_and_fails_over_when_its_replica_stops() {
     assert_eq!(s.metric(r#"strata_ingest_ha_failovers_total{tenant="prom"}"#), Some(1.0));
     assert!(s.is_up());
 }
+
+/// Two senders of the same series (not an HA pair: no replica label), 5 s apart every 15 s. A
+/// tenant with a 15 s dedup interval keeps the first sample of each interval; a tenant without
+/// one keeps all six.
+#[test]
+fn a_tenant_with_a_dedup_interval_keeps_one_sample_per_interval() {
+    let s = Server::start("[tsdb.tenant_dedup_interval_ms]\nprom = 15000\n");
+    let t = now_ms() / 15_000 * 15_000 - 60_000;
+    let labels = [("__name__", "node_load1"), ("job", "node"), ("instance", "h1:9100")];
+    let first =
+        encode(&WriteRequest { timeseries: vec![series(&labels, &[(t, 1.0), (t + 15_000, 2.0), (t + 30_000, 3.0)])] });
+    let second = encode(&WriteRequest {
+        timeseries: vec![series(&labels, &[(t + 5_000, 100.0), (t + 20_000, 200.0), (t + 35_000, 300.0)])],
+    });
+    let at = ((t + 40_000) / 1000).to_string();
+    let scalar = |key: &str, query: &str, want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (st, v) = prom_get(&s, key, "/api/v1/query", &[("query", query), ("time", &at)]);
+            assert_eq!(st, 200, "{v}");
+            if v["data"]["result"][0]["value"][1].as_str() == Some(want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{query}: {v}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let (prom, other) = (s.tenant_key("prom"), s.tenant_key("other"));
+    for key in [&prom, &other] {
+        assert_eq!(s.remote_write(key, first.clone()).0, 204);
+        assert_eq!(s.remote_write(key, second.clone()).0, 204);
+    }
+    scalar(&other, "count_over_time(node_load1[1m])", "6");
+    scalar(&other, "sum_over_time(node_load1[1m])", "606");
+    // Once the second sender's three samples are counted, the store has read both requests.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.metric(r#"strata_tsdb_samples_deduplicated_total{tenant="prom"}"#) != Some(3.0) {
+        assert!(std::time::Instant::now() < deadline, "the second sender's samples were not deduplicated");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    scalar(&prom, "count_over_time(node_load1[1m])", "3");
+    scalar(&prom, "sum_over_time(node_load1[1m])", "6");
+    assert_eq!(s.metric(r#"strata_tsdb_samples_deduplicated_total{tenant="other"}"#), None);
+    assert!(s.is_up());
+}
