@@ -41,9 +41,13 @@ fn span(reader: &SegmentReader, field_name: &str) -> tantivy::Result<Span> {
     if let Some(span) = SPANS.lock().expect("spans lock").get(&id) {
         return Ok(*span);
     }
-    let span = match reader.fast_fields().i64(field_name) {
-        Ok(column) if reader.num_docs() > 0 => Some((column.min_value(), column.max_value())),
-        _ => None,
+    // A segment whose timestamps cannot be read is an error of the search, not a segment
+    // without lines.
+    let span = if reader.num_docs() == 0 {
+        None
+    } else {
+        let column = reader.fast_fields().i64(field_name)?;
+        Some((column.min_value(), column.max_value()))
     };
     let mut spans = SPANS.lock().expect("spans lock");
     if spans.len() >= SPANS_MAX {
