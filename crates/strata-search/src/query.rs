@@ -447,7 +447,7 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
                 found.truncate(req.limit);
                 // Days are disjoint in time: once a page is full, older days cannot beat it.
                 if found.len() >= req.limit {
-                    queries.push((d, query));
+                    queries.push((d, searcher, query));
                     break;
                 }
             }
@@ -460,7 +460,7 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
                 }
             }
         }
-        queries.push((d, query));
+        queries.push((d, searcher, query));
     }
     if Instant::now() > deadline {
         return Err(Error::Timeout);
@@ -487,18 +487,20 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
         }
     };
     let mut hits = Vec::with_capacity(selected.len());
-    // Per day index: its searcher and the highlighter of its query, made once for all its hits
-    // (making one looks up every query term in every segment).
+    // Per day index: the searcher its hits were found with (their addresses name its segments,
+    // which a commit since may have merged away) and the highlighter of its query, made once for
+    // all its hits (making one looks up every query term in every segment).
     let mut per_day: Vec<(Arc<DayIndex>, tantivy::Searcher, Option<SnippetGenerator>)> = Vec::new();
     for (d, addr, key) in selected {
         let at = match per_day.iter().position(|(pd, _, _)| Arc::ptr_eq(pd, &d)) {
             Some(i) => i,
             None => {
-                let searcher = d.reader.searcher();
-                let snippets = queries
-                    .iter()
-                    .find(|(qd, _)| Arc::ptr_eq(qd, &d))
-                    .and_then(|(_, q)| SnippetGenerator::create(&searcher, &**q, schema.message).ok());
+                let (searcher, snippets) = match queries.iter().find(|(qd, _, _)| Arc::ptr_eq(qd, &d)) {
+                    Some((_, searcher, q)) => {
+                        (searcher.clone(), SnippetGenerator::create(searcher, &**q, schema.message).ok())
+                    }
+                    None => (d.reader.searcher(), None),
+                };
                 per_day.push((d.clone(), searcher, snippets));
                 per_day.len() - 1
             }
