@@ -9,7 +9,6 @@ mod index;
 mod ingest;
 mod lake;
 mod log_append;
-mod metrics_workload;
 mod otlp_body;
 mod process;
 mod promql_dataset;

@@ -26,9 +26,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::args::now_ms;
-use crate::metrics_workload::{Fleet, FleetConfig};
 use crate::process::{ProcessMemory, read_memory};
 use crate::summary::Summary;
+use strata_bench::metrics_workload::{Fleet, FleetConfig};
 
 /// Error answers kept with their bodies for the report.
 const ERROR_BODIES_MAX: usize = 5;
@@ -44,6 +44,29 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// How often a connection held back by the order window looks again without being woken.
 const ORDER_POLL: Duration = Duration::from_millis(100);
+
+/// Labels of an HA group's series, as Prometheus's external labels and Mimir's HA tracker name them.
+const HA_CLUSTER_LABEL: &str = "cluster";
+const HA_CLUSTER: &str = "strata-bench";
+const HA_REPLICA_LABEL: &str = "__replica__";
+
+/// What `--query-url` asks the server: its series at the end of the data, and the samples of one
+/// metric family (CPU time, 128 series a host) in the data's last 10 minutes. Of one family only,
+/// because `count_over_time` drops the metric name, and series of several families that differ
+/// only in their name are an error in Prometheus.
+const STORED_SERIES_QUERY: &str = r#"count({__name__=~".+"})"#;
+const STORED_SAMPLES_QUERY: &str = "sum(count_over_time(node_cpu_seconds_total[10m]))";
+
+/// Time between two readings of what a server stores that must agree, and the longest wait for them.
+const STORED_SETTLE: Duration = Duration::from_secs(5);
+const STORED_WAIT_MAX: Duration = Duration::from_secs(120);
+
+/// Time allowed for one of those queries.
+const STORED_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How far behind now the end of the data must be before it is queried: VictoriaMetrics'
+/// `-search.latencyOffset` (30 s) and a margin.
+const STORED_LATENCY_OFFSET_MS: i64 = 35_000;
 
 /// How often the server's `/metrics` is read while waiting for it to catch up.
 const CATCH_UP_POLL: Duration = Duration::from_millis(250);
@@ -66,9 +89,19 @@ pub struct RemoteWriteArgs {
     /// Hosts scraped, about 1,000 series each.
     #[arg(long, default_value_t = 100)]
     hosts: u32,
-    /// Hours of data, ending now.
+    /// Hours of data, ending now (or at `--end-ms`).
     #[arg(long, default_value_t = 6.0)]
     hours: f64,
+    /// End of the data, in Unix milliseconds; by default the time the run starts. Runs with the same
+    /// end, seed and shape send the very same samples: a replay, or the same workload to each server.
+    #[arg(long)]
+    end_ms: Option<i64>,
+    /// Send the workload as a Prometheus HA pair (or group) of this many replicas: every series
+    /// gains `cluster="strata-bench"` and `__replica__="replica-N"`, and each replica sends all of
+    /// it on its own `--connections` connections, at the same time as the others. 0: one sender
+    /// with neither label.
+    #[arg(long, default_value_t = 0)]
+    ha_replicas: u32,
     /// Scrape interval, in seconds.
     #[arg(long, default_value_t = 15)]
     interval_s: u64,
@@ -106,6 +139,11 @@ pub struct RemoteWriteArgs {
     /// Longest wait for the server to catch up, in seconds.
     #[arg(long, default_value_t = 3600)]
     wait_timeout_s: u64,
+    /// The server's Prometheus query API (`.../api/v1/query`): after sending (and after the wait,
+    /// with `--wait-url`), count the series it holds at the end of the data and their samples in
+    /// its last 10 minutes, to compare what servers, replays and HA pairs store.
+    #[arg(long)]
+    query_url: Option<String>,
     /// Pid of the server, to report its current and peak resident memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -213,7 +251,9 @@ struct Report {
     label: String,
     url: String,
     hosts: u32,
+    /// Series of one sender; an HA group sends them once per replica.
     series: u64,
+    ha_replicas: u32,
     hours: f64,
     interval_s: u64,
     jitter_share: f64,
@@ -253,6 +293,22 @@ struct Report {
     /// Server memory right after the last answer.
     server: Option<ProcessMemory>,
     caught_up: Option<CaughtUp>,
+    stored: Option<Stored>,
+    /// Why `stored` is missing though `--query-url` was given.
+    stored_error: Option<String>,
+}
+
+/// What the server holds at the end of the data, by PromQL.
+#[derive(Debug, Serialize)]
+struct Stored {
+    /// Evaluation time of the queries: the end of the data, Unix seconds.
+    time_s: f64,
+    /// [`STORED_SERIES_QUERY`]: series with a sample in the 5 minutes before the end.
+    series: f64,
+    /// [`STORED_SAMPLES_QUERY`]: samples of `node_cpu_seconds_total` in the last 10 minutes of the data.
+    cpu_samples_last_10m: f64,
+    /// Whether two readings agreed, on more than no series, before the wait for them ended.
+    settled: bool,
 }
 
 /// How long the server took to consume everything it acknowledged.
@@ -264,9 +320,13 @@ struct CaughtUp {
     after_s: f64,
     /// Acknowledged samples / `after_s`.
     samples_per_s: f64,
-    /// Counted by the metric store during the run.
+    /// Counted by the metric store during the run: appended; equal to the stored sample or dropped
+    /// by a dedup interval; refused (too old, bad).
     tsdb_samples_appended: f64,
+    tsdb_samples_unchanged: f64,
     tsdb_samples_rejected: f64,
+    /// Dropped by the gateway as samples of an HA group's replica not elected.
+    ha_dropped_samples: f64,
     /// Largest consumer lag of the `tsdb` group at the last look, in records.
     tsdb_lag_records_max: f64,
     /// Server memory once caught up.
@@ -325,10 +385,11 @@ pub fn run(args: RemoteWriteArgs) -> anyhow::Result<()> {
 
 fn validate(args: &RemoteWriteArgs) -> anyhow::Result<()> {
     crate::args::check_url(&args.url)?;
-    if let Some(url) = &args.wait_url {
+    for url in [&args.wait_url, &args.query_url].into_iter().flatten() {
         crate::args::check_url(url)?;
     }
     ensure!(args.hosts >= 1, "hosts must be at least 1, got {}", args.hosts);
+    ensure!(args.ha_replicas <= 16, "ha-replicas must be at most 16, got {}", args.ha_replicas);
     ensure!(args.hours.is_finite() && args.hours > 0.0, "hours must be more than 0, got {}", args.hours);
     ensure!(args.hours <= 24.0 * 7.0, "hours must be at most a week (168), got {}", args.hours);
     ensure!(args.interval_s >= 1, "interval-s must be at least 1, got {}", args.interval_s);
@@ -343,17 +404,21 @@ fn validate(args: &RemoteWriteArgs) -> anyhow::Result<()> {
 /// every core while the fleet is generated.
 fn encode(mut fleet: Fleet, args: &RemoteWriteArgs) -> anyhow::Result<Encoded> {
     let started = std::time::Instant::now();
-    let end_ms = now_ms();
+    let end_ms = args.end_ms.unwrap_or_else(now_ms);
     let start_ms = end_ms - (args.hours * 3_600_000.0) as i64;
     let per_host = fleet.series_per_host();
     let hosts = fleet.config().hosts;
-    let mut series_labels = Vec::with_capacity(hosts as usize * per_host);
+    let senders = senders(args);
+    // Per sender, the encoded labels of every series; a series goes to the same shard of each.
+    let mut series_labels = vec![Vec::with_capacity(hosts as usize * per_host); senders];
     let mut series_shard = Vec::with_capacity(hosts as usize * per_host);
     for host in 0..hosts {
         for series in 0..per_host {
-            let labels = encode_labels(&fleet.labels(host, series));
-            series_shard.push((fnv1a(&labels) % args.connections as u64) as usize);
-            series_labels.push(labels);
+            let labels = fleet.labels(host, series);
+            series_shard.push((fnv1a(&encode_labels(&labels)) % args.connections as u64) as usize);
+            for (sender, encoded) in series_labels.iter_mut().enumerate() {
+                encoded.push(encode_labels(&sender_labels(args, sender, labels.clone())));
+            }
         }
     }
 
@@ -380,7 +445,7 @@ fn encode(mut fleet: Fleet, args: &RemoteWriteArgs) -> anyhow::Result<Encoded> {
             })
             .collect();
 
-        let mut pending: Vec<RawRequest> = (0..args.connections)
+        let mut pending: Vec<RawRequest> = (0..senders * args.connections)
             .map(|shard| RawRequest { shard, sequence: 0, protobuf: Vec::new(), samples: 0, first_ms: 0 })
             .collect();
         let mut protobuf_bytes = 0u64;
@@ -403,14 +468,16 @@ fn encode(mut fleet: Fleet, args: &RemoteWriteArgs) -> anyhow::Result<Encoded> {
             let first_series = host as usize * per_host;
             fleet.scrape(host, timestamp_ms, |series, value| {
                 let global = first_series + series;
-                let request = &mut pending[series_shard[global]];
-                if request.samples == 0 {
-                    request.first_ms = timestamp_ms;
-                }
-                encode_sample(&mut request.protobuf, &series_labels[global], value, timestamp_ms);
-                request.samples += 1;
-                if request.samples == per_request {
-                    send(request);
+                for (sender, labels) in series_labels.iter().enumerate() {
+                    let request = &mut pending[sender * args.connections + series_shard[global]];
+                    if request.samples == 0 {
+                        request.first_ms = timestamp_ms;
+                    }
+                    encode_sample(&mut request.protobuf, &labels[global], value, timestamp_ms);
+                    request.samples += 1;
+                    if request.samples == per_request {
+                        send(request);
+                    }
                 }
             });
         }
@@ -427,7 +494,7 @@ fn encode(mut fleet: Fleet, args: &RemoteWriteArgs) -> anyhow::Result<Encoded> {
         (compressed, protobuf_bytes, samples)
     });
 
-    let mut shards: Vec<Vec<(usize, Request)>> = (0..args.connections).map(|_| Vec::new()).collect();
+    let mut shards: Vec<Vec<(usize, Request)>> = (0..senders * args.connections).map(|_| Vec::new()).collect();
     for (shard, sequence, request) in compressed {
         shards[shard].push((sequence, request));
     }
@@ -449,6 +516,22 @@ fn encode(mut fleet: Fleet, args: &RemoteWriteArgs) -> anyhow::Result<Encoded> {
         end_ms,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Senders of the workload: one, or each replica of an HA group.
+fn senders(args: &RemoteWriteArgs) -> usize {
+    args.ha_replicas.max(1) as usize
+}
+
+/// A series' labels as sender `sender` sends them: with the HA labels of its replica when the
+/// workload is sent by an HA group, sorted by name.
+fn sender_labels(args: &RemoteWriteArgs, sender: usize, mut labels: Labels) -> Labels {
+    if args.ha_replicas > 0 {
+        labels.push((HA_CLUSTER_LABEL.to_owned(), HA_CLUSTER.to_owned()));
+        labels.push((HA_REPLICA_LABEL.to_owned(), format!("replica-{}", sender + 1)));
+        labels.sort();
+    }
+    labels
 }
 
 /// The `labels` fields of a `TimeSeries`: one `Label` message per pair.
@@ -500,7 +583,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 async fn measure(args: &RemoteWriteArgs, encoded: Encoded, baseline: Option<StoreProgress>) -> anyhow::Result<Report> {
-    let clients = (0..args.connections).map(|_| http_client(args)).collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = (0..encoded.shards.len()).map(|_| http_client(args)).collect::<anyhow::Result<Vec<_>>>()?;
     let requests_generated = encoded.shards.iter().map(Vec::len).sum::<usize>() as u64;
     let start = Instant::now();
     let plan = Arc::new(Plan {
@@ -545,12 +628,26 @@ async fn measure(args: &RemoteWriteArgs, encoded: Encoded, baseline: Option<Stor
                 after_s,
                 samples_per_s: stats.samples_acknowledged as f64 / after_s,
                 tsdb_samples_appended: progress.appended - baseline.appended,
+                tsdb_samples_unchanged: progress.unchanged - baseline.unchanged,
                 tsdb_samples_rejected: progress.rejected - baseline.rejected,
+                ha_dropped_samples: progress.ha_dropped - baseline.ha_dropped,
                 tsdb_lag_records_max: progress.lag_max,
                 server: server_memory()?,
             })
         }
         _ => None,
+    };
+
+    // A server that refuses the count (a limit on series per query) still gets its other figures.
+    let (stored, stored_error) = match &args.query_url {
+        Some(url) => match read_stored(args, url, encoded.end_ms).await {
+            Ok(stored) => (Some(stored), None),
+            Err(error) => {
+                eprintln!("remote-write: cannot count what the server stores: {error:#}");
+                (None, Some(format!("{error:#}")))
+            }
+        },
+        None => (None, None),
     };
 
     let samples = encoded.samples.max(1) as f64;
@@ -559,6 +656,7 @@ async fn measure(args: &RemoteWriteArgs, encoded: Encoded, baseline: Option<Stor
         url: args.url.clone(),
         hosts: args.hosts,
         series: encoded.series,
+        ha_replicas: args.ha_replicas,
         hours: args.hours,
         interval_s: args.interval_s,
         jitter_share: args.jitter_share,
@@ -587,7 +685,59 @@ async fn measure(args: &RemoteWriteArgs, encoded: Encoded, baseline: Option<Stor
         latency_ms: Summary::of(stats.latencies_ms),
         server,
         caught_up,
+        stored,
+        stored_error,
     })
+}
+
+/// Series and samples a server holds at the end of the data, by PromQL through its query API.
+async fn read_stored(args: &RemoteWriteArgs, url: &str, end_ms: i64) -> anyhow::Result<Stored> {
+    // Counting a million series takes a server seconds.
+    let client =
+        reqwest::Client::builder().timeout(STORED_QUERY_TIMEOUT).build().context("failed to build the http client")?;
+    let time = format!("{:.3}", end_ms as f64 / 1000.0);
+    let auth = args.bearer_token.as_deref();
+    let query = |promql: &'static str| {
+        let client = &client;
+        let time = &time;
+        async move {
+            let mut request = client.get(url).query(&[("query", promql), ("time", time.as_str())]);
+            if let Some(token) = auth {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.with_context(|| format!("GET {url} {promql} failed"))?;
+            let status = response.status();
+            let body: serde_json::Value =
+                response.json().await.with_context(|| format!("GET {url} {promql}: the answer is not JSON"))?;
+            ensure!(status.is_success(), "GET {url} {promql} answered {status}: {body}");
+            let value = body["data"]["result"][0]["value"][1].as_str().unwrap_or("0");
+            value.parse::<f64>().with_context(|| format!("GET {url} {promql}: {value} is not a number"))
+        }
+    };
+    // VictoriaMetrics answers queries only up to 30 s before now (`-search.latencyOffset`): wait
+    // until the end of the data is that far behind.
+    let behind_ms = now_ms() - end_ms;
+    if behind_ms < STORED_LATENCY_OFFSET_MS {
+        tokio::time::sleep(Duration::from_millis((STORED_LATENCY_OFFSET_MS - behind_ms) as u64)).await;
+    }
+    // A server may make samples queryable a while after acknowledging them (VictoriaMetrics'
+    // in-memory buffers and index): read until two readings STORED_SETTLE apart agree on some.
+    let deadline = Instant::now() + STORED_WAIT_MAX;
+    let mut last = None;
+    loop {
+        let reading = (query(STORED_SERIES_QUERY).await?, query(STORED_SAMPLES_QUERY).await?);
+        let settled = last == Some(reading) && reading.0 > 0.0;
+        if settled || Instant::now() >= deadline {
+            return Ok(Stored {
+                time_s: end_ms as f64 / 1000.0,
+                series: reading.0,
+                cpu_samples_last_10m: reading.1,
+                settled,
+            });
+        }
+        last = Some(reading);
+        tokio::time::sleep(STORED_SETTLE).await;
+    }
 }
 
 /// One client per connection, so that each shard really has its own TCP connection.
@@ -719,10 +869,21 @@ type Labels = Vec<(String, String)>;
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct StoreProgress {
     appended: f64,
+    /// Samples equal to the stored one at their timestamp, or dropped by a dedup interval.
+    unchanged: f64,
     rejected: f64,
+    /// Samples of an HA group's replicas not elected, acknowledged and dropped by the gateway.
+    ha_dropped: f64,
     /// Partitions of the `tsdb` consumer group seen.
     lag_partitions: usize,
     lag_max: f64,
+}
+
+impl StoreProgress {
+    /// Samples the server is done with: stored, found already stored, refused or dropped.
+    fn consumed(&self) -> f64 {
+        self.appended + self.unchanged + self.rejected + self.ha_dropped
+    }
 }
 
 fn metrics_client() -> anyhow::Result<reqwest::Client> {
@@ -738,11 +899,22 @@ async fn read_store_progress(client: &reqwest::Client, url: &str) -> anyhow::Res
 }
 
 fn store_progress(exposition: &str) -> StoreProgress {
-    let mut progress = StoreProgress { appended: 0.0, rejected: 0.0, lag_partitions: 0, lag_max: 0.0 };
+    let mut progress = StoreProgress {
+        appended: 0.0,
+        unchanged: 0.0,
+        rejected: 0.0,
+        ha_dropped: 0.0,
+        lag_partitions: 0,
+        lag_max: 0.0,
+    };
     for (name, labels, value) in exposition.lines().filter_map(parse_sample_line) {
         match name {
             "strata_tsdb_samples_appended_total" => progress.appended += value,
+            "strata_tsdb_samples_unchanged_total" | "strata_tsdb_samples_deduplicated_total" => {
+                progress.unchanged += value;
+            }
             "strata_tsdb_samples_rejected_total" => progress.rejected += value,
+            "strata_ingest_ha_dropped_samples_total" => progress.ha_dropped += value,
             "strata_consumer_lag_records" if labels.iter().any(|(k, v)| k == "group" && v == "tsdb") => {
                 progress.lag_partitions += 1;
                 progress.lag_max = progress.lag_max.max(value);
@@ -770,7 +942,7 @@ async fn wait_caught_up(
             Ok(progress) => {
                 failures = 0;
                 last = progress;
-                let consumed = progress.appended + progress.rejected - baseline.appended - baseline.rejected;
+                let consumed = progress.consumed() - baseline.consumed();
                 if progress.lag_partitions > 0 && progress.lag_max == 0.0 && consumed >= acknowledged as f64 {
                     return Ok((true, progress));
                 }
@@ -858,9 +1030,14 @@ fn print_summary(report: &Report) {
     let latency = &report.latency_ms;
     println!("strata-bench remote-write: {} ({})", report.label, report.url);
     println!(
-        "  workload      {} hosts, {} series, {} h every {} s: {} samples in {} requests",
+        "  workload      {} hosts, {} series{}, {} h every {} s: {} samples in {} requests",
         report.hosts,
         report.series,
+        if report.ha_replicas > 0 {
+            format!(" sent by each of {} HA replicas", report.ha_replicas)
+        } else {
+            String::new()
+        },
         report.hours,
         report.interval_s,
         report.samples_generated,
@@ -901,12 +1078,15 @@ fn print_summary(report: &Report) {
     }
     if let Some(caught_up) = &report.caught_up {
         println!(
-            "  caught up     {} after {:.1} s: {:.0} samples/s end to end ({:.0} appended, {:.0} rejected by the store)",
+            "  caught up     {} after {:.1} s: {:.0} samples/s end to end ({:.0} appended, {:.0} unchanged, \
+             {:.0} rejected by the store, {:.0} dropped as an HA replica's)",
             if caught_up.complete { "yes" } else { "NO" },
             caught_up.after_s,
             caught_up.samples_per_s,
             caught_up.tsdb_samples_appended,
-            caught_up.tsdb_samples_rejected
+            caught_up.tsdb_samples_unchanged,
+            caught_up.tsdb_samples_rejected,
+            caught_up.ha_dropped_samples
         );
         if let Some(server) = &caught_up.server {
             println!(
@@ -915,6 +1095,15 @@ fn print_summary(report: &Report) {
                 mib(server.rss_peak_bytes)
             );
         }
+    }
+    if let Some(stored) = &report.stored {
+        println!(
+            "  stored        {:.0} series at the end of the data, {:.0} samples of node_cpu_seconds_total in its last \
+             10 minutes{}",
+            stored.series,
+            stored.cpu_samples_last_10m,
+            if stored.settled { "" } else { " (still changing when the wait for it ended)" }
+        );
     }
 }
 
@@ -968,6 +1157,8 @@ mod tests {
             label: "test".to_owned(),
             hosts,
             hours,
+            end_ms: None,
+            ha_replicas: 0,
             interval_s: 15,
             jitter_share: 0.25,
             seed: 1,
@@ -979,6 +1170,7 @@ mod tests {
             send_duration_max_s: 10,
             wait_url: None,
             wait_timeout_s: 1,
+            query_url: None,
             server_pid: None,
             json: true,
         }
@@ -1023,12 +1215,79 @@ mod tests {
         assert!(encoded.shards.iter().all(|requests| !requests.is_empty()), "series spread over every shard");
     }
 
+    /// One sample as sent: its series' labels, timestamp and value bits.
+    type SentSample = (Labels, i64, u64);
+
+    /// Every sample of some requests, in the order sent.
+    fn decoded_samples(requests: &[Request]) -> Vec<SentSample> {
+        let mut out = Vec::new();
+        for request in requests {
+            let protobuf = snap::raw::Decoder::new().decompress_vec(&request.body).unwrap();
+            let decoded = <proto::WriteRequest as prost::Message>::decode(&protobuf[..]).unwrap();
+            for series in decoded.timeseries {
+                let labels = series.labels.into_iter().map(|label| (label.name, label.value)).collect();
+                out.push((labels, series.samples[0].timestamp, series.samples[0].value.to_bits()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_replica_of_an_ha_group_sends_the_single_senders_samples_with_its_labels() {
+        let fleet = || Fleet::new(FleetConfig { seed: 1, hosts: 2, interval_ms: 15_000, jitter_share: 0.25 }).unwrap();
+        let end_ms = 1_700_000_000_000;
+        let mut single = args(2, 0.1, 3);
+        single.end_ms = Some(end_ms);
+        let mut pair = args(2, 0.1, 3);
+        pair.end_ms = Some(end_ms);
+        pair.ha_replicas = 2;
+        let one = encode(fleet(), &single).unwrap();
+        assert_eq!(one.end_ms, end_ms, "the end is the one asked for");
+        let again = encode(fleet(), &single).unwrap();
+        let two = encode(fleet(), &pair).unwrap();
+        assert_eq!((one.shards.len(), two.shards.len()), (3, 6), "each replica has its own connections");
+        assert_eq!(two.samples, 2 * one.samples);
+
+        let sent_once: Vec<_> = one.shards.iter().flat_map(|shard| decoded_samples(shard)).collect();
+        let sent_again: Vec<_> = again.shards.iter().flat_map(|shard| decoded_samples(shard)).collect();
+        assert_eq!(sent_once, sent_again, "the same end and seed send the very same samples");
+        for replica in 0..2 {
+            let shards = &two.shards[replica * 3..(replica + 1) * 3];
+            let replica_value = format!("replica-{}", replica + 1);
+            let mut without_ha_labels = Vec::new();
+            for (shard, requests) in shards.iter().enumerate() {
+                for (mut labels, timestamp, value) in decoded_samples(requests) {
+                    assert!(labels.is_sorted());
+                    let before = labels.len();
+                    labels.retain(|pair| {
+                        *pair != ("cluster".to_owned(), "strata-bench".to_owned())
+                            && *pair != ("__replica__".to_owned(), replica_value.clone())
+                    });
+                    assert_eq!(labels.len() + 2, before, "both HA labels of replica {replica_value}");
+                    without_ha_labels.push((shard, labels, timestamp, value));
+                }
+            }
+            let single_sender: Vec<_> = one
+                .shards
+                .iter()
+                .enumerate()
+                .flat_map(|(shard, requests)| {
+                    decoded_samples(requests).into_iter().map(move |(l, t, v)| (shard, l, t, v))
+                })
+                .collect();
+            assert_eq!(without_ha_labels, single_sender, "a replica sends what one sender sends, on the same shards");
+        }
+    }
+
     #[test]
     fn reads_the_store_progress_from_strata_metrics() {
         let text = r#"# TYPE strata_tsdb_samples_appended_total counter
 strata_tsdb_samples_appended_total{tenant="default"} 1500
 strata_tsdb_samples_appended_total{tenant="other"} 500
 strata_tsdb_samples_rejected_total{tenant="default",reason="out_of_order"} 7
+strata_tsdb_samples_unchanged_total{tenant="default"} 20
+strata_tsdb_samples_deduplicated_total{tenant="default"} 3
+strata_ingest_ha_dropped_samples_total{tenant="default"} 40
 strata_consumer_lag_records{group="tsdb",topic="metrics",partition="0"} 0
 strata_consumer_lag_records{group="tsdb",topic="metrics",partition="1"} 12
 strata_consumer_lag_records{group="search",topic="logs",partition="0"} 99
@@ -1036,8 +1295,16 @@ strata_build_info{version="a \"quoted\\ value",commit="x"} 1
 "#;
         assert_eq!(
             store_progress(text),
-            StoreProgress { appended: 2000.0, rejected: 7.0, lag_partitions: 2, lag_max: 12.0 }
+            StoreProgress {
+                appended: 2000.0,
+                unchanged: 23.0,
+                rejected: 7.0,
+                ha_dropped: 40.0,
+                lag_partitions: 2,
+                lag_max: 12.0
+            }
         );
+        assert_eq!(store_progress(text).consumed(), 2070.0);
         let (name, labels, value) = parse_sample_line(r#"m{a="x,y}",b="2"} 3.5 1700000000"#).unwrap();
         assert_eq!((name, value), ("m", 3.5));
         assert_eq!(labels, vec![("a".to_owned(), "x,y}".to_owned()), ("b".to_owned(), "2".to_owned())]);

@@ -455,3 +455,121 @@ fn a_tenant_with_a_dedup_interval_keeps_one_sample_per_interval() {
     assert_eq!(s.metric(r#"strata_tsdb_samples_deduplicated_total{tenant="other"}"#), None);
     assert!(s.is_up());
 }
+
+/// The benchmark's own workload (`strata-bench remote-write`, 10 minutes of one node-exporter host)
+/// sent by one sender, sent twice (a replay: a retry, or a WAL read again), and sent by an HA pair:
+/// each tenant stores exactly the samples the fleet generated, each once, with the same values.
+#[test]
+fn a_replay_and_an_ha_pair_store_exactly_what_one_sender_sends() {
+    use std::collections::BTreeMap;
+    use strata_bench::metrics_workload::{Fleet, FleetConfig};
+
+    type Labels = Vec<(String, String)>;
+    let s = Server::start("");
+    let end = now_ms() / 1000 * 1000;
+    let start = end - 10 * 60_000;
+    let mut fleet = Fleet::new(FleetConfig { seed: 7, hosts: 1, interval_ms: 15_000, jitter_share: 0.25 }).unwrap();
+    let labels: Vec<Labels> = (0..fleet.series_per_host()).map(|i| fleet.labels(0, i)).collect();
+    let mut generated: Vec<Vec<(i64, f64)>> = vec![Vec::new(); labels.len()];
+    let scrapes: Vec<(u32, i64)> = fleet.scrapes(start, end).collect();
+    for (host, ts) in scrapes {
+        fleet.scrape(host, ts, |i, value| generated[i].push((ts, value)));
+    }
+    let samples: usize = generated.iter().map(Vec::len).sum();
+    assert_eq!(samples, 40 * labels.len(), "10 minutes of scrapes every 15 s");
+
+    // Requests of 100 series each, every series with all its samples; `ha` adds the pair's labels.
+    let requests = |ha: Option<&str>| -> Vec<Vec<u8>> {
+        let all: Vec<TimeSeries> = labels
+            .iter()
+            .zip(&generated)
+            .map(|(series_labels, samples)| {
+                let mut l: Vec<(&str, &str)> = series_labels.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                if let Some(replica) = ha {
+                    l.extend([("cluster", "strata-bench"), ("__replica__", replica)]);
+                    l.sort();
+                }
+                series(&l, samples)
+            })
+            .collect();
+        all.chunks(100).map(|chunk| encode(&WriteRequest { timeseries: chunk.to_vec() })).collect()
+    };
+    let (single, replay, pair) = (s.tenant_key("single"), s.tenant_key("replay"), s.tenant_key("pair"));
+    for body in requests(None) {
+        assert_eq!(s.remote_write(&single, body.clone()).0, 204);
+        assert_eq!(s.remote_write(&replay, body).0, 204);
+    }
+    for body in requests(None) {
+        assert_eq!(s.remote_write(&replay, body).0, 204, "a replay is acknowledged");
+    }
+    // The replicas take turns, request by request; the first to send is the one stored.
+    for (a, b) in requests(Some("replica-1")).into_iter().zip(requests(Some("replica-2"))) {
+        assert_eq!(s.remote_write(&pair, a).0, 204);
+        assert_eq!(s.remote_write(&pair, b).0, 202, "the other replica's samples are acknowledged and dropped");
+    }
+
+    // Every raw sample of every series, by a range selector at the end of the data.
+    let expected: BTreeMap<Labels, Vec<(i64, u64)>> = labels
+        .iter()
+        .zip(&generated)
+        .map(|(l, samples)| (l.clone(), samples.iter().map(|&(t, v)| (t, v.to_bits())).collect()))
+        .collect();
+    let stored = |key: &str| -> BTreeMap<Labels, Vec<(i64, u64)>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let at = format!("{:.3}", end as f64 / 1000.0);
+            let (st, v) = prom_get(&s, key, "/api/v1/query", &[("query", r#"{__name__=~".+"}[11m]"#), ("time", &at)]);
+            assert_eq!(st, 200, "{v}");
+            let mut found = BTreeMap::new();
+            for series in v["data"]["result"].as_array().unwrap() {
+                let mut l: Labels = series["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != "cluster")
+                    .map(|(name, value)| (name.clone(), value.as_str().unwrap().to_string()))
+                    .collect();
+                l.sort();
+                let values: Vec<(i64, u64)> = series["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+                        (t, p[1].as_str().unwrap().parse::<f64>().unwrap().to_bits())
+                    })
+                    .collect();
+                found.insert(l, values);
+            }
+            let count: usize = found.values().map(Vec::len).sum();
+            if count >= samples || std::time::Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    for (tenant, key) in [("single", &single), ("replay", &replay), ("pair", &pair)] {
+        let found = stored(key);
+        assert_eq!(found.len(), expected.len(), "{tenant}: series");
+        for (l, want) in &expected {
+            assert_eq!(found.get(l), Some(want), "{tenant}: samples of {l:?}");
+        }
+    }
+    let counter = |name: &str, tenant: &str| s.metric(&format!("{name}{{tenant=\"{tenant}\"}}")).unwrap_or(0.0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while counter("strata_tsdb_samples_unchanged_total", "replay") < samples as f64 {
+        assert!(std::time::Instant::now() < deadline, "the replay was not counted as unchanged samples");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(counter("strata_tsdb_samples_unchanged_total", "replay"), samples as f64);
+    assert_eq!(counter("strata_tsdb_samples_appended_total", "replay"), samples as f64);
+    let metrics = s.http.get(s.url("/metrics")).send().unwrap().text().unwrap();
+    let rejected: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("strata_tsdb_samples_rejected_total{") && l.contains(r#"tenant="replay""#))
+        .collect();
+    assert!(rejected.is_empty(), "nothing of the replay is refused: {rejected:?}");
+    assert_eq!(counter("strata_ingest_ha_dropped_samples_total", "pair"), samples as f64);
+    assert_eq!(counter("strata_tsdb_samples_appended_total", "pair"), samples as f64);
+    assert!(s.is_up());
+}
