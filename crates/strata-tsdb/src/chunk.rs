@@ -276,6 +276,16 @@ impl<'a> Chunk<'a> {
         Ok(Chunk { count, stream })
     }
 
+    /// A chunk this process encoded and holds in memory (the head's sealed chunks): the header is
+    /// read, the CRC not computed again. A head lookup happens for every resent sample, and the
+    /// CRC over the whole chunk cost as much as decoding part of it; it guards bytes that were on
+    /// disk, which these never were.
+    pub fn in_memory(bytes: &'a [u8]) -> Chunk<'a> {
+        assert!(bytes.len() >= HEADER_BYTES && bytes[0] == VERSION, "a chunk this process encoded has its header");
+        let count = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes"));
+        Chunk { count, stream: &bytes[HEADER_BYTES..] }
+    }
+
     pub fn len(&self) -> u32 {
         self.count
     }

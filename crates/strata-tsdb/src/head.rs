@@ -62,20 +62,18 @@ impl Sealed {
     }
 
     fn samples(&self) -> Vec<(i64, f64)> {
-        Chunk::new(&self.bytes).and_then(|c| c.decode()).expect("a chunk this process wrote decodes")
+        Chunk::in_memory(&self.bytes).decode().expect("a chunk this process wrote decodes")
     }
 
     fn value_at(&self, ts: i64) -> Option<f64> {
         if ts < self.min_t || ts > self.max_t {
             return None;
         }
-        Chunk::new(&self.bytes).and_then(|c| c.value_at(ts)).expect("a chunk this process wrote decodes")
+        Chunk::in_memory(&self.bytes).value_at(ts).expect("a chunk this process wrote decodes")
     }
 
     fn extend_range(&self, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) {
-        Chunk::new(&self.bytes)
-            .and_then(|c| c.extend_range(from_ms, to_ms, out))
-            .expect("a chunk this process wrote decodes")
+        Chunk::in_memory(&self.bytes).extend_range(from_ms, to_ms, out).expect("a chunk this process wrote decodes")
     }
 }
 

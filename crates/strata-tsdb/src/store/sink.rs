@@ -25,8 +25,9 @@ struct Applied {
     deduplicated: u64,
     /// Already in a block cut from the head (a replay of the log).
     skipped: u64,
-    /// Refused, with the reason of each.
-    rejected: Vec<&'static str>,
+    /// Refused, counted by reason (a handful of reasons: looked up by a scan, not a hash, since a
+    /// replay refuses millions of samples as too old).
+    rejected: Vec<(&'static str, u64)>,
 }
 
 impl Applied {
@@ -35,7 +36,13 @@ impl Applied {
             Ok(Appended::Unchanged) => self.unchanged += 1,
             Ok(Appended::Deduplicated) => self.deduplicated += 1,
             Ok(Appended::Added | Appended::Replaced) => self.appended += 1,
-            Err(e) => self.rejected.push(e.reason()),
+            Err(e) => {
+                let reason = e.reason();
+                match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, n)) => *n += 1,
+                    None => self.rejected.push((reason, 1)),
+                }
+            }
         }
     }
 }
@@ -190,8 +197,8 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
                         *unchanged.entry(tenant).or_default() += n.unchanged;
                         *deduplicated.entry(tenant).or_default() += n.deduplicated;
                         skipped += n.skipped;
-                        for reason in n.rejected {
-                            *rejected.entry((tenant, reason)).or_default() += 1;
+                        for (reason, count) in n.rejected {
+                            *rejected.entry((tenant, reason)).or_default() += count;
                         }
                     }
                     Err(bad) => {
@@ -232,8 +239,8 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
             *unchanged.entry(tenant).or_default() += n.unchanged;
             *deduplicated.entry(tenant).or_default() += n.deduplicated;
             skipped += n.skipped;
-            for reason in n.rejected {
-                *rejected.entry((tenant, reason)).or_default() += 1;
+            for (reason, count) in n.rejected {
+                *rejected.entry((tenant, reason)).or_default() += count;
             }
         }
         for (tenant, n) in appended {
