@@ -112,6 +112,15 @@ wait_ready() {
   return 1
 }
 
+# Waits for server $1 (pid $2) to answer $3, or shows the end of its log $4 and stops the run.
+ready_or_exit() {
+  if ! wait_ready "$2" "$3"; then
+    log "$1 did not become ready:"
+    tail -n 20 "$4" >&2
+    exit 1
+  fi
+}
+
 # The value of the first sample named $2 (with optional label matcher text $3) in exposition file $1,
 # summed over all its series.
 metric_sum() {
@@ -176,11 +185,7 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$prom_dir" 
   --web.listen-address="127.0.0.1:$prom_port" --web.enable-remote-write-receiver \
   2>"$work/prometheus.log" &
 prom_pid=$!
-if ! wait_ready "$prom_pid" "$prom_url/-/ready"; then
-  log "prometheus did not become ready:"
-  tail -n 20 "$work/prometheus.log" >&2
-  exit 1
-fi
+ready_or_exit prometheus "$prom_pid" "$prom_url/-/ready" "$work/prometheus.log"
 $bench remote-write --url "$prom_url/api/v1/write" --label prometheus --server-pid "$prom_pid" \
   --query-url "$prom_url/api/v1/query" "${common[@]}" | tee "$work/metrics-prometheus.json"
 
@@ -235,11 +240,7 @@ start_victoria() {
   victoria-metrics -storageDataPath="$dir" -httpListenAddr="127.0.0.1:$vm_port" -retentionPeriod=100y \
     -search.maxUniqueTimeseries=10000000 -loggerLevel=WARN "$@" >"$work/victoria.log" 2>&1 &
   vm_pid=$!
-  if ! wait_ready "$vm_pid" "$vm_url/health"; then
-    log "victoria-metrics did not become ready:"
-    tail -n 20 "$work/victoria.log" >&2
-    exit 1
-  fi
+  ready_or_exit victoria-metrics "$vm_pid" "$vm_url/health" "$work/victoria.log"
 }
 
 run_victoria() {
@@ -319,11 +320,7 @@ start_strata_server() {
     "$bin/strata" serve --no-auth --data-dir "$1" --http-addr "127.0.0.1:$strata_port" \
     2>"$work/strata.log" &
   strata_pid=$!
-  if ! wait_ready "$strata_pid" "$strata_url/readyz"; then
-    log "strata did not become ready:"
-    tail -n 20 "$work/strata.log" >&2
-    exit 1
-  fi
+  ready_or_exit strata "$strata_pid" "$strata_url/readyz" "$work/strata.log"
 }
 
 run_strata() {
