@@ -61,6 +61,9 @@ const STORED_SAMPLES_QUERY: &str = "sum(count_over_time(node_cpu_seconds_total[1
 const STORED_SETTLE: Duration = Duration::from_secs(5);
 const STORED_WAIT_MAX: Duration = Duration::from_secs(120);
 
+/// Time allowed for one read of the server's `/metrics`.
+const METRICS_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Time allowed for one of those queries.
 const STORED_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -693,8 +696,7 @@ async fn measure(args: &RemoteWriteArgs, encoded: Encoded, baseline: Option<Stor
 /// Series and samples a server holds at the end of the data, by PromQL through its query API.
 async fn read_stored(args: &RemoteWriteArgs, url: &str, end_ms: i64) -> anyhow::Result<Stored> {
     // Counting a million series takes a server seconds.
-    let client =
-        reqwest::Client::builder().timeout(STORED_QUERY_TIMEOUT).build().context("failed to build the http client")?;
+    let client = reader_client(STORED_QUERY_TIMEOUT)?;
     let time = format!("{:.3}", end_ms as f64 / 1000.0);
     let auth = args.bearer_token.as_deref();
     let query = |promql: &'static str| {
@@ -886,8 +888,13 @@ impl StoreProgress {
     }
 }
 
+/// A client for reading the server's `/metrics` and query API, each request allowed `timeout`.
+fn reader_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder().timeout(timeout).build().context("failed to build the http client")
+}
+
 fn metrics_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("failed to build the http client")
+    reader_client(METRICS_READ_TIMEOUT)
 }
 
 async fn read_store_progress(client: &reqwest::Client, url: &str) -> anyhow::Result<StoreProgress> {
