@@ -161,12 +161,13 @@ impl EmbeddedLog {
         for tc in &cfg.topics {
             let dir = cfg.dir.join(&tc.name);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            reconcile_partitions(&dir, tc)?;
-            let mut partitions = Vec::with_capacity(tc.partitions as usize);
-            for p in 0..tc.partitions {
+            let count = reconcile_partitions(&dir, tc)?;
+            let mut partitions = Vec::with_capacity(count as usize);
+            for p in 0..count {
                 partitions.push(Partition::open(&tc.name, p, dir.join(p.to_string()), &cfg, sealed.clone())?);
             }
-            topics.insert(tc.name.clone(), Topic { config: tc.clone(), partitions });
+            topics
+                .insert(tc.name.clone(), Topic { config: TopicConfig { partitions: count, ..tc.clone() }, partitions });
         }
         fsync_dir(&cfg.dir)?;
         let groups = Arc::new(Groups::open(cfg.dir.join("groups"))?);
@@ -229,9 +230,11 @@ fn validate(cfg: &LogConfig) -> Result<()> {
     Ok(())
 }
 
-/// Keeps the partition count on disk: partitions may be added, never removed (that would strand
-/// records and move sources to other partitions).
-fn reconcile_partitions(dir: &Path, tc: &TopicConfig) -> Result<()> {
+/// The partition count to open `tc` with: the configured one for a new topic, or to raise an
+/// existing one to; a topic with more on disk keeps them, as Kafka's default partition count
+/// applies to new topics only. Partitions are never removed: that would strand records and move
+/// sources to other partitions.
+fn reconcile_partitions(dir: &Path, tc: &TopicConfig) -> Result<u32> {
     let path = dir.join("topic.json");
     let crc = |n: u32| crc32c::crc32c(&n.to_le_bytes());
     // Only a file that is not there is a new topic: any other failure to read it is an error, or
@@ -248,20 +251,22 @@ fn reconcile_partitions(dir: &Path, tc: &TopicConfig) -> Result<()> {
             return Err(bad("its partition count does not match its checksum".into()));
         }
         if f.partitions > tc.partitions {
-            return Err(Error::PartitionShrink {
-                topic: tc.name.clone(),
-                existing: f.partitions,
-                configured: tc.partitions,
-            });
+            tracing::info!(
+                topic = %tc.name,
+                on_disk = f.partitions,
+                configured = tc.partitions,
+                "keeping the partitions on disk: partitions are never removed"
+            );
+            return Ok(f.partitions);
         }
         if f.partitions == tc.partitions {
-            return Ok(());
+            return Ok(f.partitions);
         }
         tracing::info!(topic = %tc.name, from = f.partitions, to = tc.partitions, "adding partitions");
     }
     let f = TopicFile { version: TOPIC_FILE_VERSION, partitions: tc.partitions, crc32c: crc(tc.partitions) };
     strata_durable::write(&path, &serde_json::to_vec(&f).expect("topic file serialises"))?;
-    Ok(())
+    Ok(tc.partitions)
 }
 
 #[async_trait::async_trait]

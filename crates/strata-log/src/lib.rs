@@ -229,10 +229,6 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("consumer group name {0:?} must be 1 to 128 of [A-Za-z0-9._-] and not start with '.'")]
     GroupName(String),
-    #[error(
-        "topic {topic:?} has {existing} partitions on disk but the configuration asks for {configured}: partitions can be added, never removed"
-    )]
-    PartitionShrink { topic: String, existing: u32, configured: u32 },
     #[error("invalid log configuration: {0}")]
     Config(String),
     #[error(

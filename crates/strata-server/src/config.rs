@@ -152,7 +152,8 @@ impl Default for LakeSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
-    /// Partitions of each record topic. Can be raised later, never lowered.
+    /// Partitions of each new record topic, and the count existing ones are raised to; a topic
+    /// with more on disk keeps them (partitions are never removed).
     pub partitions: u32,
     pub segment_bytes_max: u64,
     pub segment_age_ms: u64,
@@ -737,7 +738,7 @@ mod tests {
     fn sources_override_in_order() {
         let c = load(None, &[], Overrides::default()).unwrap();
         assert_eq!(c.http_addr, "127.0.0.1:7878");
-        assert_eq!(c.log.partitions, 4);
+        assert_eq!(c.log.partitions, 1);
         let c = load(
             Some("http_addr = \"127.0.0.1:9000\"\n[log]\npartitions = 8\n[ingest.rate]\nrecords_per_s = 10.0\n"),
             &[("STRATA_LOG_PARTITIONS", "16"), ("STRATA_DATA_DIR", "/tmp/x y"), ("HOME", "/root")],

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Server};
+use common::{ADMIN_TOKEN, PARTITIONS_ENV, Server};
 use serde_json::{Value, json};
 
 fn serve_with(config: &str, env: &[(&str, &str)]) -> (i32, String) {
@@ -102,7 +102,10 @@ fn without_auth_everything_is_the_default_tenant() {
 
 #[test]
 fn self_metrics_cover_ingest_log_and_consumers() {
-    let s = Server::start("");
+    // On the default partition count: one per topic.
+    let mut s = Server::new("", false);
+    s.envs.retain(|(k, _)| k != PARTITIONS_ENV);
+    s.spawn();
     let key = s.tenant_key("acme");
     let r = s
         .http
@@ -134,6 +137,10 @@ fn self_metrics_cover_ingest_log_and_consumers() {
     ] {
         assert!(text.contains(want), "missing {want} in:\n{text}");
     }
+    assert!(!text.contains(r#"strata_log_segments{topic="logs",partition="1"}"#), "one partition:\n{text}");
+    let topics = s.admin_get("/admin/v1/topics");
+    let logs = topics["topics"].as_array().unwrap().iter().find(|t| t["name"] == "logs").unwrap();
+    assert_eq!(logs["partitions"].as_array().unwrap().len(), 1, "{logs}");
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The variable by which the suite's servers get four partitions (`Server::new`).
+pub const PARTITIONS_ENV: &str = "STRATA_LOG_PARTITIONS";
+
 impl Server {
     /// Starts a server; `extra_config` is TOML appended to its config file.
     pub fn start(extra_config: &str) -> Server {
@@ -55,7 +58,10 @@ impl Server {
         s
     }
 
-    /// A server not started yet: set `envs`, then `spawn` or `launch` it.
+    /// A server not started yet: set `envs`, then `spawn` or `launch` it. It runs with four
+    /// partitions per topic rather than the default one, so that a request's records span
+    /// partitions (a cut request appended to some of them, per-partition order and watermarks);
+    /// remove the variable from `envs` to run on the default.
     pub fn new(extra_config: &str, no_auth: bool) -> Server {
         Server {
             dir: tempfile::tempdir().unwrap(),
@@ -64,7 +70,7 @@ impl Server {
             child: None,
             extra_config: extra_config.to_string(),
             no_auth,
-            envs: Vec::new(),
+            envs: vec![(PARTITIONS_ENV.into(), "4".into())],
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
         }
     }
