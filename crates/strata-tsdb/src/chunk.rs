@@ -160,6 +160,11 @@ impl ChunkAppender {
         self.prev_ts
     }
 
+    /// The newest value appended (meaningless when empty).
+    pub fn last_value(&self) -> f64 {
+        f64::from_bits(self.prev_bits)
+    }
+
     /// The byte the next sample will be written into (0 when there is none yet).
     pub fn last_byte(&self) -> u8 {
         self.w.bytes.last().copied().unwrap_or(0)
@@ -233,9 +238,12 @@ impl ChunkAppender {
             .expect("a chunk this process wrote decodes")
     }
 
-    /// The value at `t`, if there is a sample at `t`; decodes nothing past it.
-    pub fn value_at(&self, t: i64) -> Option<f64> {
-        Chunk { count: self.count, stream: &self.w.bytes }.value_at(t).expect("a chunk this process wrote decodes")
+    /// `Chunk::value_at_from` over the samples appended so far. Appending more leaves a position
+    /// valid: the bits before it do not change.
+    pub fn value_at_from(&self, t: i64, from: &mut ChunkPos) -> Option<f64> {
+        Chunk { count: self.count, stream: &self.w.bytes }
+            .value_at_from(t, from)
+            .expect("a chunk this process wrote decodes")
     }
 
     /// The chunk with its header, as `Chunk::new` reads it.
@@ -295,15 +303,20 @@ impl<'a> Chunk<'a> {
     }
 
     pub fn iter(&self) -> ChunkIter<'a> {
+        self.iter_at(&ChunkPos::default())
+    }
+
+    /// An iterator going on from `pos`, a position taken in this very chunk.
+    fn iter_at(&self, pos: &ChunkPos) -> ChunkIter<'a> {
         ChunkIter {
-            r: BitReader { bytes: self.stream, pos: 0 },
+            r: BitReader { bytes: self.stream, pos: pos.bit },
             count: self.count,
-            i: 0,
-            ts: 0,
-            delta: 0,
-            bits: 0,
-            leading: 0,
-            trailing: 0,
+            i: pos.i,
+            ts: pos.ts,
+            delta: pos.delta,
+            bits: pos.bits,
+            leading: pos.leading,
+            trailing: pos.trailing,
             failed: false,
         }
     }
@@ -328,6 +341,30 @@ impl<'a> Chunk<'a> {
         Ok(None)
     }
 
+    /// The value at `t`, decoding from `from` rather than from the start when `from` is before
+    /// `t`, and leaving `from` just before the first sample at or after `t`. Looking up samples
+    /// in time order (a sender resending what the head holds) so decodes each sample once, where
+    /// `value_at` decodes the chunk up to each. `from` must come from this chunk (or be the
+    /// default, its start).
+    pub fn value_at_from(&self, t: i64, from: &mut ChunkPos) -> Result<Option<f64>, ChunkError> {
+        if from.i > 0 && from.ts >= t {
+            *from = ChunkPos::default();
+        }
+        let mut it = self.iter_at(from);
+        loop {
+            let before = it.pos();
+            let Some(s) = it.next() else {
+                *from = before;
+                return Ok(None);
+            };
+            let (st, v) = s?;
+            if st >= t {
+                *from = before;
+                return Ok((st == t).then_some(v));
+            }
+        }
+    }
+
     /// Appends the samples with `from <= t <= to` to `out`, decoding nothing past `to`.
     pub fn extend_range(&self, from: i64, to: i64, out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
         for s in self.iter() {
@@ -341,6 +378,19 @@ impl<'a> Chunk<'a> {
         }
         Ok(())
     }
+}
+
+/// Where a decoder stands in a chunk: the decoding state after `i` samples, the last of them at
+/// `ts` (`Chunk::value_at_from`). The default is the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkPos {
+    bit: usize,
+    i: u32,
+    ts: i64,
+    delta: i64,
+    bits: u64,
+    leading: u8,
+    trailing: u8,
 }
 
 /// Samples of a chunk in order.
@@ -357,6 +407,18 @@ pub struct ChunkIter<'a> {
 }
 
 impl ChunkIter<'_> {
+    fn pos(&self) -> ChunkPos {
+        ChunkPos {
+            bit: self.r.pos,
+            i: self.i,
+            ts: self.ts,
+            delta: self.delta,
+            bits: self.bits,
+            leading: self.leading,
+            trailing: self.trailing,
+        }
+    }
+
     fn step(&mut self) -> Option<(i64, f64)> {
         let r = &mut self.r;
         if self.i == 0 {
@@ -515,6 +577,27 @@ mod tests {
                 samples.push((ts, v));
             }
             round_trip(&samples);
+        }
+
+        /// Lookups through one position, in any order, answer as lookups from the start do.
+        #[test]
+        fn lookups_going_on_from_a_position_answer_as_from_the_start(
+            gaps in proptest::collection::vec(1i64..40, 1..150),
+            lookups in proptest::collection::vec(0i64..4000, 0..300),
+            forward in any::<bool>(),
+        ) {
+            let mut t = 0;
+            let samples: Vec<(i64, f64)> = gaps.iter().enumerate().map(|(i, g)| { t += g; (t, i as f64) }).collect();
+            let bytes = encode(&samples);
+            let chunk = Chunk::new(&bytes).unwrap();
+            let mut lookups = lookups;
+            if forward {
+                lookups.sort_unstable();
+            }
+            let mut pos = ChunkPos::default();
+            for l in lookups {
+                prop_assert_eq!(chunk.value_at_from(l, &mut pos).unwrap(), chunk.value_at(l).unwrap(), "at {}", l);
+            }
         }
 
         #[test]

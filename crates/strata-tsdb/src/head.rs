@@ -7,7 +7,7 @@
 //! appended to the open chunk's bit stream; a late one decodes the one chunk it falls into, merges
 //! and encodes it again.
 
-use crate::chunk::{Chunk, ChunkAppender, encode};
+use crate::chunk::{Chunk, ChunkAppender, ChunkPos, encode};
 use crate::index::SeriesId;
 
 /// The time range of a block cut from the head: 2 hours, aligned to the Unix epoch.
@@ -65,11 +65,11 @@ impl Sealed {
         Chunk::in_memory(&self.bytes).decode().expect("a chunk this process wrote decodes")
     }
 
-    fn value_at(&self, ts: i64) -> Option<f64> {
+    fn value_at_from(&self, ts: i64, from: &mut ChunkPos) -> Option<f64> {
         if ts < self.min_t || ts > self.max_t {
             return None;
         }
-        Chunk::in_memory(&self.bytes).value_at(ts).expect("a chunk this process wrote decodes")
+        Chunk::in_memory(&self.bytes).value_at_from(ts, from).expect("a chunk this process wrote decodes")
     }
 
     fn extend_range(&self, from_ms: i64, to_ms: i64, out: &mut Vec<(i64, f64)>) {
@@ -96,6 +96,14 @@ fn same(a: f64, b: f64) -> bool {
     a.to_bits() == b.to_bits()
 }
 
+/// Where the last lookup of a held sample stopped (`SeriesSamples::held`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeldCursor {
+    /// `None` for the open chunk, else the index of a sealed one.
+    sealed: Option<usize>,
+    pos: ChunkPos,
+}
+
 /// The samples of one series in the head.
 #[derive(Debug, Clone)]
 pub struct SeriesSamples {
@@ -105,11 +113,17 @@ pub struct SeriesSamples {
     /// The newest timestamp ever appended, kept after the samples are cut into a block: the
     /// out-of-order window is measured from it.
     max_t: i64,
+    /// Where the last lookup of a held sample stopped, so that the next one, later in the same
+    /// chunk, decodes from there rather than from the chunk's start: a replay or a retry resends
+    /// samples in time order. Boxed so that a series never looked up pays one pointer; dropped
+    /// whenever a chunk is replaced, moved or cut (`forget_cursor`), so it lives no longer than
+    /// its chunk.
+    cursor: Option<Box<HeldCursor>>,
 }
 
 impl Default for SeriesSamples {
     fn default() -> Self {
-        SeriesSamples { sealed: Vec::new(), open: ChunkAppender::new(), open_min_t: 0, max_t: i64::MIN }
+        SeriesSamples { sealed: Vec::new(), open: ChunkAppender::new(), open_min_t: 0, max_t: i64::MIN, cursor: None }
     }
 }
 
@@ -155,6 +169,8 @@ impl SeriesSamples {
         if ts <= self.max_t && self.held(ts).is_some_and(|v| same(v, value)) {
             return Ok(Appended::Unchanged);
         }
+        // Every path below may replace a chunk or shift the sealed ones.
+        self.forget_cursor();
         self.max_t = self.max_t.max(ts);
         let last_sealed_max = self.sealed.last().map_or(i64::MIN, |c| c.max_t);
         let appended = if ts > last_sealed_max {
@@ -196,19 +212,42 @@ impl SeriesSamples {
     }
 
     /// The value the series holds at `ts`, if any.
-    fn held(&self, ts: i64) -> Option<f64> {
-        if !self.open.is_empty() && ts >= self.open_min_t && ts <= self.open.last_timestamp() {
-            return self.open.value_at(ts);
+    fn held(&mut self, ts: i64) -> Option<f64> {
+        let chunk = if !self.open.is_empty() && ts >= self.open_min_t && ts <= self.open.last_timestamp() {
+            if ts == self.open.last_timestamp() {
+                // The newest sample: what an HA pair's second replica or a retry sends most.
+                return Some(self.open.last_value());
+            }
+            None
+        } else {
+            // Sealed chunks are sorted and disjoint in time: the last one starting at or before `ts`.
+            let i = self.sealed.partition_point(|c| c.min_t <= ts).checked_sub(1)?;
+            if ts > self.sealed[i].max_t {
+                return None;
+            }
+            Some(i)
+        };
+        let cursor =
+            self.cursor.get_or_insert_with(|| Box::new(HeldCursor { sealed: chunk, pos: ChunkPos::default() }));
+        if cursor.sealed != chunk {
+            **cursor = HeldCursor { sealed: chunk, pos: ChunkPos::default() };
         }
-        // Sealed chunks are sorted and disjoint in time: the last one starting at or before `ts`.
-        let i = self.sealed.partition_point(|c| c.min_t <= ts).checked_sub(1)?;
-        self.sealed[i].value_at(ts)
+        match chunk {
+            None => self.open.value_at_from(ts, &mut cursor.pos),
+            Some(i) => self.sealed[i].value_at_from(ts, &mut cursor.pos),
+        }
+    }
+
+    /// Drops the lookup cursor: its chunk is about to change, move or go.
+    fn forget_cursor(&mut self) {
+        self.cursor = None;
     }
 
     fn seal(&mut self) {
         if self.open.is_empty() {
             return;
         }
+        self.forget_cursor();
         let bytes = self.open.to_chunk().into_boxed_slice();
         let (min_t, max_t, count) = (self.open_min_t, self.open.last_timestamp(), self.open.len());
         self.sealed.push(Sealed { min_t, max_t, count, bytes });
@@ -265,6 +304,7 @@ impl SeriesSamples {
 
     /// Removes and returns the samples of the block range starting at `range`, sorted.
     pub fn take_range(&mut self, range: i64) -> Vec<(i64, f64)> {
+        self.forget_cursor();
         let mut out = Vec::new();
         let mut kept = Vec::with_capacity(self.sealed.len());
         for c in self.sealed.drain(..) {
@@ -489,6 +529,32 @@ mod tests {
             for (i, &(t, v)) in appends.iter().enumerate() {
                 let v = f64::from(v) + i as f64 * 1e-3;
                 if s.append(t, v, i64::MAX / 4, 0).is_ok() {
+                    model.insert(t, v);
+                }
+            }
+            let expected: Vec<(i64, f64)> = model.into_iter().collect();
+            prop_assert_eq!(s.range(i64::MIN, i64::MAX), expected);
+        }
+
+        /// Resending held samples between new ones, in order or not: a resent sample with the
+        /// value held is `Unchanged`, and the head stays the model's.
+        #[test]
+        fn resent_samples_are_found_whatever_the_order(
+            ops in proptest::collection::vec((any::<bool>(), 0usize..400, 0i64..200), 0..600),
+        ) {
+            let mut s = SeriesSamples::default();
+            let mut model = std::collections::BTreeMap::new();
+            for (i, &(resend, pick, jitter)) in ops.iter().enumerate() {
+                let held: Vec<(i64, f64)> = model.iter().map(|(t, v)| (*t, *v)).collect();
+                if resend && !held.is_empty() {
+                    let (t, v) = held[pick % held.len()];
+                    prop_assert_eq!(s.append(t, v, i64::MAX / 4, 0), Ok(Appended::Unchanged), "at {}", t);
+                } else {
+                    // Mostly forward, 15 s apart, sometimes back into an earlier chunk.
+                    let t = (i as i64) * 15_000 - jitter * 1_000;
+                    let v = i as f64;
+                    let want = if model.contains_key(&t) { Appended::Replaced } else { Appended::Added };
+                    prop_assert_eq!(s.append(t, v, i64::MAX / 4, 0), Ok(want));
                     model.insert(t, v);
                 }
             }
