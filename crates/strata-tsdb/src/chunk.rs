@@ -311,12 +311,7 @@ impl<'a> Chunk<'a> {
         ChunkIter {
             r: BitReader { bytes: self.stream, pos: pos.bit },
             count: self.count,
-            i: pos.i,
-            ts: pos.ts,
-            delta: pos.delta,
-            bits: pos.bits,
-            leading: pos.leading,
-            trailing: pos.trailing,
+            state: pos.state,
             failed: false,
         }
     }
@@ -347,7 +342,7 @@ impl<'a> Chunk<'a> {
     /// `value_at` decodes the chunk up to each. `from` must come from this chunk (or be the
     /// default, its start).
     pub fn value_at_from(&self, t: i64, from: &mut ChunkPos) -> Result<Option<f64>, ChunkError> {
-        if from.i > 0 && from.ts >= t {
+        if from.state.i > 0 && from.state.ts >= t {
             *from = ChunkPos::default();
         }
         let mut it = self.iter_at(from);
@@ -380,50 +375,45 @@ impl<'a> Chunk<'a> {
     }
 }
 
-/// Where a decoder stands in a chunk: the decoding state after `i` samples, the last of them at
-/// `ts` (`Chunk::value_at_from`). The default is the start.
+/// What decoding a chunk carries from one sample to the next, after `i` samples, the last of
+/// them at `ts`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ChunkPos {
-    bit: usize,
+struct DecodeState {
     i: u32,
     ts: i64,
     delta: i64,
     bits: u64,
     leading: u8,
     trailing: u8,
+}
+
+/// Where a decoder stands in a chunk: its bit position and state (`Chunk::value_at_from`). The
+/// default is the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkPos {
+    bit: usize,
+    state: DecodeState,
 }
 
 /// Samples of a chunk in order.
 pub struct ChunkIter<'a> {
     r: BitReader<'a>,
     count: u32,
-    i: u32,
-    ts: i64,
-    delta: i64,
-    bits: u64,
-    leading: u8,
-    trailing: u8,
+    state: DecodeState,
     failed: bool,
 }
 
 impl ChunkIter<'_> {
     fn pos(&self) -> ChunkPos {
-        ChunkPos {
-            bit: self.r.pos,
-            i: self.i,
-            ts: self.ts,
-            delta: self.delta,
-            bits: self.bits,
-            leading: self.leading,
-            trailing: self.trailing,
-        }
+        ChunkPos { bit: self.r.pos, state: self.state }
     }
 
     fn step(&mut self) -> Option<(i64, f64)> {
         let r = &mut self.r;
-        if self.i == 0 {
-            self.ts = r.read(64)? as i64;
-            self.bits = r.read(64)?;
+        let d = &mut self.state;
+        if d.i == 0 {
+            d.ts = r.read(64)? as i64;
+            d.bits = r.read(64)?;
         } else {
             let dod = if !r.bit()? {
                 0
@@ -436,22 +426,22 @@ impl ChunkIter<'_> {
             } else {
                 r.read(64)? as i64
             };
-            self.delta = if self.i == 1 { dod } else { self.delta.wrapping_add(dod) };
-            self.ts = self.ts.wrapping_add(self.delta);
+            d.delta = if d.i == 1 { dod } else { d.delta.wrapping_add(dod) };
+            d.ts = d.ts.wrapping_add(d.delta);
             if r.bit()? {
                 if r.bit()? {
-                    self.leading = r.read(6)? as u8;
+                    d.leading = r.read(6)? as u8;
                     let len = r.read(6)? as u8 + 1;
-                    if u32::from(self.leading) + u32::from(len) > 64 {
+                    if u32::from(d.leading) + u32::from(len) > 64 {
                         return None;
                     }
-                    self.trailing = 64 - self.leading - len;
+                    d.trailing = 64 - d.leading - len;
                 }
-                let len = 64u8.checked_sub(self.leading + self.trailing).filter(|l| *l > 0)?;
-                self.bits ^= r.read(len)? << self.trailing;
+                let len = 64u8.checked_sub(d.leading + d.trailing).filter(|l| *l > 0)?;
+                d.bits ^= r.read(len)? << d.trailing;
             }
         }
-        Some((self.ts, f64::from_bits(self.bits)))
+        Some((d.ts, f64::from_bits(d.bits)))
     }
 }
 
@@ -459,17 +449,17 @@ impl Iterator for ChunkIter<'_> {
     type Item = Result<(i64, f64), ChunkError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.i >= self.count {
+        if self.failed || self.state.i >= self.count {
             return None;
         }
         match self.step() {
             Some(s) => {
-                self.i += 1;
+                self.state.i += 1;
                 Some(Ok(s))
             }
             None => {
                 self.failed = true;
-                Some(Err(ChunkError::Truncated(self.i)))
+                Some(Err(ChunkError::Truncated(self.state.i)))
             }
         }
     }
