@@ -163,6 +163,52 @@ impl<T: MetricTopic> TsdbSink<T> {
     }
 }
 
+/// What one `write` did, by tenant, published as counters once at its end.
+#[derive(Default)]
+struct Tally<'a> {
+    appended: HashMap<&'a str, u64>,
+    unchanged: HashMap<&'a str, u64>,
+    deduplicated: HashMap<&'a str, u64>,
+    rejected: HashMap<(&'a str, &'static str), u64>,
+    skipped: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, tenant: &'a str, n: Applied) {
+        *self.appended.entry(tenant).or_default() += n.appended;
+        *self.unchanged.entry(tenant).or_default() += n.unchanged;
+        *self.deduplicated.entry(tenant).or_default() += n.deduplicated;
+        self.skipped += n.skipped;
+        for (reason, count) in n.rejected {
+            *self.rejected.entry((tenant, reason)).or_default() += count;
+        }
+    }
+
+    fn publish(self) {
+        for (tenant, n) in self.appended {
+            metrics::counter!("strata_tsdb_samples_appended_total", "tenant" => tenant.to_string()).increment(n);
+        }
+        for (tenant, n) in self.unchanged {
+            if n > 0 {
+                metrics::counter!("strata_tsdb_samples_unchanged_total", "tenant" => tenant.to_string()).increment(n);
+            }
+        }
+        for (tenant, n) in self.deduplicated {
+            if n > 0 {
+                metrics::counter!("strata_tsdb_samples_deduplicated_total", "tenant" => tenant.to_string())
+                    .increment(n);
+            }
+        }
+        for ((tenant, reason), n) in self.rejected {
+            metrics::counter!("strata_tsdb_samples_rejected_total", "tenant" => tenant.to_string(), "reason" => reason)
+                .increment(n);
+        }
+        if self.skipped > 0 {
+            metrics::counter!("strata_tsdb_samples_replay_skipped_total").increment(self.skipped);
+        }
+    }
+}
+
 #[strata_pipeline::async_trait]
 impl<T: MetricTopic> TopicSink for TsdbSink<T> {
     type Topic = T;
@@ -176,11 +222,7 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
     }
 
     async fn write<'r>(&mut self, partition: u32, records: &[Decoded<'r, T>]) -> Result<(), SinkError> {
-        let mut appended: HashMap<&str, u64> = HashMap::new();
-        let mut unchanged: HashMap<&str, u64> = HashMap::new();
-        let mut deduplicated: HashMap<&str, u64> = HashMap::new();
-        let mut rejected: HashMap<(&str, &'static str), u64> = HashMap::new();
-        let mut skipped = 0u64;
+        let mut tally = Tally::default();
         let mut current: Option<(&str, Arc<RwLock<Tenant>>)> = None;
         for d in records {
             let (r, batch, tenant) = (d.stored, T::batch(&d.record), d.tenant());
@@ -193,13 +235,7 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
             if let Some(refs) = batch.refs() {
                 match self.apply_refs(&mut t, tenant, partition, r.offset, batch, refs) {
                     Ok(n) => {
-                        *appended.entry(tenant).or_default() += n.appended;
-                        *unchanged.entry(tenant).or_default() += n.unchanged;
-                        *deduplicated.entry(tenant).or_default() += n.deduplicated;
-                        skipped += n.skipped;
-                        for (reason, count) in n.rejected {
-                            *rejected.entry((tenant, reason)).or_default() += count;
-                        }
+                        tally.add(tenant, n);
                     }
                     Err(bad) => {
                         tracing::warn!(
@@ -209,7 +245,7 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
                             series = bad,
                             "metric record names a series the registry does not have"
                         );
-                        *rejected.entry((tenant, "unknown_series")).or_default() += 1;
+                        *tally.rejected.entry((tenant, "unknown_series")).or_default() += 1;
                     }
                 }
                 continue;
@@ -232,38 +268,12 @@ impl<T: MetricTopic> TopicSink for TsdbSink<T> {
             // Damage past the symbol table shows only when the series are walked, here.
             if let Err(e) = applied {
                 tracing::warn!(tenant, partition, offset = r.offset, error = %e, "undecodable metric record");
-                *rejected.entry((tenant, "undecodable")).or_default() += 1;
+                *tally.rejected.entry((tenant, "undecodable")).or_default() += 1;
                 continue;
             }
-            *appended.entry(tenant).or_default() += n.appended;
-            *unchanged.entry(tenant).or_default() += n.unchanged;
-            *deduplicated.entry(tenant).or_default() += n.deduplicated;
-            skipped += n.skipped;
-            for (reason, count) in n.rejected {
-                *rejected.entry((tenant, reason)).or_default() += count;
-            }
+            tally.add(tenant, n);
         }
-        for (tenant, n) in appended {
-            metrics::counter!("strata_tsdb_samples_appended_total", "tenant" => tenant.to_string()).increment(n);
-        }
-        for (tenant, n) in unchanged {
-            if n > 0 {
-                metrics::counter!("strata_tsdb_samples_unchanged_total", "tenant" => tenant.to_string()).increment(n);
-            }
-        }
-        for (tenant, n) in deduplicated {
-            if n > 0 {
-                metrics::counter!("strata_tsdb_samples_deduplicated_total", "tenant" => tenant.to_string())
-                    .increment(n);
-            }
-        }
-        for ((tenant, reason), n) in rejected {
-            metrics::counter!("strata_tsdb_samples_rejected_total", "tenant" => tenant.to_string(), "reason" => reason)
-                .increment(n);
-        }
-        if skipped > 0 {
-            metrics::counter!("strata_tsdb_samples_replay_skipped_total").increment(skipped);
-        }
+        tally.publish();
         Ok(())
     }
 
