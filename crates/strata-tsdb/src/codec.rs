@@ -4,6 +4,16 @@
 //! stores it in a fraction of a byte per sample, where the head's Gorilla chunks need one to two
 //! bytes. It is lossless bit for bit, NaN payloads (staleness markers) included.
 //!
+//! Blocks of format 2 store each column as its own blob, so that series scraped together (every
+//! series of a target carries the scrape's timestamp) share one timestamp column:
+//!
+//! ```text
+//! u32  crc32c of the Pcodec bytes that follow
+//! ...  one i64 (timestamps) or f64 (values) Pcodec column
+//! ```
+//!
+//! Blocks of format 1 hold one blob per series with both columns, still read:
+//!
 //! ```text
 //! u8   version (1)
 //! u32  sample count, little endian
@@ -12,6 +22,8 @@
 //! ...  timestamps: i64 Pcodec column
 //! ...  values: f64 Pcodec column
 //! ```
+
+use pco::data_types::Number;
 
 const VERSION: u8 = 1;
 const HEADER_BYTES: usize = 9;
@@ -33,7 +45,41 @@ pub enum CodecError {
     Malformed(String),
 }
 
-/// Encodes samples sorted by timestamp.
+/// Bytes before a column blob's Pcodec bytes: their CRC32C.
+const COLUMN_HEADER_BYTES: usize = 4;
+
+/// Encodes one column (a series' timestamps or its values) as a blob of format 2.
+pub fn encode_column<T: Number>(column: &[T]) -> Vec<u8> {
+    let cfg = pco::ChunkConfig::default().with_compression_level(COMPRESSION_LEVEL);
+    // Pcodec fails only on an invalid configuration, which this is not.
+    let bytes = pco::standalone::simple_compress(column, &cfg).expect("pco compresses numbers");
+    let mut out = Vec::with_capacity(COLUMN_HEADER_BYTES + bytes.len());
+    out.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+    out.extend_from_slice(&bytes);
+    out
+}
+
+/// Decodes a column blob of `count` numbers, checking its CRC and its length.
+pub fn decode_column<T: Number>(blob: &[u8], count: usize) -> Result<Vec<T>, CodecError> {
+    if blob.len() < COLUMN_HEADER_BYTES {
+        return Err(CodecError::Short(blob.len()));
+    }
+    let stored = u32::from_le_bytes(blob[..4].try_into().expect("4 bytes"));
+    let body = &blob[COLUMN_HEADER_BYTES..];
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(CodecError::Crc { stored, computed });
+    }
+    let column: Vec<T> = pco::standalone::simple_decompress(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if column.len() != count {
+        return Err(CodecError::Malformed(format!("{} numbers in a column of {count}", column.len())));
+    }
+    Ok(column)
+}
+
+/// Encodes samples sorted by timestamp as one blob of format 1 (blocks of format 2 write
+/// [`encode_column`] twice instead).
+#[cfg(test)]
 pub fn encode_series(samples: &[(i64, f64)]) -> Vec<u8> {
     let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
     let vs: Vec<f64> = samples.iter().map(|s| s.1).collect();
@@ -148,11 +194,28 @@ mod tests {
         assert!(matches!(decode_series(&v), Err(CodecError::Malformed(_))));
     }
 
+    #[test]
+    fn damaged_columns_are_errors() {
+        let blob = encode_column(&[1.5f64, -2.0, f64::from_bits(STALE_NAN_BITS)]);
+        let back: Vec<f64> = decode_column(&blob, 3).unwrap();
+        assert_eq!(back[2].to_bits(), STALE_NAN_BITS);
+        assert_eq!(decode_column::<f64>(&blob[..3], 3).unwrap_err(), CodecError::Short(3));
+        assert!(matches!(decode_column::<f64>(&blob, 4), Err(CodecError::Malformed(_))));
+        let mut bad = blob.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(matches!(decode_column::<f64>(&bad, 3), Err(CodecError::Crc { .. })));
+    }
+
     proptest! {
         #[test]
         fn any_series_round_trips(samples in proptest::collection::vec((any::<i64>(), any::<u64>()), 0..300)) {
             let samples: Vec<(i64, f64)> = samples.into_iter().map(|(t, b)| (t, f64::from_bits(b))).collect();
             round_trip(&samples);
+            let timestamps: Vec<i64> = samples.iter().map(|s| s.0).collect();
+            let values: Vec<u64> = samples.iter().map(|s| s.1.to_bits()).collect();
+            prop_assert_eq!(decode_column::<i64>(&encode_column(&timestamps), samples.len()).unwrap(), timestamps);
+            let back: Vec<f64> = decode_column(&encode_column(&samples.iter().map(|s| s.1).collect::<Vec<_>>()), samples.len()).unwrap();
+            prop_assert_eq!(back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), values);
         }
 
         #[test]
