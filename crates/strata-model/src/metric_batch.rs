@@ -505,6 +505,21 @@ impl<'a> MetricBatch<'a> {
         })
     }
 
+    /// The timestamp of the batch's newest sample, as [`MetricBatch::for_each_series_in`] would
+    /// give it, without resolving any series' labels: `None` for a batch without samples or one
+    /// that `for_each_series_in` refuses.
+    pub fn newest_in(&self, tenant: &str, series: &crate::SeriesView<'_>) -> Option<i64> {
+        let Layout::V3 { refs, samples, .. } = &self.layout else {
+            let mut newest = None;
+            self.for_each_series(|_, _, s| newest = newest.max(s.map(|s| s.0).max())).ok()?;
+            return newest;
+        };
+        if refs.iter().any(|&id| !series.contains(tenant, id)) {
+            return None;
+        }
+        samples.iter().map(|s| s.0).max()
+    }
+
     fn walk_v1(&self, series: &'a [u8], f: &mut SeriesVisitor<'a, '_>) -> Result<(), BatchError> {
         let mut r = Reader { b: series };
         let mut labels = Vec::new();
@@ -764,6 +779,9 @@ mod tests {
         let mut calls = 0;
         let err = batch.for_each_series_in("u", &registry.read(), |_, _, _| calls += 1).unwrap_err();
         assert_eq!((err, calls), (BatchError::SeriesRef(ids[1]), 0));
+        // The newest sample's time needs no labels, and is refused where the series are.
+        assert_eq!(batch.newest_in("t", &registry.read()), Some(2000));
+        assert_eq!(batch.newest_in("u", &registry.read()), None);
         for cut in 1..bytes.len() {
             assert!(MetricBatch::decode(&bytes[..cut]).is_err(), "a batch cut at {cut} is an error");
         }
@@ -877,6 +895,9 @@ mod tests {
                 let mut calls = 0;
                 let registry = crate::SeriesRegistry::new(1);
                 let visited = batch.for_each_series_in("t", &registry.read(), |_, _, _| calls += 1).is_ok();
+                let mut newest = None;
+                let _ = batch.for_each_series_in("t", &registry.read(), |_, _, s| newest = newest.max(s.map(|s| s.0).max()));
+                prop_assert_eq!(batch.newest_in("t", &registry.read()), if visited { newest } else { None });
                 prop_assert!(whole == visited || batch.refs().is_some());
                 prop_assert!(visited || calls == 0, "a bad batch is not visited in part");
             }

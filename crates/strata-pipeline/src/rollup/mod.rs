@@ -800,6 +800,15 @@ impl RollupOperator {
             let rules: &[usize] = self.by_tenant.get(tenant).map_or(&[], Vec::as_slice);
             if is_metrics {
                 let Ok(batch) = MetricBatch::decode(&r.record.payload) else { continue };
+                if rules.is_empty() {
+                    // Nothing of this tenant's is rolled up: only the watermark moves, and that
+                    // needs the samples' times, not the series' labels.
+                    let newest = batch.newest_in(tenant, &self.registry.read());
+                    if let Some(newest) = newest {
+                        self.tick(topic, partition, newest);
+                    }
+                    continue;
+                }
                 let view = self.registry.read();
                 let mut newest = i64::MIN;
                 let State { rules: rule_states, tables, .. } = &mut self.state;
