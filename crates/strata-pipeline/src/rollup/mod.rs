@@ -800,17 +800,14 @@ impl RollupOperator {
             let rules: &[usize] = self.by_tenant.get(tenant).map_or(&[], Vec::as_slice);
             if is_metrics {
                 let Ok(batch) = MetricBatch::decode(&r.record.payload) else { continue };
+                // The watermark needs the samples' times, not the series' labels: a tenant
+                // without rules has nothing resolved.
+                let Some(newest) = batch.newest_in(tenant, &self.registry.read()) else { continue };
                 if rules.is_empty() {
-                    // Nothing of this tenant's is rolled up: only the watermark moves, and that
-                    // needs the samples' times, not the series' labels.
-                    let newest = batch.newest_in(tenant, &self.registry.read());
-                    if let Some(newest) = newest {
-                        self.tick(topic, partition, newest);
-                    }
+                    self.tick(topic, partition, newest);
                     continue;
                 }
                 let view = self.registry.read();
-                let mut newest = i64::MIN;
                 let State { rules: rule_states, tables, .. } = &mut self.state;
                 let (all, keys) = (&self.rules, &self.keys);
                 let enrichments: &[Enrichment] = self.metric_enrichments.get(tenant).map_or(&[], Vec::as_slice);
@@ -820,9 +817,6 @@ impl RollupOperator {
                 let _ = batch.for_each_series_in(tenant, &view, |_, labels, samples| {
                     points.clear();
                     points.extend(samples);
-                    if let Some(m) = points.iter().map(|s| s.0).max() {
-                        newest = newest.max(m);
-                    }
                     let name = labels.iter().find(|(n, _)| *n == "__name__").map_or("", |l| l.1);
                     let matching = rules.iter().copied().filter(|&i| match &all[i].rule.input {
                         Input::Metric(MetricInput { metric, labels: want }) => {
@@ -866,9 +860,7 @@ impl RollupOperator {
                     }
                 });
                 drop(view);
-                if newest > i64::MIN {
-                    self.tick(topic, partition, newest);
-                }
+                self.tick(topic, partition, newest);
             } else {
                 let Ok(e) = EventRef::parse(&r.record.payload) else { continue };
                 let ts = e.timestamp_ns.div_euclid(1_000_000);
