@@ -38,7 +38,20 @@ struct BitWriter {
     used: u8,
 }
 
+/// The least a bit stream grows by when it is full.
+const GROW_BYTES_MIN: usize = 32;
+
 impl BitWriter {
+    /// Appends a byte. A full stream grows by a quarter (at least `GROW_BYTES_MIN`) rather than
+    /// doubling: every series in the head has an open chunk, and doubling left the streams of a
+    /// million series with 60 samples each (about 150 bytes) in 256-byte allocations.
+    fn push(&mut self, byte: u8) {
+        if self.bytes.len() == self.bytes.capacity() {
+            self.bytes.reserve_exact((self.bytes.len() / 4).max(GROW_BYTES_MIN));
+        }
+        self.bytes.push(byte);
+    }
+
     /// Writes the low `bits` bits of `value`, most significant first: the rest of the last byte,
     /// then whole bytes, then the start of a new one.
     fn write(&mut self, value: u64, bits: u8) {
@@ -54,11 +67,11 @@ impl BitWriter {
         }
         while remaining >= 8 {
             remaining -= 8;
-            self.bytes.push((value >> remaining) as u8);
+            self.push((value >> remaining) as u8);
         }
         if remaining > 0 {
             // The low `remaining` bits, at the top of the byte.
-            self.bytes.push((value << (8 - remaining)) as u8);
+            self.push((value << (8 - remaining)) as u8);
             self.used = remaining;
         }
     }
@@ -470,6 +483,22 @@ mod tests {
     use super::*;
     use crate::STALE_NAN_BITS;
     use proptest::prelude::*;
+
+    const CHUNK_SAMPLES: i64 = crate::head::CHUNK_SAMPLES_MAX as i64;
+
+    /// An open chunk's stream is never much larger than what it holds: the head keeps one per
+    /// series, so the slack of its allocation is paid once per series.
+    #[test]
+    fn an_open_chunk_allocates_little_more_than_it_holds() {
+        let mut a = ChunkAppender::new();
+        for i in 0..CHUNK_SAMPLES {
+            // A counter scraped every 15 s with a little jitter: about 2.5 bytes a sample.
+            a.append(1_700_000_000_000 + i * 15_000 + (i * 7) % 13, (i * i) as f64 * 1.5);
+            let (len, capacity) = (a.w.bytes.len(), a.w.bytes.capacity());
+            assert!(capacity <= len + (len / 4).max(GROW_BYTES_MIN), "{capacity} bytes for {len} at sample {i}");
+        }
+        assert_eq!(a.samples().len() as i64, CHUNK_SAMPLES);
+    }
 
     fn round_trip(samples: &[(i64, f64)]) {
         let bytes = encode(samples);

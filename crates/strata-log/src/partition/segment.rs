@@ -345,12 +345,25 @@ pub(super) struct Compressed {
 /// Rewrites the sealed segment `seg` with every batch compressed by `codec`. Reads through the
 /// segment's own file, so retention removing it meanwhile does no harm; every batch's CRC is
 /// checked on the way, and damage stops the rewrite with an error.
+/// Most bytes of a segment's rewrite held before they are written (`compress_segment`).
+const REWRITE_BUFFER_BYTES_MAX: u64 = 1 << 20;
+
 pub(super) fn compress_segment(seg: &Segment, codec: Codec, cfg: &LogConfig) -> Result<Compressed> {
     let dir = seg.path.parent().expect("a segment has a dir").to_path_buf();
     let tmp = |ext: &str| segment_path(&dir, seg.base_offset, &format!("{ext}.tmp"));
     let log_tmp = tmp("log");
     let len = seg.len();
-    let mut out = Vec::with_capacity(len as usize / 3);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&log_tmp)
+        .map_err(io_err(&log_tmp))?;
+    // The rewrite goes to the file a few batches at a time, so that compressing a segment holds
+    // an eighth of it in memory (at most `REWRITE_BUFFER_BYTES_MAX`), not the whole segment.
+    let flush_at = (cfg.segment_bytes_max / 8).min(REWRITE_BUFFER_BYTES_MAX) as usize;
+    let (mut out, mut written) = (Vec::with_capacity(flush_at), 0u64);
     let (mut pos, mut batches) = (0u64, 0u64);
     let mut buf = Vec::new();
     while pos < len {
@@ -363,18 +376,15 @@ pub(super) fn compress_segment(seg: &Segment, codec: Codec, cfg: &LogConfig) -> 
         format::check_crc(&h, &buf).map_err(|e| seg.corrupt(pos, e))?;
         batches += u64::from(format::recompress(&h, &buf, codec, &mut out));
         pos += u64::from(h.batch_len);
+        if out.len() >= flush_at || pos >= len {
+            file.write_all_at(&out, written).map_err(io_err(&log_tmp))?;
+            written += out.len() as u64;
+            out.clear();
+        }
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&log_tmp)
-        .map_err(io_err(&log_tmp))?;
-    file.write_all_at(&out, 0).map_err(io_err(&log_tmp))?;
     file.sync_all().map_err(io_err(&log_tmp))?;
-    let s = scan(&file, seg.base_offset, out.len() as u64, cfg);
-    if s.valid_len != out.len() as u64 || s.end_offset != seg.end_offset.load(Ordering::Acquire) {
+    let s = scan(&file, seg.base_offset, written, cfg);
+    if s.valid_len != written || s.end_offset != seg.end_offset.load(Ordering::Acquire) {
         return Err(Error::Corrupt {
             path: log_tmp,
             position: s.valid_len,
@@ -388,7 +398,7 @@ pub(super) fn compress_segment(seg: &Segment, codec: Codec, cfg: &LogConfig) -> 
         base_offset: seg.base_offset,
         path: seg.path.clone(),
         file,
-        durable_len: AtomicU64::new(out.len() as u64),
+        durable_len: AtomicU64::new(written),
         end_offset: AtomicU64::new(s.end_offset),
         max_append_ms: AtomicI64::new(seg.max_append_ms.load(Ordering::Acquire)),
         index: RwLock::new(s.index),
