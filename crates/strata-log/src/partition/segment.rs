@@ -342,12 +342,12 @@ pub(super) struct Compressed {
     dir: PathBuf,
 }
 
-/// Rewrites the sealed segment `seg` with every batch compressed by `codec`. Reads through the
-/// segment's own file, so retention removing it meanwhile does no harm; every batch's CRC is
-/// checked on the way, and damage stops the rewrite with an error.
 /// Most bytes of a segment's rewrite held before they are written (`compress_segment`).
 const REWRITE_BUFFER_BYTES_MAX: u64 = 1 << 20;
 
+/// Rewrites the sealed segment `seg` with every batch compressed by `codec`. Reads through the
+/// segment's own file, so retention removing it meanwhile does no harm; every batch's CRC is
+/// checked on the way, and damage stops the rewrite with an error.
 pub(super) fn compress_segment(seg: &Segment, codec: Codec, cfg: &LogConfig) -> Result<Compressed> {
     let dir = seg.path.parent().expect("a segment has a dir").to_path_buf();
     let tmp = |ext: &str| segment_path(&dir, seg.base_offset, &format!("{ext}.tmp"));
