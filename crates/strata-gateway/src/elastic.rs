@@ -297,7 +297,7 @@ fn log_line(
     line.insert("attributes".into(), Value::Object(doc));
     let l = strata_model::normalize_log(Value::Object(line), now, limits)?;
     payload.clear();
-    serde_json::to_writer(&mut *payload, &l).expect("log lines serialise");
+    l.write_stored(payload);
     Ok((l.source_id, l.timestamp_ns))
 }
 

@@ -322,6 +322,30 @@ impl<'de> Deserialize<'de> for FieldKey {
 }
 
 impl LogLine {
+    /// Appends the line's stored form to `out`: the same bytes as `serde_json::to_writer`, with
+    /// its strings escaped by `write_json_str`. Writing the stored line is on every log line's
+    /// acknowledgement path, where serde_json's byte-at-a-time escaping of the message was a tenth
+    /// of the server's CPU.
+    pub fn write_stored(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        write!(out, "{{\"timestamp_ns\":{}", self.timestamp_ns).expect("writing to a Vec cannot fail");
+        for (name, value) in [("source_id", &self.source_id), ("level", &self.level), ("message", &self.message)] {
+            write_json_field(out, name, value);
+        }
+        for (name, value) in
+            [("run_id", &self.run_id), ("trace_id", &self.trace_id), ("service", &self.service), ("host", &self.host)]
+        {
+            if let Some(value) = value {
+                write_json_field(out, name, value);
+            }
+        }
+        if !self.attributes.is_empty() {
+            out.extend_from_slice(b",\"attributes\":");
+            serde_json::to_writer(&mut *out, &self.attributes).expect("a JSON map serialises");
+        }
+        out.push(b'}');
+    }
+
     /// Checks a line against the limits and puts its level in lower case: ids (`source_id`,
     /// `level`, `run_id`, `trace_id`, `service`, `host`) not empty and within `id_bytes_max`, the
     /// message within `log_line_bytes_max`, the attributes' JSON within `attributes_bytes_max`.
@@ -570,10 +594,128 @@ mod json_f64 {
     }
 }
 
+/// `,"name":` and `value` as a JSON string.
+fn write_json_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    write_json_str(out, value);
+}
+
+/// Whether any of the 8 bytes of `w` must be escaped in a JSON string: a control byte (below
+/// 0x20), `"` or `\`. Each test is exact for "any byte": no false positives, so a word without
+/// one is copied as it is.
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below_0x20 = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    below_0x20 | zero_byte(w ^ (ONES * u64::from(b'"'))) | zero_byte(w ^ (ONES * u64::from(b'\\'))) != 0
+}
+
+/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it (`\"`, `\\`, `\b`,
+/// `\f`, `\n`, `\r`, `\t`, other control bytes as `\u00xx`; everything else as it is), looking
+/// at 8 bytes at a time while none of them needs it.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    let (mut start, mut i) = (0, 0);
+    while i < b.len() {
+        if let Some(word) = b.get(i..i + 8)
+            && !word_needs_escape(u64::from_le_bytes(word.try_into().expect("8 bytes")))
+        {
+            i += 8;
+            continue;
+        }
+        let c = b[i];
+        let short = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x0c => b'f',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x00..=0x1f => b'u',
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.extend_from_slice(&b[start..i]);
+        out.extend_from_slice(&[b'\\', short]);
+        if short == b'u' {
+            out.extend_from_slice(&[b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 0xf)]]);
+        }
+        i += 1;
+        start = i;
+    }
+    out.extend_from_slice(&b[start..]);
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Strings mixing plain runs longer than a word with every byte that needs escaping, and
+    /// multi-byte characters.
+    fn json_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop_oneof![
+                3 => "[a-z0-9 ]{0,20}",
+                1 => (0u8..0x20).prop_map(|c| (c as char).to_string()),
+                1 => prop::sample::select(vec!["\"", "\\", "/", "\u{7f}", "é", "日本", "🦀", "\u{2028}"]).prop_map(String::from),
+            ],
+            0..12,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    #[test]
+    fn every_byte_that_needs_escaping_is_escaped_as_serde_json_does() {
+        for c in 0u8..=0x7f {
+            let s = format!("abcdefgh{}ijklmnopq{}", c as char, c as char);
+            let mut out = Vec::new();
+            write_json_str(&mut out, &s);
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap(), "byte {c:#04x}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_stored_line_is_the_bytes_serde_json_writes(
+            message in json_text(),
+            source_id in json_text(),
+            ids in proptest::collection::vec(proptest::option::of(json_text()), 4),
+            attribute in proptest::option::of((json_text(), json_text())),
+            timestamp_ns in proptest::prelude::any::<i64>(),
+        ) {
+            let mut line = LogLine {
+                timestamp_ns,
+                source_id,
+                level: "info".into(),
+                message,
+                run_id: ids[0].clone(),
+                trace_id: ids[1].clone(),
+                service: ids[2].clone(),
+                host: ids[3].clone(),
+                attributes: Map::new(),
+            };
+            if let Some((k, v)) = attribute {
+                line.attributes.insert(k, Value::String(v));
+                line.attributes.insert("n".into(), json!([1, null, {"x": 2.5}]));
+            }
+            let mut out = vec![b'x'];
+            line.write_stored(&mut out);
+            let want = serde_json::to_vec(&line).unwrap();
+            proptest::prop_assert_eq!(&out[1..], want.as_slice());
+        }
+    }
 
     const NOW: i64 = 1_700_000_000_000_000_000;
 

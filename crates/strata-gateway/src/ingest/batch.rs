@@ -164,7 +164,7 @@ impl Decoded {
         payload: &mut Vec<u8>,
     ) {
         payload.clear();
-        serde_json::to_writer(&mut *payload, line).expect("log lines serialise");
+        line.write_stored(payload);
         self.push(index, tenant, &line.source_id, line.timestamp_ns, payload, partitions);
     }
 

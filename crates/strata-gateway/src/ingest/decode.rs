@@ -49,7 +49,8 @@ fn normalize(
     let out = match kind {
         Kind::Logs => {
             let l = strata_model::normalize_log(v, now_ns, limits)?;
-            serde_json::to_writer(&mut *payload, &l).map(|()| (l.source_id, l.timestamp_ns))
+            l.write_stored(payload);
+            Ok((l.source_id, l.timestamp_ns))
         }
         Kind::Events => {
             let e = strata_model::normalize_event(v, now_ns, limits)?;
