@@ -802,12 +802,13 @@ impl RollupOperator {
                 let Ok(batch) = MetricBatch::decode(&r.record.payload) else { continue };
                 // The watermark needs the samples' times, not the series' labels: a tenant
                 // without rules has nothing resolved.
-                let Some(newest) = batch.newest_in(tenant, &self.registry.read()) else { continue };
+                let view = self.registry.read();
+                let Some(newest) = batch.newest_in(tenant, &view) else { continue };
                 if rules.is_empty() {
+                    drop(view);
                     self.tick(topic, partition, newest);
                     continue;
                 }
-                let view = self.registry.read();
                 let State { rules: rule_states, tables, .. } = &mut self.state;
                 let (all, keys) = (&self.rules, &self.keys);
                 let enrichments: &[Enrichment] = self.metric_enrichments.get(tenant).map_or(&[], Vec::as_slice);
