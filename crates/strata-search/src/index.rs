@@ -12,6 +12,7 @@ use tantivy::directory::MmapDirectory;
 use tantivy::{Index, IndexReader, ReloadPolicy};
 use time::Date;
 
+use crate::keys::KeyCache;
 use crate::schema::LogSchema;
 use crate::{Error, Result};
 
@@ -49,6 +50,7 @@ pub struct DayIndex {
     pub dir: PathBuf,
     pub index: Index,
     pub reader: IndexReader,
+    pub(crate) keys: KeyCache,
 }
 
 impl DayIndex {
@@ -229,7 +231,7 @@ impl Indexes {
             });
         }
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(ierr)?;
-        Ok(DayIndex { tenant: tenant.clone(), day, dir: dir.to_path_buf(), index, reader })
+        Ok(DayIndex { tenant: tenant.clone(), day, dir: dir.to_path_buf(), index, reader, keys: KeyCache::default() })
     }
 
     /// The days that have an index for `tenant`, oldest first.

@@ -3,6 +3,7 @@
 //! hub streams new matching lines straight from the log.
 
 mod index;
+mod keys;
 mod query;
 mod schema;
 mod sink;

@@ -3,27 +3,27 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use strata_model::{LogLine, TenantId, format_rfc3339_nanos};
 use tantivy::collector::{Collector, SegmentCollector, TopDocs};
-use tantivy::columnar::Column;
 use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery};
 use tantivy::query_grammar::{Delimiter, Occur as UserOccur, UserInputAst, UserInputLeaf};
 use tantivy::schema::{IndexRecordOption, Value};
-use tantivy::snippet::SnippetGenerator;
+use tantivy::snippet::{Snippet, SnippetGenerator, collapse_overlapped_ranges};
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
 use time::Date;
 
 use crate::index::{DayIndex, Indexes, day_of};
+use crate::keys::{KeyColumns, LineKey};
 use crate::schema::LogSchema;
 use crate::window::TimeWindow;
 use crate::{Error, Result};
-
-/// The total order of lines: (timestamp ns, partition, offset).
-type LineKey = (i64, u64, u64);
 
 /// Leaves one query may have.
 pub const QUERY_TERMS_MAX: usize = 64;
@@ -84,47 +84,102 @@ pub struct SearchRequest {
     pub cursor: Option<Cursor>,
 }
 
-/// One matching line.
-#[derive(Debug, Clone, Serialize)]
+/// One matching line: its time in RFC 3339, the members of the line as stored (a `LogLine`'s
+/// JSON object, written through as they are: parsing each hit into a `LogLine` and writing it
+/// out again cost a search of a rare term a fifth of its time), and a highlight.
+#[derive(Debug, Clone)]
 pub struct Hit {
-    pub timestamp: String,
     pub timestamp_ns: i64,
-    pub source_id: String,
-    pub level: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
-    pub attributes: serde_json::Map<String, serde_json::Value>,
     /// The message with matching terms in `<b>`, HTML-escaped; absent when no term matched it.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub highlight: Option<String>,
-    #[serde(skip)]
-    pub key: (i64, u64, u64),
+    pub key: LineKey,
+    line: Box<RawValue>,
+    /// Where the message's JSON string is in `line`.
+    message: Range<usize>,
+}
+
+/// The members of a stored line, in order; its keys are `LogLine`'s field names, which need no
+/// escaping, so they are borrowed.
+struct Members<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Members<'de>, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a log line's JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(10);
+                while let Some(member) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 impl Hit {
-    pub fn from_line(line: LogLine, key: (i64, u64, u64)) -> Hit {
-        Hit {
-            timestamp: format_rfc3339_nanos(line.timestamp_ns),
-            timestamp_ns: line.timestamp_ns,
-            source_id: line.source_id,
-            level: line.level,
-            message: line.message,
-            run_id: line.run_id,
-            trace_id: line.trace_id,
-            service: line.service,
-            host: line.host,
-            attributes: line.attributes,
-            highlight: None,
-            key,
+    /// The hit for a line stored as `stored` (a `LogLine`'s JSON object), with key `key`.
+    /// A line stored with members a `LogLine` does not have, that still decodes as one, is
+    /// written in `LogLine`'s form first.
+    pub fn from_stored(stored: &[u8], key: LineKey) -> std::result::Result<Hit, String> {
+        Hit::from_members(stored, key).or_else(|e| {
+            let line: LogLine = serde_json::from_slice(stored).map_err(|_| e)?;
+            let mut written = Vec::with_capacity(stored.len());
+            line.write_stored(&mut written);
+            Hit::from_members(&written, key)
+        })
+    }
+
+    fn from_members(stored: &[u8], key: LineKey) -> std::result::Result<Hit, String> {
+        let text = std::str::from_utf8(stored).map_err(|e| e.to_string())?;
+        let line: Box<RawValue> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let (mut timestamp_ns, mut message) = (None, None);
+        let members: Members = serde_json::from_str(line.get()).map_err(|e| e.to_string())?;
+        for (name, value) in members.0 {
+            match name {
+                "timestamp_ns" => {
+                    timestamp_ns = Some(serde_json::from_str::<i64>(value.get()).map_err(|e| e.to_string())?)
+                }
+                "message" => {
+                    if !value.get().starts_with('"') {
+                        return Err("message is not a string".into());
+                    }
+                    let start = value.get().as_ptr() as usize - line.get().as_ptr() as usize;
+                    message = Some(start..start + value.get().len());
+                }
+                "source_id" | "level" | "run_id" | "trace_id" | "service" | "host" | "attributes" => {}
+                other => return Err(format!("{other:?} is not a field of a log line")),
+            }
         }
+        let timestamp_ns = timestamp_ns.ok_or("no timestamp_ns")?;
+        let message = message.ok_or("no message")?;
+        Ok(Hit { timestamp_ns, highlight: None, key, line, message })
+    }
+
+    /// The line's message.
+    pub fn message(&self) -> String {
+        serde_json::from_str(&self.line.get()[self.message.clone()]).unwrap_or_default()
+    }
+}
+
+impl Serialize for Hit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeMap};
+        let members: Members = serde_json::from_str(self.line.get()).map_err(S::Error::custom)?;
+        let mut map = s.serialize_map(Some(members.0.len() + 2))?;
+        map.serialize_entry("timestamp", &format_rfc3339_nanos(self.timestamp_ns))?;
+        for (name, value) in members.0 {
+            map.serialize_entry(name, value)?;
+        }
+        if let Some(highlight) = &self.highlight {
+            map.serialize_entry("highlight", highlight)?;
+        }
+        map.end()
     }
 }
 
@@ -393,7 +448,7 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
     let schema = indexes.schema().clone();
     let mut errors = Vec::new();
     // (key or score, day index, address)
-    let mut found: Vec<(Hit, Arc<DayIndex>, DocAddress)> = Vec::new();
+    let mut found: Vec<(LineKey, Arc<DayIndex>, DocAddress)> = Vec::new();
     let mut scored: Vec<(Score, Arc<DayIndex>, DocAddress)> = Vec::new();
     let skip = match req.cursor {
         Some(Cursor::Skip(n)) => n,
@@ -427,23 +482,29 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
                     hi = hi.min(ts.saturating_add(1));
                 }
                 let mut window = FIRST_WINDOW_NS;
+                let keys: Arc<[Option<Arc<KeyColumns>>]> = d.keys.for_searcher(&searcher).into();
                 while hi > start && found.len() < req.limit {
                     if Instant::now() > deadline {
                         return Err(Error::Timeout);
                     }
                     let lo = hi.saturating_sub(window).max(start);
                     let windowed = build_query(&d, &schema, &ast, req, (lo, hi))?;
-                    let collector = NewestFirst { limit: req.limit - found.len(), before: cursor_key, deadline };
+                    let collector = NewestFirst {
+                        limit: req.limit - found.len(),
+                        before: cursor_key,
+                        deadline,
+                        keys: keys.clone(),
+                    };
                     let keys = searcher
                         .search(&*windowed, &collector)
                         .map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
                     for (key, addr) in keys {
-                        found.push((Hit::from_line(empty_line(), key), d.clone(), addr));
+                        found.push((key, d.clone(), addr));
                     }
                     hi = lo;
                     window = window.saturating_mul(4);
                 }
-                found.sort_by_key(|(h, _, _)| Reverse(h.key));
+                found.sort_by_key(|(key, _, _)| Reverse(*key));
                 found.truncate(req.limit);
                 // Days are disjoint in time: once a page is full, older days cannot beat it.
                 if found.len() >= req.limit {
@@ -469,12 +530,11 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
     let selected: Vec<(Arc<DayIndex>, DocAddress, Option<LineKey>)> = match req.sort {
         Sort::Newest => {
             if found.len() == req.limit
-                && let Some((h, _, _)) = found.last()
+                && let Some(&((timestamp_ns, partition, offset), _, _)) = found.last()
             {
-                let (timestamp_ns, partition, offset) = h.key;
                 next_cursor = Some(Cursor::After { timestamp_ns, partition, offset }.encode());
             }
-            found.into_iter().map(|(h, d, a)| (d, a, Some(h.key))).collect()
+            found.into_iter().map(|(key, d, a)| (d, a, Some(key))).collect()
         }
         Sort::Relevance => {
             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -488,11 +548,18 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
     };
     let mut hits = Vec::with_capacity(selected.len());
     // Per day index: the searcher its hits were found with (their addresses name its segments,
-    // which a commit since may have merged away) and the highlighter of its query, made once for
-    // all its hits (making one looks up every query term in every segment).
-    let mut per_day: Vec<(Arc<DayIndex>, tantivy::Searcher, Option<SnippetGenerator>)> = Vec::new();
+    // which a commit since may have merged away), the highlighter of its query, made once for
+    // all its hits (making one looks up every query term in every segment), and for a relevance
+    // page, whose hits' keys are not known yet, the key columns of its segments.
+    struct DayHits {
+        day: Arc<DayIndex>,
+        searcher: tantivy::Searcher,
+        snippets: Option<SnippetGenerator>,
+        keys: Vec<Option<Arc<KeyColumns>>>,
+    }
+    let mut per_day: Vec<DayHits> = Vec::new();
     for (d, addr, key) in selected {
-        let at = match per_day.iter().position(|(pd, _, _)| Arc::ptr_eq(pd, &d)) {
+        let at = match per_day.iter().position(|p| Arc::ptr_eq(&p.day, &d)) {
             Some(i) => i,
             None => {
                 let (searcher, snippets) = match queries.iter().find(|(qd, _, _)| Arc::ptr_eq(qd, &d)) {
@@ -501,22 +568,27 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
                     }
                     None => (d.reader.searcher(), None),
                 };
-                per_day.push((d.clone(), searcher, snippets));
+                let keys = if key.is_none() { d.keys.for_searcher(&searcher) } else { Vec::new() };
+                per_day.push(DayHits { day: d.clone(), searcher, snippets, keys });
                 per_day.len() - 1
             }
         };
-        let (_, searcher, snippets) = &mut per_day[at];
+        let DayHits { searcher, snippets, keys, .. } = &mut per_day[at];
         let doc: TantivyDocument = searcher.doc(addr).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
         let raw = doc.get_first(schema.source).and_then(|v| v.as_bytes()).unwrap_or_default();
-        let line: LogLine = serde_json::from_slice(raw)
+        let mut hit = Hit::from_stored(raw, (0, 0, 0))
             .map_err(|e| Error::Corrupt { path: d.dir.clone(), reason: format!("stored line does not decode: {e}") })?;
-        let key = key.or_else(|| doc_key(searcher, addr)).unwrap_or((line.timestamp_ns, 0, 0));
-        let mut hit = Hit::from_line(line, key);
+        hit.key = match (key, keys.get(addr.segment_ord as usize)) {
+            (Some(key), _) => key,
+            (None, Some(Some(columns))) => columns.key(addr.doc_id),
+            (None, _) => (hit.timestamp_ns, 0, 0),
+        };
         if let Some(snippets) = snippets {
-            snippets.set_max_num_chars(hit.message.len().clamp(1, 512));
-            let snippet = snippets.snippet(&hit.message);
+            let message = hit.message();
+            snippets.set_max_num_chars(message.len().clamp(1, 512));
+            let snippet = snippets.snippet(&message);
             if !snippet.highlighted().is_empty() {
-                hit.highlight = Some(snippet.to_html());
+                hit.highlight = Some(highlight_html(&snippet));
             }
         }
         hits.push(hit);
@@ -524,24 +596,40 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
     Ok(SearchResponse { hits, next_cursor, took_ms: started.elapsed().as_millis() as u64, errors })
 }
 
-fn empty_line() -> LogLine {
-    LogLine {
-        timestamp_ns: 0,
-        source_id: String::new(),
-        level: String::new(),
-        message: String::new(),
-        run_id: None,
-        trace_id: None,
-        service: None,
-        host: None,
-        attributes: Default::default(),
+/// `snippet.to_html()`, with its default `<b>` marks, escaping a run of plain text at a time
+/// (tantivy's escaper looks each character up and writes it on its own).
+fn highlight_html(snippet: &Snippet) -> String {
+    let fragment = snippet.fragment();
+    let mut html = String::with_capacity(fragment.len() + 32);
+    let mut from = 0;
+    for marked in collapse_overlapped_ranges(snippet.highlighted()) {
+        escape_html(&fragment[from..marked.start], &mut html);
+        html.push_str("<b>");
+        escape_html(&fragment[marked.clone()], &mut html);
+        html.push_str("</b>");
+        from = marked.end;
     }
+    escape_html(&fragment[from..], &mut html);
+    html
 }
 
-/// The key of a line found by relevance (newest-first searches know it from collecting).
-fn doc_key(searcher: &tantivy::Searcher, addr: DocAddress) -> Option<(i64, u64, u64)> {
-    let k = KeyColumns::open(searcher.segment_reader(addr.segment_ord)).ok()?;
-    Some((k.ts.first(addr.doc_id)?, k.partition.first(addr.doc_id)?, k.offset.first(addr.doc_id)?))
+/// Appends `text` with the five characters HTML gives meaning to written as entities.
+fn escape_html(text: &str, out: &mut String) {
+    let mut plain = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let entity = match b {
+            b'"' => "&quot;",
+            b'&' => "&amp;",
+            b'\'' => "&#x27;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            _ => continue,
+        };
+        out.push_str(&text[plain..i]);
+        out.push_str(entity);
+        plain = i + 1;
+    }
+    out.push_str(&text[plain..]);
 }
 
 /// Collects the `limit` matching documents with the largest (timestamp, partition, offset) below
@@ -549,50 +637,36 @@ fn doc_key(searcher: &tantivy::Searcher, addr: DocAddress) -> Option<(i64, u64, 
 /// many lines arrive meanwhile.
 struct NewestFirst {
     limit: usize,
-    before: Option<(i64, u64, u64)>,
+    before: Option<LineKey>,
     deadline: Instant,
+    /// The key columns of the searcher's segments, by ordinal.
+    keys: Arc<[Option<Arc<KeyColumns>>]>,
 }
 
 struct NewestFirstSegment {
     limit: usize,
-    before: Option<(i64, u64, u64)>,
+    before: Option<LineKey>,
     deadline: Instant,
     seen: u64,
     segment: SegmentOrdinal,
-    reader: SegmentReader,
-    /// The key's columns, opened at the first match: opening one reads its block index, which
-    /// costs more than the whole search of a segment the query has nothing in.
-    keys: Option<KeyColumns>,
+    /// `None` when the segment's columns cannot be read: its lines are left out.
+    keys: Option<Arc<KeyColumns>>,
     heap: BinaryHeap<Reverse<(LineKey, DocId)>>,
 }
 
-/// The columns of a line's key (timestamp, partition, offset).
-struct KeyColumns {
-    ts: Column<i64>,
-    partition: Column<u64>,
-    offset: Column<u64>,
-}
-
-impl KeyColumns {
-    fn open(reader: &SegmentReader) -> tantivy::Result<KeyColumns> {
-        let ff = reader.fast_fields();
-        Ok(KeyColumns { ts: ff.i64("timestamp")?, partition: ff.u64("_partition")?, offset: ff.u64("_offset")? })
-    }
-}
-
 impl Collector for NewestFirst {
-    type Fruit = Vec<((i64, u64, u64), DocAddress)>;
+    type Fruit = Vec<(LineKey, DocAddress)>;
     type Child = NewestFirstSegment;
 
-    fn for_segment(&self, segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<NewestFirstSegment> {
+    fn for_segment(&self, segment: SegmentOrdinal, _: &SegmentReader) -> tantivy::Result<NewestFirstSegment> {
+        let keys = self.keys.get(segment as usize).cloned().flatten();
         Ok(NewestFirstSegment {
-            limit: self.limit,
+            limit: if keys.is_some() { self.limit } else { 0 },
             before: self.before,
             deadline: self.deadline,
             seen: 0,
             segment,
-            reader: reader.clone(),
-            keys: None,
+            keys,
             heap: BinaryHeap::with_capacity(self.limit + 1),
         })
     }
@@ -601,7 +675,7 @@ impl Collector for NewestFirst {
         false
     }
 
-    fn merge_fruits(&self, fruits: Vec<Vec<((i64, u64, u64), DocAddress)>>) -> tantivy::Result<Self::Fruit> {
+    fn merge_fruits(&self, fruits: Vec<Vec<(LineKey, DocAddress)>>) -> tantivy::Result<Self::Fruit> {
         let mut all: Vec<_> = fruits.into_iter().flatten().collect();
         all.sort_by_key(|(k, _)| Reverse(*k));
         all.truncate(self.limit);
@@ -610,7 +684,7 @@ impl Collector for NewestFirst {
 }
 
 impl SegmentCollector for NewestFirstSegment {
-    type Fruit = Vec<((i64, u64, u64), DocAddress)>;
+    type Fruit = Vec<(LineKey, DocAddress)>;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
         self.seen += 1;
@@ -622,24 +696,8 @@ impl SegmentCollector for NewestFirstSegment {
         if self.limit == 0 {
             return;
         }
-        if self.keys.is_none() {
-            match KeyColumns::open(&self.reader) {
-                Ok(k) => self.keys = Some(k),
-                Err(e) => {
-                    // Every segment of a day index has these columns: only damage gets here.
-                    metrics::counter!("strata_search_segment_errors_total").increment(1);
-                    tracing::error!(segment = %self.reader.segment_id().short_uuid_string(), error = %e, "a segment's key columns cannot be read; its lines are left out");
-                    self.limit = 0;
-                    return;
-                }
-            }
-        }
-        let k = self.keys.as_ref().expect("opened");
-        let key = (
-            k.ts.first(doc).unwrap_or(i64::MIN),
-            k.partition.first(doc).unwrap_or(0),
-            k.offset.first(doc).unwrap_or(0),
-        );
+        let Some(keys) = &self.keys else { return };
+        let key = keys.key(doc);
         if self.before.is_some_and(|b| key >= b) {
             return;
         }
@@ -716,9 +774,10 @@ pub fn histogram(
         }
         let Some(d) = open_day(indexes, tenant, day, &mut errors) else { continue };
         let query = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns))?;
-        let c = BucketCounter { first, interval_ns, n: n as usize };
-        let part =
-            d.reader.searcher().search(&*query, &c).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
+        let searcher = d.reader.searcher();
+        let keys = d.keys.for_searcher(&searcher).into();
+        let c = BucketCounter { first, interval_ns, n: n as usize, keys };
+        let part = searcher.search(&*query, &c).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
         for (a, b) in counts.iter_mut().zip(part) {
             *a += b;
         }
@@ -738,12 +797,14 @@ struct BucketCounter {
     first: i64,
     interval_ns: i64,
     n: usize,
+    /// The key columns of the searcher's segments, by ordinal: the timestamp is one.
+    keys: Arc<[Option<Arc<KeyColumns>>]>,
 }
 
 struct BucketCounterSegment {
     first: i64,
     interval_ns: i64,
-    ts: Column<i64>,
+    keys: Arc<KeyColumns>,
     counts: Vec<u64>,
 }
 
@@ -751,13 +812,12 @@ impl Collector for BucketCounter {
     type Fruit = Vec<u64>;
     type Child = BucketCounterSegment;
 
-    fn for_segment(&self, _: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<BucketCounterSegment> {
-        Ok(BucketCounterSegment {
-            first: self.first,
-            interval_ns: self.interval_ns,
-            ts: reader.fast_fields().i64("timestamp")?,
-            counts: vec![0; self.n],
-        })
+    fn for_segment(&self, segment: SegmentOrdinal, _: &SegmentReader) -> tantivy::Result<BucketCounterSegment> {
+        // A segment whose timestamps cannot be read fails the count rather than undercount it.
+        let keys = self.keys.get(segment as usize).cloned().flatten().ok_or_else(|| {
+            tantivy::TantivyError::InternalError(format!("segment {segment}: its timestamps cannot be read"))
+        })?;
+        Ok(BucketCounterSegment { first: self.first, interval_ns: self.interval_ns, keys, counts: vec![0; self.n] })
     }
 
     fn requires_scoring(&self) -> bool {
@@ -779,7 +839,7 @@ impl SegmentCollector for BucketCounterSegment {
     type Fruit = Vec<u64>;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        if let Some(ts) = self.ts.first(doc) {
+        if let Some(ts) = self.keys.timestamp(doc) {
             let i = (ts - self.first) / self.interval_ns;
             if let Some(c) = usize::try_from(i).ok().and_then(|i| self.counts.get_mut(i)) {
                 *c += 1;
@@ -809,6 +869,118 @@ pub fn build_tail_query(index: &tantivy::Index, schema: &LogSchema, ast: &UserIn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(message: &str, optional: bool, attributes: bool) -> LogLine {
+        let some = |s: &str| optional.then(|| s.to_string());
+        LogLine {
+            timestamp_ns: 1_700_000_000_123_456_789,
+            source_id: "web-1".into(),
+            level: "error".into(),
+            message: message.into(),
+            run_id: some("run-7"),
+            trace_id: some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            service: some("checkout"),
+            host: some("h\"1"),
+            attributes: if attributes {
+                serde_json::json!({"user": {"id": 42, "tags": ["a", "é"]}, "ok": true, "ratio": 0.5})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            } else {
+                Default::default()
+            },
+        }
+    }
+
+    /// A hit is its time, then the stored line's members as they are, then its highlight: the
+    /// same JSON a hit made from the decoded line writes.
+    #[test]
+    fn a_hit_writes_the_stored_line_through() {
+        for message in ["plain", "quote \" back\\slash \n tab\t <b>html</b> \u{1} ünï 🚀", ""] {
+            for (optional, attributes) in [(false, false), (true, false), (false, true), (true, true)] {
+                let line = line(message, optional, attributes);
+                let mut stored = Vec::new();
+                line.write_stored(&mut stored);
+                let mut hit = Hit::from_stored(&stored, (1, 2, 3)).unwrap();
+                assert_eq!(hit.timestamp_ns, line.timestamp_ns);
+                assert_eq!(hit.key, (1, 2, 3));
+                assert_eq!(hit.message(), message);
+                hit.highlight = Some("<b>x</b> & \"y\"".into());
+                let mut expected = serde_json::Map::new();
+                expected.insert("timestamp".into(), format_rfc3339_nanos(line.timestamp_ns).into());
+                for (k, v) in serde_json::to_value(&line).unwrap().as_object().unwrap() {
+                    expected.insert(k.clone(), v.clone());
+                }
+                expected.insert("highlight".into(), "<b>x</b> & \"y\"".into());
+                let written = serde_json::to_string(&hit).unwrap();
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&written).unwrap(),
+                    serde_json::Value::Object(expected)
+                );
+                let stored = std::str::from_utf8(&stored).unwrap();
+                let members = &stored[1..stored.len() - 1];
+                let rfc = format_rfc3339_nanos(line.timestamp_ns);
+                assert_eq!(written, format!(r#"{{"timestamp":"{rfc}",{members},"highlight":"<b>x</b> & \"y\""}}"#));
+            }
+        }
+    }
+
+    /// Highlights are what tantivy's `to_html` writes, for text with and without characters to
+    /// escape, marks next to and inside them, and more than one mark.
+    #[test]
+    fn highlights_are_tantivys_html() {
+        let schema = LogSchema::new();
+        let index = tantivy::Index::create_in_ram(schema.schema.clone());
+        // A snippet marks only terms the index has.
+        let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let mut doc = TantivyDocument::new();
+        doc.add_text(schema.message, "the quick fox and the dog, amp");
+        writer.add_document(doc).unwrap();
+        writer.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let parser = QueryParser::for_index(&index, vec![schema.message]);
+        for q in ["fox", "fox OR dog", "\"quick fox\"", "amp"] {
+            let query = parser.parse_query(q).unwrap();
+            let mut generator = SnippetGenerator::create(&searcher, &*query, schema.message).unwrap();
+            for text in [
+                "the quick fox",
+                "fox<fox>&fox \"fox\" 'dog' & amp; &amp; <b>fox</b>",
+                "no match at all <>&\"'",
+                "ünïcödé fox 🚀 dog",
+                "",
+                "fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox fox",
+            ] {
+                generator.set_max_num_chars(text.len().clamp(1, 512));
+                let snippet = generator.snippet(text);
+                if q == "fox" && text.contains("fox") {
+                    assert!(!snippet.highlighted().is_empty(), "{text:?} has a mark");
+                }
+                assert_eq!(highlight_html(&snippet), snippet.to_html(), "{q:?} in {text:?}");
+            }
+        }
+    }
+
+    /// A stored line's members are written in their order; one with members a `LogLine` does
+    /// not have is written in `LogLine`'s form, and one that does not decode is an error.
+    #[test]
+    fn a_line_stored_otherwise_is_written_as_a_log_line() {
+        let rfc = format_rfc3339_nanos(5);
+        let reordered = br#"{"message":"m","level":"info","timestamp_ns":5,"source_id":"s"}"#;
+        let hit = Hit::from_stored(reordered, (5, 0, 0)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&hit).unwrap(),
+            format!(r#"{{"timestamp":"{rfc}","message":"m","level":"info","timestamp_ns":5,"source_id":"s"}}"#)
+        );
+        let extra = br#"{"timestamp_ns":5,"extra":[1],"source_id":"s","level":"info","message":"m"}"#;
+        let hit = Hit::from_stored(extra, (5, 0, 0)).unwrap();
+        assert_eq!(
+            serde_json::to_string(&hit).unwrap(),
+            format!(r#"{{"timestamp":"{rfc}","timestamp_ns":5,"source_id":"s","level":"info","message":"m"}}"#)
+        );
+        for bad in [&b"not json"[..], br#"{"message":"m"}"#, br#"{"timestamp_ns":5,"message":7}"#, b"[1,2]", b"\xff"] {
+            assert!(Hit::from_stored(bad, (0, 0, 0)).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn cursors_round_trip() {

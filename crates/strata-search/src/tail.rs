@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use strata_log::{Log, StoredRecord};
 use strata_model::topic::Logs;
-use strata_model::{LogLine, TenantId, Topic};
+use strata_model::{TenantId, Topic};
 use tantivy::collector::DocSetCollector;
 use tantivy::query::Query;
 use tantivy::query_grammar::UserInputAst;
@@ -205,14 +205,10 @@ fn deliver(schema: &LogSchema, recs: &[(u32, &StoredRecord)], subs: &[&Arc<Subsc
     let index = Index::create_in_ram(schema.schema.clone());
     let ierr = |e| Error::Index { path: "memory".into(), source: e };
     let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 15_000_000).map_err(ierr)?;
-    let mut lines: Vec<Option<LogLine>> = Vec::with_capacity(recs.len());
     for (p, r) in recs {
-        match Logs::decode(&r.record.payload) {
-            Ok(line) => {
-                writer.add_document(schema.document(&line, &[], *p, r.offset)).map_err(ierr)?;
-                lines.push(Some(line));
-            }
-            Err(_) => lines.push(None),
+        // A line that does not decode is left out here as it is by the indexing sink.
+        if let Ok(line) = Logs::decode(&r.record.payload) {
+            writer.add_document(schema.document(&line, &[], *p, r.offset)).map_err(ierr)?;
         }
     }
     writer.commit().map_err(ierr)?;
@@ -229,8 +225,7 @@ fn deliver(schema: &LogSchema, recs: &[(u32, &StoredRecord)], subs: &[&Arc<Subsc
                 let p = ff.u64("_partition").ok()?.first(addr.doc_id)?;
                 let o = ff.u64("_offset").ok()?.first(addr.doc_id)?;
                 let i = *by_key.get(&(p, o))?;
-                let line = lines[i].clone()?;
-                Some(Hit::from_line(line, (0, p, o)))
+                Hit::from_stored(&recs[i].1.record.payload, (0, p, o)).ok()
             })
             .collect();
         matched.sort_by_key(|h| (h.timestamp_ns, h.key.1, h.key.2));
