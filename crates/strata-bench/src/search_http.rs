@@ -65,14 +65,15 @@ pub struct SearchHttpArgs {
     /// Ingest requests in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// Measured searches of each query.
-    #[arg(long, default_value_t = 50)]
+    /// Measured searches of each query: a search takes a few milliseconds, so enough of them
+    /// for a p50 that one busy moment of a shared machine does not move.
+    #[arg(long, default_value_t = 500)]
     iterations: usize,
     /// Unmeasured searches of each query before the measured ones.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 50)]
     warmup: usize,
     /// Measured ripgrep runs of each query (after one unmeasured run).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     rg_iterations: usize,
     /// The ripgrep binary.
     #[arg(long, default_value = "rg")]
