@@ -93,7 +93,8 @@ pub struct Hit {
     /// The message with matching terms in `<b>`, HTML-escaped; absent when no term matched it.
     pub highlight: Option<String>,
     pub key: LineKey,
-    line: Box<RawValue>,
+    /// The stored line, a JSON object (checked when the hit was made).
+    line: Box<str>,
     /// Where the message's JSON string is in `line`.
     message: Range<usize>,
 }
@@ -136,10 +137,9 @@ impl Hit {
     }
 
     fn from_members(stored: &[u8], key: LineKey) -> std::result::Result<Hit, String> {
-        let text = std::str::from_utf8(stored).map_err(|e| e.to_string())?;
-        let line: Box<RawValue> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let line = std::str::from_utf8(stored).map_err(|e| e.to_string())?;
         let (mut timestamp_ns, mut message) = (None, None);
-        let members: Members = serde_json::from_str(line.get()).map_err(|e| e.to_string())?;
+        let members: Members = serde_json::from_str(line).map_err(|e| e.to_string())?;
         for (name, value) in members.0 {
             match name {
                 "timestamp_ns" => {
@@ -149,7 +149,7 @@ impl Hit {
                     if !value.get().starts_with('"') {
                         return Err("message is not a string".into());
                     }
-                    let start = value.get().as_ptr() as usize - line.get().as_ptr() as usize;
+                    let start = value.get().as_ptr() as usize - line.as_ptr() as usize;
                     message = Some(start..start + value.get().len());
                 }
                 "source_id" | "level" | "run_id" | "trace_id" | "service" | "host" | "attributes" => {}
@@ -158,19 +158,19 @@ impl Hit {
         }
         let timestamp_ns = timestamp_ns.ok_or("no timestamp_ns")?;
         let message = message.ok_or("no message")?;
-        Ok(Hit { timestamp_ns, highlight: None, key, line, message })
+        Ok(Hit { timestamp_ns, highlight: None, key, line: line.into(), message })
     }
 
     /// The line's message.
     pub fn message(&self) -> String {
-        serde_json::from_str(&self.line.get()[self.message.clone()]).unwrap_or_default()
+        serde_json::from_str(&self.line[self.message.clone()]).unwrap_or_default()
     }
 }
 
 impl Serialize for Hit {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::{Error as _, SerializeMap};
-        let members: Members = serde_json::from_str(self.line.get()).map_err(S::Error::custom)?;
+        let members: Members = serde_json::from_str(&self.line).map_err(S::Error::custom)?;
         let mut map = s.serialize_map(Some(members.0.len() + 2))?;
         map.serialize_entry("timestamp", &format_rfc3339_nanos(self.timestamp_ns))?;
         for (name, value) in members.0 {
