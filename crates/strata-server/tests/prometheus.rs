@@ -136,10 +136,6 @@ fn serve(mut stream: TcpStream, scrapes: &AtomicU64) -> std::io::Result<()> {
     stream.flush()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A Prometheus child process with its own configuration and storage; killed on drop, and its
 /// output printed when the test fails.
 struct Prometheus {
@@ -180,7 +176,7 @@ remote_write:
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let port = free_port();
+        let port = common::free_port();
         let child = Command::new("prometheus")
             .arg("--config.file")
             .arg(&config_path)

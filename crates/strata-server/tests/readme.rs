@@ -11,10 +11,11 @@
 //! In an expected line, `...` stands for any text, including none; expected lines must appear in
 //! the output in the order shown, other output lines may come between them.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const README: &str = include_str!("../../../README.md");
 
@@ -165,7 +166,7 @@ fn the_readme_parser_reads_commands_and_answers() {
 #[test]
 fn use_it_works_as_written() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     std::fs::create_dir(dir.path().join("scripts")).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_strata"), dir.path().join("scripts/strata")).unwrap();
     let server = start_server(dir.path(), port);

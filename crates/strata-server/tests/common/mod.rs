@@ -39,8 +39,26 @@ pub fn shippers_venv() -> String {
         .unwrap_or_else(|_| format!("{}/.cache/strata-shippers", std::env::var("HOME").unwrap()))
 }
 
+/// A port for a server of the suite, from below Linux's ephemeral range (32768 and up), where the
+/// kernel never puts the local end of an outgoing connection: a port taken from that range by
+/// binding port 0 and letting go can be the local port of some test's client connection by the
+/// time the server binds it. Each port is handed out once per test process and was free when
+/// handed out.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::AtomicU32;
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Test processes run one after another, but a process's ports start from its id so that
+    // two suites on one machine seldom try the same ones.
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id() * 7919 % COUNT, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port from {FIRST} to {}", FIRST + COUNT);
 }
 
 /// The variable by which the suite's servers get four partitions (`Server::new`).
