@@ -4,6 +4,7 @@
 
 mod index;
 mod keys;
+mod phrase;
 mod query;
 mod schema;
 mod sink;
