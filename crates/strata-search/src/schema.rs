@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use strata_model::LogLine;
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, OwnedValue, STORED, STRING, Schema, TextFieldIndexing,
+    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, OwnedValue, STORED, Schema, TextFieldIndexing,
     TextOptions,
 };
 use tantivy::store::{Compressor, ZstdCompressor};
@@ -49,8 +49,16 @@ impl LogSchema {
         let mut b = Schema::builder();
         let timestamp = b.add_i64_field("timestamp", INDEXED | FAST);
         // Exact tokens, not fast fields: nothing sorts or aggregates by them, and a filter is a
-        // term lookup.
-        let keyword = |b: &mut tantivy::schema::SchemaBuilder, name: &str| b.add_text_field(name, STRING);
+        // term lookup. Without field norms, a byte per document and field that a field of one
+        // token has no use for.
+        let keyword_options = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("raw")
+                .set_index_option(IndexRecordOption::Basic)
+                .set_fieldnorms(false),
+        );
+        let keyword =
+            |b: &mut tantivy::schema::SchemaBuilder, name: &str| b.add_text_field(name, keyword_options.clone());
         let level = keyword(&mut b, "level");
         let source_id = keyword(&mut b, "source_id");
         let run_id = keyword(&mut b, "run_id");
@@ -66,7 +74,8 @@ impl LogSchema {
         let json = JsonObjectOptions::default().set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer("default")
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions)
+                .set_fieldnorms(false),
         );
         let attributes = b.add_json_field("attributes", json);
         let partition = b.add_u64_field("_partition", FAST);
