@@ -4,7 +4,6 @@
 
 mod index;
 mod keys;
-mod phrase;
 mod query;
 mod schema;
 mod sink;

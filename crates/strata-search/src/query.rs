@@ -12,19 +12,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use strata_model::{LogLine, TenantId, format_rfc3339_nanos};
 use tantivy::collector::{Collector, SegmentCollector, TopDocs};
-use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, EmptyQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery,
-};
+use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery};
 use tantivy::query_grammar::{Delimiter, Occur as UserOccur, UserInputAst, UserInputLeaf};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::{Snippet, SnippetGenerator, collapse_overlapped_ranges};
-use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
 use time::Date;
 
 use crate::index::{DayIndex, Indexes, day_of};
 use crate::keys::{KeyColumns, LineKey};
-use crate::phrase::{Candidates, MessagePhrase, Phrase, Phrases};
 use crate::schema::LogSchema;
 use crate::window::TimeWindow;
 use crate::{Error, Result};
@@ -349,141 +345,21 @@ pub fn default_fields(schema: &LogSchema) -> Vec<tantivy::schema::Field> {
     vec![schema.message, schema.level, schema.source_id, schema.service, schema.host, schema.run_id, schema.trace_id]
 }
 
-/// The full query for one day index: the user's query and the filters; `true` when it holds a
-/// phrase in the message, which `phrases` decides how to check.
+/// The full query for one day index: the user's query and the filters.
 fn build_query(
     day: &DayIndex,
     schema: &LogSchema,
     ast: &UserInputAst,
     req: &SearchRequest,
     (from_ns, to_ns): (i64, i64),
-    phrases: &Phrases,
-) -> Result<(Box<dyn Query>, bool)> {
-    let (user, has_phrases) = user_query(&day.index, schema, ast, phrases)?;
-    let query = with_filters(user, schema, &req.source_ids, &req.levels, req.run_id.as_deref(), Some((from_ns, to_ns)));
-    Ok((query, has_phrases))
-}
-
-/// The user's query for `index`: tantivy's parser builds each leaf, except a phrase in the
-/// message, which the message's index cannot answer alone (see `phrase`). `true` when there is
-/// such a phrase.
-fn user_query(
-    index: &tantivy::Index,
-    schema: &LogSchema,
-    ast: &UserInputAst,
-    phrases: &Phrases,
-) -> Result<(Box<dyn Query>, bool)> {
-    let parser = |fields| {
-        let mut parser = QueryParser::for_index(index, fields);
-        parser.set_conjunction_by_default();
-        parser.allow_regexes();
-        parser
-    };
-    let mut keyword_fields = default_fields(schema);
-    keyword_fields.retain(|f| *f != schema.message);
-    let mut b = UserQuery {
-        parser: parser(default_fields(schema)),
-        keywords: parser(keyword_fields),
-        analyzer: index
-            .tokenizer_for_field(schema.message)
-            .map_err(|e| Error::Query { position: 0, reason: e.to_string() })?,
-        schema,
-        phrases,
-        has_phrases: false,
-    };
-    let query = b.build(ast, true)?.unwrap_or_else(|| Box::new(EmptyQuery));
-    Ok((query, b.has_phrases))
-}
-
-struct UserQuery<'a> {
-    /// A parser over the default fields, and one over them without the message.
-    parser: QueryParser,
-    keywords: QueryParser,
-    /// The message's analyzer.
-    analyzer: TextAnalyzer,
-    schema: &'a LogSchema,
-    phrases: &'a Phrases,
-    has_phrases: bool,
-}
-
-impl UserQuery<'_> {
-    /// The query for `ast`, `None` where it has nothing to search (a clause of such), which its
-    /// clause leaves out, as tantivy's parser does. `positive` is false under an odd number of
-    /// negations.
-    fn build(&mut self, ast: &UserInputAst, positive: bool) -> Result<Option<Box<dyn Query>>> {
-        match ast {
-            UserInputAst::Clause(clauses) => {
-                let mut built = Vec::with_capacity(clauses.len());
-                for (occur, sub) in clauses {
-                    // Terms without an operator are all required (`set_conjunction_by_default`).
-                    let occur = match occur {
-                        None | Some(UserOccur::Must) => Occur::Must,
-                        Some(UserOccur::Should) => Occur::Should,
-                        Some(UserOccur::MustNot) => Occur::MustNot,
-                    };
-                    if let Some(q) = self.build(sub, positive != (occur == Occur::MustNot))? {
-                        built.push((occur, q));
-                    }
-                }
-                Ok((!built.is_empty()).then(|| Box::new(BooleanQuery::new(built)) as Box<dyn Query>))
-            }
-            UserInputAst::Boost(sub, boost) => Ok(self
-                .build(sub, positive)?
-                .map(|q| Box::new(BoostQuery::new(q, boost.into_inner() as Score)) as Box<dyn Query>)),
-            UserInputAst::Leaf(leaf) => match &**leaf {
-                UserInputLeaf::Literal(lit) if lit.field_name.as_deref().is_none_or(|f| f == "message") => {
-                    match Phrase::new(&lit.phrase, lit.slop, lit.prefix, &mut self.analyzer) {
-                        Some(phrase) => self.message_phrase(phrase, lit.field_name.is_none(), ast, positive),
-                        None => self.parsed(&self.parser, ast),
-                    }
-                }
-                _ => self.parsed(&self.parser, ast),
-            },
-        }
-    }
-
-    fn parsed(&self, parser: &QueryParser, ast: &UserInputAst) -> Result<Option<Box<dyn Query>>> {
-        let query = parser
-            .build_query_from_user_input_ast(ast.clone())
-            .map_err(|e| Error::Query { position: 0, reason: e.to_string() })?;
-        Ok((!query.is::<EmptyQuery>()).then_some(query))
-    }
-
-    /// A phrase in the message; `unfielded` when it also searches the keyword fields (as one
-    /// exact value each, as the parser builds it), where it may match too.
-    fn message_phrase(
-        &mut self,
-        phrase: Phrase,
-        unfielded: bool,
-        ast: &UserInputAst,
-        positive: bool,
-    ) -> Result<Option<Box<dyn Query>>> {
-        self.has_phrases = true;
-        let among = match self.phrases {
-            Phrases::Exact => None,
-            Phrases::Among(c) => Some(c.clone()),
-            Phrases::Relaxed => None,
-        };
-        let query = MessagePhrase::new(phrase, self.schema.message, self.schema.source, self.analyzer.clone(), among);
-        let mut alternatives: Vec<Box<dyn Query>> = match (self.phrases, positive) {
-            (Phrases::Relaxed, true) => vec![Box::new(query.conjunction())],
-            (Phrases::Relaxed, false) => Vec::new(),
-            _ => vec![Box::new(query)],
-        };
-        if unfielded {
-            // Keyword fields take the phrase as one token; one that cannot (a prefix) is left out,
-            // as the parser leaves out a default field a term does not apply to.
-            let (keywords, _) = self.keywords.build_query_from_user_input_ast_lenient(ast.clone());
-            if !keywords.is::<EmptyQuery>() {
-                alternatives.push(keywords);
-            }
-        }
-        Ok(match alternatives.len() {
-            0 => None,
-            1 => alternatives.pop(),
-            _ => Some(Box::new(BooleanQuery::new(alternatives.into_iter().map(|q| (Occur::Should, q)).collect()))),
-        })
-    }
+) -> Result<Box<dyn Query>> {
+    let mut parser = QueryParser::for_index(&day.index, default_fields(schema));
+    parser.set_conjunction_by_default();
+    parser.allow_regexes();
+    let user = parser
+        .build_query_from_user_input_ast(ast.clone())
+        .map_err(|e| Error::Query { position: 0, reason: e.to_string() })?;
+    Ok(with_filters(user, schema, &req.source_ids, &req.levels, req.run_id.as_deref(), Some((from_ns, to_ns))))
 }
 
 /// The user's query restricted to sources, levels, a run and a time range `[from, to)`: what
@@ -593,7 +469,7 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
             continue;
         }
         let Some(d) = open_day(indexes, tenant, day, &mut errors) else { continue };
-        let (query, _) = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns), &Phrases::Exact)?;
+        let query = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns))?;
         let searcher = d.reader.searcher();
         match req.sort {
             Sort::Newest => {
@@ -612,38 +488,17 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
                         return Err(Error::Timeout);
                     }
                     let lo = hi.saturating_sub(window).max(start);
-                    let newest = |query: &dyn Query, before: Option<LineKey>| {
-                        let collector =
-                            NewestFirst { limit: req.limit - found.len(), before, deadline, keys: keys.clone() };
-                        searcher.search(query, &collector).map_err(|e| Error::Index { path: d.dir.clone(), source: e })
+                    let windowed = build_query(&d, &schema, &ast, req, (lo, hi))?;
+                    let collector = NewestFirst {
+                        limit: req.limit - found.len(),
+                        before: cursor_key,
+                        deadline,
+                        keys: keys.clone(),
                     };
-                    let (windowed, has_phrases) = build_query(&d, &schema, &ast, req, (lo, hi), &Phrases::Relaxed)?;
-                    let mut page = Vec::new();
-                    let mut before = cursor_key;
-                    // With a phrase in the message, the window's newest candidates are checked,
-                    // then the next newest while too few of them hold (see `phrase`).
-                    loop {
-                        let candidates = newest(&*windowed, before)?;
-                        if !has_phrases {
-                            page = candidates;
-                            break;
-                        }
-                        if Instant::now() > deadline {
-                            return Err(Error::Timeout);
-                        }
-                        let wanted = req.limit - found.len() - page.len();
-                        let Some(&(oldest, _)) = candidates.last() else { break };
-                        let among = Arc::new(Candidates::new(&searcher, candidates.iter().map(|(_, a)| *a)));
-                        let phrases = Phrases::Among(among.clone());
-                        let (exact, _) = build_query(&d, &schema, &ast, req, (lo, hi), &phrases)?;
-                        let held = newest(&*exact, before)?;
-                        page.extend(held.into_iter().filter(|(_, a)| among.contains(a)).take(wanted));
-                        if candidates.len() < req.limit - found.len() || page.len() >= req.limit - found.len() {
-                            break;
-                        }
-                        before = Some(oldest);
-                    }
-                    for (key, addr) in page {
+                    let keys = searcher
+                        .search(&*windowed, &collector)
+                        .map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
+                    for (key, addr) in keys {
                         found.push((key, d.clone(), addr));
                     }
                     hi = lo;
@@ -918,7 +773,7 @@ pub fn histogram(
             return Err(Error::Timeout);
         }
         let Some(d) = open_day(indexes, tenant, day, &mut errors) else { continue };
-        let (query, _) = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns), &Phrases::Exact)?;
+        let query = build_query(&d, &schema, &ast, req, (req.from_ns, req.to_ns))?;
         let searcher = d.reader.searcher();
         let keys = d.keys.for_searcher(&searcher).into();
         let c = BucketCounter { first, interval_ns, n: n as usize, keys };
@@ -1000,7 +855,15 @@ impl SegmentCollector for BucketCounterSegment {
 /// A query for matching lines that are not in an index yet (live tail): the same parser and
 /// filters, run over a small in-memory index of new lines.
 pub fn build_tail_query(index: &tantivy::Index, schema: &LogSchema, ast: &UserInputAst) -> Result<Box<dyn Query>> {
-    Ok(user_query(index, schema, ast, &Phrases::Exact)?.0)
+    let mut parser = QueryParser::for_index(index, default_fields(schema));
+    parser.set_conjunction_by_default();
+    parser.allow_regexes();
+    match ast {
+        UserInputAst::Leaf(l) if matches!(**l, UserInputLeaf::All) => Ok(Box::new(AllQuery)),
+        _ => parser
+            .build_query_from_user_input_ast(ast.clone())
+            .map_err(|e| Error::Query { position: 0, reason: e.to_string() }),
+    }
 }
 
 #[cfg(test)]
@@ -1075,8 +938,9 @@ mod tests {
         writer.add_document(doc).unwrap();
         writer.commit().unwrap();
         let searcher = index.reader().unwrap().searcher();
+        let parser = QueryParser::for_index(&index, vec![schema.message]);
         for q in ["fox", "fox OR dog", "\"quick fox\"", "amp"] {
-            let (query, _) = user_query(&index, &schema, &parse_user_query(q).unwrap(), &Phrases::Exact).unwrap();
+            let query = parser.parse_query(q).unwrap();
             let mut generator = SnippetGenerator::create(&searcher, &*query, schema.message).unwrap();
             for text in [
                 "the quick fox",

@@ -33,9 +33,9 @@ pub struct LogSchema {
     pub trace_id: Field,
     pub service: Field,
     pub host: Field,
-    /// Full text: terms and frequencies, without positions.
+    /// Full text with positions, so phrases work.
     pub message: Field,
-    /// A JSON field: `attributes.user_id:42`; with positions, for phrases in an attribute.
+    /// A JSON field: `attributes.user_id:42`.
     pub attributes: Field,
     /// Where the line is in the log: with `timestamp`, a total order for cursors.
     pub partition: Field,
@@ -65,10 +65,10 @@ impl LogSchema {
         let trace_id = keyword(&mut b, "trace_id");
         let service = keyword(&mut b, "service");
         let host = keyword(&mut b, "host");
-        // Terms and their frequencies, not their positions: a phrase is checked against the
-        // stored line instead (`phrase`), and positions were a quarter of the index.
         let text = TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default().set_tokenizer("default").set_index_option(IndexRecordOption::WithFreqs),
+            TextFieldIndexing::default()
+                .set_tokenizer("default")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let message = b.add_text_field("message", text);
         let json = JsonObjectOptions::default().set_indexing_options(
