@@ -51,7 +51,8 @@ pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     // Test processes run one after another, but a process's ports start from its id so that
     // two suites on one machine seldom try the same ones.
-    let _ = NEXT.compare_exchange(u32::MAX, std::process::id() * 7919 % COUNT, Ordering::Relaxed, Ordering::Relaxed);
+    let first = (u64::from(std::process::id()) * 7919 % u64::from(COUNT)) as u32;
+    let _ = NEXT.compare_exchange(u32::MAX, first, Ordering::Relaxed, Ordering::Relaxed);
     for _ in 0..COUNT {
         let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
