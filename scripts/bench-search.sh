@@ -47,6 +47,11 @@ rm -rf "$index"
 start_strata "$release/strata" "$srv/data" "$work/search-serve.log"
 echo "== search-http ($http_lines lines of about 330 bytes ingested, then 500 searches per query through the HTTP API after 50 warm-up runs, limit 100, newest first; rg --count over the same NDJSON, 10 runs after 1; $(rg --version | head -1))"
 $bench search-http --url "$url" --file "$ndjson" --lines "$http_lines" --event-bytes 320 --json
+# Merges go on after the lines are searchable: the index is measured once its size holds still.
+size=0
+while [ "$size" != "$(du -sb "$srv/data/search" | cut -f1)" ]; do size=$(du -sb "$srv/data/search" | cut -f1); sleep 10; done
+echo "== the index of those lines: $size bytes on disk for $(stat -c %s "$ndjson") bytes of NDJSON; by field and part:"
+$bench index-usage --dir "$srv/data/search" --raw-bytes "$(stat -c %s "$ndjson")"
 stop_strata
 rm -rf "$srv" "$work/search-serve.log" "$ndjson"
 trap - EXIT

@@ -420,6 +420,68 @@ fn timestamp_text_len(ms: i64) -> u64 {
     20 + 1 + digits
 }
 
+/// Arguments of `strata-bench index-usage`.
+#[derive(Debug, Args)]
+pub struct IndexUsageArgs {
+    /// Day indexes: each directory under here (any depth) that holds a `meta.json`.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Divide the bytes by this many raw bytes (the lines' JSON) as well.
+    #[arg(long)]
+    raw_bytes: Option<u64>,
+    /// Print one JSON object per day index instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints what each day index under `--dir` holds.
+pub fn usage(args: &IndexUsageArgs) -> anyhow::Result<()> {
+    let mut dirs = Vec::new();
+    find_indexes(&args.dir, &mut dirs);
+    dirs.sort();
+    ensure!(!dirs.is_empty(), "no index (a directory with meta.json) under {}", args.dir.display());
+    for dir in dirs {
+        let usage = strata_search::index_usage(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        if args.json {
+            println!("{}", serde_json::json!({"dir": dir, "raw_bytes": args.raw_bytes, "usage": usage}));
+            continue;
+        }
+        let share =
+            |bytes: u64| args.raw_bytes.map_or(String::new(), |raw| format!(" ({:.4})", bytes as f64 / raw as f64));
+        println!("{}: {} documents in {} segments", dir.display(), usage.docs, usage.segments);
+        println!(
+            "  total {}{}, stored lines {}{}",
+            usage.total_bytes,
+            share(usage.total_bytes),
+            usage.store_bytes,
+            share(usage.store_bytes)
+        );
+        println!(
+            "  {:<14} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            "field", "terms", "postings", "positions", "fast", "norms"
+        );
+        for (name, f) in &usage.fields {
+            println!(
+                "  {name:<14} {:>12} {:>12} {:>12} {:>12} {:>12}",
+                f.terms, f.postings, f.positions, f.fast, f.norms
+            );
+        }
+    }
+    Ok(())
+}
+
+fn find_indexes(dir: &Path, out: &mut Vec<PathBuf>) {
+    if dir.join("meta.json").is_file() {
+        out.push(dir.to_path_buf());
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            find_indexes(&entry.path(), out);
+        }
+    }
+}
+
 /// Bytes of every file under `dir`, recursively.
 pub fn tree_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };

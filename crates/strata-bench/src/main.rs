@@ -44,6 +44,8 @@ enum Command {
     LogAppend(log_append::LogAppendArgs),
     /// Index generated log lines in process with the search sink; report throughput, index size and memory.
     Index(index::IndexArgs),
+    /// Print what a day index's bytes hold, by field and part (terms, postings, positions, fast, norms).
+    IndexUsage(index::IndexUsageArgs),
     /// Time searches over indexes written by `index`: a rare term, a common term, a phrase, a filter.
     SearchLatency(search_latency::SearchLatencyArgs),
     /// Time searches through a server's HTTP API over lines it ingested, beside ripgrep over the same file.
@@ -70,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => ingest::run(args),
         Command::LogAppend(args) => log_append::run(args),
         Command::Index(args) => index::run(args),
+        Command::IndexUsage(args) => index::usage(&args),
         Command::SearchLatency(args) => search_latency::run(args),
         Command::SearchHttp(args) => search_http::run(args),
         Command::Searchable(args) => searchable::run(args),

@@ -224,6 +224,7 @@ impl Indexes {
     fn open_dir(&self, tenant: &TenantId, day: Date, dir: &Path) -> Result<DayIndex> {
         let ierr = |e: tantivy::TantivyError| Error::Index { path: dir.to_path_buf(), source: e };
         let index = Index::open_in_dir(dir).map_err(ierr)?;
+        LogSchema::register_tokenizers(&index);
         if !self.schema.compatible(&index.schema()) {
             return Err(Error::Corrupt {
                 path: dir.to_path_buf(),

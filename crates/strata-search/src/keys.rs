@@ -85,7 +85,7 @@ impl KeyCache {
 
 #[cfg(test)]
 mod tests {
-    use tantivy::{Index, IndexWriter, TantivyDocument};
+    use tantivy::{IndexWriter, TantivyDocument};
 
     use super::*;
     use crate::schema::LogSchema;
@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn columns_are_kept_per_live_segment() {
         let schema = LogSchema::new();
-        let index = Index::create_in_ram(schema.schema.clone());
+        let index = schema.index_in_ram();
         let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
         for segment in 0..3u64 {
             add(&mut writer, &schema, 100 * segment as i64, segment);

@@ -8,6 +8,7 @@ mod query;
 mod schema;
 mod sink;
 mod tail;
+mod usage;
 mod window;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use query::{
 pub use schema::{DOCSTORE_BLOCK_BYTES, DOCSTORE_ZSTD_LEVEL, KEYWORD_FIELDS, LogSchema};
 pub use sink::{IndexerConfig, SearchSink};
 pub use tail::{Subscription, TailConfig, TailEvent, TailFilter, TailHub};
+pub use usage::{FieldUsage, IndexUsage, index_usage};
 
 /// What can go wrong in search.
 #[derive(Debug, thiserror::Error)]

@@ -97,6 +97,9 @@ pub struct Hit {
     line: Box<str>,
     /// Where the message's JSON string is in `line`.
     message: Range<usize>,
+    /// `line` has its `timestamp_ns`; when it does not, the hit writes it after `timestamp`,
+    /// where a line stored whole has it.
+    stored_timestamp: bool,
 }
 
 /// The members of a stored line, in order; its keys are `LogLine`'s field names, which need no
@@ -124,19 +127,24 @@ impl<'de> Deserialize<'de> for Members<'de> {
 }
 
 impl Hit {
-    /// The hit for a line stored as `stored` (a `LogLine`'s JSON object), with key `key`.
+    /// The hit for a line stored as `stored` (a `LogLine`'s JSON object), with key `key` when it
+    /// is known. A line stored without its timestamp, as a day index stores it, takes the key's.
     /// A line stored with members a `LogLine` does not have, that still decodes as one, is
     /// written in `LogLine`'s form first.
-    pub fn from_stored(stored: &[u8], key: LineKey) -> std::result::Result<Hit, String> {
+    pub fn from_stored(stored: &[u8], key: Option<LineKey>) -> std::result::Result<Hit, String> {
         Hit::from_members(stored, key).or_else(|e| {
-            let line: LogLine = serde_json::from_slice(stored).map_err(|_| e)?;
+            let mut value: serde_json::Value = serde_json::from_slice(stored).map_err(|_| e.clone())?;
+            if let (Some(object), Some((timestamp_ns, _, _))) = (value.as_object_mut(), key) {
+                object.entry("timestamp_ns").or_insert(timestamp_ns.into());
+            }
+            let line = LogLine::deserialize(value).map_err(|_| e)?;
             let mut written = Vec::with_capacity(stored.len());
             line.write_stored(&mut written);
             Hit::from_members(&written, key)
         })
     }
 
-    fn from_members(stored: &[u8], key: LineKey) -> std::result::Result<Hit, String> {
+    fn from_members(stored: &[u8], key: Option<LineKey>) -> std::result::Result<Hit, String> {
         let line = std::str::from_utf8(stored).map_err(|e| e.to_string())?;
         let (mut timestamp_ns, mut message) = (None, None);
         let members: Members = serde_json::from_str(line).map_err(|e| e.to_string())?;
@@ -156,9 +164,17 @@ impl Hit {
                 other => return Err(format!("{other:?} is not a field of a log line")),
             }
         }
-        let timestamp_ns = timestamp_ns.ok_or("no timestamp_ns")?;
+        let stored_timestamp = timestamp_ns.is_some();
+        let timestamp_ns = timestamp_ns.or(key.map(|k| k.0)).ok_or("no timestamp_ns")?;
         let message = message.ok_or("no message")?;
-        Ok(Hit { timestamp_ns, highlight: None, key, line: line.into(), message })
+        Ok(Hit {
+            timestamp_ns,
+            highlight: None,
+            key: key.unwrap_or((timestamp_ns, 0, 0)),
+            line: line.into(),
+            message,
+            stored_timestamp,
+        })
     }
 
     /// The line's message.
@@ -173,6 +189,9 @@ impl Serialize for Hit {
         let members: Members = serde_json::from_str(&self.line).map_err(S::Error::custom)?;
         let mut map = s.serialize_map(Some(members.0.len() + 2))?;
         map.serialize_entry("timestamp", &format_rfc3339_nanos(self.timestamp_ns))?;
+        if !self.stored_timestamp {
+            map.serialize_entry("timestamp_ns", &self.timestamp_ns)?;
+        }
         for (name, value) in members.0 {
             map.serialize_entry(name, value)?;
         }
@@ -576,13 +595,9 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
         let DayHits { searcher, snippets, keys, .. } = &mut per_day[at];
         let doc: TantivyDocument = searcher.doc(addr).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
         let raw = doc.get_first(schema.source).and_then(|v| v.as_bytes()).unwrap_or_default();
-        let mut hit = Hit::from_stored(raw, (0, 0, 0))
+        let key = key.or_else(|| keys.get(addr.segment_ord as usize)?.as_ref().map(|c| c.key(addr.doc_id)));
+        let mut hit = Hit::from_stored(raw, key)
             .map_err(|e| Error::Corrupt { path: d.dir.clone(), reason: format!("stored line does not decode: {e}") })?;
-        hit.key = match (key, keys.get(addr.segment_ord as usize)) {
-            (Some(key), _) => key,
-            (None, Some(Some(columns))) => columns.key(addr.doc_id),
-            (None, _) => (hit.timestamp_ns, 0, 0),
-        };
         if let Some(snippets) = snippets {
             let message = hit.message();
             snippets.set_max_num_chars(message.len().clamp(1, 512));
@@ -901,7 +916,7 @@ mod tests {
                 let line = line(message, optional, attributes);
                 let mut stored = Vec::new();
                 line.write_stored(&mut stored);
-                let mut hit = Hit::from_stored(&stored, (1, 2, 3)).unwrap();
+                let mut hit = Hit::from_stored(&stored, Some((1, 2, 3))).unwrap();
                 assert_eq!(hit.timestamp_ns, line.timestamp_ns);
                 assert_eq!(hit.key, (1, 2, 3));
                 assert_eq!(hit.message(), message);
@@ -925,12 +940,42 @@ mod tests {
         }
     }
 
+    /// A day index stores a line without its timestamp; the hit takes it from its key and writes
+    /// the same JSON as the hit of the whole line, also for a line whose extra members send it
+    /// through `LogLine`.
+    #[test]
+    fn a_line_stored_without_its_timestamp_writes_the_same_hit() {
+        let schema = LogSchema::new();
+        for (optional, attributes) in [(false, false), (true, true)] {
+            let line = line("quote \" and <b>", optional, attributes);
+            let mut whole = Vec::new();
+            line.write_stored(&mut whole);
+            let doc = schema.document(&line, &whole, 2, 3);
+            let stored = doc.get_first(schema.source).and_then(|v| v.as_bytes()).unwrap().to_vec();
+            assert!(!String::from_utf8_lossy(&stored).contains("timestamp_ns"), "{}", String::from_utf8_lossy(&stored));
+            let key = (line.timestamp_ns, 2, 3);
+            let hit = Hit::from_stored(&stored, Some(key)).unwrap();
+            assert_eq!((hit.timestamp_ns, hit.key), (line.timestamp_ns, key));
+            let of_whole = Hit::from_stored(&whole, Some(key)).unwrap();
+            assert_eq!(serde_json::to_string(&hit).unwrap(), serde_json::to_string(&of_whole).unwrap());
+        }
+        let extra = br#"{"extra":1,"source_id":"s","level":"info","message":"m"}"#;
+        let hit = Hit::from_stored(extra, Some((5, 0, 0))).unwrap();
+        assert_eq!(
+            serde_json::to_string(&hit).unwrap(),
+            format!(
+                r#"{{"timestamp":"{}","timestamp_ns":5,"source_id":"s","level":"info","message":"m"}}"#,
+                format_rfc3339_nanos(5)
+            )
+        );
+    }
+
     /// Highlights are what tantivy's `to_html` writes, for text with and without characters to
     /// escape, marks next to and inside them, and more than one mark.
     #[test]
     fn highlights_are_tantivys_html() {
         let schema = LogSchema::new();
-        let index = tantivy::Index::create_in_ram(schema.schema.clone());
+        let index = schema.index_in_ram();
         // A snippet marks only terms the index has.
         let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
         let mut doc = TantivyDocument::new();
@@ -966,20 +1011,28 @@ mod tests {
     fn a_line_stored_otherwise_is_written_as_a_log_line() {
         let rfc = format_rfc3339_nanos(5);
         let reordered = br#"{"message":"m","level":"info","timestamp_ns":5,"source_id":"s"}"#;
-        let hit = Hit::from_stored(reordered, (5, 0, 0)).unwrap();
+        let hit = Hit::from_stored(reordered, Some((5, 0, 0))).unwrap();
         assert_eq!(
             serde_json::to_string(&hit).unwrap(),
             format!(r#"{{"timestamp":"{rfc}","message":"m","level":"info","timestamp_ns":5,"source_id":"s"}}"#)
         );
         let extra = br#"{"timestamp_ns":5,"extra":[1],"source_id":"s","level":"info","message":"m"}"#;
-        let hit = Hit::from_stored(extra, (5, 0, 0)).unwrap();
+        let hit = Hit::from_stored(extra, Some((5, 0, 0))).unwrap();
         assert_eq!(
             serde_json::to_string(&hit).unwrap(),
             format!(r#"{{"timestamp":"{rfc}","timestamp_ns":5,"source_id":"s","level":"info","message":"m"}}"#)
         );
-        for bad in [&b"not json"[..], br#"{"message":"m"}"#, br#"{"timestamp_ns":5,"message":7}"#, b"[1,2]", b"\xff"] {
-            assert!(Hit::from_stored(bad, (0, 0, 0)).is_err(), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"not json"[..],
+            br#"{"timestamp_ns":"5","message":"m"}"#,
+            br#"{"timestamp_ns":5,"message":7}"#,
+            b"[1,2]",
+            b"\xff",
+        ] {
+            assert!(Hit::from_stored(bad, Some((0, 0, 0))).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+        // Without a timestamp, stored or in a key, a line is not a hit.
+        assert!(Hit::from_stored(br#"{"source_id":"s","level":"info","message":"m"}"#, None).is_err());
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::time::Duration;
 use strata_log::{Log, StoredRecord};
 use strata_model::topic::Logs;
 use strata_model::{TenantId, Topic};
+use tantivy::TantivyDocument;
 use tantivy::collector::DocSetCollector;
 use tantivy::query::Query;
 use tantivy::query_grammar::UserInputAst;
-use tantivy::{Index, TantivyDocument};
 use tokio::sync::mpsc;
 
 use crate::query::{Hit, build_tail_query, parse_user_query, with_filters};
@@ -202,7 +202,7 @@ fn run_hub(inner: Arc<Inner>) {
 /// Indexes a poll's lines of one tenant in memory and sends each subscriber its matches, in
 /// (timestamp, partition, offset) order.
 fn deliver(schema: &LogSchema, recs: &[(u32, &StoredRecord)], subs: &[&Arc<Subscriber>]) -> Result<()> {
-    let index = Index::create_in_ram(schema.schema.clone());
+    let index = schema.index_in_ram();
     let ierr = |e| Error::Index { path: "memory".into(), source: e };
     let mut writer = index.writer_with_num_threads::<TantivyDocument>(1, 15_000_000).map_err(ierr)?;
     for (p, r) in recs {
@@ -222,13 +222,14 @@ fn deliver(schema: &LogSchema, recs: &[(u32, &StoredRecord)], subs: &[&Arc<Subsc
             .into_iter()
             .filter_map(|addr| {
                 let ff = searcher.segment_reader(addr.segment_ord).fast_fields();
+                let t = ff.i64("timestamp").ok()?.first(addr.doc_id)?;
                 let p = ff.u64("_partition").ok()?.first(addr.doc_id)?;
                 let o = ff.u64("_offset").ok()?.first(addr.doc_id)?;
                 let i = *by_key.get(&(p, o))?;
-                Hit::from_stored(&recs[i].1.record.payload, (0, p, o)).ok()
+                Hit::from_stored(&recs[i].1.record.payload, Some((t, p, o))).ok()
             })
             .collect();
-        matched.sort_by_key(|h| (h.timestamp_ns, h.key.1, h.key.2));
+        matched.sort_by_key(|h| h.key);
         for hit in matched {
             send(sub, hit);
         }

@@ -16,13 +16,17 @@ fn now_ns() -> i64 {
 }
 
 fn record(offset: u64, ts: i64, msg: &str) -> StoredRecord {
+    traced(offset, ts, msg, None)
+}
+
+fn traced(offset: u64, ts: i64, msg: &str, trace_id: Option<&str>) -> StoredRecord {
     let line = LogLine {
         timestamp_ns: ts,
         source_id: "s".into(),
         level: "info".into(),
         message: msg.into(),
         run_id: None,
-        trace_id: None,
+        trace_id: trace_id.map(Into::into),
         service: None,
         host: None,
         attributes: Default::default(),
@@ -122,6 +126,105 @@ fn quiet_past_days_are_merged_and_broken_days_cost_only_their_lines() {
     assert!(indexes.failed().keys().any(|p| p == &broken));
 }
 
+/// Trace ids of every kind, each written to the sink once; the queries and the messages of the
+/// lines each finds.
+const TRACE_IDS: [Option<&str>; 5] = [
+    Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+    Some("000000000000000000F067AA0BA902B7"),
+    Some("00f067aa0ba902b7"),
+    Some("req-7f3a"),
+    Some("ffffffffffffffffa3ce929d0e0e47"),
+];
+
+fn trace_queries() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("trace_id:4bf92f3577b34da6a3ce929d0e0e4736", vec!["traced 0"]),
+        ("trace_id:4BF92F3577B34DA6A3CE929D0E0E4736", vec!["traced 0"]),
+        // A 64-bit id and the W3C id that zero-pads it are one trace.
+        ("trace_id:00f067aa0ba902b7", vec!["traced 1", "traced 2"]),
+        ("trace_id:000000000000000000f067aa0ba902b7", vec!["traced 1", "traced 2"]),
+        ("trace_id:\"req-7f3a\"", vec!["traced 3"]),
+        ("trace_id:ffffffffffffffffa3ce929d0e0e47", vec!["traced 4"]),
+        // Only the whole id, or a form of it, finds its lines.
+        ("trace_id:4bf92f3577b34da6", vec![]),
+        // A 64-bit id finds the 128-bit ids whose low half it is, as it finds its padded form.
+        ("trace_id:a3ce929d0e0e4736", vec!["traced 0"]),
+        ("trace_id:00f067aa0ba902", vec![]),
+    ]
+}
+
+fn messages(indexes: &Indexes, q: &str) -> Vec<String> {
+    let req = SearchRequest {
+        q: q.into(),
+        source_ids: vec![],
+        run_id: None,
+        levels: vec![],
+        from_ns: 0,
+        to_ns: now_ns() + DAY_NS,
+        limit: 1000,
+        sort: Sort::Newest,
+        cursor: None,
+    };
+    let r = search(indexes, &TenantId::new("acme").unwrap(), &req, Instant::now() + Duration::from_secs(30)).unwrap();
+    assert!(r.errors.is_empty(), "{q}: {:?}", r.errors);
+    let mut found: Vec<String> =
+        r.hits.iter().map(|h| serde_json::to_value(h).unwrap()["message"].as_str().unwrap().to_string()).collect();
+    found.sort();
+    found
+}
+
+/// Writes a line for each of [`TRACE_IDS`] at offsets from `first` and checks what each trace
+/// query finds.
+fn check_trace_ids(indexes: &Arc<Indexes>, first: u64, exact: bool) {
+    let mut sink = driven_sink(indexes, IndexerConfig::default());
+    sink.committed().unwrap();
+    let now = now_ns();
+    let recs: Vec<StoredRecord> = TRACE_IDS
+        .iter()
+        .enumerate()
+        .map(|(i, id)| traced(first + i as u64, now + i as i64, &format!("traced {i}"), *id))
+        .collect();
+    sink.write("logs", 0, &recs).unwrap();
+    sink.commit(&positions(first + recs.len() as u64)).unwrap();
+    for (q, want) in trace_queries() {
+        let found = messages(indexes, q);
+        if exact {
+            // An index of an earlier version matches the id as it was written.
+            let id = q.trim_start_matches("trace_id:").trim_matches('"').replace('\\', "");
+            let want: Vec<String> = (0..TRACE_IDS.len())
+                .filter(|&i| TRACE_IDS[i] == Some(id.as_str()))
+                .map(|i| format!("traced {i}"))
+                .collect();
+            assert_eq!(found, want, "{q}");
+        } else {
+            assert_eq!(found, want, "{q}");
+        }
+    }
+}
+
+#[test]
+fn trace_ids_are_found_by_the_whole_id_in_any_case_and_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = Arc::new(Indexes::new(dir.path().to_path_buf(), Default::default()).unwrap());
+    check_trace_ids(&indexes, 0, false);
+    // The hit is the line as written, its trace id whole.
+    let req = SearchRequest {
+        q: "trace_id:00F067AA0BA902B7".into(),
+        source_ids: vec![],
+        run_id: None,
+        levels: vec![],
+        from_ns: 0,
+        to_ns: now_ns() + DAY_NS,
+        limit: 10,
+        sort: Sort::Newest,
+        cursor: None,
+    };
+    let r = search(&indexes, &TenantId::new("acme").unwrap(), &req, Instant::now() + Duration::from_secs(30)).unwrap();
+    let ids: Vec<String> =
+        r.hits.iter().map(|h| serde_json::to_value(h).unwrap()["trace_id"].as_str().unwrap().into()).collect();
+    assert_eq!(ids, ["00f067aa0ba902b7", "000000000000000000F067AA0BA902B7"]);
+}
+
 /// The schema day indexes were created with before keyword fields stopped being fast fields and
 /// stored lines moved to zstd: the same fields in the same order.
 fn schema_of_earlier_versions() -> tantivy::schema::Schema {
@@ -165,6 +268,9 @@ fn day_indexes_of_earlier_versions_are_searched_and_written() {
     sink.commit(&positions(10)).unwrap();
     assert_eq!(count(&indexes, "kept", 0), (10, vec![]));
     assert_eq!(count(&indexes, "\"line 7\"", 0).0, 1);
+    // Their timestamps are indexed and their trace ids are whole terms: both still answer.
+    drop(sink);
+    check_trace_ids(&indexes, 10, true);
     assert!(indexes.failed().is_empty());
 }
 
