@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use strata_model::{LogLine, TenantId, format_rfc3339_nanos};
 use tantivy::collector::{Collector, SegmentCollector, TopDocs};
 use tantivy::query::{AllQuery, BooleanQuery, ConstScoreQuery, Occur, Query, QueryParser, TermQuery, TermSetQuery};
-use tantivy::query_grammar::{Delimiter, Occur as UserOccur, UserInputAst, UserInputLeaf};
+use tantivy::query_grammar::{Delimiter, Occur as UserOccur, UserInputAst, UserInputBound, UserInputLeaf};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::snippet::{Snippet, SnippetGenerator, collapse_overlapped_ranges};
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
@@ -318,9 +318,16 @@ fn too_long(pattern: &str) -> Result<()> {
 }
 
 /// Wildcard terms (`time*`, `ti?e`) become regex queries on their field, the message by default.
+/// An exact timestamp becomes a range of one value.
 /// The message is indexed lowercased, so its patterns are lowercased too; other fields are exact.
 fn rewrite_leaf(leaf: UserInputLeaf) -> Result<UserInputLeaf> {
     match leaf {
+        // The timestamp is a fast field, not indexed: an exact time is the range of that time.
+        UserInputLeaf::Literal(lit) if lit.field_name.as_deref() == Some("timestamp") => Ok(UserInputLeaf::Range {
+            field: lit.field_name,
+            lower: UserInputBound::Inclusive(lit.phrase.clone()),
+            upper: UserInputBound::Inclusive(lit.phrase),
+        }),
         UserInputLeaf::Literal(lit)
             if lit.delimiter == Delimiter::None && (lit.phrase.contains('*') || lit.phrase.contains('?')) =>
         {

@@ -292,3 +292,26 @@ fn new_day_indexes_store_lines_with_zstd_in_large_blocks() {
         settings.docstore_compression
     );
 }
+
+/// The timestamp is a fast field and not indexed, yet an exact time and a range of times in the
+/// query both find their lines.
+#[test]
+fn lines_are_found_by_an_exact_time_and_by_a_range_in_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = Arc::new(Indexes::new(dir.path().to_path_buf(), Default::default()).unwrap());
+    let mut sink = driven_sink(&indexes, IndexerConfig::default());
+    sink.committed().unwrap();
+    let now = now_ns();
+    let recs: Vec<StoredRecord> = (0..5).map(|i| record(i, now + i as i64, &format!("at {i}"))).collect();
+    sink.write("logs", 0, &recs).unwrap();
+    sink.commit(&positions(5)).unwrap();
+    for (q, want) in [
+        (format!("timestamp:{}", now + 2), vec!["at 2"]),
+        (format!("timestamp:{} OR timestamp:{}", now, now + 4), vec!["at 0", "at 4"]),
+        (format!("timestamp:[{} TO {}]", now + 1, now + 3), vec!["at 1", "at 2", "at 3"]),
+        (format!("timestamp:>{}", now + 3), vec!["at 4"]),
+        (format!("timestamp:{}", now - 1), vec![]),
+    ] {
+        assert_eq!(messages(&indexes, &q), want, "{q}");
+    }
+}
