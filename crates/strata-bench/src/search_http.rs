@@ -98,8 +98,9 @@ struct QuerySpec {
 /// (a debug template and the padding), "accepted connection" starts about one info line in four,
 /// "failed" is in both error templates, and host-00001 is the most frequent source. The generator
 /// writes a line's keys in order (`level`, `message`, ..., `source_id`), which the last pattern
-/// relies on.
-const QUERIES: [QuerySpec; 4] = [
+/// relies on. Every line with the rare token also carries the trace id [`TRACE_PROBE`], a trace of
+/// as many lines (the generator's other trace ids are random, each on one line).
+const QUERIES: [QuerySpec; 5] = [
     QuerySpec { name: "rare_term", q: RARE_TOKEN, source_id: None, level: None, rg: &["--ignore-case", RARE_TOKEN] },
     QuerySpec { name: "common_term", q: "upstream", source_id: None, level: None, rg: &["--ignore-case", "upstream"] },
     QuerySpec {
@@ -116,7 +117,17 @@ const QUERIES: [QuerySpec; 4] = [
         level: Some("error"),
         rg: &["--ignore-case", r#""level":"error","message":".*failed.*"source_id":"host-00001""#],
     },
+    QuerySpec {
+        name: "trace_id",
+        q: "trace_id:5ca1ab1e0ddba11c0ffee5e1ec7ab1e5",
+        source_id: None,
+        level: None,
+        rg: &["--ignore-case", TRACE_PROBE],
+    },
 ];
+
+/// The trace id of the lines with the rare token.
+const TRACE_PROBE: &str = "5ca1ab1e0ddba11c0ffee5e1ec7ab1e5";
 
 /// The result of a run, as printed with `--json`.
 #[derive(Debug, Serialize)]
@@ -224,6 +235,7 @@ fn write_lines(args: &SearchHttpArgs, start_ms: i64, end_ms: i64) -> anyhow::Res
         {
             message.push(' ');
             message.push_str(RARE_TOKEN);
+            line["trace_id"] = Value::String(TRACE_PROBE.into());
         }
         serde_json::to_writer(&mut out, &line)?;
         out.write_all(b"\n")?;
@@ -413,5 +425,17 @@ fn print_summary(report: &Report) {
             "{:<18} {:>9}  {:>8.2} / {:<8.2} {:>9}  {:>10.1}   {:>8.1}x",
             q.name, q.matches, q.search_ms.p50, q.search_ms.p99, q.rg_count, q.rg_ms.p50, q.speedup_p50
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_query_asks_for_the_probe_id() {
+        let trace = QUERIES.iter().find(|q| q.name == "trace_id").unwrap();
+        assert_eq!(trace.q.strip_prefix("trace_id:"), Some(TRACE_PROBE));
+        assert!(TRACE_PROBE.len() == 32 && TRACE_PROBE.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }
