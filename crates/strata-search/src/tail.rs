@@ -257,3 +257,59 @@ fn send(sub: &Subscriber, hit: Hit) {
 fn filtered(user: Box<dyn Query>, schema: &LogSchema, f: &TailFilter) -> Box<dyn Query> {
     with_filters(user, schema, &f.source_ids, &f.levels, f.run_id.as_deref(), None)
 }
+
+#[cfg(test)]
+mod tests {
+    use strata_log::Record;
+    use strata_model::LogLine;
+
+    use super::*;
+
+    fn record(offset: u64, timestamp_ns: i64, trace_id: &str) -> StoredRecord {
+        let line = LogLine {
+            timestamp_ns,
+            source_id: "s".into(),
+            level: "info".into(),
+            message: format!("line {offset}"),
+            run_id: None,
+            trace_id: Some(trace_id.into()),
+            service: None,
+            host: None,
+            attributes: Default::default(),
+        };
+        let mut payload = Vec::new();
+        line.write_stored(&mut payload);
+        StoredRecord {
+            offset,
+            append_time_ms: 0,
+            record: Record { timestamp_ns, tenant: "acme".into(), source_id: "s".into(), headers: vec![], payload },
+        }
+    }
+
+    /// Tail matches a trace id as search does, and sends the matches in time order with their
+    /// times, whatever order the log holds them in.
+    #[test]
+    fn tail_finds_a_trace_by_its_whole_id_in_time_order() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let recs = [record(7, 30, id), record(8, 10, &id.to_uppercase()), record(9, 20, "other"), record(10, 5, id)];
+        let in_log: Vec<(u32, &StoredRecord)> = recs.iter().map(|r| (1, r)).collect();
+        let (tx, mut rx) = mpsc::channel(16);
+        let sub = Arc::new(Subscriber {
+            id: 1,
+            tenant: TenantId::new("acme").unwrap(),
+            ast: parse_user_query(&format!("trace_id:{}", id.to_uppercase())).unwrap(),
+            filter: TailFilter::default(),
+            tx,
+            dropped: AtomicU64::new(0),
+        });
+        deliver(&LogSchema::new(), &in_log, &[&sub]).unwrap();
+        let mut got = Vec::new();
+        while let Ok(TailEvent::Line(hit)) = rx.try_recv() {
+            got.push((hit.timestamp_ns, hit.key, hit.message()));
+        }
+        assert_eq!(
+            got,
+            [(5, (5, 1, 10), "line 10".into()), (10, (10, 1, 8), "line 8".into()), (30, (30, 1, 7), "line 7".into())]
+        );
+    }
+}
