@@ -45,7 +45,7 @@ rm -rf "$srv" "$work/search-serve.log"
 rm -rf "$index"
 
 start_strata "$release/strata" "$srv/data" "$work/search-serve.log"
-echo "== search-http ($http_lines lines of about 330 bytes ingested, then 500 searches per query through the HTTP API after 50 warm-up runs, limit 100, newest first; rg --count over the same NDJSON, 10 runs after 1; $(rg --version | head -1))"
+echo "== search-http ($http_lines lines of about 330 bytes ingested, then 500 searches per query through the HTTP API after 50 warm-up runs, limit 100, newest first; rg --count over the same NDJSON, 10 runs after 1; $(rg --version 2>/dev/null | head -1))"
 $bench search-http --url "$url" --file "$ndjson" --lines "$http_lines" --event-bytes 320 --json
 # Merges go on after the lines are searchable: the index is measured once its size holds still.
 size=0
