@@ -263,18 +263,33 @@ impl SeriesRegistry {
         {
             let inner = self.inner.read().expect("series registry lock");
             let tenant_index = inner.tenants.get(tenant).copied();
-            for (fp, name, labels) in series.clone() {
+            // First the likely number of every series, then a touch of its entry and labels: two
+            // loops short enough for the processor to overlap their cache misses, which cost the
+            // lookup most of its time when each series went through all its work alone.
+            match tenant_index.and_then(|t| inner.by_tenant.get(t as usize)) {
+                Some(by) => ids.extend(series.clone().map(|(fp, _, _)| by.ids.get(&fp).copied().unwrap_or(0))),
+                None => ids.extend(series.clone().map(|_| 0)),
+            }
+            let mut touched = 0u8;
+            for &id in ids.iter() {
+                if let Some(e) = inner.entry(id) {
+                    touched ^= e.packed.first().copied().unwrap_or(0) ^ e.packed.last().copied().unwrap_or(0);
+                }
+            }
+            std::hint::black_box(touched);
+            for ((fp, name, labels), slot) in series.clone().zip(ids.iter_mut()) {
                 pack(&mut packed, name, labels);
-                let found = tenant_index.and_then(|t| inner.find(t, fp, &packed));
+                let likely = inner.entry(*slot).filter(|e| *e.packed == *packed).map(|_| *slot);
+                let found = likely.or_else(|| tenant_index.and_then(|t| inner.find(t, fp, &packed)));
                 match found {
                     Some(id) => {
                         let e = inner.entry(id).expect("found entries exist");
                         self.touch(e, id, now, &packed, defs);
-                        ids.push(id);
+                        *slot = id;
                     }
                     None => {
                         missing = true;
-                        ids.push(0);
+                        *slot = 0;
                     }
                 }
             }
