@@ -97,9 +97,6 @@ pub struct Hit {
     line: Box<str>,
     /// Where the message's JSON string is in `line`.
     message: Range<usize>,
-    /// `line` has its `timestamp_ns`; when it does not, the hit writes it after `timestamp`,
-    /// where a line stored whole has it.
-    stored_timestamp: bool,
 }
 
 /// The members of a stored line, in order; its keys are `LogLine`'s field names, which need no
@@ -164,17 +161,9 @@ impl Hit {
                 other => return Err(format!("{other:?} is not a field of a log line")),
             }
         }
-        let stored_timestamp = timestamp_ns.is_some();
         let timestamp_ns = timestamp_ns.or(key.map(|k| k.0)).ok_or("no timestamp_ns")?;
         let message = message.ok_or("no message")?;
-        Ok(Hit {
-            timestamp_ns,
-            highlight: None,
-            key: key.unwrap_or((timestamp_ns, 0, 0)),
-            line: line.into(),
-            message,
-            stored_timestamp,
-        })
+        Ok(Hit { timestamp_ns, highlight: None, key: key.unwrap_or((timestamp_ns, 0, 0)), line: line.into(), message })
     }
 
     /// The line's message.
@@ -189,7 +178,8 @@ impl Serialize for Hit {
         let members: Members = serde_json::from_str(&self.line).map_err(S::Error::custom)?;
         let mut map = s.serialize_map(Some(members.0.len() + 2))?;
         map.serialize_entry("timestamp", &format_rfc3339_nanos(self.timestamp_ns))?;
-        if !self.stored_timestamp {
+        // A line stored without its timestamp gets it where a line stored whole has it.
+        if !members.0.iter().any(|(name, _)| *name == "timestamp_ns") {
             map.serialize_entry("timestamp_ns", &self.timestamp_ns)?;
         }
         for (name, value) in members.0 {
@@ -318,8 +308,8 @@ fn too_long(pattern: &str) -> Result<()> {
 }
 
 /// Wildcard terms (`time*`, `ti?e`) become regex queries on their field, the message by default.
-/// An exact timestamp becomes a range of one value.
 /// The message is indexed lowercased, so its patterns are lowercased too; other fields are exact.
+/// An exact timestamp becomes a range of one value.
 fn rewrite_leaf(leaf: UserInputLeaf) -> Result<UserInputLeaf> {
     match leaf {
         // The timestamp is a fast field, not indexed: an exact time is the range of that time.
