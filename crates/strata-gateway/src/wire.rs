@@ -16,24 +16,31 @@ pub struct Parsed<'a> {
     pub histograms: Vec<usize>,
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
+/// A protobuf message read field by field, its bytes borrowed.
+pub(crate) struct Reader<'a> {
+    pub b: &'a [u8],
 }
 
-const VARINT: u64 = 0;
-const FIXED64: u64 = 1;
-const LEN: u64 = 2;
-const FIXED32: u64 = 5;
+pub(crate) const VARINT: u64 = 0;
+pub(crate) const FIXED64: u64 = 1;
+pub(crate) const LEN: u64 = 2;
+pub(crate) const FIXED32: u64 = 5;
 
 impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u64, String> {
-        strata_model::varint::take(&mut self.b).map_err(|e| match e {
-            strata_model::varint::VarintError::Ends => "message ends inside a varint".into(),
-            strata_model::varint::VarintError::TooLong => "varint longer than 10 bytes".into(),
-        })
+    pub fn varint(&mut self) -> Result<u64, String> {
+        let before = self.b;
+        let v = strata_model::varint::take(&mut self.b).map_err(|e| match e {
+            strata_model::varint::VarintError::Ends => "message ends inside a varint".to_string(),
+            strata_model::varint::VarintError::TooLong => "varint longer than 10 bytes".to_string(),
+        })?;
+        // A tenth byte holds the top bit of a u64 and nothing else.
+        if before.len() - self.b.len() == 10 && before[9] > 1 {
+            return Err("varint overflows 64 bits".into());
+        }
+        Ok(v)
     }
 
-    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
+    pub fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
         let n = usize::try_from(n).map_err(|_| "length does not fit".to_string())?;
         if n > self.b.len() {
             return Err(format!("field of {n} bytes runs past the end of its message"));
@@ -44,17 +51,17 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's number and wire type.
-    fn key(&mut self) -> Result<(u64, u64), String> {
+    pub fn key(&mut self) -> Result<(u64, u64), String> {
         let k = self.varint()?;
         Ok((k >> 3, k & 7))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.varint()?;
         self.take(n)
     }
 
-    fn skip(&mut self, wire: u64) -> Result<(), String> {
+    pub fn skip(&mut self, wire: u64) -> Result<(), String> {
         match wire {
             VARINT => self.varint().map(|_| ()),
             FIXED64 => self.take(8).map(|_| ()),
@@ -65,7 +72,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn expect(field: &str, wire: u64, want: u64) -> Result<(), String> {
+pub(crate) fn expect(field: &str, wire: u64, want: u64) -> Result<(), String> {
     if wire != want {
         return Err(format!("field {field} has wire type {wire}, expected {want}"));
     }

@@ -22,8 +22,9 @@ pub use metric_batch::{
     BatchError, BatchSeries, METRIC_BATCH_REFS_VERSION, METRIC_BATCH_VERSION, MetricBatch, MetricBatchBuilder,
 };
 pub use record::{
-    Event, EventRef, LogFields, LogLine, MetricPoint, RawFields, RecordError, check_timestamp, is_valid_label_name,
-    is_valid_metric_name, normalize_event, normalize_log, normalize_metric, raw_number, raw_string, validate_series,
+    Event, EventRef, LogFields, LogLine, LogLineRef, MetricPoint, RawFields, RecordError, check_timestamp,
+    is_valid_label_name, is_valid_metric_name, normalize_event, normalize_log, normalize_metric, raw_number,
+    raw_string, validate_series, write_json_str,
 };
 pub use series_registry::{SERIES_DEFS_VERSION, SeriesDef, SeriesDefs, SeriesRegistry, SeriesView, decode_defs};
 pub use tenant::{TenantError, TenantId};

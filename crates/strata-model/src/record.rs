@@ -1,5 +1,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -327,18 +328,8 @@ impl LogLine {
     /// acknowledgement path, where serde_json's byte-at-a-time escaping of the message was a tenth
     /// of the server's CPU.
     pub fn write_stored(&self, out: &mut Vec<u8>) {
-        use std::io::Write as _;
-        write!(out, "{{\"timestamp_ns\":{}", self.timestamp_ns).expect("writing to a Vec cannot fail");
-        for (name, value) in [("source_id", &self.source_id), ("level", &self.level), ("message", &self.message)] {
-            write_json_field(out, name, value);
-        }
-        for (name, value) in
-            [("run_id", &self.run_id), ("trace_id", &self.trace_id), ("service", &self.service), ("host", &self.host)]
-        {
-            if let Some(value) = value {
-                write_json_field(out, name, value);
-            }
-        }
+        let line = self.as_ref();
+        line.write_head(out, line.level);
         if !self.attributes.is_empty() {
             out.extend_from_slice(b",\"attributes\":");
             serde_json::to_writer(&mut *out, &self.attributes).expect("a JSON map serialises");
@@ -353,21 +344,107 @@ impl LogLine {
     /// protocol (OTLP, Loki) calls it instead, so that every line is held to the same rules.
     /// The timestamp is the decoder's to check (`check_timestamp`), since only it knows the unit.
     pub fn checked(mut self, limits: &Limits) -> Result<LogLine, RecordError> {
-        check_id("source_id", &self.source_id, limits)?;
-        check_id("level", &self.level, limits)?;
+        self.as_ref().check_fields(limits)?;
         self.level.make_ascii_lowercase();
+        if !self.attributes.is_empty() {
+            check_len("attributes", json_len(&self.attributes), limits.attributes_bytes_max)?;
+        }
+        Ok(self)
+    }
+
+    fn as_ref(&self) -> LogLineRef<'_> {
+        LogLineRef {
+            timestamp_ns: self.timestamp_ns,
+            source_id: &self.source_id,
+            level: &self.level,
+            message: &self.message,
+            run_id: self.run_id.as_deref(),
+            trace_id: self.trace_id.as_deref(),
+            service: self.service.as_deref(),
+            host: self.host.as_deref(),
+        }
+    }
+}
+
+/// A log line's fields borrowed from a request, for a decoder that writes the stored line
+/// straight from the request's bytes (OTLP's protobuf reader) instead of building a `LogLine`.
+/// `write_checked` holds it to the rules of `LogLine::checked` and writes the bytes that
+/// `LogLine::write_stored` would write for the checked line.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLineRef<'a> {
+    pub timestamp_ns: i64,
+    pub source_id: &'a str,
+    /// As sent: written in lower case.
+    pub level: &'a str,
+    pub message: &'a str,
+    pub run_id: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub host: Option<&'a str>,
+}
+
+impl LogLineRef<'_> {
+    /// The checks of `LogLine::checked` but the attributes', in its order.
+    fn check_fields(&self, limits: &Limits) -> Result<(), RecordError> {
+        check_id("source_id", self.source_id, limits)?;
+        check_id("level", self.level, limits)?;
         check_len("message", self.message.len(), limits.log_line_bytes_max)?;
         for (field, id) in
-            [("run_id", &self.run_id), ("trace_id", &self.trace_id), ("service", &self.service), ("host", &self.host)]
+            [("run_id", self.run_id), ("trace_id", self.trace_id), ("service", self.service), ("host", self.host)]
         {
             if let Some(id) = id {
                 check_id(field, id, limits)?;
             }
         }
-        if !self.attributes.is_empty() {
-            check_len("attributes", json_len(&self.attributes), limits.attributes_bytes_max)?;
+        Ok(())
+    }
+
+    /// The stored form up to its attributes, with `level` for the line's.
+    fn write_head(&self, out: &mut Vec<u8>, level: &str) {
+        write!(out, "{{\"timestamp_ns\":{}", self.timestamp_ns).expect("writing to a Vec cannot fail");
+        for (name, value) in [("source_id", self.source_id), ("level", level), ("message", self.message)] {
+            write_json_field(out, name, value);
         }
-        Ok(self)
+        for (name, value) in
+            [("run_id", self.run_id), ("trace_id", self.trace_id), ("service", self.service), ("host", self.host)]
+        {
+            if let Some(value) = value {
+                write_json_field(out, name, value);
+            }
+        }
+    }
+
+    /// Checks the line and appends its stored form to `out`. `attributes` writes the members of
+    /// the attributes object (`"key":value`, comma-separated, keys in `Map`'s order, each once)
+    /// and returns how many it wrote; their JSON is held to `attributes_bytes_max`. On an error
+    /// `out` is left as it was.
+    pub fn write_checked(
+        &self,
+        limits: &Limits,
+        out: &mut Vec<u8>,
+        attributes: impl FnOnce(&mut Vec<u8>) -> usize,
+    ) -> Result<(), RecordError> {
+        self.check_fields(limits)?;
+        let start = out.len();
+        if self.level.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.write_head(out, &self.level.to_ascii_lowercase());
+        } else {
+            self.write_head(out, self.level);
+        }
+        let before = out.len();
+        out.extend_from_slice(b",\"attributes\":{");
+        let object = out.len() - 1;
+        if attributes(out) == 0 {
+            out.truncate(before);
+        } else {
+            out.push(b'}');
+            if let Err(e) = check_len("attributes", out.len() - object, limits.attributes_bytes_max) {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+        out.push(b'}');
+        Ok(())
     }
 }
 
@@ -714,6 +791,55 @@ mod tests {
             line.write_stored(&mut out);
             let want = serde_json::to_vec(&line).unwrap();
             proptest::prop_assert_eq!(&out[1..], want.as_slice());
+        }
+
+        /// A line written from borrowed fields is checked as `LogLine::checked` checks it and
+        /// written as `write_stored` writes the checked line, under limits small enough to fail.
+        #[test]
+        fn a_borrowed_line_is_checked_and_written_as_a_log_line(
+            message in json_text(),
+            source_id in json_text(),
+            level in "[a-zA-Z]{0,6}",
+            ids in proptest::collection::vec(proptest::option::of(json_text()), 4),
+            attributes in proptest::collection::btree_map(json_text(), json_text(), 0..3),
+            max in 0usize..40,
+        ) {
+            let limits = Limits { id_bytes_max: max, log_line_bytes_max: max, attributes_bytes_max: max, ..Limits::default() };
+            let line = LogLine {
+                timestamp_ns: 7,
+                source_id,
+                level,
+                message,
+                run_id: ids[0].clone(),
+                trace_id: ids[1].clone(),
+                service: ids[2].clone(),
+                host: ids[3].clone(),
+                attributes: attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect(),
+            };
+            let mut out = b"kept".to_vec();
+            let written = line.as_ref().write_checked(&limits, &mut out, |out| {
+                for (i, (k, v)) in attributes.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_str(out, k);
+                    out.push(b':');
+                    write_json_str(out, v);
+                }
+                attributes.len()
+            });
+            match line.checked(&limits) {
+                Ok(line) => {
+                    proptest::prop_assert!(written.is_ok());
+                    let mut want = b"kept".to_vec();
+                    line.write_stored(&mut want);
+                    proptest::prop_assert_eq!(out, want);
+                }
+                Err(e) => {
+                    proptest::prop_assert_eq!(written, Err(e));
+                    proptest::prop_assert_eq!(out, b"kept".to_vec());
+                }
+            }
         }
     }
 

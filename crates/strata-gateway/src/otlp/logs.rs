@@ -133,7 +133,7 @@ fn line(
 
 /// The level of an OTLP severity number: 1–4 trace, 5–8 debug, 9–12 info, 13–16 warn, 17–20
 /// error, 21–24 fatal.
-fn severity_name(n: i32) -> Option<&'static str> {
+pub(super) fn severity_name(n: i32) -> Option<&'static str> {
     Some(match n {
         1..=4 => "trace",
         5..=8 => "debug",

@@ -11,6 +11,7 @@
 //! `google.rpc.RetryInfo`), which exporters retry.
 
 mod logs;
+mod logs_wire;
 mod metrics;
 mod status;
 
@@ -179,6 +180,11 @@ async fn ingest(
             let limits = &gw.cfg.record;
             match signal {
                 Signal::Logs => {
+                    let mut out = out;
+                    // Read in place; prost decides what that reader leaves.
+                    if wire != Wire::Json && logs_wire::decode(&body, tenant, limits, partitions, &mut out).is_ok() {
+                        return Ok(out);
+                    }
                     let request: ExportLogsServiceRequest = parse(wire, &body, "ExportLogsServiceRequest")?;
                     drop(body);
                     Ok(logs::decode(request, tenant, limits, partitions, out))
