@@ -16,7 +16,7 @@ use anyhow::{Context as _, ensure};
 use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use strata_client::{Compression, RecordKind};
 use tokio::time::Instant;
@@ -102,7 +102,6 @@ struct PoolBody {
 struct Plan {
     url: String,
     protocol: Protocol,
-    content_encoding: Option<&'static str>,
     pool: Vec<PoolBody>,
     start: Instant,
     /// No request is due at or after this instant.
@@ -299,7 +298,6 @@ async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Repor
     let compression = Compression::from(args.compression);
     let record_bytes_avg =
         pool.iter().map(|body| body.ndjson_bytes as f64).sum::<f64>() / (pool.len() * args.batch_records) as f64;
-    let clients = (0..args.connections).map(|_| http_client(args)).collect::<anyhow::Result<Vec<_>>>()?;
 
     let duration = Duration::from_secs(args.duration_s);
     let interval_s = (args.rate > 0.0).then(|| args.batch_records as f64 / args.rate);
@@ -314,10 +312,10 @@ async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Repor
         }
         (Protocol::OtlpGrpc, _) => format!("{base}/opentelemetry.proto.collector.logs.v1.LogsService/Export"),
     };
+    let clients = (0..args.connections).map(|_| client(args, &url)).collect::<anyhow::Result<Vec<_>>>()?;
     let plan = Arc::new(Plan {
         url,
         protocol: args.protocol,
-        content_encoding: compression.content_encoding(),
         pool,
         start,
         end: start + duration,
@@ -376,35 +374,59 @@ async fn measure(args: &IngestArgs, pool: Vec<PoolBody>) -> anyhow::Result<Repor
     })
 }
 
-/// One client per connection, so that each connection task really has its own TCP connection.
-fn http_client(args: &IngestArgs) -> anyhow::Result<reqwest::Client> {
-    let mut headers = HeaderMap::new();
-    let content_type = match args.protocol {
+/// How a connection task sends: HTTP/1.1 with the lean client, gRPC (HTTP/2) with reqwest.
+enum Client {
+    Http1(crate::http1::Http1),
+    Grpc(reqwest::Client),
+}
+
+fn content_type(protocol: Protocol) -> &'static str {
+    match protocol {
         Protocol::Native => "application/x-ndjson",
         Protocol::OtlpHttp => "application/x-protobuf",
         Protocol::OtlpGrpc => "application/grpc",
-    };
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+}
+
+/// One client per connection, so that each connection task really has its own TCP connection.
+fn client(args: &IngestArgs, url: &str) -> anyhow::Result<Client> {
     if args.protocol == Protocol::OtlpGrpc {
+        return http_client(args).map(Client::Grpc);
+    }
+    let bearer = args.api_key.as_deref().map(|key| format!("Bearer {key}"));
+    let mut headers = vec![("Content-Type", content_type(args.protocol))];
+    if let Some(encoding) = Compression::from(args.compression).content_encoding() {
+        headers.push(("Content-Encoding", encoding));
+    }
+    if let Some(bearer) = bearer.as_deref() {
+        headers.push(("Authorization", bearer));
+    }
+    crate::http1::Http1::new(url, &headers, Duration::from_millis(args.timeout_ms)).map(Client::Http1)
+}
+
+/// The gRPC client: HTTP/2 without TLS from the first byte, one connection per client.
+fn http_client(args: &IngestArgs) -> anyhow::Result<reqwest::Client> {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(args.protocol)));
+    {
         // gRPC: HTTP/2 without TLS from the first byte, one connection per client.
         headers.insert("te", HeaderValue::from_static("trailers"));
         if let Some(key) = args.api_key.as_deref() {
             let auth = HeaderValue::from_str(&format!("Bearer {key}")).context("the api key is not a header value")?;
             headers.insert(reqwest::header::AUTHORIZATION, auth);
         }
-        return reqwest::Client::builder()
+        reqwest::Client::builder()
             .default_headers(headers)
             .http2_prior_knowledge()
             .timeout(Duration::from_millis(args.timeout_ms))
             .pool_max_idle_per_host(1)
             .build()
-            .context("failed to build the http/2 client");
+            .context("failed to build the http/2 client")
     }
-    crate::args::http_client(headers, args.api_key.as_deref(), Duration::from_millis(args.timeout_ms), true)
 }
 
 /// Sends requests one after another on one connection until the run is over.
-async fn connection(plan: Arc<Plan>, client: reqwest::Client) -> ConnectionStats {
+async fn connection(plan: Arc<Plan>, mut client: Client) -> ConnectionStats {
     let mut stats = ConnectionStats::new();
     loop {
         let request = plan.next_request.fetch_add(1, Ordering::Relaxed);
@@ -433,7 +455,7 @@ async fn connection(plan: Arc<Plan>, client: reqwest::Client) -> ConnectionStats
         // A request sent late is measured from when it was due; one sent a little early, from when it
         // was sent.
         let measured_from = due.map_or(sent, |due| due.max(sent));
-        let outcome = send(&client, &plan, body).await;
+        let outcome = send(&mut client, &plan, body).await;
         let answered = Instant::now();
         let unreachable = matches!(outcome, Outcome::Transport("connect"));
         stats.record(outcome, body, answered.saturating_duration_since(measured_from), answered);
@@ -445,21 +467,25 @@ async fn connection(plan: Arc<Plan>, client: reqwest::Client) -> ConnectionStats
     stats
 }
 
-async fn send(client: &reqwest::Client, plan: &Plan, body: &PoolBody) -> Outcome {
-    let mut request = client.post(&plan.url).body(body.wire.clone());
-    if let Some(encoding) = plan.content_encoding {
-        request = request.header(CONTENT_ENCODING, encoding);
-    }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(error) => return Outcome::Transport(transport_cause(&error)),
-    };
-    let status = response.status().as_u16();
-    let grpc_status =
-        response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u16>().ok());
-    let answer = match response.bytes().await {
-        Ok(answer) => answer,
-        Err(error) => return Outcome::Transport(transport_cause(&error)),
+async fn send(client: &mut Client, plan: &Plan, body: &PoolBody) -> Outcome {
+    let (status, grpc_status, answer) = match client {
+        Client::Http1(c) => match c.post(&body.wire).await {
+            Ok(answer) => (answer.status, None, Bytes::from(answer.body)),
+            Err(cause) => return Outcome::Transport(cause),
+        },
+        Client::Grpc(c) => {
+            let response = match c.post(&plan.url).body(body.wire.clone()).send().await {
+                Ok(response) => response,
+                Err(error) => return Outcome::Transport(transport_cause(&error)),
+            };
+            let status = response.status().as_u16();
+            let grpc_status =
+                response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u16>().ok());
+            match response.bytes().await {
+                Ok(answer) => (status, grpc_status, answer),
+                Err(error) => return Outcome::Transport(transport_cause(&error)),
+            }
+        }
     };
     if status != 200 {
         return Outcome::Status(status);

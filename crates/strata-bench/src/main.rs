@@ -5,6 +5,7 @@
 
 mod args;
 mod generate;
+mod http1;
 mod index;
 mod ingest;
 mod lake;
