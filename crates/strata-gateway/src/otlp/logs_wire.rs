@@ -318,6 +318,70 @@ fn each_element<'a>(b: &'a [u8], mut f: impl FnMut(&'a [u8]) -> Read<()>) -> Rea
     Ok(())
 }
 
+/// The messages of a logs request, by what they are, for `decoded_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Message {
+    Request,
+    ResourceLogs,
+    Resource,
+    ScopeLogs,
+    Scope,
+    Record,
+    KeyValue,
+    AnyValue,
+    List,
+    Other,
+}
+
+impl Message {
+    /// The message that field `number` of this one holds, if it is one.
+    fn field(self, number: u64) -> Option<Message> {
+        use Message::*;
+        Some(match (self, number) {
+            (Request, 1) => ResourceLogs,
+            (ResourceLogs, 1) => Resource,
+            (ResourceLogs, 2) => ScopeLogs,
+            (Resource, 1) | (Scope, 3) | (Record, 6) => KeyValue,
+            (Resource, 3) => Other,
+            (ScopeLogs, 1) => Scope,
+            (ScopeLogs, 2) => Record,
+            (Record, 5) | (KeyValue, 2) => AnyValue,
+            (AnyValue, 5 | 6) => List,
+            // An `ArrayValue`'s values and a `KeyValueList`'s pairs: both at most a pair's cost.
+            (List, 1) => KeyValue,
+            _ => return None,
+        })
+    }
+}
+
+/// What decoding a protobuf logs request may take in memory beyond its own bytes (which the
+/// caller counts twice already), from the number of messages in it: about 512 bytes a record
+/// and 128 for any other message, the size of prost's structures with room for the growth of
+/// their vectors. Either reader allocates less; a message is 2 bytes at least, so a body of
+/// empty records or attributes would take a hundred times its size, which this charges to the
+/// memory budget before anything is decoded. Counting stops where the body stops parsing (the
+/// readers stop there too) or nests past prost's limit.
+pub(super) fn decoded_bytes(body: &[u8]) -> usize {
+    fn walk(b: &[u8], message: Message, depth: u32, bytes: &mut usize) -> Result<(), String> {
+        *bytes = bytes.saturating_add(if message == Message::Record { 512 } else { 128 });
+        if depth > 100 {
+            return Ok(());
+        }
+        let mut r = Reader { b };
+        while !r.b.is_empty() {
+            let (number, wire) = r.key()?;
+            match message.field(number) {
+                Some(inner) if wire == LEN => walk(r.bytes()?, inner, depth + 1, bytes)?,
+                _ => r.skip(wire)?,
+            }
+        }
+        Ok(())
+    }
+    let mut bytes = 0;
+    let _ = walk(body, Message::Request, 0, &mut bytes);
+    bytes
+}
+
 /// Writes `v` as `any_to_json` makes it.
 fn write_any(out: &mut Vec<u8>, v: Any<'_>) {
     use std::io::Write as _;
@@ -742,6 +806,42 @@ mod tests {
         let body = [&[1 << 3 | 2, 4, 3 << 3 | 2, 2][..], &[0xff, 0xfe]].concat();
         assert!(ExportLogsServiceRequest::decode(&body[..]).is_err());
         assert!(!read(&body));
+    }
+
+    #[test]
+    fn what_decoding_takes_is_counted_by_message() {
+        let kv = KeyValue {
+            key: "k".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue("v".into())) }),
+            ..Default::default()
+        };
+        let record = LogRecord { attributes: vec![kv.clone(), kv], ..Default::default() };
+        let body = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs { log_records: vec![record.clone(), record], ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        // The request, one ResourceLogs, one ScopeLogs, and per record itself, two pairs and
+        // their two values.
+        assert_eq!(decoded_bytes(&body), 3 * 128 + 2 * (512 + 4 * 128));
+        // Counting stops where the body stops parsing.
+        assert_eq!(decoded_bytes(&[0x0a, 0x7f]), 128);
+        // Nesting past prost's limit is counted to the limit, not further down.
+        let mut value = AnyValue::default();
+        for _ in 0..300 {
+            value = AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![value] })) };
+        }
+        let record = LogRecord { body: Some(value), ..Default::default() };
+        let deep = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs { log_records: vec![record], ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        assert!(decoded_bytes(&deep) < 120 * 128 + 512);
     }
 
     #[test]

@@ -180,6 +180,18 @@ async fn ingest(
             let limits = &gw.cfg.record;
             match signal {
                 Signal::Logs => {
+                    // A body of many tiny messages decodes into far more than twice its size.
+                    let messages = match wire {
+                        Wire::Json => memchr::memchr_iter(b'{', &body).count().saturating_mul(512),
+                        Wire::Protobuf | Wire::Grpc => logs_wire::decoded_bytes(&body),
+                    };
+                    if messages as u64 > gw.cfg.memory_bytes_max / 2 {
+                        return Err(ApiError::too_large(format!(
+                            "the request holds too many messages: decoding it would take about {messages} bytes, \
+                             more than half of ingest.memory_bytes_max; send fewer records in a request"
+                        )));
+                    }
+                    gw.grow(permit, messages)?;
                     let mut out = out;
                     // Read in place; prost decides what that reader leaves.
                     if wire != Wire::Json && logs_wire::decode(&body, tenant, limits, partitions, &mut out).is_ok() {
