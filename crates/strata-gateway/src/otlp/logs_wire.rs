@@ -4,16 +4,18 @@
 //!
 //! The reader takes a request only when it reads it exactly as prost would; anything else
 //! (a malformed message, a singular message field sent twice, which protobuf merges, a group, a
-//! value nested deeper than `DEPTH_MAX`) is `Irregular`, and the caller decodes the request with
-//! prost instead, which either reads it or names what is wrong. So both readers give the same
-//! lines and the same errors (a property test compares them), and the mapping is the one
-//! described in `logs.rs`.
+//! value nested deeper than `DEPTH_MAX`) is `Unread::Irregular`, and the caller decodes the
+//! request with prost instead, which either reads it or names what is wrong. So both readers
+//! give the same lines and the same errors (a property test compares them), and the mapping is
+//! the one described in `logs.rs`. What the reader's structures take is charged to the memory
+//! budget as they grow, so a body of many tiny messages is refused before it takes more.
 
 use std::ops::Range;
 
 use strata_model::{Limits, LogLineRef, RecordError, TenantId, check_timestamp, write_json_str};
 
 use super::logs::severity_name;
+use crate::ApiError;
 use crate::ingest::Decoded;
 use crate::wire::{FIXED32, FIXED64, LEN, Reader, VARINT};
 
@@ -21,17 +23,25 @@ use crate::wire::{FIXED32, FIXED64, LEN, Reader, VARINT};
 /// messages in all, so nothing read here is refused by prost for its depth).
 const DEPTH_MAX: u32 = 32;
 
-/// A request this reader leaves to prost.
+/// Why a request was not read here.
 #[derive(Debug)]
-pub(super) struct Irregular;
+pub(super) enum Unread {
+    /// Left to prost.
+    Irregular,
+    /// The memory budget does not hold what reading it takes: the request's answer.
+    Refused(ApiError),
+}
 
-impl From<String> for Irregular {
-    fn from(_: String) -> Irregular {
-        Irregular
+impl From<String> for Unread {
+    fn from(_: String) -> Unread {
+        Unread::Irregular
     }
 }
 
-type Read<T> = Result<T, Irregular>;
+type Read<T> = Result<T, Unread>;
+
+/// What the reader takes from the memory budget at a time.
+const CHARGE_STEP: usize = 64 << 10;
 
 /// An `AnyValue`: `Null` when no value is set (or the `KeyValue` has none), arrays and key-value
 /// lists as their message's bytes, read again when written.
@@ -74,12 +84,45 @@ struct Record<'a> {
 }
 
 /// A whole request: every resource, scope and record, their attributes in one vector.
-#[derive(Default)]
-struct Parsed<'a> {
+struct Parsed<'a, 'c> {
     resources: Vec<Resource>,
     scopes: Vec<Scope<'a>>,
     records: Vec<Record<'a>>,
     attributes: Vec<(&'a str, Any<'a>)>,
+    budget: Budget<'c>,
+}
+
+impl Parsed<'_, '_> {
+    fn spend(&mut self, bytes: usize) -> Read<()> {
+        self.budget.spend(bytes)
+    }
+}
+
+/// What reading a request takes (twice over, for the slack of growing vectors): its structures,
+/// the arrays and key-value lists written later, the stored lines; and what of it `charge` took
+/// from the memory budget.
+struct Budget<'c> {
+    spent: usize,
+    charged: usize,
+    charge: &'c mut dyn FnMut(usize) -> Result<(), ApiError>,
+}
+
+impl Budget<'_> {
+    /// Counts `bytes` more, taken from the memory budget before they are allocated.
+    fn spend(&mut self, bytes: usize) -> Read<()> {
+        self.spent = self.spent.saturating_add(bytes.saturating_mul(2));
+        if self.spent > self.charged {
+            let more = (self.spent - self.charged).max(CHARGE_STEP);
+            (self.charge)(more).map_err(Unread::Refused)?;
+            self.charged += more;
+        }
+        Ok(())
+    }
+}
+
+/// What `n` values of `T` take.
+fn size<T>(n: usize) -> usize {
+    n.saturating_mul(std::mem::size_of::<T>())
 }
 
 /// The next field of `r`: its number and wire type, refused where prost would refuse it
@@ -87,18 +130,18 @@ struct Parsed<'a> {
 fn field(r: &mut Reader<'_>) -> Read<(u64, u64)> {
     let (number, wire) = r.key()?;
     if number == 0 || number > u64::from(u32::MAX >> 3) || !matches!(wire, VARINT | FIXED64 | LEN | FIXED32) {
-        return Err(Irregular);
+        return Err(Unread::Irregular);
     }
     Ok((number, wire))
 }
 
 fn want(wire: u64, expected: u64) -> Read<()> {
-    if wire == expected { Ok(()) } else { Err(Irregular) }
+    if wire == expected { Ok(()) } else { Err(Unread::Irregular) }
 }
 
 fn text<'a>(r: &mut Reader<'a>, wire: u64) -> Read<&'a str> {
     want(wire, LEN)?;
-    std::str::from_utf8(r.bytes()?).map_err(|_| Irregular)
+    std::str::from_utf8(r.bytes()?).map_err(|_| Unread::Irregular)
 }
 
 fn bytes<'a>(r: &mut Reader<'a>, wire: u64) -> Read<&'a [u8]> {
@@ -116,8 +159,14 @@ fn fixed64(r: &mut Reader<'_>, wire: u64) -> Read<u64> {
     Ok(u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes")))
 }
 
-fn parse(body: &[u8]) -> Read<Parsed<'_>> {
-    let mut p = Parsed::default();
+fn parse<'a, 'c>(body: &'a [u8], charge: &'c mut dyn FnMut(usize) -> Result<(), ApiError>) -> Read<Parsed<'a, 'c>> {
+    let mut p = Parsed {
+        resources: Vec::new(),
+        scopes: Vec::new(),
+        records: Vec::new(),
+        attributes: Vec::new(),
+        budget: Budget { spent: 0, charged: 0, charge },
+    };
     let mut r = Reader { b: body };
     while !r.b.is_empty() {
         match field(&mut r)? {
@@ -128,10 +177,11 @@ fn parse(body: &[u8]) -> Read<Parsed<'_>> {
             (_, wire) => r.skip(wire)?,
         }
     }
+    p.spend(0)?;
     Ok(p)
 }
 
-fn resource_logs<'a>(b: &'a [u8], p: &mut Parsed<'a>) -> Read<()> {
+fn resource_logs<'a>(b: &'a [u8], p: &mut Parsed<'a, '_>) -> Read<()> {
     let mut r = Reader { b };
     let mut attributes = None;
     let scopes = p.scopes.len();
@@ -143,23 +193,25 @@ fn resource_logs<'a>(b: &'a [u8], p: &mut Parsed<'a>) -> Read<()> {
                 scope_logs(message, p)?;
             }
             (3, wire) => drop(text(&mut r, wire)?),
-            (1, _) => return Err(Irregular),
+            (1, _) => return Err(Unread::Irregular),
             (_, wire) => r.skip(wire)?,
         }
     }
     let attributes = attributes.unwrap_or(0..0);
+    p.spend(size::<Resource>(1))?;
     p.resources.push(Resource { attributes, scopes: scopes..p.scopes.len() });
     Ok(())
 }
 
 /// A `Resource`: its attributes into `p`, as a range of them.
-fn resource<'a>(b: &'a [u8], p: &mut Parsed<'a>) -> Read<Range<usize>> {
+fn resource<'a>(b: &'a [u8], p: &mut Parsed<'a, '_>) -> Read<Range<usize>> {
     let start = p.attributes.len();
     let mut r = Reader { b };
     while !r.b.is_empty() {
         match field(&mut r)? {
             (1, wire) => {
-                let kv = key_value(bytes(&mut r, wire)?, 0)?;
+                let kv = key_value(bytes(&mut r, wire)?, 0, &mut p.budget.spent)?;
+                p.spend(size::<(&str, Any<'_>)>(1))?;
                 p.attributes.push(kv);
             }
             (2, wire) => drop(varint(&mut r, wire)?),
@@ -182,7 +234,7 @@ fn entity_ref(b: &[u8]) -> Read<()> {
     Ok(())
 }
 
-fn scope_logs<'a>(b: &'a [u8], p: &mut Parsed<'a>) -> Read<()> {
+fn scope_logs<'a>(b: &'a [u8], p: &mut Parsed<'a, '_>) -> Read<()> {
     let mut r = Reader { b };
     let mut scope = None;
     let records = p.records.len();
@@ -192,14 +244,16 @@ fn scope_logs<'a>(b: &'a [u8], p: &mut Parsed<'a>) -> Read<()> {
             (2, wire) => {
                 let message = bytes(&mut r, wire)?;
                 let record = log_record(message, p)?;
+                p.spend(size::<Record<'_>>(1))?;
                 p.records.push(record);
             }
             (3, wire) => drop(text(&mut r, wire)?),
-            (1, _) => return Err(Irregular),
+            (1, _) => return Err(Unread::Irregular),
             (_, wire) => r.skip(wire)?,
         }
     }
     let (name, version) = scope.unwrap_or(("", ""));
+    p.spend(size::<Scope<'_>>(1))?;
     p.scopes.push(Scope { name, version, records: records..p.records.len() });
     Ok(())
 }
@@ -212,7 +266,7 @@ fn instrumentation_scope(b: &[u8]) -> Read<(&str, &str)> {
         match field(&mut r)? {
             (1, wire) => name = text(&mut r, wire)?,
             (2, wire) => version = text(&mut r, wire)?,
-            (3, wire) => drop(key_value(bytes(&mut r, wire)?, 0)?),
+            (3, wire) => drop(key_value(bytes(&mut r, wire)?, 0, &mut 0)?),
             (4, wire) => drop(varint(&mut r, wire)?),
             (_, wire) => r.skip(wire)?,
         }
@@ -220,7 +274,7 @@ fn instrumentation_scope(b: &[u8]) -> Read<(&str, &str)> {
     Ok((name, version))
 }
 
-fn log_record<'a>(b: &'a [u8], p: &mut Parsed<'a>) -> Read<Record<'a>> {
+fn log_record<'a>(b: &'a [u8], p: &mut Parsed<'a, '_>) -> Read<Record<'a>> {
     let mut r = Reader { b };
     let start = p.attributes.len();
     let mut record = Record::default();
@@ -230,10 +284,13 @@ fn log_record<'a>(b: &'a [u8], p: &mut Parsed<'a>) -> Read<Record<'a>> {
             (11, wire) => record.observed_time_unix_nano = fixed64(&mut r, wire)?,
             (2, wire) => record.severity_number = varint(&mut r, wire)? as i32,
             (3, wire) => record.severity_text = text(&mut r, wire)?,
-            (5, wire) if record.body.is_none() => record.body = Some(any_value(bytes(&mut r, wire)?, 0)?),
-            (5, _) => return Err(Irregular),
+            (5, wire) if record.body.is_none() => {
+                record.body = Some(any_value(bytes(&mut r, wire)?, 0, &mut p.budget.spent)?)
+            }
+            (5, _) => return Err(Unread::Irregular),
             (6, wire) => {
-                let kv = key_value(bytes(&mut r, wire)?, 0)?;
+                let kv = key_value(bytes(&mut r, wire)?, 0, &mut p.budget.spent)?;
+                p.spend(size::<(&str, Any<'_>)>(1))?;
                 p.attributes.push(kv);
             }
             (7, wire) => drop(varint(&mut r, wire)?),
@@ -251,14 +308,15 @@ fn log_record<'a>(b: &'a [u8], p: &mut Parsed<'a>) -> Read<Record<'a>> {
     Ok(record)
 }
 
-fn key_value(b: &[u8], depth: u32) -> Read<(&str, Any<'_>)> {
+/// A `KeyValue`; `spent` counts the key-value lists in its value (see `any_value`).
+fn key_value<'a>(b: &'a [u8], depth: u32, spent: &mut usize) -> Read<(&'a str, Any<'a>)> {
     let mut r = Reader { b };
     let (mut key, mut value) = ("", None);
     while !r.b.is_empty() {
         match field(&mut r)? {
             (1, wire) => key = text(&mut r, wire)?,
-            (2, wire) if value.is_none() => value = Some(any_value(bytes(&mut r, wire)?, depth)?),
-            (2, _) => return Err(Irregular),
+            (2, wire) if value.is_none() => value = Some(any_value(bytes(&mut r, wire)?, depth, spent)?),
+            (2, _) => return Err(Unread::Irregular),
             (3, wire) => drop(varint(&mut r, wire)?),
             (_, wire) => r.skip(wire)?,
         }
@@ -266,8 +324,9 @@ fn key_value(b: &[u8], depth: u32) -> Read<(&str, Any<'_>)> {
     Ok((key, value.unwrap_or(Any::Null)))
 }
 
-/// One `AnyValue`, with the arrays and lists in it checked to the bottom.
-fn any_value(b: &[u8], depth: u32) -> Read<Any<'_>> {
+/// One `AnyValue`, with the arrays and lists in it checked to the bottom; `spent` counts what
+/// writing its arrays and key-value lists will take (a list's pairs are collected to be sorted).
+fn any_value<'a>(b: &'a [u8], depth: u32, spent: &mut usize) -> Read<Any<'a>> {
     let mut r = Reader { b };
     let mut value = None;
     while !r.b.is_empty() {
@@ -280,11 +339,20 @@ fn any_value(b: &[u8], depth: u32) -> Read<Any<'_>> {
             5 | 6 => {
                 let message = bytes(&mut r, wire)?;
                 if depth >= DEPTH_MAX {
-                    return Err(Irregular);
+                    return Err(Unread::Irregular);
                 }
+                // Written out as JSON later: at most six bytes for a byte of its strings (a
+                // control character's escape), and a number's text for its few bytes.
+                *spent = spent.saturating_add(message.len().saturating_mul(6));
                 each_element(message, |element| match number {
-                    5 => any_value(element, depth + 1).map(drop),
-                    _ => key_value(element, depth + 1).map(drop),
+                    5 => {
+                        *spent = spent.saturating_add(32);
+                        any_value(element, depth + 1, spent).map(drop)
+                    }
+                    _ => {
+                        *spent = spent.saturating_add(size::<(&str, Any<'_>)>(2));
+                        key_value(element, depth + 1, spent).map(drop)
+                    }
                 })?;
                 if number == 5 { Any::Array(message) } else { Any::Kvlist(message) }
             }
@@ -300,7 +368,7 @@ fn any_value(b: &[u8], depth: u32) -> Read<Any<'_>> {
         };
         // One of a oneof sent twice replaces or merges; prost decides which.
         if value.replace(v).is_some() {
-            return Err(Irregular);
+            return Err(Unread::Irregular);
         }
     }
     Ok(value.unwrap_or(Any::Null))
@@ -404,7 +472,7 @@ fn write_any(out: &mut Vec<u8>, v: Any<'_>) {
                 if !std::mem::take(&mut first) {
                     out.push(b',');
                 }
-                write_any(out, any_value(element, 0).unwrap_or(Any::Null));
+                write_any(out, any_value(element, 0, &mut 0).unwrap_or(Any::Null));
                 Ok(())
             });
             out.push(b']');
@@ -412,7 +480,7 @@ fn write_any(out: &mut Vec<u8>, v: Any<'_>) {
         Any::Kvlist(b) => {
             let mut members = Vec::new();
             let _ = each_element(b, |element| {
-                members.push(key_value(element, 0).unwrap_or(("", Any::Null)));
+                members.push(key_value(element, 0, &mut 0).unwrap_or(("", Any::Null)));
                 Ok(())
             });
             // A JSON map's order, and its last value of a key sent twice.
@@ -453,33 +521,41 @@ enum Attribute<'a> {
 }
 
 /// Decodes the log records of a protobuf request into `out` as `logs::decode` does with the
-/// request decoded by prost; leaves `out` untouched when the request is irregular.
+/// request decoded by prost; leaves `out` untouched when the request is irregular. What reading
+/// takes beyond the body's own bytes, the stored lines included, is taken from the memory budget
+/// by `charge` before it is allocated; when the budget refuses, `out` holds part of the request.
 pub(super) fn decode(
     body: &[u8],
+    charge: &mut dyn FnMut(usize) -> Result<(), ApiError>,
     tenant: &TenantId,
     limits: &Limits,
     partitions: u32,
     out: &mut Decoded,
-) -> Result<(), Irregular> {
-    let p = parse(body)?;
+) -> Result<(), Unread> {
+    let Parsed { resources, scopes, records, attributes: all_attributes, mut budget } = parse(body, charge)?;
     let now = crate::ingest::now_ns();
     let mut payload = Vec::with_capacity(2048);
     let mut message = Vec::new();
     let mut index = 0usize;
-    for resource in &p.resources {
-        let attributes = &p.attributes[resource.attributes.clone()];
+    for resource in &resources {
+        let attributes = &all_attributes[resource.attributes.clone()];
         let service = attribute(attributes, "service.name");
         let host = attribute(attributes, "host.name");
         let source = host.or_else(|| attribute(attributes, "service.instance.id")).or(service).unwrap_or("otlp");
         let shared: Vec<(&str, Any<'_>)> =
             attributes.iter().filter(|(k, _)| *k != "service.name" && *k != "host.name").copied().collect();
-        for scope in &p.scopes[resource.scopes.clone()] {
-            for record in &p.records[scope.records.clone()] {
+        for scope in &scopes[resource.scopes.clone()] {
+            for record in &records[scope.records.clone()] {
                 out.total += 1;
                 payload.clear();
                 let line = Line { source, service, host, scope, shared: &shared, now };
-                match line.write(record, &p.attributes[record.attributes.clone()], limits, &mut message, &mut payload) {
-                    Ok(ts) => out.push(index, tenant, source, ts, &payload, partitions),
+                match line.write(record, &all_attributes[record.attributes.clone()], limits, &mut message, &mut payload)
+                {
+                    Ok(ts) => {
+                        // The record as its batch holds it: the line, the source, the envelope.
+                        budget.spend(payload.len() + source.len() + tenant.as_str().len() + 32)?;
+                        out.push(index, tenant, source, ts, &payload, partitions);
+                    }
                     Err(e) => out.errors.push((index, e)),
                 }
                 index += 1;
@@ -617,7 +693,7 @@ mod tests {
     fn both(body: &[u8], limits: &Limits) -> (Option<Decoded>, Result<Decoded, prost::DecodeError>) {
         let tenant = TenantId::new("t").unwrap();
         let mut in_place = Decoded::new(None);
-        let in_place = decode(body, &tenant, limits, 4, &mut in_place).ok().map(|()| in_place);
+        let in_place = decode(body, &mut |_| Ok(()), &tenant, limits, 4, &mut in_place).ok().map(|()| in_place);
         let by_prost = ExportLogsServiceRequest::decode(body)
             .map(|r| super::super::logs::decode(r, &tenant, limits, 4, Decoded::new(None)));
         (in_place, by_prost)
@@ -779,7 +855,9 @@ mod tests {
         }
         .encode_to_vec();
         let tenant = TenantId::new("t").unwrap();
-        let read = |body: &[u8]| decode(body, &tenant, &Limits::default(), 4, &mut Decoded::new(None)).is_ok();
+        let read = |body: &[u8]| {
+            decode(body, &mut |_| Ok(()), &tenant, &Limits::default(), 4, &mut Decoded::new(None)).is_ok()
+        };
         assert!(read(&one));
         // A body whose record's `body` field comes twice: protobuf merges the two values.
         let twice = |field: u8, value: &[u8]| {
@@ -842,6 +920,53 @@ mod tests {
         }
         .encode_to_vec();
         assert!(decoded_bytes(&deep) < 120 * 128 + 512);
+    }
+
+    #[test]
+    fn what_reading_takes_is_charged_before_it_is_allocated() {
+        let tenant = TenantId::new("t").unwrap();
+        // Reads with a budget of `max` bytes; returns the outcome and what was charged.
+        let read = |body: &[u8], max: usize| {
+            let mut charged = 0;
+            let mut charge = |n: usize| {
+                charged += n;
+                if charged > max { Err(ApiError::overloaded("over", 1)) } else { Ok(()) }
+            };
+            let r = decode(body, &mut charge, &tenant, &Limits::default(), 4, &mut Decoded::new(None));
+            (r, charged)
+        };
+        // A thousand empty records in 2 KB take far more once read: charged step by step, and
+        // refused when the budget runs out, before the structures grow past it.
+        let records = [0x12, 0x00].repeat(1000);
+        let scope = [&[0x12, 0xd0, 0x0f][..], &records].concat();
+        let empty = [&[0x0a, 0xd3, 0x0f][..], &scope].concat();
+        let resource_logs = ExportLogsServiceRequest::decode(&empty[..]).unwrap().resource_logs;
+        assert_eq!(resource_logs[0].scope_logs[0].log_records.len(), 1000);
+        let (r, charged) = read(&empty, usize::MAX);
+        assert!(r.is_ok());
+        assert!(charged >= 1000 * 2 * std::mem::size_of::<Record<'_>>(), "{charged}");
+        let (r, charged) = read(&empty, CHARGE_STEP);
+        assert!(matches!(r, Err(Unread::Refused(_))), "{r:?}");
+        assert!(charged <= 3 * CHARGE_STEP, "{charged}");
+        // A value's lists are charged for what writing them takes.
+        let list = AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue { value: Some(any_value::Value::IntValue(i64::MIN)) }; 20_000],
+            })),
+        };
+        let body = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord { body: Some(list), ..Default::default() }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let (r, charged) = read(&body, usize::MAX);
+        assert!(r.is_ok());
+        assert!(charged >= 20_000 * "-9223372036854775808,".len(), "{charged}");
     }
 
     #[test]

@@ -180,23 +180,38 @@ async fn ingest(
             let limits = &gw.cfg.record;
             match signal {
                 Signal::Logs => {
-                    // A body of many tiny messages decodes into far more than twice its size.
-                    let messages = match wire {
+                    let mut out = out;
+                    // A body of many tiny messages decodes into far more than twice its size: what
+                    // decoding takes is charged to the memory budget first, and a request that
+                    // would need more than half of it is refused as too large to ever fit.
+                    let half = usize::try_from(gw.cfg.memory_bytes_max / 2).unwrap_or(usize::MAX);
+                    let too_many = |bytes: usize| {
+                        ApiError::too_large(format!(
+                            "the request holds too many messages: decoding it takes more than {bytes} bytes, over \
+                             half of ingest.memory_bytes_max; send fewer records in a request"
+                        ))
+                    };
+                    if wire != Wire::Json {
+                        let mut charged = 0usize;
+                        let mut charge = |n: usize| {
+                            charged = charged.saturating_add(n);
+                            if charged > half { Err(too_many(charged)) } else { gw.grow(permit, n) }
+                        };
+                        // Read in place; prost decides what that reader leaves.
+                        match logs_wire::decode(&body, &mut charge, tenant, limits, partitions, &mut out) {
+                            Ok(()) => return Ok(out),
+                            Err(logs_wire::Unread::Refused(e)) => return Err(e),
+                            Err(logs_wire::Unread::Irregular) => {}
+                        }
+                    }
+                    let needed = match wire {
                         Wire::Json => memchr::memchr_iter(b'{', &body).count().saturating_mul(512),
                         Wire::Protobuf | Wire::Grpc => logs_wire::decoded_bytes(&body),
                     };
-                    if messages as u64 > gw.cfg.memory_bytes_max / 2 {
-                        return Err(ApiError::too_large(format!(
-                            "the request holds too many messages: decoding it would take about {messages} bytes, \
-                             more than half of ingest.memory_bytes_max; send fewer records in a request"
-                        )));
+                    if needed > half {
+                        return Err(too_many(needed));
                     }
-                    gw.grow(permit, messages)?;
-                    let mut out = out;
-                    // Read in place; prost decides what that reader leaves.
-                    if wire != Wire::Json && logs_wire::decode(&body, tenant, limits, partitions, &mut out).is_ok() {
-                        return Ok(out);
-                    }
+                    gw.grow(permit, needed)?;
                     let request: ExportLogsServiceRequest = parse(wire, &body, "ExportLogsServiceRequest")?;
                     drop(body);
                     Ok(logs::decode(request, tenant, limits, partitions, out))
