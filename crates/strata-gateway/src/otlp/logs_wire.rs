@@ -699,6 +699,25 @@ mod tests {
         (in_place, by_prost)
     }
 
+    /// A request of `log_records` in one resource and scope, encoded.
+    fn encoded(log_records: Vec<LogRecord>) -> Vec<u8> {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs { log_records, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// `value` inside `depth` arrays of one element.
+    fn nested(mut value: AnyValue, depth: u32) -> AnyValue {
+        for _ in 0..depth {
+            value = AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![value] })) };
+        }
+        value
+    }
+
     /// Times are `now`'s give or take an hour, so that a second's difference between the two
     /// readers' clocks changes nothing; 0 takes the time of arrival, which differs, so it is
     /// not drawn.
@@ -894,31 +913,15 @@ mod tests {
             ..Default::default()
         };
         let record = LogRecord { attributes: vec![kv.clone(), kv], ..Default::default() };
-        let body = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs { log_records: vec![record.clone(), record], ..Default::default() }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec();
+        let body = encoded(vec![record.clone(), record]);
         // The request, one ResourceLogs, one ScopeLogs, and per record itself, two pairs and
         // their two values.
         assert_eq!(decoded_bytes(&body), 3 * 128 + 2 * (512 + 4 * 128));
         // Counting stops where the body stops parsing.
         assert_eq!(decoded_bytes(&[0x0a, 0x7f]), 128);
         // Nesting past prost's limit is counted to the limit, not further down.
-        let mut value = AnyValue::default();
-        for _ in 0..300 {
-            value = AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![value] })) };
-        }
-        let record = LogRecord { body: Some(value), ..Default::default() };
-        let deep = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs { log_records: vec![record], ..Default::default() }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec();
+        let record = LogRecord { body: Some(nested(AnyValue::default(), 300)), ..Default::default() };
+        let deep = encoded(vec![record]);
         assert!(decoded_bytes(&deep) < 120 * 128 + 512);
     }
 
@@ -954,16 +957,7 @@ mod tests {
                 values: vec![AnyValue { value: Some(any_value::Value::IntValue(i64::MIN)) }; 20_000],
             })),
         };
-        let body = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs {
-                    log_records: vec![LogRecord { body: Some(list), ..Default::default() }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec();
+        let body = encoded(vec![LogRecord { body: Some(list), ..Default::default() }]);
         let (r, charged) = read(&body, usize::MAX);
         assert!(r.is_ok());
         assert!(charged >= 20_000 * "-9223372036854775808,".len(), "{charged}");
@@ -971,18 +965,9 @@ mod tests {
 
     #[test]
     fn a_value_nested_past_the_depth_is_left_to_prost() {
-        let mut value = AnyValue { value: Some(any_value::Value::IntValue(1)) };
-        for _ in 0..=DEPTH_MAX {
-            value = AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![value] })) };
-        }
+        let value = nested(AnyValue { value: Some(any_value::Value::IntValue(1)) }, DEPTH_MAX + 1);
         let record = LogRecord { body: Some(value), ..Default::default() };
-        let body = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                scope_logs: vec![ScopeLogs { log_records: vec![record], ..Default::default() }],
-                ..Default::default()
-            }],
-        }
-        .encode_to_vec();
+        let body = encoded(vec![record]);
         let (in_place, by_prost) = both(&body, &Limits::default());
         assert!(in_place.is_none());
         assert_eq!(by_prost.unwrap().total, 1);
