@@ -175,12 +175,21 @@ where
             ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate of records per second"), wait)
         })?;
     }
-    let mut errors: Vec<ItemError> = Vec::new();
     let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for (index, e) in &decoded.errors {
+    for (_, e) in &decoded.errors {
         *reasons.entry(e.reason()).or_default() += 1;
-        errors.push(ItemError { index: *index, error: e.to_string(), retryable: false });
     }
+    // Only the first `errors_max` are written out, and only they are made text: a body of
+    // millions of bad lines held a string for each before the answer dropped all but these.
+    let invalid = decoded.errors.len();
+    decoded.errors.sort_by_key(|(index, _)| *index);
+    let mut errors: Vec<ItemError> = decoded
+        .errors
+        .iter()
+        .take(gw.cfg.errors_max)
+        .map(|(index, e)| ItemError { index: *index, error: e.to_string(), retryable: false })
+        .collect();
+    let written = errors.len();
     if let Some(defs) = series_defs {
         // Durable before any batch naming them is appended (see `SeriesRegistry`).
         if let Err(e) = gw.log.append(Series::SPEC.name, 0, defs).await {
@@ -209,7 +218,8 @@ where
     }
     count_records(&tenant, kind, accepted, &reasons);
     errors.sort_by_key(|e| e.index);
-    let rejected = errors.len();
+    // The invalid records, and the valid ones whose partition could not take them (retryable).
+    let rejected = invalid + (errors.len() - written);
     let omitted = rejected.saturating_sub(gw.cfg.errors_max);
     errors.truncate(gw.cfg.errors_max);
     let resp = IngestResponse { accepted, rejected, errors, errors_omitted: omitted };

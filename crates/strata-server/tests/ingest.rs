@@ -194,6 +194,17 @@ fn bad_records_are_named_and_good_ones_kept() {
             r#"field "labels.k" is 2049 bytes, more than the limit of 2048"#,
         ]
     );
+    // More bad records than an answer lists (100): every one counted, the first listed in order.
+    let body: Vec<u8> = (0..1000)
+        .flat_map(|i| if i % 10 < 7 { b"7\n".to_vec() } else { ndjson(&[json!({"source_id": "a", "message": "m"})]) })
+        .collect();
+    let (st, _, v) = post(&s, "/ingest/v1/logs", Some(&key), "application/x-ndjson", body);
+    assert_eq!(st, 200);
+    assert_eq!((v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(300), Some(700)));
+    assert_eq!(v["errors_omitted"], 600);
+    let listed: Vec<u64> = v["errors"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = (0..1000).filter(|i| i % 10 < 7).take(100).collect();
+    assert_eq!(listed, want);
     // A body of which nothing could be accepted is a 400 with the same per-record errors.
     let (st, _, v) =
         post(&s, "/ingest/v1/events", Some(&key), "application/x-ndjson", ndjson(&[json!({"source_id": "a"})]));
