@@ -514,10 +514,22 @@ fn write_members<V>(out: &mut Vec<u8>, members: &mut [(&str, V)], mut write: imp
     written
 }
 
-/// A value of a line's attributes: one the request sent, or text the mapping made.
+/// A value of a line's attributes: one the request sent, or text the mapping made (an id's
+/// bytes written as hex).
 enum Attribute<'a> {
     Sent(Any<'a>),
     Text(&'a str),
+    Hex(&'a [u8]),
+}
+
+/// Buffers a request's lines are written with, kept from one record to the next.
+struct Scratch<'a> {
+    /// A body that is not a string, as JSON.
+    message: Vec<u8>,
+    /// The trace id as hex.
+    trace_id: Vec<u8>,
+    /// The line's attributes before they are sorted.
+    members: Vec<(&'a str, Attribute<'a>)>,
 }
 
 /// Decodes the log records of a protobuf request into `out` as `logs::decode` does with the
@@ -535,7 +547,7 @@ pub(super) fn decode(
     let Parsed { resources, scopes, records, attributes: all_attributes, mut budget } = parse(body, charge)?;
     let now = crate::ingest::now_ns();
     let mut payload = Vec::with_capacity(2048);
-    let mut message = Vec::new();
+    let mut scratch = Scratch { message: Vec::new(), trace_id: Vec::new(), members: Vec::new() };
     let mut index = 0usize;
     for resource in &resources {
         let attributes = &all_attributes[resource.attributes.clone()];
@@ -549,7 +561,7 @@ pub(super) fn decode(
                 out.total += 1;
                 payload.clear();
                 let line = Line { source, service, host, scope, shared: &shared, now };
-                match line.write(record, &all_attributes[record.attributes.clone()], limits, &mut message, &mut payload)
+                match line.write(record, &all_attributes[record.attributes.clone()], limits, &mut scratch, &mut payload)
                 {
                     Ok(ts) => {
                         // The record as its batch holds it: the line, the source, the envelope.
@@ -583,9 +595,10 @@ impl<'a> Line<'_, 'a> {
         record: &Record<'a>,
         attributes: &[(&'a str, Any<'a>)],
         limits: &Limits,
-        message: &mut Vec<u8>,
+        scratch: &mut Scratch<'a>,
         payload: &mut Vec<u8>,
     ) -> Result<i64, RecordError> {
+        let Scratch { message, trace_id, members } = scratch;
         let sent = if record.time_unix_nano > 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
         let timestamp_ns = match sent {
             0 => self.now,
@@ -608,25 +621,26 @@ impl<'a> Line<'_, 'a> {
                 std::str::from_utf8(message).expect("JSON written from UTF-8 is UTF-8")
             }
         };
-        let trace_id = super::hex(record.trace_id);
-        let span_id = super::hex(record.span_id);
+        trace_id.clear();
+        let trace_id = super::push_hex(trace_id, record.trace_id)
+            .then(|| std::str::from_utf8(trace_id).expect("hex digits are ASCII"));
         let line = LogLineRef {
             timestamp_ns,
             source_id: self.source,
             level,
             message,
             run_id: None,
-            trace_id: trace_id.as_deref(),
+            trace_id,
             service: self.service,
             host: self.host,
         };
         line.write_checked(limits, payload, |out| {
             // In the order in which the mapping lets them win: the record's own (its last of a
             // name), then what the mapping adds, then the resource's (its first of a name).
-            let mut members: Vec<(&str, Attribute<'_>)> = Vec::with_capacity(attributes.len() + self.shared.len() + 4);
+            members.clear();
             members.extend(attributes.iter().rev().map(|&(k, v)| (k, Attribute::Sent(v))));
-            if let Some(s) = span_id.as_deref() {
-                members.push(("span_id", Attribute::Text(s)));
+            if record.span_id.iter().any(|&b| b != 0) {
+                members.push(("span_id", Attribute::Hex(record.span_id)));
             }
             if !record.event_name.is_empty() {
                 members.push(("event.name", Attribute::Text(record.event_name)));
@@ -638,9 +652,14 @@ impl<'a> Line<'_, 'a> {
                 members.push(("otel.scope.version", Attribute::Text(self.scope.version)));
             }
             members.extend(self.shared.iter().map(|&(k, v)| (k, Attribute::Sent(v))));
-            write_members(out, &mut members, |out, v| match v {
+            write_members(out, members, |out, v| match v {
                 Attribute::Sent(v) => write_any(out, *v),
                 Attribute::Text(s) => write_json_str(out, s),
+                Attribute::Hex(bytes) => {
+                    out.push(b'"');
+                    super::push_hex(out, bytes);
+                    out.push(b'"');
+                }
             })
         })?;
         Ok(timestamp_ns)

@@ -435,17 +435,23 @@ fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     })
 }
 
+/// A trace or span id as lower-case hex; `None` when it is empty or all zeros (not set).
 fn hex(bytes: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes).then(|| String::from_utf8(out).expect("hex digits are ASCII"))
+}
+
+/// Appends `bytes` as lower-case hex, unless they are empty or all zeros; says whether it did.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    if bytes.is_empty() || bytes.iter().all(|&b| b == 0) {
-        return None;
+    if bytes.iter().all(|&b| b == 0) {
+        return false;
     }
-    let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
     }
-    Some(s)
+    true
 }
 
 #[cfg(test)]
