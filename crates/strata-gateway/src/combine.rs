@@ -140,38 +140,49 @@ impl Combiner {
 
     /// Joins `members`' batches, compresses them with the codec appends take now, and appends them
     /// as one batch on a task that answers every member.
-    fn flush(&self, topic: &'static str, partition: u32, mut members: Vec<Member>) {
-        let counts: Vec<u32> = members.iter().map(|m| m.records.count()).collect();
-        let Some(first) = members.first_mut() else { return };
-        let runtime = first.runtime.clone();
-        let mut records = std::mem::take(&mut first.records);
-        records.reserve(members[1..].iter().map(|m| m.records.bytes_len()).sum());
-        for m in &members[1..] {
-            if let Err(e) = records.extend(&m.records) {
-                return answer(members, &counts, Err(ApiError::internal(format!("joining batches: {e}"))));
-            }
+    fn flush(&self, topic: &'static str, partition: u32, members: Vec<Member>) {
+        let Some(runtime) = members.first().map(|m| m.runtime.clone()) else { return };
+        let mut records = EncodedRecords::new();
+        records.reserve(members.iter().map(|m| m.records.bytes_len()).sum());
+        let mut joined = Ok(());
+        // Each member's own batch is dropped once copied: only the joined one is kept while the
+        // append runs.
+        let waiting: Vec<Waiting> = members
+            .into_iter()
+            .map(|m| {
+                if joined.is_ok() {
+                    joined = records.extend(&m.records);
+                }
+                (m.done, m.records.count())
+            })
+            .collect();
+        if let Err(e) = joined {
+            return answer(waiting, Err(ApiError::internal(format!("joining batches: {e}"))));
         }
         let codec = match self.log.codec(topic) {
             Ok(codec) => codec,
-            Err(e) => return answer(members, &counts, Err(e.into())),
+            Err(e) => return answer(waiting, Err(e.into())),
         };
         records.compress(codec);
-        metrics::histogram!("strata_ingest_batch_requests", "topic" => topic).record(members.len() as f64);
+        metrics::histogram!("strata_ingest_batch_requests", "topic" => topic).record(waiting.len() as f64);
         let log = self.log.clone();
         runtime.spawn(async move {
             let appended = log.append(topic, partition, records).await.map_err(ApiError::from);
-            answer(members, &counts, appended);
+            answer(waiting, appended);
         });
     }
 }
 
+/// Where a member's ending goes, and how many records it has.
+type Waiting = (oneshot::Sender<Result<AppendAck, ApiError>>, u32);
+
 /// Tells each member how the joined batch ended, with the offsets of its own records.
-fn answer(members: Vec<Member>, counts: &[u32], appended: Result<AppendAck, ApiError>) {
+fn answer(waiting: Vec<Waiting>, appended: Result<AppendAck, ApiError>) {
     let mut base = appended.as_ref().map_or(0, |ack| ack.base_offset);
-    for (m, &count) in members.into_iter().zip(counts) {
+    for (done, count) in waiting {
         let own = appended.as_ref().map(|_| AppendAck { base_offset: base, count }).map_err(Clone::clone);
         base += u64::from(count);
-        let _ = m.done.send(own);
+        let _ = done.send(own);
     }
 }
 
