@@ -16,13 +16,6 @@ pub struct GatewayConfig {
     pub memory_bytes_max: u64,
     /// How long a request waits for memory before it gets 503.
     pub queue_wait_ms: u64,
-    /// Log and event requests for one partition decoded while others are still queued are
-    /// joined into one batch of up to this many bytes, compressed and appended as one (see
-    /// `combine.rs`). 0 appends each request's batch alone. The default is zstd level 1's
-    /// window for such batches: a larger one compresses little better.
-    pub combine_bytes_max: usize,
-    /// The longest a decoded batch waits for others to join it while bodies are queued.
-    pub combine_wait_us: u64,
     /// A body must arrive within this time, or the request gets 408 and its memory is released:
     /// slow senders cannot hold the ingest budget.
     pub body_read_timeout_ms: u64,
@@ -46,8 +39,6 @@ impl Default for GatewayConfig {
             errors_max: 100,
             memory_bytes_max: 2 << 30,
             queue_wait_ms: 2000,
-            combine_bytes_max: 512 << 10,
-            combine_wait_us: 2000,
             body_read_timeout_ms: 30_000,
             rate: RateConfig::default(),
             record: Limits::default(),
@@ -114,9 +105,6 @@ impl GatewayConfig {
                 self.memory_bytes_max,
                 2 * self.decompressed_bytes_max + self.body_bytes_max
             ));
-        }
-        if self.combine_wait_us > 1_000_000 {
-            return Err(format!("ingest.combine_wait_us: must be at most 1000000 (1 s), got {}", self.combine_wait_us));
         }
         let idem = &self.idempotency;
         if idem.window_ms < 1000 || idem.keys_max == 0 || idem.save_interval_ms < 100 {

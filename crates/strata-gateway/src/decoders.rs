@@ -1,16 +1,12 @@
 //! The threads that decode request bodies.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::ApiError;
 
 type Job = Box<dyn FnOnce() + Send>;
-
-/// What a thread does after each body, told whether any is left in the queue.
-pub(crate) type AfterJob = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// As many decoding threads as cores, fed by one queue. A thread that finishes a body takes the
 /// next queued one at once: under load, decodes follow each other without a thread being woken
@@ -23,18 +19,14 @@ pub(crate) struct Decoders {
 }
 
 impl Decoders {
-    /// Starts `threads` threads; they end once the last handle to the queue is dropped. Each
-    /// calls `after` when it has run a job (see `Combiner::after_job`).
-    pub(crate) fn start(threads: usize, after: AfterJob) -> Decoders {
+    /// Starts `threads` threads; they end once the last handle to the queue is dropped.
+    pub(crate) fn start(threads: usize) -> Decoders {
         let (queue, jobs) = crossbeam_channel::unbounded::<Job>();
         for i in 0..threads.max(1) {
-            let (jobs, after) = (jobs.clone(), after.clone());
+            let jobs = jobs.clone();
             let spawned = std::thread::Builder::new().name(format!("decode-{i}")).spawn(move || {
                 while let Ok(job) = jobs.recv() {
                     job();
-                    if catch_unwind(AssertUnwindSafe(|| after(jobs.is_empty()))).is_err() {
-                        tracing::error!("a decoding thread's work after a body panicked");
-                    }
                 }
             });
             if let Err(e) = spawned {
@@ -73,7 +65,7 @@ mod tests {
 
     #[tokio::test]
     async fn results_come_back_and_a_panic_is_an_error_not_a_lost_thread() {
-        let decoders = Decoders::start(1, Arc::new(|_| {}));
+        let decoders = Decoders::start(1);
         assert_eq!(decoders.run(|| Ok(41 + 1)).await.unwrap(), 42);
         let panicked = decoders.run(|| -> Result<(), ApiError> { panic!("hostile body") }).await.unwrap_err();
         assert_eq!(panicked.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -81,30 +73,5 @@ mod tests {
         assert_eq!(decoders.run(|| Ok("next")).await.unwrap(), "next");
         let failed = decoders.run(|| -> Result<(), ApiError> { Err(ApiError::bad_request("bad")) }).await;
         assert_eq!(failed.unwrap_err().status, axum::http::StatusCode::BAD_REQUEST);
-    }
-
-    #[tokio::test]
-    async fn after_each_body_a_thread_is_told_whether_more_are_queued() {
-        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = told.clone();
-        let decoders = Decoders::start(1, Arc::new(move |idle| record.lock().unwrap().push(idle)));
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let first = decoders.run(move || wait.recv().map_err(|_| ApiError::internal("closed")));
-        let second = decoders.run(|| Ok(()));
-        // The first body is held until the second is queued behind it.
-        let (first, second) = tokio::join!(first, async {
-            go.send(()).unwrap();
-            second.await
-        });
-        first.unwrap();
-        second.unwrap();
-        // Wait for the hook after the second body, which runs after its answer is sent.
-        for _ in 0..100 {
-            if told.lock().unwrap().len() == 2 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(*told.lock().unwrap(), [false, true]);
     }
 }

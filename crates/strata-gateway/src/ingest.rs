@@ -5,8 +5,6 @@ mod batch;
 mod decode;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Json;
@@ -132,27 +130,11 @@ where
     let partitions = gw.log.partition_count(kind.topic())?;
     let codec = gw.log.codec(kind.topic())?;
     let series_codec = gw.log.codec(Series::SPEC.name)?;
-    // An unkeyed log or event request leaves its batches, from the decoding thread, to be joined
-    // with other requests' (`combine.rs`); so the checks that can refuse it whole are made there.
-    // Keyed requests are appended on their own: their ticket follows each partition's append.
-    let join = ticket.is_none() && matches!(kind, Kind::Logs | Kind::Events);
-    let runtime = tokio::runtime::Handle::current();
-    let (mut decoded, series_defs, joined, _permit) = {
+    let (mut decoded, series_defs, _permit) = {
         let tenant = tenant.clone();
         let worker = gw.clone();
         gw.decode_blocking(move || {
             let mut decoded = decode(&worker, raw, &mut permit, &tenant, partitions, Decoded::new(key))?;
-            if join {
-                let mut joined: Vec<Appending> = Vec::new();
-                if admit(&worker, &tenant, &decoded)? {
-                    for (p, batch) in std::mem::take(&mut decoded.batches) {
-                        let appended = worker.combiner.submit(&runtime, kind.topic(), p, batch.records);
-                        let ended = worker.combiner.clone().ended(appended);
-                        joined.push((batch.indexes, Box::pin(async move { ended.await.map(|a| a.count as usize) })));
-                    }
-                }
-                return Ok((decoded, None, Some(joined), permit));
-            }
             // Compressed here, on a blocking thread and in parallel, not by the partition's writer.
             for batch in decoded.batches.values_mut() {
                 batch.records.compress(codec);
@@ -167,7 +149,7 @@ where
                 records.compress(series_codec);
                 Some(records)
             };
-            Ok((decoded, defs, None, permit))
+            Ok((decoded, defs, permit))
         })
         .await?
     };
@@ -188,8 +170,10 @@ where
     if decoded.total == 0 {
         return Err(ApiError::bad_request("body contains no records"));
     }
-    if joined.is_none() && valid > 0 {
-        take_record_rate(gw, &tenant, valid)?;
+    if valid > 0 {
+        gw.rate.take(&tenant, valid as u64, 0).map_err(|wait| {
+            ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate of records per second"), wait)
+        })?;
     }
     let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
     for (_, e) in &decoded.errors {
@@ -215,21 +199,15 @@ where
         }
         gw.registry.defined(decoded.series_defs.ids());
     }
+    let mut batches = std::mem::take(&mut decoded.batches);
     // A retry of a keyed request that was cut short: its records are already in these partitions.
     let mut already = 0;
-    let appends = match joined {
-        Some(joined) => joined,
-        None => {
-            let mut batches = std::mem::take(&mut decoded.batches);
-            for p in &skip {
-                if let Some(b) = batches.remove(p) {
-                    already += b.indexes.len();
-                }
-            }
-            start_appends(gw, kind, batches, ticket.as_ref())
+    for p in &skip {
+        if let Some(b) = batches.remove(p) {
+            already += b.indexes.len();
         }
-    };
-    let (appended, append_error) = finish_appends(kind, appends, &mut errors, &mut reasons).await;
+    }
+    let (appended, append_error) = append_batches(gw, kind, batches, ticket.as_ref(), &mut errors, &mut reasons).await;
     let accepted = already + appended;
     if accepted == 0
         && let Some(e) = append_error
@@ -254,36 +232,19 @@ where
     Ok((status, resp))
 }
 
-/// Whether a decoded request has records to append: not dropped (an HA replica not elected),
-/// with at least one valid record, within its tenant's rate of records (else 429).
-fn admit(gw: &Gateway, tenant: &TenantId, decoded: &Decoded) -> Result<bool, ApiError> {
-    let valid = decoded.total - decoded.errors.len();
-    if decoded.dropped.is_some() || valid == 0 {
-        return Ok(false);
-    }
-    take_record_rate(gw, tenant, valid)?;
-    Ok(true)
-}
-
-fn take_record_rate(gw: &Gateway, tenant: &TenantId, valid: usize) -> Result<(), ApiError> {
-    gw.rate.take(tenant, valid as u64, 0).map_err(|wait| {
-        ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate of records per second"), wait)
-    })
-}
-
-/// An append in flight, with the request indexes of its records; it ends with how many were
-/// appended.
-type Appending = (Vec<usize>, Pin<Box<dyn Future<Output = Result<usize, ApiError>> + Send>>);
-
-/// Starts every partition's append concurrently, as tasks of their own that finish even if the
-/// request is dropped, and tell the idempotency table of a keyed request how each ended.
-fn start_appends(
+/// Appends every partition's batch concurrently. Records of a partition whose append failed become
+/// retryable per-record errors. Returns the number appended and the last append error.
+/// The appends run as tasks of their own that finish even if the request is dropped, and tell
+/// the idempotency table of a keyed request how each ended.
+async fn append_batches(
     gw: &Arc<Gateway>,
     kind: Kind,
     batches: BTreeMap<u32, PartitionBatch>,
     ticket: Option<&Ticket>,
-) -> Vec<Appending> {
-    let mut appends: Vec<Appending> = Vec::with_capacity(batches.len());
+    errors: &mut Vec<ItemError>,
+    reasons: &mut BTreeMap<&'static str, u64>,
+) -> (usize, Option<ApiError>) {
+    let mut tasks = Vec::with_capacity(batches.len());
     for (p, batch) in batches {
         let log = gw.log.clone();
         let keyed = match ticket {
@@ -291,7 +252,7 @@ fn start_appends(
                 let lower = match log.end_offset(kind.topic(), p) {
                     Ok(o) => o,
                     Err(e) => {
-                        appends.push((batch.indexes, Box::pin(std::future::ready(Err(e.into())))));
+                        tasks.push(tokio::spawn(async move { (Err(e), batch.indexes) }));
                         continue;
                     }
                 };
@@ -300,45 +261,36 @@ fn start_appends(
             }
             None => None,
         };
-        let n = batch.indexes.len();
-        let task = tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
+            let n = batch.indexes.len();
             let r = log.append(kind.topic(), p, batch.records).await;
             if let Some((table, id, lower)) = keyed {
                 table.appended(&id, p, lower, r.is_ok());
             }
-            r.map(|_| n).map_err(ApiError::from)
-        });
-        let ended = async move {
-            match task.await {
-                Ok(r) => r,
-                Err(e) => Err(ApiError::internal(format!("append task failed: {e}"))),
-            }
-        };
-        appends.push((batch.indexes, Box::pin(ended)));
+            (r.map(|_| n), batch.indexes)
+        }));
     }
-    appends
-}
-
-/// Waits for every append. Records of a partition whose append failed become retryable
-/// per-record errors. Returns the number appended and the last append error.
-async fn finish_appends(
-    kind: Kind,
-    appends: Vec<Appending>,
-    errors: &mut Vec<ItemError>,
-    reasons: &mut BTreeMap<&'static str, u64>,
-) -> (usize, Option<ApiError>) {
     let mut accepted = 0;
     let mut last_err = None;
-    for (indexes, append) in appends {
-        match append.await {
+    for task in tasks {
+        let joined = task.await;
+        let (result, indexes) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                last_err = Some(ApiError::internal(format!("append task failed: {e}")));
+                continue;
+            }
+        };
+        match result {
             Ok(n) => accepted += n,
             Err(e) => {
-                tracing::warn!(kind = %kind, error = %e.message, records = indexes.len(), "append failed");
+                tracing::warn!(kind = %kind, error = %e, records = indexes.len(), "append failed");
+                let api: ApiError = e.into();
                 *reasons.entry("log_unavailable").or_default() += indexes.len() as u64;
                 for index in indexes {
-                    errors.push(ItemError { index, error: e.message.clone(), retryable: true });
+                    errors.push(ItemError { index, error: api.message.clone(), retryable: true });
                 }
-                last_err = Some(e);
+                last_err = Some(api);
             }
         }
     }
@@ -467,8 +419,7 @@ async fn ingest_raw_inner(
     let mut batches = BTreeMap::new();
     batches.insert(p, PartitionBatch { records, indexes: vec![0] });
     let (mut errors, mut reasons) = (Vec::new(), BTreeMap::new());
-    let appends = start_appends(gw, Kind::Raw, batches, ticket.as_ref());
-    let (accepted, error) = finish_appends(Kind::Raw, appends, &mut errors, &mut reasons).await;
+    let (accepted, error) = append_batches(gw, Kind::Raw, batches, ticket.as_ref(), &mut errors, &mut reasons).await;
     if let Some(e) = error {
         return Err(e);
     }

@@ -3,7 +3,6 @@
 
 mod auth;
 mod body;
-mod combine;
 mod config;
 mod decoders;
 mod elastic;
@@ -53,8 +52,6 @@ pub struct Gateway {
     /// One thread per core decodes bodies: more at once than there are cores only adds
     /// threads, switches and per-thread allocator caches.
     decoders: decoders::Decoders,
-    /// Joins concurrent requests' batches for a partition into one append.
-    combiner: Arc<combine::Combiner>,
     series: SeriesLimiter,
     /// The numbers metric batches name series by.
     registry: Arc<strata_model::SeriesRegistry>,
@@ -79,20 +76,12 @@ impl Gateway {
         let idempotency =
             idempotency::Idempotency::new(cfg.idempotency.clone(), meta.map(|m| m.join("idempotency.json")));
         let permits = (cfg.memory_bytes_max / BUDGET_UNIT) as usize;
-        let combiner = Arc::new(combine::Combiner::new(
-            log.clone(),
-            cfg.combine_bytes_max,
-            Duration::from_micros(cfg.combine_wait_us),
-        ));
-        let after = combiner.clone();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Gateway {
             log,
             auth,
             rate: RateLimiter::new(cfg.rate.clone()),
             memory: Arc::new(Semaphore::new(permits)),
-            decoders: decoders::Decoders::start(threads, Arc::new(move |idle| after.after_job(idle))),
-            combiner,
+            decoders: decoders::Decoders::start(std::thread::available_parallelism().map_or(2, |n| n.get())),
             series: SeriesLimiter::new(cfg.metrics.clone(), series_path),
             registry,
             idempotency,

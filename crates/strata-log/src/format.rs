@@ -188,29 +188,6 @@ impl EncodedRecords {
         self.push(r.timestamp_ns, &r.tenant, &r.source_id, &headers, &r.payload)
     }
 
-    /// Room for `bytes` more encoded bytes, so that joining batches copies each once.
-    pub fn reserve(&mut self, bytes: usize) {
-        self.buf.reserve(bytes);
-    }
-
-    /// Appends the records of `other` after these: the batch of several requests for one
-    /// partition, appended (and compressed) as one. Both must be uncompressed.
-    pub fn extend(&mut self, other: &EncodedRecords) -> Result<()> {
-        if self.codec != Codec::None || other.codec != Codec::None {
-            return Err(Error::Compressed);
-        }
-        let count = self.count.checked_add(other.count).ok_or(Error::RecordTooLarge {
-            field: "batch record count",
-            len: self.count as usize + other.count as usize,
-            max: u32::MAX as usize,
-        })?;
-        self.buf.extend_from_slice(&other.buf);
-        self.count = count;
-        self.min_ts = self.min_ts.min(other.min_ts);
-        self.max_ts = self.max_ts.max(other.max_ts);
-        Ok(())
-    }
-
     pub fn count(&self) -> u32 {
         self.count
     }
@@ -530,32 +507,6 @@ mod tests {
         }
 
         #[test]
-        fn batches_joined_are_the_batch_of_all_their_records(
-            records in proptest::collection::vec(arb_record(), 1..20),
-            cuts in proptest::collection::vec(0usize..20, 0..4),
-        ) {
-            let mut whole = EncodedRecords::new();
-            for r in &records {
-                whole.push_record(r).unwrap();
-            }
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(records.len())).collect();
-            cuts.sort();
-            cuts.push(records.len());
-            let (mut joined, mut from) = (EncodedRecords::new(), 0);
-            for to in cuts {
-                let mut part = EncodedRecords::new();
-                for r in &records[from..to] {
-                    part.push_record(r).unwrap();
-                }
-                joined.extend(&part).unwrap();
-                from = to;
-            }
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            prop_assert_eq!(encode_batch(&mut a, 3, 4, &joined), encode_batch(&mut b, 3, 4, &whole));
-            prop_assert_eq!(a, b);
-        }
-
-        #[test]
         fn any_flipped_byte_is_caught(pos in 0usize..200, bit in 0u8..8, zstd in any::<bool>()) {
             let mut enc = EncodedRecords::new();
             enc.push(1, "t", "s", &[("k", b"v")], &[7u8; 100]).unwrap();
@@ -572,19 +523,6 @@ mod tests {
                 .and_then(|h| if h.batch_len as usize == out.len() { check_crc(&h, &out).map(|_| h) } else { Err(Invalid::Length(h.batch_len)) });
             prop_assert!(ok.is_err());
         }
-    }
-
-    #[test]
-    fn a_compressed_batch_neither_joins_nor_is_joined() {
-        let mut a = EncodedRecords::new();
-        a.push(1, "t", "s", &[], &[b'x'; 400]).unwrap();
-        let mut z = a.clone();
-        z.compress(Codec::Zstd);
-        assert_eq!(z.codec(), Codec::Zstd);
-        assert!(matches!(a.clone().extend(&z), Err(Error::Compressed)));
-        assert!(matches!(z.clone().extend(&a), Err(Error::Compressed)));
-        a.extend(&a.clone()).unwrap();
-        assert_eq!(a.count(), 2);
     }
 
     #[test]
