@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use strata_model::{Kind, Limits, RecordError, TenantId};
 
 use crate::body::{Encoding, decompress};
-use crate::ingest::{Decoded, ingest_decoded, now_ns};
+use crate::ingest::{Decoded, ingest_decoded_retry, now_ns};
 use crate::{ApiError, Gateway};
 
 /// The Elasticsearch version Strata answers as: what current clients and agents expect.
@@ -103,15 +103,17 @@ async fn ingest(
     let encoding = Encoding::from_headers(headers)?;
     check_content_type(headers)?;
     let kind = kind_of(path_index.as_deref().unwrap_or(""));
-    let (_, resp) = ingest_decoded(gw, kind, headers, body, true, move |gw, raw, permit, tenant, partitions, out| {
-        let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(permit, n))?;
-        gw.grow(permit, body.len())?;
-        let (decoded, parsed) = decode(&body, kind, path_index.as_deref(), tenant, &gw.cfg.record, partitions, out)?;
-        *items.lock().expect("bulk items") = parsed;
-        Ok(decoded)
-    })
-    .await?;
-    Ok(resp.errors.iter().filter(|e| e.retryable).map(|e| e.index).collect())
+    let (_, _, retry) =
+        ingest_decoded_retry(gw, kind, headers, body, true, move |gw, raw, permit, tenant, partitions, out| {
+            let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(permit, n))?;
+            gw.grow(permit, body.len())?;
+            let (decoded, parsed) =
+                decode(&body, kind, path_index.as_deref(), tenant, &gw.cfg.record, partitions, out)?;
+            *items.lock().expect("bulk items") = parsed;
+            Ok(decoded)
+        })
+        .await?;
+    Ok(retry)
 }
 
 /// Events indexes (`events*`) hold events; every other index holds log lines.
@@ -342,7 +344,7 @@ fn new_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Elasticsearch's answer: `errors`, and one item per action, in order.
+/// Elasticsearch's answer: `errors`, and one item per action, in order; `retryable` is sorted.
 fn answer(items: Vec<Item>, retryable: &[usize], started: std::time::Instant) -> Response {
     let mut errors = false;
     let mut seq_no = 0u64;
@@ -351,7 +353,7 @@ fn answer(items: Vec<Item>, retryable: &[usize], started: std::time::Instant) ->
         .enumerate()
         .map(|(i, item)| {
             let refused = item.refused.or_else(|| {
-                retryable.contains(&i).then(|| {
+                retryable.binary_search(&i).is_ok().then(|| {
                     ("es_rejected_execution_exception", "the log could not take the document now; retry".to_string())
                 })
             });
@@ -412,6 +414,100 @@ fn product(status: StatusCode, body: Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use strata_log::{
+        AppendAck, Codec, EmbeddedLog, EncodedRecords, GroupOffset, Log, LogConfig, ReadResult, RetentionRemoved,
+        TopicInfo,
+    };
+
+    /// A log of two partitions per topic whose partition 1 refuses every append.
+    struct HalfDown(EmbeddedLog);
+
+    #[async_trait::async_trait]
+    impl Log for HalfDown {
+        fn topics(&self) -> Vec<TopicInfo> {
+            self.0.topics()
+        }
+        fn partition_count(&self, topic: &str) -> strata_log::Result<u32> {
+            self.0.partition_count(topic)
+        }
+        fn codec(&self, topic: &str) -> strata_log::Result<Codec> {
+            self.0.codec(topic)
+        }
+        fn end_offset(&self, topic: &str, partition: u32) -> strata_log::Result<u64> {
+            self.0.end_offset(topic, partition)
+        }
+        async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> strata_log::Result<AppendAck> {
+            if partition == 1 {
+                return Err(strata_log::Error::Overloaded { topic: topic.to_string(), partition });
+            }
+            self.0.append(topic, partition, records).await
+        }
+        fn read(&self, topic: &str, partition: u32, offset: u64, bytes_max: u64) -> strata_log::Result<ReadResult> {
+            self.0.read(topic, partition, offset, bytes_max)
+        }
+        async fn wait_for(&self, topic: &str, partition: u32, offset: u64, t: Duration) -> strata_log::Result<u64> {
+            self.0.wait_for(topic, partition, offset, t).await
+        }
+        fn offset_for_time(&self, topic: &str, partition: u32, append_ms: i64) -> strata_log::Result<u64> {
+            self.0.offset_for_time(topic, partition, append_ms)
+        }
+        async fn commit_offsets(&self, group: &str, offsets: &[GroupOffset]) -> strata_log::Result<()> {
+            self.0.commit_offsets(group, offsets).await
+        }
+        fn committed_offsets(&self, group: &str) -> strata_log::Result<Vec<GroupOffset>> {
+            self.0.committed_offsets(group)
+        }
+        fn groups(&self) -> Vec<String> {
+            self.0.groups()
+        }
+        async fn enforce_retention(&self, now_ms: i64) -> strata_log::Result<Vec<RetentionRemoved>> {
+            self.0.enforce_retention(now_ms).await
+        }
+    }
+
+    #[tokio::test]
+    async fn every_document_a_partition_could_not_take_is_answered_429_past_errors_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = HalfDown(EmbeddedLog::open(LogConfig::new(dir.path().join("log"), 2)).unwrap());
+        let (auth, _) = crate::Auth::open(&dir.path().join("meta"), None, true).unwrap();
+        let registry = Arc::new(strata_model::SeriesRegistry::new(60));
+        let gw = crate::Gateway::new(Arc::new(log), Arc::new(auth), Default::default(), None, registry);
+        let tenant = gw.auth.tenant(&HeaderMap::new()).unwrap();
+        // 150 documents that cannot be taken (more than errors_max, 100) before 300 good ones
+        // spread over both partitions.
+        let mut body = String::new();
+        for i in 0..150 {
+            body.push_str(&format!("{{\"update\":{{\"_index\":\"app\",\"_id\":\"u{i}\"}}}}\n{{}}\n"));
+        }
+        let sources: Vec<String> = (0..300).map(|i| format!("host-{}", i % 7)).collect();
+        for (i, source) in sources.iter().enumerate() {
+            body.push_str(&format!(
+                "{{\"create\":{{\"_index\":\"app\"}}}}\n{{\"host\":\"{source}\",\"message\":\"m{i}\"}}\n"
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(axum::http::header::CONTENT_TYPE, "application/x-ndjson".parse().unwrap());
+        let response = bulk_into(gw.clone(), None, headers, Body::from(body)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["errors"], true);
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), 450);
+        for item in &items[..150] {
+            assert_eq!(item["update"]["status"], 400, "{item}");
+        }
+        let mut down = 0;
+        for (item, source) in items[150..].iter().zip(&sources) {
+            let want = if strata_model::partition_for(tenant.as_str(), source, 2) == 1 { 429 } else { 201 };
+            down += usize::from(want == 429);
+            assert_eq!(item["create"]["status"], want, "{source}: {item}");
+        }
+        assert!(down > 0 && down < 300, "both partitions hold some of the sources ({down} down)");
+        let kept: usize = (0..2).map(|p| gw.log.end_offset("logs", p).unwrap() as usize).sum();
+        assert_eq!(kept, 300 - down);
+    }
 
     fn run(body: &str, path_index: Option<&str>) -> Result<(Decoded, Vec<Item>), ApiError> {
         decode(

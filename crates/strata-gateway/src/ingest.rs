@@ -108,6 +108,26 @@ where
         + Send
         + 'static,
 {
+    let (status, resp, _) = ingest_decoded_retry(gw, kind, headers, body, empty_ok, decode).await?;
+    Ok((status, resp))
+}
+
+/// `ingest_decoded`, with the indexes of every valid record whose partition could not take it
+/// (to be sent again), in order: the answer lists at most `errors_max` errors of all kinds, and a
+/// protocol that answers each record on its own (Elasticsearch `_bulk`) needs all of them.
+pub(crate) async fn ingest_decoded_retry<F>(
+    gw: &Arc<Gateway>,
+    kind: Kind,
+    headers: &HeaderMap,
+    body: Body,
+    empty_ok: bool,
+    decode: F,
+) -> Result<(StatusCode, IngestResponse, Vec<usize>), ApiError>
+where
+    F: FnOnce(&Gateway, Vec<u8>, &mut OwnedSemaphorePermit, &TenantId, u32, Decoded) -> Result<Decoded, ApiError>
+        + Send
+        + 'static,
+{
     let tenant = gw.auth.tenant(headers)?;
     let key = idempotency::key_of(headers)?;
     let mut permit = gw.reserve_body(headers).await?;
@@ -118,7 +138,8 @@ where
         Some(key) => match gw.idempotency.begin(tenant.as_str(), key, kind.topic())? {
             Begin::Replay(a) => {
                 let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
-                return Ok((status, a.body));
+                // A kept answer is a final one: every partition took its records.
+                return Ok((status, a.body, Vec::new()));
             }
             Begin::Proceed(ticket, skip) => (Some(ticket), skip),
         },
@@ -158,12 +179,14 @@ where
         return Ok((
             StatusCode::ACCEPTED,
             IngestResponse { accepted: 0, rejected: 0, errors: Vec::new(), errors_omitted: 0 },
+            Vec::new(),
         ));
     }
     if decoded.total == 0 && empty_ok {
         return Ok((
             StatusCode::OK,
             IngestResponse { accepted: 0, rejected: 0, errors: Vec::new(), errors_omitted: 0 },
+            Vec::new(),
         ));
     }
     let valid = decoded.total - decoded.errors.len();
@@ -217,6 +240,8 @@ where
         return Err(e);
     }
     count_records(&tenant, kind, accepted, &reasons);
+    let mut retry: Vec<usize> = errors[written..].iter().map(|e| e.index).collect();
+    retry.sort_unstable();
     errors.sort_by_key(|e| e.index);
     // The invalid records, and the valid ones whose partition could not take them (retryable).
     let rejected = invalid + (errors.len() - written);
@@ -229,7 +254,7 @@ where
         let answer = append_error.is_none().then(|| Answer { status: status.as_u16(), body: resp.clone() });
         ticket.finish(answer);
     }
-    Ok((status, resp))
+    Ok((status, resp, retry))
 }
 
 /// Appends every partition's batch concurrently. Records of a partition whose append failed become
