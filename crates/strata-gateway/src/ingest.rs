@@ -155,7 +155,9 @@ where
         let tenant = tenant.clone();
         let worker = gw.clone();
         gw.decode_blocking(move || {
-            let mut decoded = decode(&worker, raw, &mut permit, &tenant, partitions, Decoded::new(key))?;
+            let errors_max = worker.cfg.errors_max;
+            let out = Decoded::new(key).keeping_errors(errors_max);
+            let mut decoded = decode(&worker, raw, &mut permit, &tenant, partitions, out)?;
             // Compressed here, on a blocking thread and in parallel, not by the partition's writer.
             for batch in decoded.batches.values_mut() {
                 batch.records.compress(codec);
@@ -198,16 +200,12 @@ where
             ApiError::rate_limited(format!("tenant {tenant} is over its ingest rate of records per second"), wait)
         })?;
     }
-    let mut reasons: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for (_, e) in &decoded.errors {
-        *reasons.entry(e.reason()).or_default() += 1;
-    }
-    // Only the first `errors_max` are written out, and only they are made text: a body of
-    // millions of bad lines held a string for each before the answer dropped all but these.
+    let mut reasons: BTreeMap<&'static str, u64> = decoded.errors.reasons().clone();
+    // Only the first `errors_max` are kept and made text (`Rejected`).
     let invalid = decoded.errors.len();
-    decoded.errors.sort_by_key(|(index, _)| *index);
     let mut errors: Vec<ItemError> = decoded
         .errors
+        .first()
         .iter()
         .take(gw.cfg.errors_max)
         .map(|(index, e)| ItemError { index: *index, error: e.to_string(), retryable: false })

@@ -191,10 +191,10 @@ mod tests {
             }],
         };
         let tenant = TenantId::new("t").unwrap();
-        let out = decode(request, &tenant, &Limits::default(), 4, Decoded::new(None));
+        let mut out = decode(request, &tenant, &Limits::default(), 4, Decoded::new(None));
         assert_eq!(out.total, 2);
         assert_eq!(out.errors.len(), 1);
-        assert_eq!(out.errors[0].0, 1);
+        assert_eq!(out.errors.first()[0].0, 1);
         assert_eq!(out.batches.values().map(|b| b.records.count()).sum::<u32>(), 1);
         let resource = super::Resource::new(request_resource());
         let scope = InstrumentationScope { name: "app.db".into(), ..Default::default() };
