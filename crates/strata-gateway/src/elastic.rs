@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use strata_model::{Kind, Limits, RecordError, TenantId};
 
 use crate::body::{Encoding, decompress};
-use crate::ingest::{Decoded, ingest_decoded_retry, now_ns};
+use crate::ingest::{Decoded, ingest_decoded, now_ns};
 use crate::{ApiError, Gateway};
 
 /// The Elasticsearch version Strata answers as: what current clients and agents expect.
@@ -104,7 +104,7 @@ async fn ingest(
     check_content_type(headers)?;
     let kind = kind_of(path_index.as_deref().unwrap_or(""));
     let (_, _, retry) =
-        ingest_decoded_retry(gw, kind, headers, body, true, move |gw, raw, permit, tenant, partitions, out| {
+        ingest_decoded(gw, kind, headers, body, true, move |gw, raw, permit, tenant, partitions, out| {
             let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(permit, n))?;
             gw.grow(permit, body.len())?;
             let (decoded, parsed) =

@@ -90,32 +90,16 @@ async fn ingest_records_inner(
         decode(kind, tenant, &body, format, &gw.cfg.record, partitions, out.with_metrics(metrics))
     })
     .await
+    .map(|(status, resp, _)| (status, resp))
 }
 
 /// What every record ingest path shares once it knows how to decode a body: authentication, the
 /// memory budget, the body limit, rate limits, appending, counting and the answer. `decode` runs
-/// on a blocking thread with the raw body, and may grow the request's memory share.
-pub(crate) async fn ingest_decoded<F>(
-    gw: &Arc<Gateway>,
-    kind: Kind,
-    headers: &HeaderMap,
-    body: Body,
-    empty_ok: bool,
-    decode: F,
-) -> Result<(StatusCode, IngestResponse), ApiError>
-where
-    F: FnOnce(&Gateway, Vec<u8>, &mut OwnedSemaphorePermit, &TenantId, u32, Decoded) -> Result<Decoded, ApiError>
-        + Send
-        + 'static,
-{
-    let (status, resp, _) = ingest_decoded_retry(gw, kind, headers, body, empty_ok, decode).await?;
-    Ok((status, resp))
-}
-
-/// `ingest_decoded`, with the indexes of every valid record whose partition could not take it
-/// (to be sent again), in order: the answer lists at most `errors_max` errors of all kinds, and a
+/// on a blocking thread with the raw body, and may grow the request's memory share. Returned with
+/// the answer: the indexes of every valid record whose partition could not take it (to be sent
+/// again), in order, since the answer lists at most `errors_max` errors of all kinds and a
 /// protocol that answers each record on its own (Elasticsearch `_bulk`) needs all of them.
-pub(crate) async fn ingest_decoded_retry<F>(
+pub(crate) async fn ingest_decoded<F>(
     gw: &Arc<Gateway>,
     kind: Kind,
     headers: &HeaderMap,

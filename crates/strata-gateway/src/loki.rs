@@ -130,7 +130,7 @@ async fn ingest(gw: &Arc<Gateway>, headers: &HeaderMap, body: Body) -> Result<cr
         }
     };
     let encoding = Encoding::from_headers(headers)?;
-    let (_, resp) =
+    let (_, resp, _) =
         ingest_decoded(gw, Kind::Logs, headers, body, true, move |gw, raw, permit, tenant, partitions, out| {
             let max = gw.cfg.decompressed_bytes_max;
             let streams = if json {

@@ -218,7 +218,7 @@ pub(crate) async fn write(State(gw): State<Arc<Gateway>>, headers: HeaderMap, bo
     let result = if !encoding.eq_ignore_ascii_case("snappy") {
         Err(ApiError::unsupported(format!("content encoding {encoding:?} is not supported; remote write uses snappy")))
     } else {
-        ingest_decoded(&gw, Kind::Metrics, &headers, body, true, decode).await
+        ingest_decoded(&gw, Kind::Metrics, &headers, body, true, decode).await.map(|(status, resp, _)| (status, resp))
     };
     let response = match result {
         // Mimir's answer to a replica that is not elected: a success, so the sender moves on.
