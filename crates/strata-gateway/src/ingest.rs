@@ -194,7 +194,6 @@ where
         .take(gw.cfg.errors_max)
         .map(|(index, e)| ItemError { index: *index, error: e.to_string(), retryable: false })
         .collect();
-    let written = errors.len();
     if let Some(defs) = series_defs {
         // Durable before any batch naming them is appended (see `SeriesRegistry`).
         if let Err(e) = gw.log.append(Series::SPEC.name, 0, defs).await {
@@ -212,7 +211,8 @@ where
             already += b.indexes.len();
         }
     }
-    let (appended, append_error) = append_batches(gw, kind, batches, ticket.as_ref(), &mut errors, &mut reasons).await;
+    let mut failed = Vec::new();
+    let (appended, append_error) = append_batches(gw, kind, batches, ticket.as_ref(), &mut failed, &mut reasons).await;
     let accepted = already + appended;
     if accepted == 0
         && let Some(e) = append_error
@@ -222,11 +222,16 @@ where
         return Err(e);
     }
     count_records(&tenant, kind, accepted, &reasons);
-    let mut retry: Vec<usize> = errors[written..].iter().map(|e| e.index).collect();
-    retry.sort_unstable();
+    // The valid records whose partition could not take them: all returned, the first listed.
+    failed.sort_unstable_by_key(|(index, _)| *index);
+    let retry: Vec<usize> = failed.iter().map(|(index, _)| *index).collect();
+    errors.extend(failed.iter().take(gw.cfg.errors_max).map(|(index, why)| ItemError {
+        index: *index,
+        error: why.to_string(),
+        retryable: true,
+    }));
     errors.sort_by_key(|e| e.index);
-    // The invalid records, and the valid ones whose partition could not take them (retryable).
-    let rejected = invalid + (errors.len() - written);
+    let rejected = invalid + failed.len();
     let omitted = rejected.saturating_sub(gw.cfg.errors_max);
     errors.truncate(gw.cfg.errors_max);
     let resp = IngestResponse { accepted, rejected, errors, errors_omitted: omitted };
@@ -239,8 +244,9 @@ where
     Ok((status, resp, retry))
 }
 
-/// Appends every partition's batch concurrently. Records of a partition whose append failed become
-/// retryable per-record errors. Returns the number appended and the last append error.
+/// Appends every partition's batch concurrently. The records of a partition whose append failed go
+/// to `failed` with why (retryable: sending them again may succeed). Returns the number appended
+/// and the last append error.
 /// The appends run as tasks of their own that finish even if the request is dropped, and tell
 /// the idempotency table of a keyed request how each ended.
 async fn append_batches(
@@ -248,7 +254,7 @@ async fn append_batches(
     kind: Kind,
     batches: BTreeMap<u32, PartitionBatch>,
     ticket: Option<&Ticket>,
-    errors: &mut Vec<ItemError>,
+    failed: &mut Vec<(usize, Arc<str>)>,
     reasons: &mut BTreeMap<&'static str, u64>,
 ) -> (usize, Option<ApiError>) {
     let mut tasks = Vec::with_capacity(batches.len());
@@ -294,9 +300,8 @@ async fn append_batches(
                 tracing::warn!(kind = %kind, error = %e, records = indexes.len(), "append failed");
                 let api: ApiError = e.into();
                 *reasons.entry("log_unavailable").or_default() += indexes.len() as u64;
-                for index in indexes {
-                    errors.push(ItemError { index, error: api.message.clone(), retryable: true });
-                }
+                let why: Arc<str> = api.message.as_str().into();
+                failed.extend(indexes.into_iter().map(|index| (index, why.clone())));
                 last_err = Some(api);
             }
         }
@@ -425,8 +430,8 @@ async fn ingest_raw_inner(
     let p = partition_for(tenant.as_str(), &source_id, partitions);
     let mut batches = BTreeMap::new();
     batches.insert(p, PartitionBatch { records, indexes: vec![0] });
-    let (mut errors, mut reasons) = (Vec::new(), BTreeMap::new());
-    let (accepted, error) = append_batches(gw, Kind::Raw, batches, ticket.as_ref(), &mut errors, &mut reasons).await;
+    let (mut failed, mut reasons) = (Vec::new(), BTreeMap::new());
+    let (accepted, error) = append_batches(gw, Kind::Raw, batches, ticket.as_ref(), &mut failed, &mut reasons).await;
     if let Some(e) = error {
         return Err(e);
     }
