@@ -66,6 +66,12 @@ pub struct IndexArgs {
     /// The sink commits after the first `write` this long after its previous commit, and at the end.
     #[arg(long, default_value_t = 1000)]
     commit_interval_ms: u64,
+    /// Threads of each index writer (the server's `search.indexing_threads`).
+    #[arg(long, default_value_t = IndexerConfig::default().indexing_threads)]
+    indexing_threads: usize,
+    /// Memory of each index writer, in MiB (the server's `search.writer_memory_bytes`).
+    #[arg(long, default_value_t = IndexerConfig::default().writer_memory_bytes >> 20)]
+    writer_memory_mib: usize,
     /// Print one JSON object instead of a human-readable summary.
     #[arg(long)]
     json: bool,
@@ -86,6 +92,8 @@ impl IndexArgs {
             partitions: 4,
             batch_bytes: 64 << 10,
             commit_interval_ms: 1000,
+            indexing_threads: 1,
+            writer_memory_mib: 64,
             json: true,
             workload: WorkloadArgs { seed: 1, sources: 10_000, zipf_exponent: 1.1, event_bytes: 1024, series: 10_000 },
         }
@@ -128,6 +136,8 @@ pub struct IndexReport {
     pub pool_lines: usize,
     pub partitions: u32,
     pub batch_bytes: usize,
+    pub indexing_threads: usize,
+    pub writer_memory_mib: usize,
     pub hours: f64,
     pub rare_every: u64,
     pub seed: u64,
@@ -260,7 +270,14 @@ pub fn build(args: &IndexArgs) -> anyhow::Result<IndexReport> {
         Indexes::new(args.dir.clone(), Retention::default())
             .with_context(|| format!("cannot create indexes in {}", args.dir.display()))?,
     );
-    let mut sink = BlockingSink::new(Typed::new(SearchSink::new(Arc::clone(&indexes), IndexerConfig::default())));
+    let mut sink = BlockingSink::new(Typed::new(SearchSink::new(
+        Arc::clone(&indexes),
+        IndexerConfig {
+            indexing_threads: args.indexing_threads,
+            writer_memory_bytes: args.writer_memory_mib << 20,
+            ..IndexerConfig::default()
+        },
+    )));
     // The consumer runtime asks for the sink's positions before it feeds it; on an empty directory
     // there are none.
     let resumed = sink.committed()?;
@@ -361,6 +378,8 @@ pub fn build(args: &IndexArgs) -> anyhow::Result<IndexReport> {
         pool_lines: pool.len(),
         partitions: args.partitions,
         batch_bytes: args.batch_bytes,
+        indexing_threads: args.indexing_threads,
+        writer_memory_mib: args.writer_memory_mib,
         hours: args.hours,
         rare_every: args.rare_every,
         seed: args.workload.seed,

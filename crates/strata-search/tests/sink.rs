@@ -315,3 +315,23 @@ fn lines_are_found_by_an_exact_time_and_by_a_range_in_the_query() {
         assert_eq!(messages(&indexes, &q), want, "{q}");
     }
 }
+
+/// A writer with several indexing threads puts every line in the index once.
+#[test]
+fn several_indexing_threads_index_every_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = Arc::new(Indexes::new(dir.path().to_path_buf(), Default::default()).unwrap());
+    let cfg = IndexerConfig { indexing_threads: 2, writer_memory_bytes: 30_000_000, ..IndexerConfig::default() };
+    let mut sink = driven_sink(&indexes, cfg);
+    let now = now_ns();
+    let recs: Vec<StoredRecord> = (0..2000).map(|i| record(i, now - i as i64, &format!("line {i}"))).collect();
+    for (n, chunk) in recs.chunks(500).enumerate() {
+        sink.write("logs", 0, chunk).unwrap();
+        sink.commit(&positions(500 * (n as u64 + 1))).unwrap();
+    }
+    let day = indexes.open(&TenantId::new("acme").unwrap(), day_of(now), false).unwrap().unwrap();
+    let searcher = day.reader.searcher();
+    assert_eq!(searcher.num_docs(), 2000);
+    assert_eq!(count(&indexes, "\"line 1999\"", 0).0, 1);
+    assert_eq!(count(&indexes, "line", 0).0, 1000, "a page holds at most the limit");
+}

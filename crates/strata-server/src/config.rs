@@ -219,8 +219,10 @@ impl Default for PipelineSection {
 pub struct SearchSection {
     /// How often new lines are committed, i.e. how soon after acknowledgement they are searchable.
     pub commit_interval_ms: u64,
-    /// Memory of one index writer.
+    /// Memory of one index writer, shared by its indexing threads.
     pub writer_memory_bytes: usize,
+    /// Threads of one index writer, each building segments of its own.
+    pub indexing_threads: usize,
     /// Day indexes written at once.
     pub writers_max: usize,
     /// Day indexes older than this many days are deleted.
@@ -241,6 +243,7 @@ impl Default for SearchSection {
             // either way, and indexing is as fast.
             commit_interval_ms: 500,
             writer_memory_bytes: 64 << 20,
+            indexing_threads: strata_search::IndexerConfig::default().indexing_threads,
             writers_max: 8,
             retention_days: 90,
             tenant_retention_days: Default::default(),
@@ -460,14 +463,17 @@ impl Config {
         }
         self.ingest.validate().map_err(|e| format!("invalid configuration key {e}"))?;
         let s = &self.search;
-        if s.writer_memory_bytes < 15_000_000 {
+        // tantivy's least memory for an indexing thread.
+        if s.writer_memory_bytes < 15_000_000 * s.indexing_threads.max(1) {
             return Err(format!(
-                "invalid configuration key search.writer_memory_bytes: must be at least 15000000, got {}",
-                s.writer_memory_bytes
+                "invalid configuration key search.writer_memory_bytes: must be at least 15000000 for each of \
+                 search.indexing_threads ({}), got {}",
+                s.indexing_threads, s.writer_memory_bytes
             ));
         }
         for (key, v) in [
             ("search.commit_interval_ms", s.commit_interval_ms),
+            ("search.indexing_threads", s.indexing_threads as u64),
             ("search.writers_max", s.writers_max as u64),
             ("search.retention_days", u64::from(s.retention_days)),
             ("search.query_timeout_ms", s.query_timeout_ms),
@@ -788,6 +794,17 @@ mod tests {
                 Some("[tsdb.tenant_dedup_interval_ms]\n\"../x\" = 15000\n"),
                 vec![],
                 "invalid configuration key tsdb.tenant_dedup_interval_ms.../x",
+            ),
+            (
+                Some("[search]\nindexing_threads = 0\n"),
+                vec![],
+                "invalid configuration key search.indexing_threads: must be at least 1",
+            ),
+            (
+                Some("[search]\nindexing_threads = 4\nwriter_memory_bytes = 50000000\n"),
+                vec![],
+                "invalid configuration key search.writer_memory_bytes: must be at least 15000000 for each of \
+                 search.indexing_threads (4), got 50000000",
             ),
             (
                 Some("[query]\ntimeout_ms = 0\n"),

@@ -179,6 +179,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Arc::new(Indexes::new(cfg.data_dir.join("search"), retention).context("cannot open the search directory")?);
     let indexer_cfg = IndexerConfig {
         writer_memory_bytes: cfg.search.writer_memory_bytes,
+        indexing_threads: cfg.search.indexing_threads,
         writers_max: cfg.search.writers_max,
         ..IndexerConfig::default()
     };
