@@ -73,6 +73,8 @@ impl From<strata_log::Error> for ApiError {
         match e {
             E::Overloaded { .. } => ApiError::overloaded(e.to_string(), 1),
             E::Closed => ApiError::overloaded("server is shutting down", 5),
+            // Space comes back with retention or an operator: a sender keeps its records and waits.
+            E::DiskFull { .. } => ApiError::overloaded(e.to_string(), 30),
             E::UnknownTopic(_) | E::UnknownPartition { .. } => ApiError::not_found(e.to_string()),
             E::OffsetOutOfRange { .. } | E::GroupName(_) => ApiError::bad_request(e.to_string()),
             E::RecordTooLarge { .. } | E::BatchTooLarge { .. } => ApiError::too_large(e.to_string()),

@@ -297,7 +297,10 @@ async fn append_batches(
         match result {
             Ok(n) => accepted += n,
             Err(e) => {
-                tracing::warn!(kind = %kind, error = %e, records = indexes.len(), "append failed");
+                // The log says once when its disk floor starts and stops refusing appends.
+                if !matches!(e, strata_log::Error::DiskFull { .. }) {
+                    tracing::warn!(kind = %kind, error = %e, records = indexes.len(), "append failed");
+                }
                 let api: ApiError = e.into();
                 *reasons.entry("log_unavailable").or_default() += indexes.len() as u64;
                 let why: Arc<str> = api.message.as_str().into();

@@ -177,6 +177,10 @@ pub struct LogConfig {
     /// With `compress_sealed`, an active segment of at least 1 MiB that took no append for this
     /// long is sealed, so that it is compressed too.
     pub segment_idle_ms: u64,
+    /// Appends are refused (`Error::DiskFull`, retryable) while the log's file system has less
+    /// than this many bytes free, before a write could fail half-way and stop the partition; they
+    /// are taken again as soon as retention or an operator frees space. 0 turns the floor off.
+    pub disk_free_bytes_min: u64,
 }
 
 impl LogConfig {
@@ -198,9 +202,14 @@ impl LogConfig {
             compress_sealed: true,
             compress_backlog_bytes_max: 1 << 30,
             segment_idle_ms: 10_000,
+            disk_free_bytes_min: DISK_FREE_BYTES_MIN_DEFAULT,
         }
     }
 }
+
+/// The default `disk_free_bytes_min`: room for the other stores' files (index commits, blocks,
+/// state files) once the log stops taking appends.
+pub const DISK_FREE_BYTES_MIN_DEFAULT: u64 = 256 << 20;
 
 /// Everything that can go wrong in the log.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +228,10 @@ pub enum Error {
     BatchTooLarge { len: usize, max: u32 },
     #[error("corrupt batch in {path} at byte {position}: {reason}")]
     Corrupt { path: PathBuf, position: u64, reason: String },
+    #[error(
+        "no room for appends to {topic}/{partition}: {free} bytes free on the log's disk, below log.disk_free_bytes_min ({min})"
+    )]
+    DiskFull { topic: String, partition: u32, free: u64, min: u64 },
     #[error("partition {topic}/{partition} stopped after an i/o error and needs a restart: {reason}")]
     Failed { topic: String, partition: u32, reason: String },
     #[error("the log is shut down")]

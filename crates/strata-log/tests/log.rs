@@ -352,6 +352,28 @@ async fn a_lone_producer_is_not_held_by_the_group_commit_interval() {
     assert_prefix(&read_all(&log).unwrap(), 60);
 }
 
+/// Below the disk floor an append is refused as such, nothing is written, and the partition is
+/// not stopped: the next append is asked again (and here refused again, the floor being past any
+/// disk).
+#[tokio::test]
+async fn appends_below_the_disk_floor_are_refused_and_the_partition_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 64 << 10);
+    cfg.disk_free_bytes_min = u64::MAX / 2;
+    let log = EmbeddedLog::open(cfg).unwrap();
+    for _ in 0..2 {
+        match log.append("logs", 0, batch(0..3)).await {
+            Err(Error::DiskFull { topic, partition: 0, free, min }) => {
+                assert_eq!(topic, "logs");
+                assert!(free < min);
+            }
+            other => panic!("expected DiskFull, got {other:?}"),
+        }
+    }
+    assert_eq!(log.end_offset("logs", 0).unwrap(), 0);
+    assert!(read_all(&log).unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_appends_get_unique_contiguous_offsets() {
     let dir = tempfile::tempdir().unwrap();

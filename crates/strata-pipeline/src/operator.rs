@@ -299,9 +299,10 @@ fn parse(bytes: &[u8]) -> Result<Saved, String> {
 
 fn log_err(e: strata_log::Error) -> SinkError {
     match e {
-        strata_log::Error::Overloaded { .. } | strata_log::Error::Io { .. } | strata_log::Error::Closed => {
-            SinkError::Retry { reason: e.to_string() }
-        }
+        strata_log::Error::Overloaded { .. }
+        | strata_log::Error::DiskFull { .. }
+        | strata_log::Error::Io { .. }
+        | strata_log::Error::Closed => SinkError::Retry { reason: e.to_string() },
         other => SinkError::Corrupt { path: PathBuf::from("log"), reason: other.to_string() },
     }
 }

@@ -110,7 +110,7 @@ impl<P: Processor> ProcessorSink<P> {
 
 fn log_err(e: strata_log::Error) -> SinkError {
     match e {
-        strata_log::Error::Overloaded { .. } | strata_log::Error::Io { .. } => {
+        strata_log::Error::Overloaded { .. } | strata_log::Error::DiskFull { .. } | strata_log::Error::Io { .. } => {
             SinkError::Retry { reason: e.to_string() }
         }
         other => SinkError::Corrupt { path: PathBuf::from("log"), reason: other.to_string() },

@@ -177,6 +177,8 @@ pub struct LogSection {
     pub compress_backlog_bytes_max: u64,
     /// An active segment of at least 1 MiB idle this long is sealed (and so compressed).
     pub segment_idle_ms: u64,
+    /// Appends are refused with 503 while the data directory's disk has less free (0: never).
+    pub disk_free_bytes_min: u64,
 }
 
 impl Default for LogSection {
@@ -195,6 +197,7 @@ impl Default for LogSection {
             compress_sealed: true,
             compress_backlog_bytes_max: 1 << 30,
             segment_idle_ms: 10_000,
+            disk_free_bytes_min: strata_log::DISK_FREE_BYTES_MIN_DEFAULT,
         }
     }
 }
@@ -660,6 +663,7 @@ impl Config {
         c.group_commit_interval_us = self.log.group_commit_interval_us;
         c.compress_sealed = self.log.compress_sealed;
         c.compress_backlog_bytes_max = self.log.compress_backlog_bytes_max;
+        c.disk_free_bytes_min = self.log.disk_free_bytes_min;
         c.segment_idle_ms = self.log.segment_idle_ms;
         // One request's records for one partition must fit one batch.
         c.batch_bytes_max = (self.ingest.decompressed_bytes_max * 3 / 2 + (1 << 20)).min(1 << 30) as u32;

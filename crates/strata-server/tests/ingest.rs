@@ -526,3 +526,20 @@ fn errors_answered_before_the_body_reach_a_client_still_sending() {
     }
     assert_eq!(s.http.get(s.url("/healthz")).send().unwrap().status(), 200, "the server is up");
 }
+
+/// Below the disk floor (here set past any disk) appends are answered 503 with a Retry-After a
+/// sender backs off by, keeping its records, and not 500, which OTLP exporters drop; the
+/// partition is not stopped, so every request is answered the same until there is room.
+#[test]
+fn a_nearly_full_disk_is_answered_503_with_retry_after_and_stops_nothing() {
+    let s = Server::start("[log]\ndisk_free_bytes_min = 9000000000000000000\n");
+    let key = s.tenant_key("acme");
+    let line = ndjson(&[json!({"timestamp": 1767323045000i64, "source_id": "web-1", "message": "hello"})]);
+    for _ in 0..3 {
+        let (st, retry, body) = post(&s, "/ingest/v1/logs", Some(&key), "application/x-ndjson", line.clone());
+        assert_eq!((st, retry.as_deref()), (503, Some("30")), "{body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("log.disk_free_bytes_min"), "{body}");
+    }
+    assert_eq!(s.http.get(s.url("/readyz")).send().unwrap().status(), 200);
+}
