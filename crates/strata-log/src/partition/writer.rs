@@ -224,8 +224,7 @@ impl Writer {
     /// Whether the disk has room for `bytes` more above the floor; if not, every append of
     /// `group` is refused as retryable and the partition goes on.
     fn has_room(&mut self, bytes: u64, group: &mut Vec<AppendReq>) -> bool {
-        let dir = self.dir.clone();
-        let refused = self.room.admit(bytes, || free_bytes(&dir)).err();
+        let refused = self.room.admit(bytes, || free_bytes(&self.dir)).err();
         let (topic, partition) = (&self.part.topic, self.part.id);
         match (refused, self.room.refusing) {
             (Some(free), false) => {
