@@ -10,6 +10,14 @@ source scripts/bench-lib.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/strata-target}
 work=${1:-./strata-bench-data}
 mkdir -p "$work"
+# A row's log is written uncompressed while it runs (about 5 GB in 20 s here: sealed segments are
+# compressed in the server's idle time) and deleted after it.
+need_bytes=8000000000
+avail_bytes=$(df -B1 --output=avail "$work" | tail -n 1 | tr -d ' ')
+if [ "$avail_bytes" -lt "$need_bytes" ] && [ "${STRATA_BENCH_FORCE:-0}" != 1 ]; then
+  echo "bench-shippers: only $((avail_bytes / 1000000000)) GB free in $work, and a row needs about 8: use another disk, or STRATA_BENCH_FORCE=1" >&2
+  exit 1
+fi
 cargo build --release -q -p strata-server -p strata-bench
 release="$CARGO_TARGET_DIR/release"
 bench="$release/strata-bench"
