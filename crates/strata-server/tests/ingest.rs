@@ -541,5 +541,12 @@ fn a_nearly_full_disk_is_answered_503_with_retry_after_and_stops_nothing() {
         let message = body["error"].as_str().unwrap_or_default();
         assert!(message.contains("log.disk_free_bytes_min"), "{body}");
     }
+    // OTLP/HTTP: exporters retry 503 (and drop 500).
+    let export = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1767323045000000000", "body": {"stringValue": "hello"}}
+    ]}]}]});
+    let (st, retry, body) = post(&s, "/v1/logs", Some(&key), "application/json", export.to_string().into_bytes());
+    assert_eq!((st, retry.as_deref()), (503, Some("30")), "{body}");
+    assert!(body.to_string().contains("log.disk_free_bytes_min"), "{body}");
     assert_eq!(s.http.get(s.url("/readyz")).send().unwrap().status(), 200);
 }
