@@ -179,7 +179,8 @@ pub struct LogConfig {
     pub segment_idle_ms: u64,
     /// Appends are refused (`Error::DiskFull`, retryable) while the log's file system has less
     /// than this many bytes free, before a write could fail half-way and stop the partition; they
-    /// are taken again as soon as retention or an operator frees space. 0 turns the floor off.
+    /// are taken again once retention or an operator frees a quarter of it more. 0 turns the
+    /// floor off.
     pub disk_free_bytes_min: u64,
 }
 

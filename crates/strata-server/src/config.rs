@@ -177,7 +177,8 @@ pub struct LogSection {
     pub compress_backlog_bytes_max: u64,
     /// An active segment of at least 1 MiB idle this long is sealed (and so compressed).
     pub segment_idle_ms: u64,
-    /// Appends are refused with 503 while the data directory's disk has less free (0: never).
+    /// Appends are refused with 503 while the data directory's disk has less free, until it has
+    /// a quarter more (0: never).
     pub disk_free_bytes_min: u64,
 }
 

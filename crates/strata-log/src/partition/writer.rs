@@ -80,7 +80,7 @@ struct DiskRoom {
     min: u64,
     free: u64,
     checked: Option<Instant>,
-    /// The floor refused the last group: logged once when it starts and once when it ends.
+    /// The floor refused the last group (logged once when it starts and once when it ends).
     refusing: bool,
 }
 
@@ -91,12 +91,26 @@ impl DiskRoom {
 
     /// Whether `bytes` more leave at least `min` free, or else the bytes free. `measure` gives
     /// the free bytes now; it is asked when the last measure is old, or when the count since
-    /// says no (space may have been freed). A disk that cannot be measured is not refused.
+    /// says no (space may have been freed). A disk that cannot be measured is not refused. Once
+    /// refusing, it takes appends again only with a quarter of `min` more free, so that a load
+    /// at the edge is not taken and refused by turns (Elasticsearch's watermarks have the same
+    /// gap).
     fn admit(&mut self, bytes: u64, measure: impl FnOnce() -> std::io::Result<u64>) -> std::result::Result<(), u64> {
+        let admitted = self.admit_once(bytes, measure);
+        self.refusing = admitted.is_err();
+        admitted
+    }
+
+    fn admit_once(
+        &mut self,
+        bytes: u64,
+        measure: impl FnOnce() -> std::io::Result<u64>,
+    ) -> std::result::Result<(), u64> {
         if self.min == 0 {
             return Ok(());
         }
-        let need = self.min.saturating_add(bytes);
+        let gap = if self.refusing { self.min / 4 } else { 0 };
+        let need = self.min.saturating_add(gap).saturating_add(bytes);
         if self.checked.is_none_or(|t| t.elapsed() >= DISK_CHECK_INTERVAL) || self.free < need {
             match measure() {
                 Ok(free) => {
@@ -224,16 +238,16 @@ impl Writer {
     /// Whether the disk has room for `bytes` more above the floor; if not, every append of
     /// `group` is refused as retryable and the partition goes on.
     fn has_room(&mut self, bytes: u64, group: &mut Vec<AppendReq>) -> bool {
+        let was_refusing = self.room.refusing;
         let refused = self.room.admit(bytes, || free_bytes(&self.dir)).err();
         let (topic, partition) = (&self.part.topic, self.part.id);
-        match (refused, self.room.refusing) {
+        match (refused, was_refusing) {
             (Some(free), false) => {
                 tracing::error!(%topic, partition, free, min = self.room.min, "appends refused: the log's disk is nearly full")
             }
             (None, true) => tracing::info!(%topic, partition, "appends taken again: the log's disk has room"),
             _ => {}
         }
-        self.room.refusing = refused.is_some();
         let Some(free) = refused else { return true };
         metrics::counter!("strata_log_appends_refused_total", "topic" => topic.clone(), "reason" => "disk_full")
             .increment(group.len() as u64);
@@ -479,8 +493,14 @@ mod tests {
         // 1,100 free by the count since the measure: 200 more would pass the floor, so the
         // disk is measured again, and still has only what the count says.
         assert_eq!(room.admit(200, || Ok(1100)), Err(1100));
+        // Once refusing, a quarter of the floor more must be free: 1,300 is not enough for 200
+        // (1,000 + 250 + 200), 1,450 is.
+        assert_eq!(room.admit(200, || Ok(1300)), Err(1300));
+        assert_eq!(room.admit(200, || Ok(1450)), Ok(()));
+        // Taken again, the gap is gone: measured anew only when the count says no.
+        assert_eq!(room.admit(50, || panic!("measured within the interval")), Ok(()));
         // Space was freed: measured again, taken.
-        assert_eq!(room.admit(200, || Ok(5000)), Ok(()));
+        assert_eq!(room.admit(2000, || Ok(5000)), Ok(()));
         // Within the count, the disk is not measured.
         assert_eq!(room.admit(100, || panic!("measured within the interval")), Ok(()));
         // A disk that cannot be measured is not refused; a floor of 0 never measures.
