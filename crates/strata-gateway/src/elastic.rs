@@ -106,7 +106,6 @@ async fn ingest(
     let (_, _, retry) =
         ingest_decoded(gw, kind, headers, body, true, move |gw, raw, permit, tenant, partitions, out| {
             let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(permit, n))?;
-            gw.grow(permit, body.len())?;
             let (decoded, parsed) =
                 decode(&body, kind, path_index.as_deref(), tenant, &gw.cfg.record, partitions, out)?;
             *items.lock().expect("bulk items") = parsed;
@@ -216,6 +215,12 @@ fn decode(
                 item.refused = Some((kind, reason));
             }
         }
+        // Each item is answered: what it takes until then, twice over for the vector's slack.
+        let item_bytes = std::mem::size_of::<Item>()
+            + item.index.len()
+            + item.id.len()
+            + item.refused.as_ref().map_or(0, |(_, reason)| reason.len());
+        out.budget.spend(2 * item_bytes)?;
         items.push(item);
     }
     Ok((out, items))

@@ -84,8 +84,11 @@ async fn ingest_records_inner(
     let encoding = Encoding::from_headers(headers)?;
     ingest_decoded(gw, kind, headers, body, false, move |gw, raw, permit, tenant, partitions, out| {
         let body = decompress(raw, encoding, gw.cfg.decompressed_bytes_max, |n| gw.grow(permit, n))?;
-        // The encoded records take about as much memory as the body they come from.
-        gw.grow(permit, body.len())?;
+        // Metric points wait in their batches until the body is read: about as much memory as
+        // the body they come from. Stored lines are counted by `out` as they are written.
+        if kind == Kind::Metrics {
+            gw.grow(permit, body.len())?;
+        }
         let metrics = (kind == Kind::Metrics).then(|| MetricBatches::new(gw, tenant));
         decode(kind, tenant, &body, format, &gw.cfg.record, partitions, out.with_metrics(metrics))
     })
@@ -140,8 +143,15 @@ where
         let worker = gw.clone();
         gw.decode_blocking(move || {
             let errors_max = worker.cfg.errors_max;
-            let out = Decoded::new(key).keeping_errors(errors_max);
+            let out = Decoded::new(key).keeping_errors(errors_max).with_budget(worker.decoding_budget());
             let mut decoded = decode(&worker, raw, &mut permit, &tenant, partitions, out)?;
+            if let Some(e) = decoded.budget.refused() {
+                return Err(e.clone());
+            }
+            // Held with the body's share until the request is answered.
+            if let Some(held) = decoded.budget.take_permit() {
+                permit.merge(held);
+            }
             // Compressed here, on a blocking thread and in parallel, not by the partition's writer.
             for batch in decoded.batches.values_mut() {
                 batch.records.compress(codec);

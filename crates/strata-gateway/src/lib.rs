@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod budget;
 mod config;
 mod decoders;
 mod elastic;
@@ -40,7 +41,7 @@ pub use rate::RateLimiter;
 pub use series::{LoadSeriesError, SeriesLimiter, SeriesLimits, load_series};
 
 /// The memory budget is counted in KiB so that 4 TiB fits a semaphore's permits.
-const BUDGET_UNIT: u64 = 1024;
+pub(crate) const BUDGET_UNIT: u64 = 1024;
 
 /// Shared state of the ingest endpoints.
 pub struct Gateway {
@@ -169,6 +170,12 @@ impl Gateway {
                 format!("request body not received within body_read_timeout_ms ({} ms)", self.cfg.body_read_timeout_ms),
             )),
         }
+    }
+
+    /// A request's budget for what its decoding builds: drawn from the memory budget, and
+    /// refusing a request that alone would need more than half of it.
+    fn decoding_budget(&self) -> budget::Budget {
+        budget::Budget::new(self.memory.clone(), usize::try_from(self.cfg.memory_bytes_max / 2).unwrap_or(usize::MAX))
     }
 
     /// Grows a request's share of the memory budget by `bytes`, or fails with 503 at once.

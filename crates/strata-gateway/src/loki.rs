@@ -70,6 +70,17 @@ mod proto {
     }
 }
 
+/// The messages of a push, for `decoded_bytes`: 256 bytes an entry (prost's structure and the
+/// one it becomes), 128 for any other message.
+mod shape {
+    use crate::wire::{LEAF, Shape};
+
+    pub static REQUEST: Shape = Shape { bytes: 128, fields: &[(1, &STREAM)] };
+    static STREAM: Shape = Shape { bytes: 128, fields: &[(2, &ENTRY)] };
+    /// Its timestamp is held in its structure; each pair of structured metadata is a message.
+    static ENTRY: Shape = Shape { bytes: 256, fields: &[(3, &LEAF)] };
+}
+
 #[derive(Deserialize)]
 struct JsonPush {
     #[serde(default)]
@@ -133,9 +144,14 @@ async fn ingest(gw: &Arc<Gateway>, headers: &HeaderMap, body: Body) -> Result<cr
     let (_, resp, _) =
         ingest_decoded(gw, Kind::Logs, headers, body, true, move |gw, raw, permit, tenant, partitions, out| {
             let max = gw.cfg.decompressed_bytes_max;
+            let mut out = out;
             let streams = if json {
                 let body = decompress(raw, encoding, max, |n| gw.grow(permit, n))?;
-                gw.grow(permit, body.len())?;
+                // What decoding takes, charged first: an entry and each string of it (a pair of
+                // structured metadata is two) several times over their bytes at the least.
+                let entries = memchr::memchr_iter(b'[', &body).count();
+                let strings = memchr::memchr_iter(b'"', &body).count() / 2;
+                out.budget.spend(body.len() + entries.saturating_mul(256) + strings.saturating_mul(128))?;
                 let push: JsonPush = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("body is not a Loki JSON push: {e}")))?;
                 push.streams
@@ -144,6 +160,7 @@ async fn ingest(gw: &Arc<Gateway>, headers: &HeaderMap, body: Body) -> Result<cr
                     .collect()
             } else {
                 let body = crate::body::snappy_block(&raw, max, "a protobuf push", |n| gw.grow(permit, n))?;
+                out.budget.spend(body.len() + crate::wire::decoded_bytes(&body, &shape::REQUEST))?;
                 let push = <proto::PushRequest as prost::Message>::decode(body.as_slice())
                     .map_err(|e| ApiError::bad_request(format!("body is not a Loki PushRequest: {e}")))?;
                 let mut streams = Vec::with_capacity(push.streams.len());
@@ -196,6 +213,10 @@ fn decode(streams: Streams, tenant: &TenantId, limits: &Limits, partitions: u32,
         let level = get(&["level", "detected_level", "severity"]).map(|(_, v)| v.clone());
         let service = get(&["service_name", "service", "app", "job"]).map(|(_, v)| v.clone());
         for entry in entries {
+            if out.budget.refused().is_some() {
+                // The request is answered with the refusal.
+                return out;
+            }
             out.total += 1;
             match line(&labels, source, level.as_deref(), service.as_deref(), entry, now, limits) {
                 Ok(l) => out.push_line(index, tenant, &l, partitions, &mut payload),

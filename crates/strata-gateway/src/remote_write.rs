@@ -74,8 +74,10 @@ fn decode(
 ) -> Result<Decoded, ApiError> {
     let body = crate::body::snappy_block(&raw, gw.cfg.decompressed_bytes_max, "body", |n| gw.grow(permit, n))?;
     drop(raw);
-    let req = crate::wire::parse(&body)
-        .map_err(|e| ApiError::bad_request(format!("body is not a remote write WriteRequest: {e}")))?;
+    let req = crate::wire::parse(&body, &mut out.budget).map_err(|e| match out.budget.refused() {
+        Some(refused) => refused.clone(),
+        None => ApiError::bad_request(format!("body is not a remote write WriteRequest: {e}")),
+    })?;
     let now = now_ns();
     let replica_label = gw.ha.replica_label();
     if let Some(replica_label) = replica_label
@@ -105,6 +107,12 @@ fn decode(
     // First every series is validated and fingerprinted, then the request's series are admitted
     // against the active-series limit together, then batched. Labels (sorted, without the name),
     // samples and request indexes of valid series go into shared vectors.
+    // What the vectors below and the metric batches take, before they are allocated.
+    out.budget.spend(
+        req.series.len().saturating_mul(std::mem::size_of::<Valid>() + std::mem::size_of::<&Valid>())
+            + req.labels.len().saturating_mul(std::mem::size_of::<(&str, &str)>())
+            + req.samples.len().saturating_mul(std::mem::size_of::<(i64, f64)>() * 2 + std::mem::size_of::<usize>()),
+    )?;
     let mut valid: Vec<Valid> = Vec::with_capacity(req.series.len());
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(req.labels.len());
     let mut samples = Vec::with_capacity(req.samples.len());

@@ -6,6 +6,8 @@
 
 use std::ops::Range;
 
+use crate::budget::Budget;
+
 /// A request's series: each one's labels and samples as ranges of the shared vectors.
 #[derive(Debug, Default)]
 pub struct Parsed<'a> {
@@ -79,6 +81,45 @@ pub(crate) fn expect(field: &str, wire: u64, want: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// What a protobuf message takes once decoded by prost, for `decoded_bytes`: its own bytes (its
+/// structure with room for the growth of the vectors that hold it), and which of its fields hold
+/// messages of which shape. Shapes refer to each other, so they are statics.
+pub(crate) struct Shape {
+    pub bytes: usize,
+    pub fields: &'static [(u64, &'static Shape)],
+}
+
+/// A message whose fields are not counted.
+pub(crate) static LEAF: Shape = Shape { bytes: 128, fields: &[] };
+
+/// How deep `decoded_bytes` counts: prost refuses messages nested deeper than 100.
+const NESTING_MAX: u32 = 100;
+
+/// What decoding `body` as a message of `shape` may take in memory beyond the body's own bytes:
+/// the `bytes` of every message in it, counted before anything is decoded. A message is 2 bytes
+/// at least, so a body of empty messages would take fifty times its size and more. Counting stops
+/// where the body stops parsing (prost stops there too) or nests past prost's limit.
+pub(crate) fn decoded_bytes(body: &[u8], shape: &'static Shape) -> usize {
+    fn walk(b: &[u8], shape: &'static Shape, depth: u32, bytes: &mut usize) -> Result<(), String> {
+        *bytes = bytes.saturating_add(shape.bytes);
+        if depth > NESTING_MAX {
+            return Ok(());
+        }
+        let mut r = Reader { b };
+        while !r.b.is_empty() {
+            let (number, wire) = r.key()?;
+            match shape.fields.iter().find(|(n, _)| *n == number) {
+                Some((_, inner)) if wire == LEN => walk(r.bytes()?, inner, depth + 1, bytes)?,
+                _ => r.skip(wire)?,
+            }
+        }
+        Ok(())
+    }
+    let mut bytes = 0;
+    let _ = walk(body, shape, 0, &mut bytes);
+    bytes
+}
+
 /// `field`, the part of a message that ends at byte `end`, as text: cut from `whole` (the message
 /// already checked as UTF-8) where there is one, else checked on its own.
 fn text<'a>(whole: Option<&'a str>, end: usize, field: &'a [u8], what: &str) -> Result<&'a str, String> {
@@ -88,8 +129,21 @@ fn text<'a>(whole: Option<&'a str>, end: usize, field: &'a [u8], what: &str) -> 
     }
 }
 
-/// Reads a whole `WriteRequest`, or says what is wrong with it.
-pub fn parse(body: &[u8]) -> Result<Parsed<'_>, String> {
+/// Pushes `item`, first taking from `budget` what the vector's growth allocates when it is full.
+fn push<T>(v: &mut Vec<T>, item: T, budget: &mut Budget) -> Result<(), String> {
+    if v.len() == v.capacity() {
+        // A full vector doubles, to four at least.
+        let more = v.capacity().max(4).saturating_mul(std::mem::size_of::<T>());
+        budget.spend(more).map_err(|e| e.message)?;
+    }
+    v.push(item);
+    Ok(())
+}
+
+/// Reads a whole `WriteRequest`, or says what is wrong with it. What its vectors take is taken
+/// from `budget` as they grow: a label or a sample is 2 bytes at least in the body and 32 or 16
+/// once read. When the budget refuses, so does this, and `budget` says why.
+pub fn parse<'a>(body: &'a [u8], budget: &mut Budget) -> Result<Parsed<'a>, String> {
     let mut out = Parsed::default();
     let mut r = Reader { b: body };
     while !r.b.is_empty() {
@@ -97,7 +151,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, String> {
             (1, wire) => {
                 expect("timeseries", wire, LEN)?;
                 let ts = r.bytes()?;
-                series(ts, &mut out)?;
+                series(ts, &mut out, budget)?;
             }
             (_, wire) => r.skip(wire)?,
         }
@@ -105,7 +159,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed<'_>, String> {
     Ok(out)
 }
 
-fn series<'a>(b: &'a [u8], out: &mut Parsed<'a>) -> Result<(), String> {
+fn series<'a>(b: &'a [u8], out: &mut Parsed<'a>, budget: &mut Budget) -> Result<(), String> {
     let (l0, s0) = (out.labels.len(), out.samples.len());
     let mut histograms = 0;
     let mut r = Reader { b };
@@ -134,7 +188,7 @@ fn series<'a>(b: &'a [u8], out: &mut Parsed<'a>) -> Result<(), String> {
                         (_, w) => l.skip(w)?,
                     }
                 }
-                out.labels.push((name, value));
+                push(&mut out.labels, (name, value), budget)?;
             }
             (2, wire) => {
                 expect("samples", wire, LEN)?;
@@ -153,7 +207,7 @@ fn series<'a>(b: &'a [u8], out: &mut Parsed<'a>) -> Result<(), String> {
                         (_, w) => s.skip(w)?,
                     }
                 }
-                out.samples.push((timestamp, value));
+                push(&mut out.samples, (timestamp, value), budget)?;
             }
             (4, wire) => {
                 expect("histograms", wire, LEN)?;
@@ -163,14 +217,18 @@ fn series<'a>(b: &'a [u8], out: &mut Parsed<'a>) -> Result<(), String> {
             (_, wire) => r.skip(wire)?,
         }
     }
-    out.series.push((l0..out.labels.len(), s0..out.samples.len()));
-    out.histograms.push(histograms);
+    push(&mut out.series, (l0..out.labels.len(), s0..out.samples.len()), budget)?;
+    push(&mut out.histograms, histograms, budget)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unlimited() -> Budget {
+        Budget::counting(usize::MAX)
+    }
     use crate::remote_write::proto::{Label, Sample, TimeSeries, WriteRequest};
     use proptest::prelude::*;
     use prost::Message;
@@ -207,7 +265,7 @@ mod tests {
                 .map(|(l, s)| (l, s.into_iter().map(|(t, b)| (t, f64::from_bits(b))).collect()))
                 .collect();
             let bytes = request(&series).encode_to_vec();
-            let parsed = parse(&bytes).unwrap();
+            let parsed = parse(&bytes, &mut unlimited()).unwrap();
             prop_assert_eq!(parsed.series.len(), series.len());
             for ((labels, samples), (lr, sr)) in series.iter().zip(&parsed.series) {
                 let got: Vec<(String, String)> =
@@ -222,19 +280,40 @@ mod tests {
         /// Truncated or arbitrary bytes are an error or a request, never a panic.
         #[test]
         fn damaged_requests_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), cut in 0usize..200) {
-            let _ = parse(&bytes);
+            let _ = parse(&bytes, &mut unlimited());
             let good = request(&[(vec![("__name__".into(), "up".into())], vec![(1, 1.0)])]).encode_to_vec();
-            let _ = parse(&good[..cut.min(good.len())]);
+            let _ = parse(&good[..cut.min(good.len())], &mut unlimited());
         }
     }
 
     #[test]
     fn truncation_and_bad_text_are_named() {
         let good = request(&[(vec![("__name__".into(), "up".into())], vec![(1, 1.0)])]).encode_to_vec();
-        assert!(parse(&good[..good.len() - 3]).unwrap_err().contains("past the end"));
+        assert!(parse(&good[..good.len() - 3], &mut unlimited()).unwrap_err().contains("past the end"));
         let mut bad = good.clone();
         let at = bad.windows(2).position(|w| w == b"up").unwrap();
         bad[at] = 0xff;
-        assert_eq!(parse(&bad).unwrap_err(), "label value is not valid UTF-8");
+        assert_eq!(parse(&bad, &mut unlimited()).unwrap_err(), "label value is not valid UTF-8");
+    }
+
+    #[test]
+    fn what_the_vectors_take_is_charged_as_they_grow() {
+        // One series of 100,000 empty labels: 200 KB of body, 3.2 MB of vector once read.
+        let series = [&[0x0a, 0x00][..]].repeat(100_000).concat();
+        let mut len = Vec::new();
+        prost::encoding::encode_varint(series.len() as u64, &mut len);
+        let body = [&[0x0a][..], &len, &series].concat();
+        let mut budget = unlimited();
+        let parsed = parse(&body, &mut budget).unwrap();
+        assert_eq!(parsed.labels.len(), 100_000);
+        let taken = parsed.labels.capacity() * std::mem::size_of::<(&str, &str)>();
+        assert!(budget.spent() >= taken, "{} < {taken}", budget.spent());
+        assert!(budget.spent() < 2 * taken, "{} charged for {taken}", budget.spent());
+        // Refused once the budget is spent, before the vector grows past it, and `budget` says why.
+        let mut budget = Budget::counting(1 << 20);
+        let e = parse(&body, &mut budget).unwrap_err();
+        assert!(e.contains("ingest.memory_bytes_max"), "{e}");
+        assert_eq!(budget.refused().unwrap().status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(budget.spent() <= 2 << 20, "{}", budget.spent());
     }
 }

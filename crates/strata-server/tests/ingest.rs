@@ -550,3 +550,95 @@ fn a_nearly_full_disk_is_answered_503_with_retry_after_and_stops_nothing() {
     assert!(body.to_string().contains("log.disk_free_bytes_min"), "{body}");
     assert_eq!(s.http.get(s.url("/readyz")).send().unwrap().status(), 200);
 }
+
+/// A protobuf length-delimited field: `key`, the varint length, `inner`.
+fn len_field(key: u8, inner: &[u8]) -> Vec<u8> {
+    let mut v = vec![key];
+    prost::encoding::encode_varint(inner.len() as u64, &mut v);
+    v.extend_from_slice(inner);
+    v
+}
+
+#[test]
+fn bodies_that_decode_into_far_more_than_their_size_are_refused_by_the_memory_budget() {
+    // Half the budget, 24 MiB, is the most one request's decoding may take.
+    let s = Server::start(
+        "[ingest]\nbody_bytes_max = 8388608\ndecompressed_bytes_max = 8388608\nmemory_bytes_max = 50331648\n",
+    );
+    let key = s.tenant_key("acme");
+    let before = s.peak_rss_bytes();
+    let snappy = |b: &[u8]| snap::raw::Encoder::new().compress_vec(b).unwrap();
+    let filled = |unit: &[u8], head: &[u8], tail: &[u8]| {
+        let n = (7 << 20) / unit.len();
+        [head, &unit.repeat(n), tail].concat()
+    };
+    // (what, path, content type, content encoding, body); every one of 7 MB decoded.
+    type Hostile = (&'static str, &'static str, &'static str, Option<&'static str>, Vec<u8>);
+    let hostile: Vec<Hostile> = vec![
+        (
+            "NDJSON of tiny lines (stored lines six times their size)",
+            "/ingest/v1/logs",
+            "application/x-ndjson",
+            None,
+            filled(b"{\"source_id\":\"a\",\"message\":\"a\"}\n", b"", b""),
+        ),
+        (
+            "remote write of empty labels (32 bytes each once read, 2 in the body)",
+            "/api/v1/write",
+            "application/x-protobuf",
+            Some("snappy"),
+            snappy(&len_field(0x0a, &[0x0a, 0x00].repeat(3_500_000))),
+        ),
+        (
+            "OTLP metrics of empty gauge points",
+            "/v1/metrics",
+            "application/x-protobuf",
+            None,
+            len_field(0x0a, &len_field(0x12, &len_field(0x12, &len_field(0x2a, &[0x0a, 0x00].repeat(3_000_000))))),
+        ),
+        (
+            "a Loki protobuf push of empty entries",
+            "/loki/api/v1/push",
+            "application/x-protobuf",
+            None,
+            snappy(&len_field(0x0a, &[0x12, 0x00].repeat(3_000_000))),
+        ),
+        (
+            "a Loki JSON push of empty entries",
+            "/loki/api/v1/push",
+            "application/json",
+            None,
+            filled(b"[\"1\",\"\"],", b"{\"streams\":[{\"stream\":{\"job\":\"a\"},\"values\":[", b"[\"1\",\"\"]]}]}"),
+        ),
+        (
+            "an Elasticsearch _bulk of deletes (each answered with an item)",
+            "/_bulk",
+            "application/x-ndjson",
+            None,
+            filled(b"{\"delete\":{}}\n", b"", b""),
+        ),
+    ];
+    for (what, path, content_type, encoding, body) in hostile {
+        let mut r = s.http.post(s.url(path)).bearer_auth(&key).header("content-type", content_type);
+        if let Some(e) = encoding {
+            r = r.header("content-encoding", e);
+        }
+        let r = r.body(body).send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        assert_eq!(status, 413, "{what}: {text}");
+        assert!(text.contains("ingest.memory_bytes_max"), "{what}: {text}");
+        assert!(s.is_up(), "{what}");
+    }
+    // Before, the remote write body alone grew the vectors it was read into past 200 MB.
+    let after = s.peak_rss_bytes();
+    assert!(after < before + (100 << 20), "peak RSS went from {before} to {after} bytes");
+    // What the refused requests took is given back: a request of the same size that decodes to
+    // less is taken.
+    let lines: Vec<Value> =
+        (0..20_000).map(|i| json!({"source_id": "a", "message": "m".repeat(300) + &i.to_string()})).collect();
+    let (st, _, v) = post(&s, "/ingest/v1/logs", Some(&key), "application/x-ndjson", ndjson(&lines));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["accepted"], 20_000);
+    assert_eq!(s.all_records("logs").len(), 20_000, "nothing of the refused requests was appended");
+}

@@ -151,7 +151,7 @@ fn otlp_http_answers_partial_success_and_errors_in_the_request_encoding() {
     assert_eq!(r.status(), 413, "{}", r.text().unwrap());
     assert_eq!(post("text/plain", b"x".to_vec()).status(), 415);
     // Three million empty records in 6 MB: a hundred times that once decoded. Refused by the
-    // estimate of what decoding would take, before anything is decoded.
+    // memory budget once what reading them and writing their lines takes passes half of it.
     let len_field = |tag: u8, inner: &[u8]| {
         let mut v = vec![tag];
         let mut n = inner.len();
@@ -167,7 +167,7 @@ fn otlp_http_answers_partial_success_and_errors_in_the_request_encoding() {
     let r = post("application/x-protobuf", len_field(0x0a, &len_field(0x12, &records)));
     assert_eq!(r.status(), 413);
     let status = r.bytes().unwrap();
-    assert!(String::from_utf8_lossy(&status).contains("too many messages"), "{status:?}");
+    assert!(String::from_utf8_lossy(&status).contains("too many records"), "{status:?}");
     assert!(server.is_up());
     let r =
         server.http.post(server.url("/v1/logs")).header("content-type", "application/json").body("{}").send().unwrap();

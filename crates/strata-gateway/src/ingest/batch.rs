@@ -8,6 +8,15 @@ use std::sync::Arc;
 use strata_log::EncodedRecords;
 use strata_model::{RecordError, SeriesDefs, SeriesRegistry, TenantId, partition_for};
 
+use crate::budget::Budget;
+
+/// The bytes of a stored record's frame besides its fields: length, timestamp, and the lengths
+/// of tenant, source, headers and payload (`EncodedRecords::push`).
+const RECORD_FRAME_BYTES: usize = 4 + 8 + 2 + 2 + 2 + 4;
+
+/// The bytes of a header besides its name's and value's: their lengths.
+const RECORD_HEADER_BYTES: usize = 2 + 4;
+
 /// The records of one partition, with the request indexes they came from.
 pub(crate) struct PartitionBatch {
     pub records: EncodedRecords,
@@ -176,6 +185,9 @@ pub(crate) struct Decoded {
     /// Why the whole body was dropped, answered with 202: the samples of an HA replica that is
     /// not its cluster's elected one (see `ha.rs`).
     pub dropped: Option<String>,
+    /// What the records and the decoder's structures take from the memory budget. Once it
+    /// refuses, no more records are kept and the request is answered with the refusal.
+    pub budget: Budget,
 }
 
 impl Decoded {
@@ -188,7 +200,14 @@ impl Decoded {
             key,
             metrics: None,
             dropped: None,
+            budget: Budget::counting(usize::MAX),
         }
+    }
+
+    /// The same, with what it builds taken from `budget`.
+    pub fn with_budget(mut self, budget: Budget) -> Decoded {
+        self.budget = budget;
+        self
     }
 
     /// The same, keeping only the first `keep` rejected records' errors (all are counted).
@@ -254,8 +273,19 @@ impl Decoded {
             }
             _ => &[],
         };
+        // The record as its batch holds it, twice over for the slack of the growing buffer (and
+        // for its compressed copy), taken before it is written.
+        let headers_len: usize = headers.iter().map(|(k, v)| RECORD_HEADER_BYTES + k.len() + v.len()).sum();
+        let record_bytes = RECORD_FRAME_BYTES + tenant.as_str().len() + source_id.len() + headers_len + payload.len();
+        if self.budget.spend(record_bytes.saturating_mul(2)).is_err() {
+            return;
+        }
         match batch.records.push(timestamp_ns, tenant.as_str(), source_id, headers, payload) {
-            Ok(()) => batch.indexes.extend(indexes),
+            Ok(()) => {
+                let before = batch.indexes.len();
+                batch.indexes.extend(indexes);
+                let _ = self.budget.spend((batch.indexes.len() - before) * 2 * std::mem::size_of::<usize>());
+            }
             Err(_) => {
                 let e = RecordError::TooLong { field: "record".into(), len: payload.len(), max: u32::MAX as usize };
                 self.errors.extend(indexes.into_iter().map(|i| (i, e.clone())));

@@ -82,6 +82,10 @@ pub(super) fn decode(
     let mut payload = Vec::with_capacity(2048);
     let mut handle = |out: &mut Decoded, index: usize, parsed: Result<Value, RecordError>| {
         out.total += 1;
+        if out.budget.refused().is_some() {
+            // The request is answered with the refusal: the rest is not worth decoding.
+            return;
+        }
         if let Some(batches) = metrics.as_mut() {
             let added = parsed.and_then(|v| strata_model::normalize_metric(v, now, limits)).and_then(|m| {
                 let labels: Vec<(&str, &str)> = m.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -114,6 +118,9 @@ pub(super) fn decode(
         let mut index = 0usize;
         let mut line_payload = Vec::with_capacity(2048);
         for line in lines(body) {
+            if out.budget.refused().is_some() {
+                break;
+            }
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;

@@ -386,68 +386,29 @@ fn each_element<'a>(b: &'a [u8], mut f: impl FnMut(&'a [u8]) -> Read<()>) -> Rea
     Ok(())
 }
 
-/// The messages of a logs request, by what they are, for `decoded_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Message {
-    Request,
-    ResourceLogs,
-    Resource,
-    ScopeLogs,
-    Scope,
-    Record,
-    KeyValue,
-    AnyValue,
-    List,
-    Other,
+/// The messages of a logs request, for `decoded_bytes`: about 512 bytes a record and 128 for any
+/// other message, the size of prost's structures with room for the growth of their vectors.
+mod shape {
+    use crate::wire::{LEAF, Shape};
+
+    pub static REQUEST: Shape = Shape { bytes: 128, fields: &[(1, &RESOURCE_LOGS)] };
+    static RESOURCE_LOGS: Shape = Shape { bytes: 128, fields: &[(1, &RESOURCE), (2, &SCOPE_LOGS)] };
+    pub static RESOURCE: Shape = Shape { bytes: 128, fields: &[(1, &KEY_VALUE), (3, &LEAF)] };
+    static SCOPE_LOGS: Shape = Shape { bytes: 128, fields: &[(1, &SCOPE), (2, &RECORD)] };
+    pub static SCOPE: Shape = Shape { bytes: 128, fields: &[(3, &KEY_VALUE)] };
+    static RECORD: Shape = Shape { bytes: 512, fields: &[(5, &ANY_VALUE), (6, &KEY_VALUE)] };
+    pub static KEY_VALUE: Shape = Shape { bytes: 128, fields: &[(2, &ANY_VALUE)] };
+    static ANY_VALUE: Shape = Shape { bytes: 128, fields: &[(5, &LIST), (6, &LIST)] };
+    /// An `ArrayValue`'s values and a `KeyValueList`'s pairs: both at most a pair's cost.
+    static LIST: Shape = Shape { bytes: 128, fields: &[(1, &KEY_VALUE)] };
 }
 
-impl Message {
-    /// The message that field `number` of this one holds, if it is one.
-    fn field(self, number: u64) -> Option<Message> {
-        use Message::*;
-        Some(match (self, number) {
-            (Request, 1) => ResourceLogs,
-            (ResourceLogs, 1) => Resource,
-            (ResourceLogs, 2) => ScopeLogs,
-            (Resource, 1) | (Scope, 3) | (Record, 6) => KeyValue,
-            (Resource, 3) => Other,
-            (ScopeLogs, 1) => Scope,
-            (ScopeLogs, 2) => Record,
-            (Record, 5) | (KeyValue, 2) => AnyValue,
-            (AnyValue, 5 | 6) => List,
-            // An `ArrayValue`'s values and a `KeyValueList`'s pairs: both at most a pair's cost.
-            (List, 1) => KeyValue,
-            _ => return None,
-        })
-    }
-}
+pub(super) use shape::{KEY_VALUE, RESOURCE, SCOPE};
 
 /// What decoding a protobuf logs request may take in memory beyond its own bytes (which the
-/// caller counts twice already), from the number of messages in it: about 512 bytes a record
-/// and 128 for any other message, the size of prost's structures with room for the growth of
-/// their vectors. Either reader allocates less; a message is 2 bytes at least, so a body of
-/// empty records or attributes would take a hundred times its size, which this charges to the
-/// memory budget before anything is decoded. Counting stops where the body stops parsing (the
-/// readers stop there too) or nests past prost's limit.
+/// caller counts twice already): see `wire::decoded_bytes`. Either reader allocates less.
 pub(super) fn decoded_bytes(body: &[u8]) -> usize {
-    fn walk(b: &[u8], message: Message, depth: u32, bytes: &mut usize) -> Result<(), String> {
-        *bytes = bytes.saturating_add(if message == Message::Record { 512 } else { 128 });
-        if depth > 100 {
-            return Ok(());
-        }
-        let mut r = Reader { b };
-        while !r.b.is_empty() {
-            let (number, wire) = r.key()?;
-            match message.field(number) {
-                Some(inner) if wire == LEN => walk(r.bytes()?, inner, depth + 1, bytes)?,
-                _ => r.skip(wire)?,
-            }
-        }
-        Ok(())
-    }
-    let mut bytes = 0;
-    let _ = walk(body, Message::Request, 0, &mut bytes);
-    bytes
+    crate::wire::decoded_bytes(body, &shape::REQUEST)
 }
 
 /// Writes `v` as `any_to_json` makes it.
@@ -544,7 +505,9 @@ pub(super) fn decode(
     partitions: u32,
     out: &mut Decoded,
 ) -> Result<(), Unread> {
-    let Parsed { resources, scopes, records, attributes: all_attributes, mut budget } = parse(body, charge)?;
+    let Parsed { resources, scopes, records, attributes: all_attributes, budget } = parse(body, charge)?;
+    // One limit for what reading took and what the records' batches take.
+    out.budget.taken_elsewhere(budget.charged);
     let now = crate::ingest::now_ns();
     let mut payload = Vec::with_capacity(2048);
     let mut scratch = Scratch { message: Vec::new(), trace_id: Vec::new(), members: Vec::new() };
@@ -564,9 +527,11 @@ pub(super) fn decode(
                 match line.write(record, &all_attributes[record.attributes.clone()], limits, &mut scratch, &mut payload)
                 {
                     Ok(ts) => {
-                        // The record as its batch holds it: the line, the source, the envelope.
-                        budget.spend(payload.len() + source.len() + tenant.as_str().len() + 32)?;
+                        // `out` takes what the record's batch holds from the budget.
                         out.push(index, tenant, source, ts, &payload, partitions);
+                        if let Some(e) = out.budget.refused() {
+                            return Err(Unread::Refused(e.clone()));
+                        }
                     }
                     Err(e) => out.errors.push((index, e)),
                 }
@@ -954,8 +919,10 @@ mod tests {
                 charged += n;
                 if charged > max { Err(ApiError::overloaded("over", 1)) } else { Ok(()) }
             };
-            let r = decode(body, &mut charge, &tenant, &Limits::default(), 4, &mut Decoded::new(None));
-            (r, charged)
+            let mut out = Decoded::new(None);
+            let r = decode(body, &mut charge, &tenant, &Limits::default(), 4, &mut out);
+            // What reading took, and what the records' batches took.
+            (r, charged + out.budget.spent())
         };
         // A thousand empty records in 2 KB take far more once read: charged step by step, and
         // refused when the budget runs out, before the structures grow past it.

@@ -34,6 +34,39 @@ use crate::ingest::{Decoded, MetricBatches};
 
 const NO_RECORDED_VALUE: u32 = 1;
 
+/// The messages of a metrics request, for `decoded_bytes`: 256 bytes a data point (prost's
+/// structure, and the samples and labels it becomes), 128 for any other message.
+mod shape {
+    use super::super::logs_wire::{KEY_VALUE, RESOURCE, SCOPE};
+    use crate::wire::{LEAF, Shape};
+
+    pub static REQUEST: Shape = Shape { bytes: 128, fields: &[(1, &RESOURCE_METRICS)] };
+    static RESOURCE_METRICS: Shape = Shape { bytes: 128, fields: &[(1, &RESOURCE), (2, &SCOPE_METRICS)] };
+    static SCOPE_METRICS: Shape = Shape { bytes: 128, fields: &[(1, &SCOPE), (2, &METRIC)] };
+    static METRIC: Shape = Shape {
+        bytes: 128,
+        fields: &[(5, &POINTS), (7, &SUM), (9, &HISTOGRAM), (10, &EXPONENTIAL), (11, &SUMMARY), (12, &KEY_VALUE)],
+    };
+    /// A gauge, and a sum: their number data points.
+    static POINTS: Shape = Shape { bytes: 128, fields: &[(1, &NUMBER_POINT)] };
+    static SUM: Shape = Shape { bytes: 128, fields: &[(1, &NUMBER_POINT)] };
+    static HISTOGRAM: Shape = Shape { bytes: 128, fields: &[(1, &HISTOGRAM_POINT)] };
+    static EXPONENTIAL: Shape = Shape { bytes: 128, fields: &[(1, &EXPONENTIAL_POINT)] };
+    static SUMMARY: Shape = Shape { bytes: 128, fields: &[(1, &SUMMARY_POINT)] };
+    static NUMBER_POINT: Shape = Shape { bytes: 256, fields: &[(5, &EXEMPLAR), (7, &KEY_VALUE)] };
+    static HISTOGRAM_POINT: Shape = Shape { bytes: 256, fields: &[(8, &EXEMPLAR), (9, &KEY_VALUE)] };
+    static EXPONENTIAL_POINT: Shape =
+        Shape { bytes: 256, fields: &[(1, &KEY_VALUE), (8, &LEAF), (9, &LEAF), (11, &EXEMPLAR)] };
+    static SUMMARY_POINT: Shape = Shape { bytes: 256, fields: &[(6, &LEAF), (7, &KEY_VALUE)] };
+    static EXEMPLAR: Shape = Shape { bytes: 128, fields: &[(7, &KEY_VALUE)] };
+}
+
+/// What decoding a protobuf metrics request may take in memory beyond its own bytes: see
+/// `wire::decoded_bytes`.
+pub(super) fn decoded_bytes(body: &[u8]) -> usize {
+    crate::wire::decoded_bytes(body, &shape::REQUEST)
+}
+
 /// One series of a data point: its name suffix, an extra label (`le`, `quantile`), its value.
 type Part = (&'static str, Option<(&'static str, String)>, f64);
 

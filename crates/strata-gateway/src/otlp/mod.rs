@@ -184,18 +184,12 @@ async fn ingest(
                     // A body of many tiny messages decodes into far more than twice its size: what
                     // decoding takes is charged to the memory budget first, and a request that
                     // would need more than half of it is refused as too large to ever fit.
-                    let half = usize::try_from(gw.cfg.memory_bytes_max / 2).unwrap_or(usize::MAX);
-                    let too_many = |bytes: usize| {
-                        ApiError::too_large(format!(
-                            "the request holds too many messages: decoding it takes more than {bytes} bytes, over \
-                             half of ingest.memory_bytes_max; send fewer records in a request"
-                        ))
-                    };
                     if wire != Wire::Json {
+                        let half = usize::try_from(gw.cfg.memory_bytes_max / 2).unwrap_or(usize::MAX);
                         let mut charged = 0usize;
                         let mut charge = |n: usize| {
                             charged = charged.saturating_add(n);
-                            if charged > half { Err(too_many(charged)) } else { gw.grow(permit, n) }
+                            if charged > half { Err(crate::budget::too_large(half)) } else { gw.grow(permit, n) }
                         };
                         // Read in place; prost decides what that reader leaves.
                         match logs_wire::decode(&body, &mut charge, tenant, limits, partitions, &mut out) {
@@ -204,23 +198,24 @@ async fn ingest(
                             Err(logs_wire::Unread::Irregular) => {}
                         }
                     }
-                    let needed = match wire {
+                    out.budget.spend(match wire {
                         Wire::Json => memchr::memchr_iter(b'{', &body).count().saturating_mul(512),
                         Wire::Protobuf | Wire::Grpc => logs_wire::decoded_bytes(&body),
-                    };
-                    if needed > half {
-                        return Err(too_many(needed));
-                    }
-                    gw.grow(permit, needed)?;
+                    })?;
                     let request: ExportLogsServiceRequest = parse(wire, &body, "ExportLogsServiceRequest")?;
                     drop(body);
                     Ok(logs::decode(request, tenant, limits, partitions, out))
                 }
                 Signal::Metrics => {
+                    let mut out = out;
+                    // Charged before anything is decoded, as for logs.
+                    out.budget.spend(match wire {
+                        Wire::Json => memchr::memchr_iter(b'{', &body).count().saturating_mul(256),
+                        Wire::Protobuf | Wire::Grpc => metrics::decoded_bytes(&body),
+                    })?;
                     let request: ExportMetricsServiceRequest = parse(wire, &body, "ExportMetricsServiceRequest")?;
                     drop(body);
                     let mut batches = MetricBatches::new(gw, tenant);
-                    let mut out = out;
                     metrics::decode(request, &mut batches, limits, &mut out);
                     batches.finish(&mut out, tenant, partitions);
                     Ok(out)
