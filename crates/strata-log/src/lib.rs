@@ -4,6 +4,7 @@
 //! on the local disk (see `DESIGN.md` beside this crate for the write path and crash behaviour).
 //! An append resolves only once its records are fsync'd; a reader never sees a record that is not.
 
+pub mod disk;
 mod embedded;
 pub mod format;
 mod groups;

@@ -27,7 +27,9 @@ pub use blocking::BlockingSink;
 pub use checkpoint::{Checkpoint, CheckpointDelta, CheckpointError};
 pub use operator::{EPOCH_HEADER, Emit, Operator, OperatorSink};
 pub use processor::{OutputRecord, Processor, ProcessorSink, SOURCE_POSITION_HEADER};
-pub use runtime::{Consumer, ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, SinkFactory, spawn_consumer};
+pub use runtime::{
+    Consumer, ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, DiskFloor, SinkFactory, spawn_consumer,
+};
 pub use stats::StatsSink;
 use strata_log::StoredRecord;
 use strata_model::TopicSpec;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use metrics::Gauge;
 use serde::Serialize;
+use strata_log::disk::DiskRoom;
 use strata_log::{Error as LogError, GroupOffset, Log, ThreadPriority};
 use tokio::sync::watch;
 
@@ -44,6 +45,17 @@ pub struct ConsumerConfig {
     /// the threads a sink starts): a view that may fall behind a burst (search, the lake's
     /// tables) runs `Idle` and yields the CPU to ingest at once.
     pub priority: ThreadPriority,
+    /// The disk the sink writes to and the free space it leaves: below it the consumer waits
+    /// instead of reading, so that no store meets a full disk half-way through a write.
+    pub disk_floor: Option<DiskFloor>,
+}
+
+/// A consumer's disk floor: it waits while the file system of `dir` has less than
+/// `free_bytes_min` free, and goes on once it has a quarter more than that.
+#[derive(Debug, Clone)]
+pub struct DiskFloor {
+    pub dir: PathBuf,
+    pub free_bytes_min: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -56,6 +68,7 @@ impl Default for ConsumerConfig {
             backoff_ms_max: 30_000,
             checkpoint_dir: None,
             priority: ThreadPriority::Normal,
+            disk_floor: None,
         }
     }
 }
@@ -420,8 +433,35 @@ fn attempt(
     let mut dirty = false;
     let mut last_commit = Instant::now();
     let commit_every = Duration::from_millis(cfg.commit_interval_ms);
+    let mut room = cfg.disk_floor.as_ref().map(|f| (f, DiskRoom::new(f.free_bytes_min)));
     loop {
         let stopping = *stopped.borrow();
+        if !stopping && let Some((floor, room)) = room.as_mut() {
+            let was_waiting = room.is_refusing();
+            match room.admit(0, || strata_log::disk::free_bytes(&floor.dir)) {
+                Err(free) => {
+                    if !was_waiting {
+                        let why = format!(
+                            "the disk of {} has {free} bytes free, below the consumers' floor of {} \
+                             (pipeline.disk_free_bytes_min): waiting for room",
+                            floor.dir.display(),
+                            floor.free_bytes_min
+                        );
+                        tracing::error!(%group, "{why}");
+                        metrics::counter!("strata_consumer_disk_waits_total", "group" => group.clone()).increment(1);
+                        consumers.error(&group, ConsumerState::Retrying, &why);
+                    }
+                    // Records are neither read nor written, nor commits made, until there is room.
+                    rt.block_on(stop_within(stopped, Duration::from_millis(cfg.backoff_ms_max.min(1000))));
+                    continue;
+                }
+                Ok(()) if was_waiting => {
+                    tracing::info!(%group, dir = %floor.dir.display(), "the consumer's disk has room again; going on");
+                    consumers.set_state(&group, ConsumerState::Running);
+                }
+                Ok(()) => {}
+            }
+        }
         let mut progressed = false;
         for ps in &parts {
             if stopping {

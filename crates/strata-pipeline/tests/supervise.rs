@@ -10,7 +10,8 @@ use strata_log::{EmbeddedLog, EncodedRecords, Log, LogConfig, StoredRecord};
 use strata_model::topic::Logs;
 use strata_model::{Topic, TopicSpec};
 use strata_pipeline::{
-    ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, Positions, Sink, SinkError, SinkFactory, spawn_consumer,
+    ConsumerConfig, ConsumerState, ConsumerStatus, Consumers, DiskFloor, Positions, Sink, SinkError, SinkFactory,
+    spawn_consumer,
 };
 
 const RECORDS: u64 = 300;
@@ -191,4 +192,62 @@ async fn a_retryable_error_retries_the_same_records() {
     assert_eq!(status.restarts, 0, "a retryable error does not restart the sink");
     assert_eq!(status.errors, 5);
     assert_eq!(status.last_error.as_deref(), Some("sink write failed: injected busy dependency"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_below_its_disk_floor_waits_and_reads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = numbered_log(dir.path()).await;
+    let durable = Arc::new(Mutex::new(Durable::default()));
+    let factory = |durable: &Arc<Mutex<Durable>>| -> SinkFactory {
+        let durable = durable.clone();
+        Box::new(move || {
+            Box::new(Applier {
+                group: "applier".into(),
+                durable: durable.clone(),
+                pending: Vec::new(),
+                fault: Fault::RetryWrites(0),
+                faults_left: Arc::new(AtomicU32::new(0)),
+            })
+        })
+    };
+    let cfg = |free_bytes_min: u64| ConsumerConfig {
+        commit_interval_ms: 20,
+        read_bytes_max: 200,
+        backoff_ms_min: 50,
+        backoff_ms_max: 200,
+        disk_floor: Some(DiskFloor { dir: dir.path().to_path_buf(), free_bytes_min }),
+        ..ConsumerConfig::default()
+    };
+    // No disk has this much free: the consumer waits, shows why once, and reads nothing.
+    let consumers = Consumers::new();
+    let consumer = spawn_consumer(log.clone(), factory(&durable), cfg(u64::MAX / 2), &consumers);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&consumers, "applier").state != ConsumerState::Retrying {
+        assert!(Instant::now() < deadline, "{:?}", status(&consumers, "applier"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = status(&consumers, "applier");
+    assert_eq!(s.state, ConsumerState::Retrying);
+    assert!(s.last_error.as_deref().unwrap().contains("pipeline.disk_free_bytes_min"), "{s:?}");
+    assert_eq!(s.errors, 1, "waiting is reported once, not at every look at the disk");
+    assert!(durable.lock().unwrap().applied.is_empty(), "nothing is written below the floor");
+    // It stops at once while it waits.
+    let asked = Instant::now();
+    tokio::task::spawn_blocking(move || consumer.stop()).await.unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(status(&consumers, "applier").state, ConsumerState::Stopped);
+    // With room, the same sink reads every record once.
+    let consumers = Consumers::new();
+    let consumer = spawn_consumer(log, factory(&durable), cfg(1), &consumers);
+    while durable.lock().unwrap().applied.len() < RECORDS as usize {
+        assert!(Instant::now() < deadline, "{:?}", status(&consumers, "applier"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(status(&consumers, "applier").state, ConsumerState::Running);
+    tokio::task::spawn_blocking(move || consumer.stop()).await.unwrap();
+    let mut applied = durable.lock().unwrap().applied.clone();
+    applied.sort_unstable();
+    exactly_once(&applied);
 }

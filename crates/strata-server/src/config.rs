@@ -209,11 +209,20 @@ impl Default for LogSection {
 pub struct PipelineSection {
     pub commit_interval_ms: u64,
     pub read_bytes_max: u64,
+    /// The consumers (search, the metric and rollup stores, the lake, the stream operators) stop
+    /// reading while the disk they write to has less free, and go on once it has a quarter
+    /// more; 0: never. Below the log's floor, so that the log stops taking appends first and
+    /// what it took can still be written to the stores.
+    pub disk_free_bytes_min: u64,
 }
 
 impl Default for PipelineSection {
     fn default() -> Self {
-        PipelineSection { commit_interval_ms: 1000, read_bytes_max: 1 << 20 }
+        PipelineSection {
+            commit_interval_ms: 1000,
+            read_bytes_max: 1 << 20,
+            disk_free_bytes_min: strata_log::DISK_FREE_BYTES_MIN_DEFAULT / 2,
+        }
     }
 }
 
@@ -464,6 +473,14 @@ impl Config {
                     "invalid configuration key log.codecs.{topic}: must be \"zstd\" or \"none\", got {codec:?}"
                 ));
             }
+        }
+        let floor = self.pipeline.disk_free_bytes_min;
+        if floor > 0 && l.disk_free_bytes_min > 0 && floor >= l.disk_free_bytes_min {
+            return Err(format!(
+                "invalid configuration key pipeline.disk_free_bytes_min: must be below log.disk_free_bytes_min ({}), \
+                 so that the log stops taking appends before the consumers stop writing what it took, got {floor}",
+                l.disk_free_bytes_min
+            ));
         }
         self.ingest.validate().map_err(|e| format!("invalid configuration key {e}"))?;
         let s = &self.search;
@@ -815,6 +832,13 @@ mod tests {
                 Some("[query]\ntimeout_ms = 0\n"),
                 vec![],
                 "invalid configuration key query.timeout_ms: must be at least 1",
+            ),
+            (
+                Some("[log]\ndisk_free_bytes_min = 1000000\n"),
+                vec![("STRATA_PIPELINE_DISK_FREE_BYTES_MIN", "1000000")],
+                "invalid environment variable STRATA_PIPELINE_DISK_FREE_BYTES_MIN=\"1000000\" (configuration key \
+                 pipeline.disk_free_bytes_min): must be below log.disk_free_bytes_min (1000000), so that the log \
+                 stops taking appends before the consumers stop writing what it took, got 1000000",
             ),
             (
                 Some("[log.codecs]\nlogs = \"gzip\"\n"),

@@ -163,6 +163,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let consumer_cfg = ConsumerConfig {
         read_bytes_max: cfg.pipeline.read_bytes_max,
         commit_interval_ms: cfg.pipeline.commit_interval_ms,
+        disk_floor: disk_floor(&cfg, &cfg.data_dir),
         ..ConsumerConfig::default()
     };
     let consumers = Consumers::new();
@@ -265,6 +266,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         let cfg = ConsumerConfig {
             commit_interval_ms: cfg.lake.commit_interval_ms,
             priority: BEHIND_INGEST,
+            disk_floor: lake_location.local_dir().and_then(|dir| disk_floor(&cfg, &dir)),
             ..consumer_cfg.clone()
         };
         spawn_consumer(dyn_log.clone(), factory, cfg, &consumers)
@@ -444,9 +446,16 @@ fn spawn_lake_table<R: strata_lake::FixedRows>(
     let consumer_cfg = ConsumerConfig {
         commit_interval_ms: cfg.lake.commit_interval_ms,
         priority: BEHIND_INGEST,
+        disk_floor: location.local_dir().and_then(|dir| disk_floor(cfg, &dir)),
         ..consumer_cfg.clone()
     };
     Ok(spawn_consumer(log.clone(), factory, consumer_cfg, consumers))
+}
+
+/// The floor of a consumer that writes under `dir` (`pipeline.disk_free_bytes_min`; 0: none).
+fn disk_floor(cfg: &Config, dir: &std::path::Path) -> Option<strata_pipeline::DiskFloor> {
+    let free_bytes_min = cfg.pipeline.disk_free_bytes_min;
+    (free_bytes_min > 0).then(|| strata_pipeline::DiskFloor { dir: dir.to_path_buf(), free_bytes_min })
 }
 
 /// Deletes whole day indexes past each tenant's retention, and reports index sizes.

@@ -67,71 +67,8 @@ pub(super) struct Writer {
     group_commit_interval: Duration,
     /// When the last group's write started, and how many appends it held.
     last_group: Option<(Instant, usize)>,
-    room: DiskRoom,
+    room: crate::disk::DiskRoom,
     metrics: WriterMetrics,
-}
-
-/// How often the writer measures the free space of its disk; in between it counts what it wrote.
-const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
-
-/// What a writer knows of the free space on its disk, to refuse a group before the disk is so
-/// full that a write fails half-way (which stops the partition until a restart).
-struct DiskRoom {
-    min: u64,
-    free: u64,
-    checked: Option<Instant>,
-    /// The floor refused the last group (logged once when it starts and once when it ends).
-    refusing: bool,
-}
-
-impl DiskRoom {
-    fn new(min: u64) -> DiskRoom {
-        DiskRoom { min, free: 0, checked: None, refusing: false }
-    }
-
-    /// Whether `bytes` more leave at least `min` free, or else the bytes free. `measure` gives
-    /// the free bytes now; it is asked when the last measure is old, or when the count since
-    /// says no (space may have been freed). A disk that cannot be measured is not refused. Once
-    /// refusing, it takes appends again only with a quarter of `min` more free, so that a load
-    /// at the edge is not taken and refused by turns (Elasticsearch's watermarks have the same
-    /// gap).
-    fn admit(&mut self, bytes: u64, measure: impl FnOnce() -> std::io::Result<u64>) -> std::result::Result<(), u64> {
-        let admitted = self.admit_once(bytes, measure);
-        self.refusing = admitted.is_err();
-        admitted
-    }
-
-    fn admit_once(
-        &mut self,
-        bytes: u64,
-        measure: impl FnOnce() -> std::io::Result<u64>,
-    ) -> std::result::Result<(), u64> {
-        if self.min == 0 {
-            return Ok(());
-        }
-        let gap = if self.refusing { self.min / 4 } else { 0 };
-        let need = self.min.saturating_add(gap).saturating_add(bytes);
-        if self.checked.is_none_or(|t| t.elapsed() >= DISK_CHECK_INTERVAL) || self.free < need {
-            match measure() {
-                Ok(free) => {
-                    self.free = free;
-                    self.checked = Some(Instant::now());
-                }
-                Err(_) => return Ok(()),
-            }
-        }
-        if self.free < need {
-            return Err(self.free);
-        }
-        self.free -= bytes;
-        Ok(())
-    }
-}
-
-/// Bytes free for an unprivileged writer on the file system of `dir`.
-fn free_bytes(dir: &Path) -> std::io::Result<u64> {
-    let s = rustix::fs::statvfs(dir)?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 impl Writer {
@@ -186,7 +123,7 @@ impl Writer {
             group_commit_bytes_max: cfg.group_commit_bytes_max,
             group_commit_interval: Duration::from_micros(cfg.group_commit_interval_us),
             last_group: None,
-            room: DiskRoom::new(cfg.disk_free_bytes_min),
+            room: crate::disk::DiskRoom::new(cfg.disk_free_bytes_min),
             metrics,
         })
     }
@@ -238,12 +175,12 @@ impl Writer {
     /// Whether the disk has room for `bytes` more above the floor; if not, every append of
     /// `group` is refused as retryable and the partition goes on.
     fn has_room(&mut self, bytes: u64, group: &mut Vec<AppendReq>) -> bool {
-        let was_refusing = self.room.refusing;
-        let refused = self.room.admit(bytes, || free_bytes(&self.dir)).err();
+        let was_refusing = self.room.is_refusing();
+        let refused = self.room.admit(bytes, || crate::disk::free_bytes(&self.dir)).err();
         let (topic, partition) = (&self.part.topic, self.part.id);
         match (refused, was_refusing) {
             (Some(free), false) => {
-                tracing::error!(%topic, partition, free, min = self.room.min, "appends refused: the log's disk is nearly full")
+                tracing::error!(%topic, partition, free, min = self.room.min(), "appends refused: the log's disk is nearly full")
             }
             (None, true) => tracing::info!(%topic, partition, "appends taken again: the log's disk has room"),
             _ => {}
@@ -251,7 +188,7 @@ impl Writer {
         let Some(free) = refused else { return true };
         metrics::counter!("strata_log_appends_refused_total", "topic" => topic.clone(), "reason" => "disk_full")
             .increment(group.len() as u64);
-        let min = self.room.min;
+        let min = self.room.min();
         self.fail_all(group.drain(..), || Error::DiskFull { topic: topic.clone(), partition, free, min });
         false
     }
@@ -480,31 +417,4 @@ fn open_index_appenders(dir: &Path, base: u64) -> Result<(File, File)> {
         OpenOptions::new().create(true).append(true).open(&p).map_err(io_err(&p))
     };
     Ok((open("index")?, open("timeindex")?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_disk_floor_counts_what_is_written_and_measures_again_when_it_says_no() {
-        let mut room = DiskRoom::new(1000);
-        assert_eq!(room.admit(400, || Ok(1500)), Ok(()));
-        // 1,100 free by the count since the measure: 200 more would pass the floor, so the
-        // disk is measured again, and still has only what the count says.
-        assert_eq!(room.admit(200, || Ok(1100)), Err(1100));
-        // Once refusing, a quarter of the floor more must be free: 1,300 is not enough for 200
-        // (1,000 + 250 + 200), 1,450 is.
-        assert_eq!(room.admit(200, || Ok(1300)), Err(1300));
-        assert_eq!(room.admit(200, || Ok(1450)), Ok(()));
-        // Taken again, the gap is gone: measured anew only when the count says no.
-        assert_eq!(room.admit(50, || panic!("measured within the interval")), Ok(()));
-        // Space was freed: measured again, taken.
-        assert_eq!(room.admit(2000, || Ok(5000)), Ok(()));
-        // Within the count, the disk is not measured.
-        assert_eq!(room.admit(100, || panic!("measured within the interval")), Ok(()));
-        // A disk that cannot be measured is not refused; a floor of 0 never measures.
-        assert_eq!(DiskRoom::new(1000).admit(10, || Err(std::io::Error::other("no statvfs"))), Ok(()));
-        assert_eq!(DiskRoom::new(0).admit(u64::MAX, || panic!("measured with no floor")), Ok(()));
-    }
 }
