@@ -347,7 +347,7 @@ impl LogLine {
         self.as_ref().check_fields(limits)?;
         self.level.make_ascii_lowercase();
         if !self.attributes.is_empty() {
-            check_len("attributes", json_len(&self.attributes), limits.attributes_bytes_max)?;
+            check_json_len("attributes", &self.attributes, limits.attributes_bytes_max)?;
         }
         Ok(self)
     }
@@ -543,7 +543,7 @@ pub fn normalize_event(v: Value, now_ns: i64, limits: &Limits) -> Result<Event, 
         Some(other) => return Err(type_err("data", "an object", &other)),
     };
     if !data.is_empty() {
-        check_len("data", json_len(&data), limits.attributes_bytes_max)?;
+        check_json_len("data", &data, limits.attributes_bytes_max)?;
     }
     if let Some(k) = obj.keys().next() {
         return Err(RecordError::UnknownField(k.clone()));
@@ -610,6 +610,29 @@ fn check_len(field: &str, len: usize, max: usize) -> Result<(), RecordError> {
 
 fn type_err(field: &str, expected: &'static str, got: &Value) -> RecordError {
     RecordError::Type { field: field.to_string(), expected, got: type_name(got) }
+}
+
+/// Whether `m` written as JSON is longer than `max`: `Err` with its length if so. The writing
+/// is counted only when a bound says it might be (a string's byte is 6 written at most, as
+/// `\u0000`; a number 24): attributes are small next to their limit, and the line writes them
+/// once more anyway.
+fn check_json_len(field: &str, m: &Map<String, Value>, max: usize) -> Result<(), RecordError> {
+    fn bound(v: &Value) -> usize {
+        match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 24,
+            Value::String(s) => 2 + 6 * s.len(),
+            Value::Array(a) => a.iter().fold(2, |n, v| n.saturating_add(bound(v) + 1)),
+            Value::Object(m) => object_bound(m),
+        }
+    }
+    fn object_bound(m: &Map<String, Value>) -> usize {
+        m.iter().fold(2, |n, (k, v)| n.saturating_add(2 + 6 * k.len() + 2 + bound(v)))
+    }
+    if object_bound(m) <= max {
+        return Ok(());
+    }
+    check_len(field, json_len(m), max)
 }
 
 /// The length of `m` as JSON, counted without keeping the text.
@@ -875,6 +898,29 @@ mod tests {
         let long = format!(r#"{{"source_id":"a","message":"{}"}}"#, "x".repeat(limits.log_line_bytes_max + 1));
         let err = serde_json::from_str::<LogFields>(&long).unwrap().normalize(NOW, &limits).unwrap_err();
         assert!(matches!(err, RecordError::TooLong { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn the_json_length_is_checked_as_exactly_as_by_writing_it() {
+        let maps = [
+            json!({}),
+            json!({"k": "v"}),
+            json!({"ctl": "\u{0}\u{1}\n\"", "é": "ünïcode", "n": -2.2250738585072014e-308, "i": i64::MIN}),
+            json!({"a": [1, [true, null], {"b": "c"}], "u": u64::MAX, "f": false}),
+            json!({"long": "x".repeat(300)}),
+        ];
+        for m in maps {
+            let m = m.as_object().unwrap().clone();
+            let exact = json_len(&m);
+            assert_eq!(exact, serde_json::to_vec(&m).unwrap().len());
+            for max in [0, exact.saturating_sub(1), exact, exact + 1, 10 * exact + 100] {
+                let checked = check_json_len("attributes", &m, max);
+                assert_eq!(checked.is_ok(), exact <= max, "{m:?} against {max}");
+                if let Err(RecordError::TooLong { len, .. }) = checked {
+                    assert_eq!(len, exact);
+                }
+            }
+        }
     }
 
     #[test]
