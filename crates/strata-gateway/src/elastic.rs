@@ -350,40 +350,90 @@ fn new_id() -> String {
 }
 
 /// Elasticsearch's answer: `errors`, and one item per action, in order; `retryable` is sorted.
+/// Written item by item straight into the body: a tree of JSON values took about 4.6 KB an item
+/// (2.6 GB for the half million items of a 7 MB body of deletes), the text takes about 200 bytes.
 fn answer(items: Vec<Item>, retryable: &[usize], started: std::time::Instant) -> Response {
-    let mut errors = false;
+    #[derive(serde::Serialize)]
+    struct Shards {
+        total: u32,
+        successful: u32,
+        failed: u32,
+    }
+    #[derive(serde::Serialize)]
+    struct Created<'a> {
+        _index: &'a str,
+        _id: &'a str,
+        _version: u32,
+        result: &'static str,
+        _shards: Shards,
+        _seq_no: u64,
+        _primary_term: u32,
+        status: u16,
+    }
+    #[derive(serde::Serialize)]
+    struct Cause<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        reason: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Failed<'a> {
+        _index: &'a str,
+        _id: &'a str,
+        status: u16,
+        error: Cause<'a>,
+    }
+    const REJECTED: &str = "es_rejected_execution_exception";
+    const RETRY: &str = "the log could not take the document now; retry";
+    let took = started.elapsed().as_millis() as u64;
+    let errors = !retryable.is_empty() || items.iter().any(|i| i.refused.is_some());
+    let mut out = Vec::with_capacity(64 + items.len() * 200);
+    out.extend_from_slice(format!("{{\"took\":{took},\"errors\":{errors},\"items\":[").as_bytes());
     let mut seq_no = 0u64;
-    let out: Vec<Value> = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let refused = item.refused.or_else(|| {
-                retryable.binary_search(&i).is_ok().then(|| {
-                    ("es_rejected_execution_exception", "the log could not take the document now; retry".to_string())
-                })
-            });
-            let body = match refused {
-                None => {
-                    seq_no += 1;
-                    json!({
-                        "_index": item.index, "_id": item.id, "_version": 1, "result": "created",
-                        "_shards": {"total": 1, "successful": 1, "failed": 0},
-                        "_seq_no": seq_no - 1, "_primary_term": 1, "status": 201
-                    })
-                }
-                Some((kind, reason)) => {
-                    errors = true;
-                    let status = if kind == "es_rejected_execution_exception" { 429 } else { 400 };
-                    json!({
-                        "_index": item.index, "_id": item.id, "status": status,
-                        "error": {"type": kind, "reason": reason}
-                    })
-                }
-            };
-            json!({ item.action: body })
-        })
-        .collect();
-    product(StatusCode::OK, json!({"took": started.elapsed().as_millis() as u64, "errors": errors, "items": out}))
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        strata_model::write_json_str(&mut out, item.action);
+        out.push(b':');
+        let refused = match &item.refused {
+            Some((kind, reason)) => Some((*kind, reason.as_str())),
+            None => retryable.binary_search(&i).is_ok().then_some((REJECTED, RETRY)),
+        };
+        let written = match refused {
+            None => {
+                seq_no += 1;
+                let shards = Shards { total: 1, successful: 1, failed: 0 };
+                serde_json::to_writer(
+                    &mut out,
+                    &Created {
+                        _index: &item.index,
+                        _id: &item.id,
+                        _version: 1,
+                        result: "created",
+                        _shards: shards,
+                        _seq_no: seq_no - 1,
+                        _primary_term: 1,
+                        status: 201,
+                    },
+                )
+            }
+            Some((kind, reason)) => {
+                let status = if kind == REJECTED { 429 } else { 400 };
+                let error = Cause { kind, reason };
+                serde_json::to_writer(&mut out, &Failed { _index: &item.index, _id: &item.id, status, error })
+            }
+        };
+        written.expect("writing to a Vec cannot fail");
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    drop(items);
+    let mut resp =
+        (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out).into_response();
+    resp.headers_mut().insert("x-elastic-product", HeaderValue::from_static("Elasticsearch"));
+    resp
 }
 
 /// A request-level error in Elasticsearch's shape, with its status (and `Retry-After`).
