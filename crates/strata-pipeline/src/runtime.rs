@@ -82,6 +82,9 @@ pub enum ConsumerState {
     Running,
     /// Waiting to try the same records again after a retryable error.
     Retrying,
+    /// Waiting for the disk its store is on to have room (`DiskFloor`). Not down: the server
+    /// still answers queries, and the log refuses appends before its consumers wait.
+    WaitingForDisk,
     /// Its last attempt failed (at start, on a fatal error or a panic); it restarts after a backoff.
     Failed,
     Stopped,
@@ -171,7 +174,7 @@ impl Consumers {
 }
 
 fn publish_up(group: &str, state: ConsumerState) {
-    let up = !matches!(state, ConsumerState::Retrying | ConsumerState::Failed);
+    let up = !matches!(state, ConsumerState::Retrying | ConsumerState::Failed | ConsumerState::WaitingForDisk);
     metrics::gauge!("strata_consumer_up", "group" => group.to_string()).set(if up { 1.0 } else { 0.0 });
 }
 
@@ -449,7 +452,7 @@ fn attempt(
                         );
                         tracing::error!(%group, "{why}");
                         metrics::counter!("strata_consumer_disk_waits_total", "group" => group.clone()).increment(1);
-                        consumers.error(&group, ConsumerState::Retrying, &why);
+                        consumers.error(&group, ConsumerState::WaitingForDisk, &why);
                     }
                     // Records are neither read nor written, nor commits made, until there is room.
                     rt.block_on(stop_within(stopped, Duration::from_millis(cfg.backoff_ms_max.min(1000))));

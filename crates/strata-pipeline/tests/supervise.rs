@@ -223,13 +223,14 @@ async fn a_consumer_below_its_disk_floor_waits_and_reads_nothing() {
     let consumers = Consumers::new();
     let consumer = spawn_consumer(log.clone(), factory(&durable), cfg(u64::MAX / 2), &consumers);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&consumers, "applier").state != ConsumerState::Retrying {
+    while status(&consumers, "applier").state != ConsumerState::WaitingForDisk {
         assert!(Instant::now() < deadline, "{:?}", status(&consumers, "applier"));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let s = status(&consumers, "applier");
-    assert_eq!(s.state, ConsumerState::Retrying);
+    assert_eq!(s.state, ConsumerState::WaitingForDisk);
+    assert!(!s.is_down(), "waiting for disk does not make the server unready: queries go on");
     assert!(s.last_error.as_deref().unwrap().contains("pipeline.disk_free_bytes_min"), "{s:?}");
     assert_eq!(s.errors, 1, "waiting is reported once, not at every look at the disk");
     assert!(durable.lock().unwrap().applied.is_empty(), "nothing is written below the floor");
