@@ -88,13 +88,6 @@ impl Budget {
         }
     }
 
-    /// Counts `bytes` that the request holds from the memory budget by other means against its
-    /// limit, as taken already.
-    pub fn taken_elsewhere(&mut self, bytes: usize) {
-        self.spent = self.spent.saturating_add(bytes);
-        self.charged = self.charged.saturating_add(bytes);
-    }
-
     /// Why the budget refused, if it did.
     pub fn refused(&self) -> Option<&ApiError> {
         self.refused.as_ref()

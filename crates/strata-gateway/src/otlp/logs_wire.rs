@@ -8,7 +8,8 @@
 //! request with prost instead, which either reads it or names what is wrong. So both readers
 //! give the same lines and the same errors (a property test compares them), and the mapping is
 //! the one described in `logs.rs`. What the reader's structures take is charged to the memory
-//! budget as they grow, so a body of many tiny messages is refused before it takes more.
+//! budget (the request's `Budget`) as they grow, so a body of many tiny messages is refused
+//! before it takes more.
 
 use std::ops::Range;
 
@@ -16,6 +17,7 @@ use strata_model::{Limits, LogLineRef, RecordError, TenantId, check_timestamp, w
 
 use super::logs::severity_name;
 use crate::ApiError;
+use crate::budget::Budget;
 use crate::ingest::Decoded;
 use crate::wire::{FIXED32, FIXED64, LEN, Reader, VARINT};
 
@@ -39,9 +41,6 @@ impl From<String> for Unread {
 }
 
 type Read<T> = Result<T, Unread>;
-
-/// What the reader takes from the memory budget at a time.
-const CHARGE_STEP: usize = 64 << 10;
 
 /// An `AnyValue`: `Null` when no value is set (or the `KeyValue` has none), arrays and key-value
 /// lists as their message's bytes, read again when written.
@@ -83,40 +82,24 @@ struct Record<'a> {
     event_name: &'a str,
 }
 
-/// A whole request: every resource, scope and record, their attributes in one vector.
+/// A whole request: every resource, scope and record, their attributes in one vector; and the
+/// request's budget, which what reading takes is charged to before it is allocated.
 struct Parsed<'a, 'c> {
     resources: Vec<Resource>,
     scopes: Vec<Scope<'a>>,
     records: Vec<Record<'a>>,
     attributes: Vec<(&'a str, Any<'a>)>,
-    budget: Budget<'c>,
+    budget: &'c mut Budget,
+    /// Bytes that writing the arrays and key-value lists read so far will take, not charged yet.
+    pending: usize,
 }
 
 impl Parsed<'_, '_> {
+    /// Charges `bytes` of structures (twice over, for the slack of growing vectors) and what is
+    /// pending.
     fn spend(&mut self, bytes: usize) -> Read<()> {
-        self.budget.spend(bytes)
-    }
-}
-
-/// What reading a request takes (twice over, for the slack of growing vectors): its structures,
-/// the arrays and key-value lists written later, the stored lines; and what of it `charge` took
-/// from the memory budget.
-struct Budget<'c> {
-    spent: usize,
-    charged: usize,
-    charge: &'c mut dyn FnMut(usize) -> Result<(), ApiError>,
-}
-
-impl Budget<'_> {
-    /// Counts `bytes` more, taken from the memory budget before they are allocated.
-    fn spend(&mut self, bytes: usize) -> Read<()> {
-        self.spent = self.spent.saturating_add(bytes.saturating_mul(2));
-        if self.spent > self.charged {
-            let more = (self.spent - self.charged).max(CHARGE_STEP);
-            (self.charge)(more).map_err(Unread::Refused)?;
-            self.charged += more;
-        }
-        Ok(())
+        let bytes = bytes.saturating_mul(2).saturating_add(std::mem::take(&mut self.pending));
+        self.budget.spend(bytes).map_err(Unread::Refused)
     }
 }
 
@@ -159,13 +142,14 @@ fn fixed64(r: &mut Reader<'_>, wire: u64) -> Read<u64> {
     Ok(u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes")))
 }
 
-fn parse<'a, 'c>(body: &'a [u8], charge: &'c mut dyn FnMut(usize) -> Result<(), ApiError>) -> Read<Parsed<'a, 'c>> {
+fn parse<'a, 'c>(body: &'a [u8], budget: &'c mut Budget) -> Read<Parsed<'a, 'c>> {
     let mut p = Parsed {
         resources: Vec::new(),
         scopes: Vec::new(),
         records: Vec::new(),
         attributes: Vec::new(),
-        budget: Budget { spent: 0, charged: 0, charge },
+        budget,
+        pending: 0,
     };
     let mut r = Reader { b: body };
     while !r.b.is_empty() {
@@ -210,7 +194,7 @@ fn resource<'a>(b: &'a [u8], p: &mut Parsed<'a, '_>) -> Read<Range<usize>> {
     while !r.b.is_empty() {
         match field(&mut r)? {
             (1, wire) => {
-                let kv = key_value(bytes(&mut r, wire)?, 0, &mut p.budget.spent)?;
+                let kv = key_value(bytes(&mut r, wire)?, 0, &mut p.pending)?;
                 p.spend(size::<(&str, Any<'_>)>(1))?;
                 p.attributes.push(kv);
             }
@@ -285,11 +269,11 @@ fn log_record<'a>(b: &'a [u8], p: &mut Parsed<'a, '_>) -> Read<Record<'a>> {
             (2, wire) => record.severity_number = varint(&mut r, wire)? as i32,
             (3, wire) => record.severity_text = text(&mut r, wire)?,
             (5, wire) if record.body.is_none() => {
-                record.body = Some(any_value(bytes(&mut r, wire)?, 0, &mut p.budget.spent)?)
+                record.body = Some(any_value(bytes(&mut r, wire)?, 0, &mut p.pending)?)
             }
             (5, _) => return Err(Unread::Irregular),
             (6, wire) => {
-                let kv = key_value(bytes(&mut r, wire)?, 0, &mut p.budget.spent)?;
+                let kv = key_value(bytes(&mut r, wire)?, 0, &mut p.pending)?;
                 p.spend(size::<(&str, Any<'_>)>(1))?;
                 p.attributes.push(kv);
             }
@@ -494,20 +478,18 @@ struct Scratch<'a> {
 }
 
 /// Decodes the log records of a protobuf request into `out` as `logs::decode` does with the
-/// request decoded by prost; leaves `out` untouched when the request is irregular. What reading
-/// takes beyond the body's own bytes, the stored lines included, is taken from the memory budget
-/// by `charge` before it is allocated; when the budget refuses, `out` holds part of the request.
+/// request decoded by prost; leaves `out`'s records untouched when the request is irregular (what
+/// reading it took stays charged). What reading takes beyond the body's own bytes, the stored
+/// lines included, is taken from `out`'s budget before it is allocated; when the budget refuses,
+/// `out` holds part of the request.
 pub(super) fn decode(
     body: &[u8],
-    charge: &mut dyn FnMut(usize) -> Result<(), ApiError>,
     tenant: &TenantId,
     limits: &Limits,
     partitions: u32,
     out: &mut Decoded,
 ) -> Result<(), Unread> {
-    let Parsed { resources, scopes, records, attributes: all_attributes, budget } = parse(body, charge)?;
-    // One limit for what reading took and what the records' batches take.
-    out.budget.taken_elsewhere(budget.charged);
+    let Parsed { resources, scopes, records, attributes: all_attributes, .. } = parse(body, &mut out.budget)?;
     let now = crate::ingest::now_ns();
     let mut payload = Vec::with_capacity(2048);
     let mut scratch = Scratch { message: Vec::new(), trace_id: Vec::new(), members: Vec::new() };
@@ -677,7 +659,7 @@ mod tests {
     fn both(body: &[u8], limits: &Limits) -> (Option<Decoded>, Result<Decoded, prost::DecodeError>) {
         let tenant = TenantId::new("t").unwrap();
         let mut in_place = Decoded::new(None);
-        let in_place = decode(body, &mut |_| Ok(()), &tenant, limits, 4, &mut in_place).ok().map(|()| in_place);
+        let in_place = decode(body, &tenant, limits, 4, &mut in_place).ok().map(|()| in_place);
         let by_prost = ExportLogsServiceRequest::decode(body)
             .map(|r| super::super::logs::decode(r, &tenant, limits, 4, Decoded::new(None)));
         (in_place, by_prost)
@@ -858,9 +840,7 @@ mod tests {
         }
         .encode_to_vec();
         let tenant = TenantId::new("t").unwrap();
-        let read = |body: &[u8]| {
-            decode(body, &mut |_| Ok(()), &tenant, &Limits::default(), 4, &mut Decoded::new(None)).is_ok()
-        };
+        let read = |body: &[u8]| decode(body, &tenant, &Limits::default(), 4, &mut Decoded::new(None)).is_ok();
         assert!(read(&one));
         // A body whose record's `body` field comes twice: protobuf merges the two values.
         let twice = |field: u8, value: &[u8]| {
@@ -914,15 +894,10 @@ mod tests {
         let tenant = TenantId::new("t").unwrap();
         // Reads with a budget of `max` bytes; returns the outcome and what was charged.
         let read = |body: &[u8], max: usize| {
-            let mut charged = 0;
-            let mut charge = |n: usize| {
-                charged += n;
-                if charged > max { Err(ApiError::overloaded("over", 1)) } else { Ok(()) }
-            };
-            let mut out = Decoded::new(None);
-            let r = decode(body, &mut charge, &tenant, &Limits::default(), 4, &mut out);
+            let mut out = Decoded::new(None).with_budget(Budget::counting(max));
+            let r = decode(body, &tenant, &Limits::default(), 4, &mut out);
             // What reading took, and what the records' batches took.
-            (r, charged + out.budget.spent())
+            (r, out.budget.spent())
         };
         // A thousand empty records in 2 KB take far more once read: charged step by step, and
         // refused when the budget runs out, before the structures grow past it.
@@ -934,9 +909,9 @@ mod tests {
         let (r, charged) = read(&empty, usize::MAX);
         assert!(r.is_ok());
         assert!(charged >= 1000 * 2 * std::mem::size_of::<Record<'_>>(), "{charged}");
-        let (r, charged) = read(&empty, CHARGE_STEP);
+        let (r, charged) = read(&empty, crate::budget::CHARGE_STEP);
         assert!(matches!(r, Err(Unread::Refused(_))), "{r:?}");
-        assert!(charged <= 3 * CHARGE_STEP, "{charged}");
+        assert!(charged <= 3 * crate::budget::CHARGE_STEP, "{charged}");
         // A value's lists are charged for what writing them takes.
         let list = AnyValue {
             value: Some(any_value::Value::ArrayValue(ArrayValue {

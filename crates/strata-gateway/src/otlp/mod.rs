@@ -185,14 +185,8 @@ async fn ingest(
                     // decoding takes is charged to the memory budget first, and a request that
                     // would need more than half of it is refused as too large to ever fit.
                     if wire != Wire::Json {
-                        let half = usize::try_from(gw.cfg.memory_bytes_max / 2).unwrap_or(usize::MAX);
-                        let mut charged = 0usize;
-                        let mut charge = |n: usize| {
-                            charged = charged.saturating_add(n);
-                            if charged > half { Err(crate::budget::too_large(half)) } else { gw.grow(permit, n) }
-                        };
                         // Read in place; prost decides what that reader leaves.
-                        match logs_wire::decode(&body, &mut charge, tenant, limits, partitions, &mut out) {
+                        match logs_wire::decode(&body, tenant, limits, partitions, &mut out) {
                             Ok(()) => return Ok(out),
                             Err(logs_wire::Unread::Refused(e)) => return Err(e),
                             Err(logs_wire::Unread::Irregular) => {}
