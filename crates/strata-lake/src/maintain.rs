@@ -29,6 +29,10 @@ pub struct Maintenance {
     /// before it is deleted.
     pub vacuum_grace: Duration,
     pub retention: Retention,
+    /// A compaction writes its new files before the old ones can go: on a local lake, one that
+    /// could leave less than this free on the lake's disk waits for a later round (0: never).
+    /// Retention and vacuum, which only free space, run all the same.
+    pub disk_free_bytes_min: u64,
 }
 
 /// How many days of each table are kept, by table and, overriding that, by tenant; 0 keeps them
@@ -57,6 +61,8 @@ pub struct RoundReport {
     pub files_expired: u64,
     /// Files deleted from storage.
     pub files_vacuumed: u64,
+    /// Compactions put off for want of disk.
+    pub compactions_put_off: u64,
 }
 
 /// The UTC day `days` days before `now`, `yyyy-mm-dd`: partitions of earlier days are past a
@@ -104,6 +110,19 @@ pub async fn round(cfg: &Maintenance, name: &str, now: SystemTime) -> Result<Rou
     }
     let files = table.files();
     for (tenant, dt) in partitions_to_compact(&files, cfg.target_file_bytes, cfg.compact_min_files) {
+        if let Some(dir) = cfg.location.local_dir() {
+            let bytes: u64 = files
+                .iter()
+                .filter(|f| f.tenant == tenant && f.dt == dt && f.bytes < cfg.target_file_bytes)
+                .map(|f| f.bytes)
+                .sum();
+            if let Err(free) = strata_log::disk::room_for(&dir, bytes, cfg.disk_free_bytes_min) {
+                tracing::warn!(table = %name, %tenant, %dt, free_bytes = free, compaction_bytes = bytes,
+                    "a compaction waits: it could take the disk below pipeline.disk_free_bytes_min");
+                report.compactions_put_off += 1;
+                continue;
+            }
+        }
         let (removed, added) = table.compact(&tenant, &dt, cfg.target_file_bytes).await?;
         report.compactions += 1;
         report.files_compacted += removed;
@@ -130,7 +149,8 @@ fn record(name: &str, files: &[DataFile], report: &RoundReport) {
     metrics::counter!("strata_lake_compactions_total", "table" => table.clone()).increment(report.compactions);
     metrics::counter!("strata_lake_compacted_files_total", "table" => table.clone()).increment(report.files_compacted);
     metrics::counter!("strata_lake_expired_files_total", "table" => table.clone()).increment(report.files_expired);
-    metrics::counter!("strata_lake_vacuumed_files_total", "table" => table).increment(report.files_vacuumed);
+    metrics::counter!("strata_lake_vacuumed_files_total", "table" => table.clone()).increment(report.files_vacuumed);
+    metrics::counter!("strata_lake_compactions_put_off_total", "table" => table).increment(report.compactions_put_off);
 }
 
 /// Runs rounds over `tables` every `cfg.interval`, until the task is aborted. A round that fails
@@ -143,7 +163,8 @@ pub async fn run(cfg: Maintenance, tables: Vec<String>) {
                 Ok(r) if r != RoundReport::default() => {
                     tracing::info!(table = %name, compactions = r.compactions, files_compacted = r.files_compacted,
                         files_written = r.files_written, files_expired = r.files_expired,
-                        files_vacuumed = r.files_vacuumed, "lake maintenance");
+                        files_vacuumed = r.files_vacuumed, compactions_put_off = r.compactions_put_off,
+                        "lake maintenance");
                 }
                 Ok(_) => {}
                 Err(e) => {

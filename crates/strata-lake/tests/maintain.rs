@@ -42,6 +42,7 @@ fn cfg(dir: &std::path::Path) -> Maintenance {
         compact_min_files: 3,
         vacuum_grace: Duration::ZERO,
         retention: Retention::default(),
+        disk_free_bytes_min: 0,
     }
 }
 
@@ -101,6 +102,12 @@ fn compaction_vacuum_and_retention_keep_every_row_once() {
         dir.path(),
         "SELECT tenant, count(*), count(DISTINCT event_id), sum(amount) FROM events GROUP BY tenant ORDER BY tenant",
     );
+
+    // With no room on the disk for their new files, the compactions wait for a later round.
+    let full = Maintenance { disk_free_bytes_min: u64::MAX / 2, ..cfg(dir.path()) };
+    let report = rt().block_on(maintain::round(&full, "events", SystemTime::now())).unwrap();
+    assert_eq!((report.compactions, report.compactions_put_off), (0, 4), "{report:?}");
+    assert_eq!(files(dir.path()).len(), 20);
 
     let report = rt().block_on(maintain::round(&cfg(dir.path()), "events", SystemTime::now())).unwrap();
     assert_eq!(report.compactions, 4, "each partition with at least 3 small files: {report:?}");

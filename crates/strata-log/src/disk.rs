@@ -83,6 +83,21 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
+/// Whether work that writes up to `bytes` under `dir` before it frees anything (a compressed copy
+/// of a segment, a merge of index segments, a compaction of lake files) leaves at least `min`
+/// free, or else the bytes free. Such work is put off, not started and failed half-way: a disk
+/// filled by a merge fails the appends and the commits beside it. A floor of 0, or a disk that
+/// cannot be measured, never puts work off.
+pub fn room_for(dir: &Path, bytes: u64, min: u64) -> std::result::Result<(), u64> {
+    if min == 0 {
+        return Ok(());
+    }
+    match free_bytes(dir) {
+        Ok(free) if free < min.saturating_add(bytes) => Err(free),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +122,18 @@ mod tests {
         // A disk that cannot be measured is not refused; a floor of 0 never measures.
         assert_eq!(DiskRoom::new(1000).admit(10, || Err(std::io::Error::other("no statvfs"))), Ok(()));
         assert_eq!(DiskRoom::new(0).admit(u64::MAX, || panic!("measured with no floor")), Ok(()));
+    }
+
+    #[test]
+    fn work_that_could_pass_the_floor_is_put_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).unwrap();
+        assert!(free > 1 << 20, "the test's disk has room");
+        assert_eq!(room_for(dir.path(), 1 << 10, 1 << 10), Ok(()));
+        assert_eq!(room_for(dir.path(), u64::MAX, 0), Ok(()), "no floor");
+        let Err(told) = room_for(dir.path(), free, 1 << 20) else { panic!("the disk's whole free space and more") };
+        assert!(told.abs_diff(free) < 1 << 30, "the free bytes: {told} against {free}");
+        assert!(room_for(dir.path(), 0, u64::MAX).is_err(), "a floor past any disk");
+        assert_eq!(room_for(&dir.path().join("missing"), 0, u64::MAX), Ok(()), "a disk that cannot be measured");
     }
 }

@@ -231,6 +231,37 @@ async fn sealed_segments_are_compressed_in_the_background_and_read_the_same() {
     assert_prefix(&read_all(&reopened).unwrap(), 1100);
 }
 
+/// A segment's compressed copy is written before the segment is removed: with no room for it
+/// above the floor, compression waits (the segments read as before, nothing is given up on) and
+/// goes on once there is room.
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_segments_wait_for_room_to_be_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written plain: then the topic is compressed, and its sealed segments wait for it.
+    let log = EmbeddedLog::open(config_with(dir.path(), 16 << 10, Codec::None)).unwrap();
+    append_batches(&log, 100, 5).await;
+    log.close();
+    drop(log);
+    let compressed = |dir: &Path| segment_files(dir).iter().filter(|s| s.with_extension("compressed").exists()).count();
+    assert!(segment_files(dir.path()).len() > 3);
+    assert_eq!(compressed(dir.path()), 0);
+
+    // A floor past any disk: no copy fits.
+    let mut cfg = config_with(dir.path(), 16 << 10, Codec::Zstd);
+    cfg.disk_free_bytes_min = u64::MAX / 2;
+    let waiting = EmbeddedLog::open(cfg).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(compressed(dir.path()), 0, "compressed with no room");
+    assert_prefix(&read_all(&waiting).unwrap(), 500);
+    assert_eq!(waiting.topics()[0].partitions[0].failed, None);
+    waiting.close();
+    drop(waiting);
+
+    let log = EmbeddedLog::open(config_with(dir.path(), 16 << 10, Codec::Zstd)).unwrap();
+    wait_compressed(dir.path());
+    assert_prefix(&read_all(&log).unwrap(), 500);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compression_cut_short_leaves_every_segment_whole() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,7 @@
 
 mod index;
 mod keys;
+mod merge;
 mod query;
 mod schema;
 mod sink;

@@ -18,6 +18,7 @@ use tantivy::{IndexWriter, TantivyDocument};
 use time::Date;
 
 use crate::index::{DayIndex, Indexes, day_of, encode_payload};
+use crate::merge::FlooredMerges;
 
 const STATE_VERSION: u32 = 1;
 
@@ -32,6 +33,9 @@ pub struct IndexerConfig {
     pub writers_max: usize,
     /// A writer unused this long is closed after the next commit.
     pub writer_idle_ms: u64,
+    /// Merges of segments wait while they could leave less free on the index's disk (0: never);
+    /// see `FlooredMerges`.
+    pub disk_free_bytes_min: u64,
 }
 
 impl Default for IndexerConfig {
@@ -43,6 +47,7 @@ impl Default for IndexerConfig {
             indexing_threads: 1,
             writers_max: 8,
             writer_idle_ms: 60_000,
+            disk_free_bytes_min: 0,
         }
     }
 }
@@ -96,6 +101,7 @@ impl SearchSink {
                 .index
                 .writer_with_num_threads(self.cfg.indexing_threads, self.cfg.writer_memory_bytes)
                 .map_err(|e| index_err(&d, e))?;
+            writer.set_merge_policy(Box::new(FlooredMerges::new(&d.dir, self.cfg.disk_free_bytes_min)));
             metrics::gauge!("strata_search_writers_open").increment(1.0);
             self.writers
                 .insert(key.clone(), Writer { day: d, writer, committed, dirty: false, last_used: Instant::now() });
@@ -135,14 +141,15 @@ fn now_ns() -> i64 {
 }
 
 /// A past day that stopped receiving lines is merged into one segment: fewer files to open and
-/// faster searches. Late lines for it later simply open a writer again.
-fn seal(w: Writer) {
+/// faster searches. Late lines for it later simply open a writer again. With no room on the disk
+/// for the merge (`FlooredMerges`), the day stays as its merges left it.
+fn seal(w: Writer, disk_free_bytes_min: u64) {
     let Writer { day, mut writer, .. } = w;
     let t = Instant::now();
-    let merged = day
-        .index
-        .searchable_segment_ids()
-        .and_then(|ids| if ids.len() > 1 { writer.merge(&ids).wait().map(|_| ()) } else { Ok(()) });
+    let room = FlooredMerges::new(&day.dir, disk_free_bytes_min);
+    let merged = day.index.searchable_segment_ids().and_then(|ids| {
+        if ids.len() > 1 && room.room_for(&ids) { writer.merge(&ids).wait().map(|_| ()) } else { Ok(()) }
+    });
     let waited = writer.wait_merging_threads();
     match merged.and(waited).and_then(|()| day.reader.reload()) {
         Ok(()) => tracing::info!(
@@ -284,7 +291,7 @@ impl TopicSink for SearchSink {
             let w = self.writers.remove(&key).expect("present");
             metrics::gauge!("strata_search_writers_open").decrement(1.0);
             if key.1 < today {
-                seal(w);
+                seal(w, self.cfg.disk_free_bytes_min);
             }
         }
         Ok(())

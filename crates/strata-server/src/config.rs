@@ -110,8 +110,9 @@ impl LakeSection {
         strata_lake::Location::parse(&self.url, options)
     }
 
-    /// The background upkeep of the lake at `location`.
-    pub fn maintenance(&self, location: strata_lake::Location) -> strata_lake::Maintenance {
+    /// The background upkeep of the lake at `location`; compactions wait while they could leave
+    /// less than `disk_free_bytes_min` free (`pipeline.disk_free_bytes_min`).
+    pub fn maintenance(&self, location: strata_lake::Location, disk_free_bytes_min: u64) -> strata_lake::Maintenance {
         let mut days: BTreeMap<String, u32> =
             Self::RETENTION_DAYS_DEFAULT.iter().map(|(t, d)| (t.to_string(), *d)).collect();
         days.extend(self.retention_days.clone());
@@ -122,6 +123,7 @@ impl LakeSection {
             compact_min_files: self.compact_min_files,
             vacuum_grace: std::time::Duration::from_millis(self.vacuum_grace_ms),
             retention: strata_lake::Retention { days, tenant_days: self.tenant_retention_days.clone() },
+            disk_free_bytes_min,
         }
     }
 }

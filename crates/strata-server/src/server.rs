@@ -182,6 +182,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         writer_memory_bytes: cfg.search.writer_memory_bytes,
         indexing_threads: cfg.search.indexing_threads,
         writers_max: cfg.search.writers_max,
+        disk_free_bytes_min: cfg.pipeline.disk_free_bytes_min,
         ..IndexerConfig::default()
     };
     let search_consumer = {
@@ -278,7 +279,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         spawn_lake_table::<strata_lake::AggregateRows>(&cfg, &lake_location, &dyn_log, &consumer_cfg, &consumers)?,
     ];
     let lake_upkeep = tokio::spawn(strata_lake::maintain::run(
-        cfg.lake.maintenance(lake_location.clone()),
+        cfg.lake.maintenance(lake_location.clone(), cfg.pipeline.disk_free_bytes_min),
         strata_lake::sql::TABLES.iter().map(|t| t.to_string()).collect(),
     ));
     #[cfg(feature = "fault-injection")]
