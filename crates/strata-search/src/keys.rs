@@ -33,11 +33,12 @@ impl KeyColumns {
 
     /// The key of `doc`; every line has all three, so a missing value sorts it last.
     pub(crate) fn key(&self, doc: DocId) -> LineKey {
-        (
-            self.ts.first(doc).unwrap_or(i64::MIN),
-            self.partition.first(doc).unwrap_or(0),
-            self.offset.first(doc).unwrap_or(0),
-        )
+        self.key_at(doc, self.ts.first(doc).unwrap_or(i64::MIN))
+    }
+
+    /// The key of `doc`, whose timestamp (`i64::MIN` if it has none) was read already.
+    pub(crate) fn key_at(&self, doc: DocId, ts: i64) -> LineKey {
+        (ts, self.partition.first(doc).unwrap_or(0), self.offset.first(doc).unwrap_or(0))
     }
 }
 

@@ -2,7 +2,6 @@
 //! relevance pages, highlights, and histograms of matching lines over time.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -655,6 +654,11 @@ struct NewestFirst {
     keys: Arc<[Option<Arc<KeyColumns>>]>,
 }
 
+/// The newest `limit` matches of a segment. Documents come in the order they were indexed, which
+/// is about the order of time, so nearly every one is newer than those kept before it: a heap of
+/// the best `limit` would replace its oldest at almost every document. Candidates are gathered
+/// instead, and cut back to the newest `limit` whenever twice that are held; the oldest key kept
+/// at the last cut turns away what cannot make the page, mostly by its timestamp alone.
 struct NewestFirstSegment {
     limit: usize,
     before: Option<LineKey>,
@@ -663,7 +667,20 @@ struct NewestFirstSegment {
     segment: SegmentOrdinal,
     /// `None` when the segment's columns cannot be read: its lines are left out.
     keys: Option<Arc<KeyColumns>>,
-    heap: BinaryHeap<Reverse<(LineKey, DocId)>>,
+    best: Vec<(LineKey, DocId)>,
+    /// The oldest key kept at the last cut: a document no newer cannot make the page.
+    floor: Option<LineKey>,
+}
+
+impl NewestFirstSegment {
+    /// Keeps the newest `limit` candidates.
+    fn cut(&mut self) {
+        if self.best.len() > self.limit {
+            self.best.select_nth_unstable_by(self.limit - 1, |a, b| b.0.cmp(&a.0));
+            self.best.truncate(self.limit);
+            self.floor = self.best.iter().map(|(k, _)| *k).min();
+        }
+    }
 }
 
 impl Collector for NewestFirst {
@@ -679,7 +696,8 @@ impl Collector for NewestFirst {
             seen: 0,
             segment,
             keys,
-            heap: BinaryHeap::with_capacity(self.limit + 1),
+            best: Vec::with_capacity(2 * self.limit),
+            floor: None,
         })
     }
 
@@ -703,29 +721,30 @@ impl SegmentCollector for NewestFirstSegment {
         // A query past its deadline stops collecting; the caller reports the timeout.
         if self.seen.is_multiple_of(65_536) && Instant::now() > self.deadline {
             self.limit = 0;
-            self.heap.clear();
+            self.best.clear();
         }
         if self.limit == 0 {
             return;
         }
         let Some(keys) = &self.keys else { return };
-        let key = keys.key(doc);
-        if self.before.is_some_and(|b| key >= b) {
+        let ts = keys.timestamp(doc).unwrap_or(i64::MIN);
+        if self.floor.is_some_and(|f| ts < f.0) || self.before.is_some_and(|b| ts > b.0) {
             return;
         }
-        if self.heap.len() < self.limit {
-            self.heap.push(Reverse((key, doc)));
-        } else if let Some(Reverse((min, _))) = self.heap.peek()
-            && key > *min
-        {
-            self.heap.pop();
-            self.heap.push(Reverse((key, doc)));
+        let key = keys.key_at(doc, ts);
+        if self.floor.is_some_and(|f| key <= f) || self.before.is_some_and(|b| key >= b) {
+            return;
+        }
+        self.best.push((key, doc));
+        if self.best.len() >= 2 * self.limit {
+            self.cut();
         }
     }
 
-    fn harvest(self) -> Self::Fruit {
+    fn harvest(mut self) -> Self::Fruit {
+        self.cut();
         let segment = self.segment;
-        self.heap.into_iter().map(|Reverse((k, d))| (k, DocAddress::new(segment, d))).collect()
+        self.best.into_iter().map(|(k, d)| (k, DocAddress::new(segment, d))).collect()
     }
 }
 
@@ -1030,6 +1049,70 @@ mod tests {
         }
         // Without a timestamp, stored or in a key, a line is not a hit.
         assert!(Hit::from_stored(br#"{"source_id":"s","level":"info","message":"m"}"#, None).is_err());
+    }
+
+    /// The newest matches of a segment, with and without a cursor, are those a sort of every
+    /// key gives, whatever the order of time the lines were indexed in.
+    #[test]
+    fn newest_first_keeps_the_newest_in_any_order_of_time() {
+        let schema = LogSchema::new();
+        // xorshift: a fixed, spread sequence.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let n = 3_000i64;
+        let ascending: Vec<i64> = (0..n).collect();
+        let descending: Vec<i64> = (0..n).rev().collect();
+        let mut shuffled = ascending.clone();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        // Few distinct times: the partition and offset decide.
+        let ties: Vec<i64> = (0..n).map(|_| (next() % 5) as i64).collect();
+        for (name, times) in
+            [("ascending", ascending), ("descending", descending), ("shuffled", shuffled), ("ties", ties)]
+        {
+            let index = schema.index_in_ram();
+            let mut writer: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+            let mut all = Vec::new();
+            for (i, ts) in times.iter().enumerate() {
+                let (partition, offset) = ((i % 3) as u64, i as u64);
+                let mut doc = TantivyDocument::new();
+                doc.add_i64(schema.timestamp, *ts);
+                doc.add_u64(schema.partition, partition);
+                doc.add_u64(schema.offset, offset);
+                writer.add_document(doc).unwrap();
+                all.push((*ts, partition, offset));
+                // Three segments.
+                if i as i64 % (n / 3) == n / 3 - 1 {
+                    writer.commit().unwrap();
+                }
+            }
+            writer.commit().unwrap();
+            let searcher = index.reader().unwrap().searcher();
+            let keys: Arc<[Option<Arc<KeyColumns>>]> = crate::keys::KeyCache::default().for_searcher(&searcher).into();
+            all.sort_by_key(|k| Reverse(*k));
+            let cursors = [None, Some(all[17]), Some(all[n as usize / 2]), Some(all[n as usize - 2])];
+            for limit in [1, 7, 100, 5_000] {
+                for before in cursors {
+                    let collector = NewestFirst {
+                        limit,
+                        before,
+                        deadline: Instant::now() + std::time::Duration::from_secs(60),
+                        keys: keys.clone(),
+                    };
+                    let got: Vec<LineKey> =
+                        searcher.search(&AllQuery, &collector).unwrap().into_iter().map(|(k, _)| k).collect();
+                    let want: Vec<LineKey> =
+                        all.iter().copied().filter(|k| before.is_none_or(|b| *k < b)).take(limit).collect();
+                    assert_eq!(got, want, "{name}, limit {limit}, before {before:?}");
+                }
+            }
+        }
     }
 
     #[test]
