@@ -57,6 +57,18 @@ fn span(reader: &SegmentReader, field_name: &str) -> tantivy::Result<Span> {
     Ok(span)
 }
 
+/// The newest event time among the lines `searcher` sees, from its segments' spans; `None` when
+/// it has no line, or a segment's times cannot be read.
+pub(crate) fn newest(searcher: &tantivy::Searcher, field_name: &str) -> Option<i64> {
+    let mut newest = None;
+    for reader in searcher.segment_readers() {
+        if let Some((_, max)) = span(reader, field_name).ok()? {
+            newest = newest.max(Some(max));
+        }
+    }
+    newest
+}
+
 /// `inner` for documents whose `field` (an indexed, fast i64) lies in `[from, to)`. It scores as
 /// `inner` does, so a relevance order is the same in every segment.
 #[derive(Debug)]

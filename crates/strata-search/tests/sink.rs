@@ -335,3 +335,54 @@ fn several_indexing_threads_index_every_line_once() {
     assert_eq!(count(&indexes, "\"line 1999\"", 0).0, 1);
     assert_eq!(count(&indexes, "line", 0).0, 1000, "a page holds at most the limit");
 }
+
+/// Pages newest first, cursor after cursor, over ranges that end after the day's newest line,
+/// at it, and before it: every line in the range once, in order.
+#[test]
+fn newest_first_pages_hold_every_line_once_whatever_the_range_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let indexes = Arc::new(Indexes::new(dir.path().to_path_buf(), Default::default()).unwrap());
+    let mut sink = driven_sink(&indexes, IndexerConfig::default());
+    let day = (now_ns() - DAY_NS).div_euclid(DAY_NS) * DAY_NS;
+    // 600 lines an hour to five hours into yesterday, 37 s apart, written out of order in
+    // three commits (three segments), and two more at one instant.
+    let mut times: Vec<i64> = (0..600).map(|i| day + 3_600_000_000_000 + i * 37_000_000_000).collect();
+    times.swap(10, 590);
+    times.extend([times[300], times[300]]);
+    let recs: Vec<StoredRecord> =
+        times.iter().enumerate().map(|(i, ts)| record(i as u64, *ts, &format!("line {i}"))).collect();
+    for (c, chunk) in recs.chunks(201).enumerate() {
+        sink.write("logs", 0, chunk).unwrap();
+        sink.commit(&positions(((c + 1) * 201).min(recs.len()) as u64)).unwrap();
+    }
+    let tenant = TenantId::new("acme").unwrap();
+    let mut keys: Vec<(i64, u64)> = times.iter().enumerate().map(|(i, ts)| (*ts, i as u64)).collect();
+    keys.sort_by(|a, b| b.cmp(a));
+    let newest = keys[0].0;
+    for to_ns in [day + DAY_NS, newest + 1, newest, times[300] + 1, day + 2 * 3_600_000_000_000] {
+        let want: Vec<(i64, u64)> = keys.iter().copied().filter(|(ts, _)| *ts < to_ns).collect();
+        let mut got = Vec::new();
+        let mut cursor = None;
+        loop {
+            let req = SearchRequest {
+                q: String::new(),
+                source_ids: vec![],
+                run_id: None,
+                levels: vec![],
+                from_ns: day,
+                to_ns,
+                limit: 37,
+                sort: Sort::Newest,
+                cursor,
+            };
+            let r = search(&indexes, &tenant, &req, Instant::now() + Duration::from_secs(30)).unwrap();
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            got.extend(r.hits.iter().map(|h| (h.key.0, h.key.2)));
+            match r.next_cursor {
+                Some(c) => cursor = Some(strata_search::Cursor::decode(&c).unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "to {to_ns}");
+    }
+}
