@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 pub use index::{DayIndex, Indexes, Retention, day_name, day_of, today};
 pub use query::{
-    BUCKETS_MAX, Bucket, Cursor, Histogram, Hit, PATTERN_BYTES_MAX, QUERY_TERMS_MAX, SearchRequest, SearchResponse,
-    Sort, auto_interval_ms, histogram, parse_user_query, search,
+    BUCKETS_MAX, Bucket, Cursor, Histogram, Hit, PATTERN_BYTES_MAX, QUERY_TERMS_MAX, RELEVANCE_HITS_MAX, SearchRequest,
+    SearchResponse, Sort, auto_interval_ms, histogram, parse_user_query, search,
 };
 pub use schema::{DOCSTORE_BLOCK_BYTES, DOCSTORE_ZSTD_LEVEL, KEYWORD_FIELDS, LogSchema};
 pub use sink::{IndexerConfig, SearchSink};

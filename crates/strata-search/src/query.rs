@@ -29,6 +29,11 @@ pub const QUERY_TERMS_MAX: usize = 64;
 /// Length of one wildcard or regex pattern.
 pub const PATTERN_BYTES_MAX: usize = 256;
 
+/// The deepest a relevance order pages: its pages come from the best this many hits. Ranking
+/// deeper keeps every better hit in memory first (a cursor a billion hits deep asked for 80 GB);
+/// Elasticsearch's `index.max_result_window` is the same 10,000. Newest-first cursors go anywhere.
+pub const RELEVANCE_HITS_MAX: usize = 10_000;
+
 /// How hits are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sort {
@@ -469,6 +474,14 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
         Some(Cursor::Skip(n)) => n,
         _ => 0,
     };
+    if req.sort == Sort::Relevance && skip >= RELEVANCE_HITS_MAX {
+        return Err(Error::Request(format!(
+            "a relevance order pages through its best {RELEVANCE_HITS_MAX} hits, and this cursor is {skip} deep: \
+             narrow the query, or sort by time, whose cursors go anywhere"
+        )));
+    }
+    // A relevance page ends at the last of the best RELEVANCE_HITS_MAX hits.
+    let limit = if req.sort == Sort::Relevance { req.limit.min(RELEVANCE_HITS_MAX - skip) } else { req.limit };
     let cursor_key = match req.cursor {
         Some(Cursor::After { timestamp_ns, partition, offset }) => Some((timestamp_ns, partition, offset)),
         _ => None,
@@ -534,7 +547,7 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
                 }
             }
             Sort::Relevance => {
-                let top = TopDocs::with_limit(req.limit + skip).order_by_score();
+                let top = TopDocs::with_limit(limit + skip).order_by_score();
                 let docs =
                     searcher.search(&*query, &top).map_err(|e| Error::Index { path: d.dir.clone(), source: e })?;
                 for (score, addr) in docs {
@@ -560,8 +573,8 @@ pub fn search(indexes: &Indexes, tenant: &TenantId, req: &SearchRequest, deadlin
         Sort::Relevance => {
             scored.sort_by(|a, b| b.0.total_cmp(&a.0));
             let total = scored.len();
-            let page: Vec<_> = scored.into_iter().skip(skip).take(req.limit).map(|(_, d, a)| (d, a, None)).collect();
-            if total >= skip + req.limit && !page.is_empty() {
+            let page: Vec<_> = scored.into_iter().skip(skip).take(limit).map(|(_, d, a)| (d, a, None)).collect();
+            if total >= skip + limit && !page.is_empty() && skip + page.len() < RELEVANCE_HITS_MAX {
                 next_cursor = Some(Cursor::Skip(skip + page.len()).encode());
             }
             page

@@ -215,6 +215,15 @@ fn tenants_never_see_each_other_and_bad_queries_are_explained() {
     bad(&[p("sourceid", "web-1")], "parameter \"sourceid\" is not known; this endpoint takes q, source_id");
     search(&s, &a, &[p("_", "1700000000000")]);
     bad(&[p("cursor", "garbage")], "cursor \"garbage\" is not valid");
+    // A relevance cursor deeper than its window is refused, not ranked: one ten billion hits deep
+    // asked for 80 GB and aborted the server, one near 2^64 overflowed.
+    for deep in ["r10000", "r10000000000", "r18446744073709551000"] {
+        bad(&[p("sort", "relevance"), p("cursor", deep)], "pages through its best 10000 hits");
+    }
+    bad(&[p("sort", "relevance"), p("cursor", "r18446744073709551616")], "is not valid");
+    let (status, v) = search_raw(&s, &a, &[p("sort", "relevance"), p("cursor", "r9999"), p("limit", "1000")]);
+    assert_eq!(status, 200, "{v}");
+    assert!(v["next_cursor"].is_null(), "the window's last page has no next cursor: {v}");
     bad(&[p("sort", "random")], "sort must be");
     let r = s.http.get(s.url("/query/v1/logs/histogram")).bearer_auth(&a).query(&[p("interval", "1")]).send().unwrap();
     assert_eq!(r.status(), 400, "a millisecond interval over an hour is too many buckets");
