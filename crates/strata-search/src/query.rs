@@ -26,6 +26,11 @@ use crate::{Error, Result};
 
 /// Leaves one query may have.
 pub const QUERY_TERMS_MAX: usize = 64;
+
+/// How deep a query's parentheses may nest. The grammar and the rewrite recurse once a level,
+/// and a query of a few thousand levels overflowed the stack of the thread parsing it, which
+/// aborts the whole process.
+pub const QUERY_DEPTH_MAX: usize = 32;
 /// Length of one wildcard or regex pattern.
 pub const PATTERN_BYTES_MAX: usize = 256;
 
@@ -212,6 +217,7 @@ pub fn parse_user_query(q: &str) -> Result<UserInputAst> {
     if q.trim().is_empty() {
         return Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::All)));
     }
+    nesting(q)?;
     dangling_operator(q)?;
     let ast = match tantivy::query_grammar::parse_query(q) {
         Ok(ast) => ast,
@@ -233,6 +239,49 @@ pub fn parse_user_query(q: &str) -> Result<UserInputAst> {
         });
     }
     Ok(ast)
+}
+
+/// Refuses parentheses nested deeper than `QUERY_DEPTH_MAX` outside quotes, and more `NOT`s than
+/// `QUERY_TERMS_MAX` (a chain of them recurses as parentheses do), naming where.
+fn nesting(q: &str) -> Result<()> {
+    let (mut depth, mut nots) = (0usize, 0usize);
+    let (mut quoted, mut escaped, mut word) = (false, false, None);
+    for (i, c) in q.char_indices().chain(std::iter::once((q.len(), ' '))) {
+        let boundary = !quoted && (c.is_whitespace() || c == '(' || c == ')');
+        match word {
+            Some(start) if boundary => {
+                if &q[start..i] == "NOT" {
+                    nots += 1;
+                    if nots > QUERY_TERMS_MAX {
+                        return Err(Error::Query {
+                            position: start,
+                            reason: format!("more than {QUERY_TERMS_MAX} NOT operators"),
+                        });
+                    }
+                }
+                word = None;
+            }
+            None if !boundary => word = Some(i),
+            _ => {}
+        }
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            '(' if !quoted => {
+                depth += 1;
+                if depth > QUERY_DEPTH_MAX {
+                    return Err(Error::Query {
+                        position: i,
+                        reason: format!("parentheses nest deeper than the limit of {QUERY_DEPTH_MAX}"),
+                    });
+                }
+            }
+            ')' if !quoted => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// An operator with nothing on one side (`error AND`, `OR disk`) is the commonest slip; the
@@ -1171,6 +1220,19 @@ mod tests {
         }
         let many = (0..70).map(|i| format!("t{i}")).collect::<Vec<_>>().join(" ");
         assert!(matches!(parse_user_query(&many), Err(Error::Query { .. })));
+        // Nesting is bounded before the grammar recurses; quoted or escaped parentheses do not count.
+        let nested = |n: usize| format!("{}a{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse_user_query(&nested(QUERY_DEPTH_MAX)).is_ok());
+        check(&nested(QUERY_DEPTH_MAX + 1), QUERY_DEPTH_MAX, "nest deeper than the limit of 32");
+        check(&nested(100_000), QUERY_DEPTH_MAX, "nest deeper than the limit of 32");
+        assert!(parse_user_query(&format!("\"{}\"", "(".repeat(100))).is_ok());
+        assert!(parse_user_query(&format!("a{}", "\\(".repeat(100))).is_ok());
+        // So is a chain of NOTs, which recurses as deep.
+        let nots = |n: usize| format!("{}a", "NOT ".repeat(n));
+        assert!(parse_user_query(&nots(QUERY_TERMS_MAX)).is_ok());
+        check(&nots(QUERY_TERMS_MAX + 1), QUERY_TERMS_MAX * 4, "more than 64 NOT operators");
+        check(&nots(100_000), QUERY_TERMS_MAX * 4, "more than 64 NOT operators");
+        assert!(parse_user_query(&format!("\"{}\" a", "NOT ".repeat(100))).is_ok());
     }
 
     #[test]

@@ -214,6 +214,13 @@ fn tenants_never_see_each_other_and_bad_queries_are_explained() {
     bad(&[p("q", "error AND")], "query syntax error at position 6: AND at the end of the query");
     bad(&[p("sourceid", "web-1")], "parameter \"sourceid\" is not known; this endpoint takes q, source_id");
     search(&s, &a, &[p("_", "1700000000000")]);
+    // Nesting that the grammar would recurse through until the stack overflowed (which aborts
+    // the process) is refused first.
+    bad(
+        &[p("q", format!("{}a{}", "(".repeat(5000), ")".repeat(5000)))],
+        "parentheses nest deeper than the limit of 32",
+    );
+    bad(&[p("q", format!("{}a", "NOT ".repeat(2000)))], "more than 64 NOT operators");
     bad(&[p("cursor", "garbage")], "cursor \"garbage\" is not valid");
     // A relevance cursor deeper than its window is refused, not ranked: one ten billion hits deep
     // asked for 80 GB and aborted the server, one near 2^64 overflowed.
