@@ -764,7 +764,8 @@ impl Collector for NewestFirst {
             seen: 0,
             segment,
             keys,
-            best: Vec::with_capacity(2 * self.limit),
+            // Grown as needed past a first few thousand: `limit` is the caller's.
+            best: Vec::with_capacity(2 * self.limit.min(4096)),
             floor: None,
         })
     }
