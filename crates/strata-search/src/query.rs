@@ -217,8 +217,9 @@ pub fn parse_user_query(q: &str) -> Result<UserInputAst> {
     if q.trim().is_empty() {
         return Ok(UserInputAst::Leaf(Box::new(UserInputLeaf::All)));
     }
-    nesting(q)?;
-    dangling_operator(q)?;
+    let words = words(q);
+    nesting(&words)?;
+    dangling_operator(&words)?;
     let ast = match tantivy::query_grammar::parse_query(q) {
         Ok(ast) => ast,
         Err(_) => {
@@ -241,60 +242,20 @@ pub fn parse_user_query(q: &str) -> Result<UserInputAst> {
     Ok(ast)
 }
 
-/// Refuses parentheses nested deeper than `QUERY_DEPTH_MAX` outside quotes, and more `NOT`s than
-/// `QUERY_TERMS_MAX` (a chain of them recurses as parentheses do), naming where.
-fn nesting(q: &str) -> Result<()> {
-    let (mut depth, mut nots) = (0usize, 0usize);
-    let (mut quoted, mut escaped, mut word) = (false, false, None);
-    for (i, c) in q.char_indices().chain(std::iter::once((q.len(), ' '))) {
-        let boundary = !quoted && (c.is_whitespace() || c == '(' || c == ')');
-        match word {
-            Some(start) if boundary => {
-                if &q[start..i] == "NOT" {
-                    nots += 1;
-                    if nots > QUERY_TERMS_MAX {
-                        return Err(Error::Query {
-                            position: start,
-                            reason: format!("more than {QUERY_TERMS_MAX} NOT operators"),
-                        });
-                    }
-                }
-                word = None;
-            }
-            None if !boundary => word = Some(i),
-            _ => {}
-        }
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '"' => quoted = !quoted,
-            '(' if !quoted => {
-                depth += 1;
-                if depth > QUERY_DEPTH_MAX {
-                    return Err(Error::Query {
-                        position: i,
-                        reason: format!("parentheses nest deeper than the limit of {QUERY_DEPTH_MAX}"),
-                    });
-                }
-            }
-            ')' if !quoted => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// An operator with nothing on one side (`error AND`, `OR disk`) is the commonest slip; the
-/// grammar's own error for it points at the start of the query, so name it here instead.
-fn dangling_operator(q: &str) -> Result<()> {
+/// The words of a query outside quotes, with their byte positions, and each parenthesis outside
+/// quotes as a word of its own: what the checks before the grammar look at. A character after a
+/// backslash is part of its word (`a\(` is one word, as the grammar reads it).
+fn words(q: &str) -> Vec<(usize, &str)> {
     let mut words = Vec::new();
-    let mut quoted = false;
-    let mut start = None;
+    let (mut quoted, mut escaped, mut start) = (false, false, None);
     for (i, c) in q.char_indices().chain(std::iter::once((q.len(), ' '))) {
-        if c == '"' {
+        let plain = !escaped;
+        escaped = plain && c == '\\';
+        if plain && c == '"' {
             quoted = !quoted;
         }
-        let boundary = !quoted && (c.is_whitespace() || c == '(' || c == ')');
+        let paren = plain && !quoted && (c == '(' || c == ')');
+        let boundary = paren || (plain && !quoted && c.is_whitespace());
         match (start, boundary) {
             (None, false) => start = Some(i),
             (Some(s), true) => {
@@ -303,10 +264,47 @@ fn dangling_operator(q: &str) -> Result<()> {
             }
             _ => {}
         }
-        if !quoted && (c == '(' || c == ')') {
+        if paren {
             words.push((i, &q[i..i + 1]));
         }
     }
+    words
+}
+
+/// Refuses parentheses nested deeper than `QUERY_DEPTH_MAX`, and more `NOT`s than
+/// `QUERY_TERMS_MAX` (a chain of them recurses as parentheses do), naming where.
+fn nesting(words: &[(usize, &str)]) -> Result<()> {
+    let (mut depth, mut nots) = (0usize, 0usize);
+    for &(pos, w) in words {
+        match w {
+            "(" => {
+                depth += 1;
+                if depth > QUERY_DEPTH_MAX {
+                    return Err(Error::Query {
+                        position: pos,
+                        reason: format!("parentheses nest deeper than the limit of {QUERY_DEPTH_MAX}"),
+                    });
+                }
+            }
+            ")" => depth = depth.saturating_sub(1),
+            "NOT" => {
+                nots += 1;
+                if nots > QUERY_TERMS_MAX {
+                    return Err(Error::Query {
+                        position: pos,
+                        reason: format!("more than {QUERY_TERMS_MAX} NOT operators"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An operator with nothing on one side (`error AND`, `OR disk`) is the commonest slip; the
+/// grammar's own error for it points at the start of the query, so name it here instead.
+fn dangling_operator(words: &[(usize, &str)]) -> Result<()> {
     let is_op = |w: &str| matches!(w, "AND" | "OR" | "NOT" | "&&" | "||");
     let binary = |w: &str| matches!(w, "AND" | "OR" | "&&" | "||");
     for (k, &(pos, w)) in words.iter().enumerate() {
@@ -1228,6 +1226,7 @@ mod tests {
         check(&nested(100_000), QUERY_DEPTH_MAX, "nest deeper than the limit of 32");
         assert!(parse_user_query(&format!("\"{}\"", "(".repeat(100))).is_ok());
         assert!(parse_user_query(&format!("a{}", "\\(".repeat(100))).is_ok());
+        assert!(parse_user_query("a\\( AND b").is_ok(), "an escaped parenthesis is part of its word");
         // So is a chain of NOTs, which recurses as deep.
         let nots = |n: usize| format!("{}a", "NOT ".repeat(n));
         assert!(parse_user_query(&nots(QUERY_TERMS_MAX)).is_ok());
