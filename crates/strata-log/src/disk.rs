@@ -1,6 +1,7 @@
 //! The free space of a disk, against a floor.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often the free space of a disk is measured; in between, what was written is counted.
@@ -98,6 +99,32 @@ pub fn room_for(dir: &Path, bytes: u64, min: u64) -> std::result::Result<(), u64
     }
 }
 
+/// Background work that `room_for` puts off, told once when it starts to wait and once when it
+/// goes on, not at every look at the disk.
+#[derive(Debug, Default)]
+pub struct PutOff(AtomicBool);
+
+impl PutOff {
+    /// `room_for(dir, bytes, min)`: `waits` is called with the free bytes when the work starts to
+    /// wait, `again` when it goes on after waiting.
+    pub fn room_for(&self, dir: &Path, bytes: u64, min: u64, waits: impl FnOnce(u64), again: impl FnOnce()) -> bool {
+        match room_for(dir, bytes, min) {
+            Ok(()) => {
+                if self.0.swap(false, Ordering::AcqRel) {
+                    again();
+                }
+                true
+            }
+            Err(free) => {
+                if !self.0.swap(true, Ordering::AcqRel) {
+                    waits(free);
+                }
+                false
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +149,18 @@ mod tests {
         // A disk that cannot be measured is not refused; a floor of 0 never measures.
         assert_eq!(DiskRoom::new(1000).admit(10, || Err(std::io::Error::other("no statvfs"))), Ok(()));
         assert_eq!(DiskRoom::new(0).admit(u64::MAX, || panic!("measured with no floor")), Ok(()));
+    }
+
+    #[test]
+    fn waiting_is_told_once_when_it_starts_and_once_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let put_off = PutOff::default();
+        let (mut waits, mut agains) = (0, 0);
+        for min in [u64::MAX, u64::MAX, 1, 1, u64::MAX, 1] {
+            let room = put_off.room_for(dir.path(), 0, min, |_| waits += 1, || agains += 1);
+            assert_eq!(room, min == 1);
+        }
+        assert_eq!((waits, agains), (2, 2));
     }
 
     #[test]

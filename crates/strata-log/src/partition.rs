@@ -7,7 +7,7 @@ mod writer;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,8 +48,8 @@ pub(crate) struct SealedCompression {
     pub(crate) backlog_bytes_max: u64,
     /// Bytes appended to any partition of the log since it opened: how busy the log is.
     pub(crate) appended_bytes: AtomicU64,
-    /// Compression is put off for want of disk (logged when it starts and when it ends).
-    put_off: AtomicBool,
+    /// Compression is put off for want of disk.
+    put_off: crate::disk::PutOff,
 }
 
 impl SealedCompression {
@@ -59,7 +59,7 @@ impl SealedCompression {
             backlog_bytes: AtomicU64::new(0),
             backlog_bytes_max: cfg.compress_backlog_bytes_max,
             appended_bytes: AtomicU64::new(0),
-            put_off: AtomicBool::new(false),
+            put_off: crate::disk::PutOff::default(),
         }
     }
 
@@ -197,18 +197,21 @@ impl Partition {
         // the floor appends stop, and compression is what gives room back, but not at the cost
         // of the consumers' share under it (`pipeline.disk_free_bytes_min`, half by default).
         let dir = seg.path.parent().unwrap_or(std::path::Path::new("."));
-        if let Err(free) = crate::disk::room_for(dir, before, cfg.disk_free_bytes_min / 2) {
-            metrics::counter!("strata_log_compressions_put_off_total").increment(1);
-            if !self.sealed.put_off.swap(true, Ordering::AcqRel) {
+        let room = self.sealed.put_off.room_for(
+            dir,
+            before,
+            cfg.disk_free_bytes_min / 2,
+            |free| {
                 tracing::warn!(
                     topic = %self.topic, partition = self.id, free_bytes = free, segment_bytes = before,
                     "sealed segments wait to be compressed: their copies could take the disk below half of log.disk_free_bytes_min"
-                );
-            }
+                )
+            },
+            || tracing::info!(topic = %self.topic, partition = self.id, "room again: sealed segments are compressed"),
+        );
+        if !room {
+            metrics::counter!("strata_log_compressions_put_off_total").increment(1);
             return Ok(false);
-        }
-        if self.sealed.put_off.swap(false, Ordering::AcqRel) {
-            tracing::info!(topic = %self.topic, partition = self.id, "room again: sealed segments are compressed");
         }
         let done = match compress_segment(&seg, self.codec, cfg) {
             Ok(done) => done,

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tantivy::index::{SegmentId, SegmentMeta};
 use tantivy::merge_policy::{LogMergePolicy, MergeCandidate, MergePolicy};
@@ -16,8 +15,7 @@ pub(crate) struct FlooredMerges {
     inner: LogMergePolicy,
     dir: PathBuf,
     free_bytes_min: u64,
-    /// Merges are being put off (logged when it starts and when it ends).
-    putting_off: AtomicBool,
+    put_off: strata_log::disk::PutOff,
 }
 
 impl FlooredMerges {
@@ -26,7 +24,7 @@ impl FlooredMerges {
             inner: LogMergePolicy::default(),
             dir: dir.to_path_buf(),
             free_bytes_min,
-            putting_off: AtomicBool::new(false),
+            put_off: strata_log::disk::PutOff::default(),
         }
     }
 
@@ -37,24 +35,22 @@ impl FlooredMerges {
             return true;
         }
         let bytes = segment_bytes(&self.dir, ids);
-        match strata_log::disk::room_for(&self.dir, bytes, self.free_bytes_min) {
-            Ok(()) => {
-                if self.putting_off.swap(false, Ordering::AcqRel) {
-                    tracing::info!(path = %self.dir.display(), "room again: index segments are merged");
-                }
-                true
-            }
-            Err(free) => {
-                metrics::counter!("strata_search_merges_put_off_total").increment(1);
-                if !self.putting_off.swap(true, Ordering::AcqRel) {
-                    tracing::warn!(
-                        path = %self.dir.display(), free_bytes = free, merge_bytes = bytes,
-                        "index merges wait: they could take the disk below pipeline.disk_free_bytes_min"
-                    );
-                }
-                false
-            }
+        let room = self.put_off.room_for(
+            &self.dir,
+            bytes,
+            self.free_bytes_min,
+            |free| {
+                tracing::warn!(
+                    path = %self.dir.display(), free_bytes = free, merge_bytes = bytes,
+                    "index merges wait: they could take the disk below pipeline.disk_free_bytes_min"
+                )
+            },
+            || tracing::info!(path = %self.dir.display(), "room again: index segments are merged"),
+        );
+        if !room {
+            metrics::counter!("strata_search_merges_put_off_total").increment(1);
         }
+        room
     }
 }
 
