@@ -119,6 +119,9 @@ where
     let key = idempotency::key_of(headers)?;
     let mut permit = gw.reserve_body(headers).await?;
     let raw = gw.read_body(body, headers).await?;
+    // From here until its batches reach their partitions' writers, a busy partition's group
+    // commit waits for this request's appends (see `Log::announce`).
+    let announced = Arc::new(gw.log.announce(kind.topic()));
     // Taken once the body is read, so that a replayed answer leaves the connection usable.
     let (ticket, skip) = match &key {
         None => (None, BTreeSet::new()),
@@ -222,7 +225,8 @@ where
         }
     }
     let mut failed = Vec::new();
-    let (appended, append_error) = append_batches(gw, kind, batches, ticket.as_ref(), &mut failed, &mut reasons).await;
+    let (appended, append_error) =
+        append_batches(gw, kind, batches, announced, ticket.as_ref(), &mut failed, &mut reasons).await;
     let accepted = already + appended;
     if accepted == 0
         && let Some(e) = append_error
@@ -263,6 +267,7 @@ async fn append_batches(
     gw: &Arc<Gateway>,
     kind: Kind,
     batches: BTreeMap<u32, PartitionBatch>,
+    announced: Arc<strata_log::Announced>,
     ticket: Option<&Ticket>,
     failed: &mut Vec<(usize, Arc<str>)>,
     reasons: &mut BTreeMap<&'static str, u64>,
@@ -284,15 +289,18 @@ async fn append_batches(
             }
             None => None,
         };
+        let announced = announced.clone();
         tasks.push(tokio::spawn(async move {
             let n = batch.indexes.len();
-            let r = log.append(kind.topic(), p, batch.records).await;
+            let r = log.append_announced(kind.topic(), p, batch.records, announced).await;
             if let Some((table, id, lower)) = keyed {
                 table.appended(&id, p, lower, r.is_ok());
             }
             (r.map(|_| n), batch.indexes)
         }));
     }
+    // Each task's copy goes once its partition's writer has the batch.
+    drop(announced);
     let mut accepted = 0;
     let mut last_err = None;
     for task in tasks {
@@ -395,6 +403,7 @@ async fn ingest_raw_inner(
     let key = idempotency::key_of(headers)?;
     let mut permit = gw.reserve_body(headers).await?;
     let raw = gw.read_body(body, headers).await?;
+    let announced = Arc::new(gw.log.announce(Kind::Raw.topic()));
     let ticket = match &key {
         None => None,
         Some(k) => match gw.idempotency.begin(tenant.as_str(), k, Kind::Raw.topic())? {
@@ -444,7 +453,8 @@ async fn ingest_raw_inner(
     let mut batches = BTreeMap::new();
     batches.insert(p, PartitionBatch { records, indexes: vec![0] });
     let (mut failed, mut reasons) = (Vec::new(), BTreeMap::new());
-    let (accepted, error) = append_batches(gw, Kind::Raw, batches, ticket.as_ref(), &mut failed, &mut reasons).await;
+    let (accepted, error) =
+        append_batches(gw, Kind::Raw, batches, announced, ticket.as_ref(), &mut failed, &mut reasons).await;
     if let Some(e) = error {
         return Err(e);
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::coming::{Announced, Arrivals};
 use crate::groups::Groups;
 use crate::partition::{Partition, SealedCompression, fsync_dir};
 use crate::{
@@ -29,6 +30,7 @@ struct TopicFile {
 struct Topic {
     config: TopicConfig,
     partitions: Vec<Arc<Partition>>,
+    arrivals: Arc<Arrivals>,
 }
 
 /// The log on the local disk: `<dir>/<topic>/<partition>/<base offset>.{log,index,timeindex}`,
@@ -163,11 +165,13 @@ impl EmbeddedLog {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             let count = reconcile_partitions(&dir, tc)?;
             let mut partitions = Vec::with_capacity(count as usize);
+            let arrivals = Arc::new(Arrivals::default());
             for p in 0..count {
-                partitions.push(Partition::open(&tc.name, p, dir.join(p.to_string()), &cfg, sealed.clone())?);
+                let (dir, sealed) = (dir.join(p.to_string()), sealed.clone());
+                partitions.push(Partition::open(&tc.name, p, dir, &cfg, sealed, arrivals.clone())?);
             }
-            topics
-                .insert(tc.name.clone(), Topic { config: TopicConfig { partitions: count, ..tc.clone() }, partitions });
+            let config = TopicConfig { partitions: count, ..tc.clone() };
+            topics.insert(tc.name.clone(), Topic { config, partitions, arrivals });
         }
         fsync_dir(&cfg.dir)?;
         let groups = Arc::new(Groups::open(cfg.dir.join("groups"))?);
@@ -294,7 +298,21 @@ impl Log for EmbeddedLog {
     }
 
     async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> Result<AppendAck> {
-        self.partition(topic, partition)?.append(records).await
+        self.partition(topic, partition)?.append(records, None).await
+    }
+
+    fn announce(&self, topic: &str) -> Announced {
+        self.topics.get(topic).map_or_else(Announced::none, |t| t.arrivals.announce())
+    }
+
+    async fn append_announced(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: EncodedRecords,
+        announced: Arc<Announced>,
+    ) -> Result<AppendAck> {
+        self.partition(topic, partition)?.append(records, Some(announced)).await
     }
 
     fn read(&self, topic: &str, partition: u32, offset: u64, bytes_max: u64) -> Result<ReadResult> {

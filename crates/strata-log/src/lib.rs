@@ -4,6 +4,7 @@
 //! on the local disk (see `DESIGN.md` beside this crate for the write path and crash behaviour).
 //! An append resolves only once its records are fsync'd; a reader never sees a record that is not.
 
+mod coming;
 pub mod disk;
 mod embedded;
 pub mod format;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use strata_model::TopicSpec;
 
+pub use coming::Announced;
 pub use embedded::EmbeddedLog;
 pub use format::{Codec, EncodedRecords};
 pub use groups::validate_group_name;
@@ -285,6 +287,28 @@ pub trait Log: Send + Sync + 'static {
 
     /// Appends records to one partition as one batch. Resolves once they are durable.
     async fn append(&self, topic: &str, partition: u32, records: EncodedRecords) -> Result<AppendAck>;
+
+    /// Says that an append to `topic` is on its way: a producer calls it before it starts on
+    /// what it will append (decoding a request). A partition busy with many producers holds a
+    /// group back to share its fsync only while appends are announced; once all of them have
+    /// arrived it writes at once. The announcement counts until it is dropped or handed to
+    /// [`Log::append_announced`].
+    fn announce(&self, _topic: &str) -> Announced {
+        Announced::none()
+    }
+
+    /// [`Log::append`] of an announced append: `announced` (shared by the appends of one request
+    /// to several partitions) stops counting once the partition's writer has the batch.
+    async fn append_announced(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: EncodedRecords,
+        announced: std::sync::Arc<Announced>,
+    ) -> Result<AppendAck> {
+        drop(announced);
+        self.append(topic, partition, records).await
+    }
 
     /// Reads records from `offset` on, about `bytes_max` bytes of them but always at least one
     /// batch when one is there. Blocking file I/O: call it off the async runtime's worker threads.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use metrics::Histogram;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::coming::{Announced, Arrivals};
 use crate::format::{self, Codec, EncodedRecords, HEADER_BYTES};
 use crate::{AppendAck, Error, LogConfig, PartitionInfo, ReadResult, Result, StoredRecord, io_err};
 
@@ -91,6 +92,7 @@ impl Partition {
         dir: PathBuf,
         cfg: &LogConfig,
         sealed: Arc<SealedCompression>,
+        arrivals: Arc<Arrivals>,
     ) -> Result<Arc<Partition>> {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let mut bases = list_segments(&dir)?;
@@ -132,7 +134,7 @@ impl Partition {
                 segs[..segs.len() - 1].iter().filter(|s| !s.compressed.load(Ordering::Acquire)).map(|s| s.len()).sum();
             part.sealed.add(waiting);
         }
-        let writer = Writer::new(part.clone(), dir, active, cfg, &labels)?;
+        let writer = Writer::new(part.clone(), dir, active, cfg, &labels, arrivals)?;
         let handle = std::thread::Builder::new()
             .name(format!("log-{topic}-{id}"))
             .spawn(move || writer.run(rx))
@@ -261,7 +263,8 @@ impl Partition {
         }
     }
 
-    pub async fn append(&self, records: EncodedRecords) -> Result<AppendAck> {
+    /// Appends one batch; `announced`, if given, stops counting once the writer has it.
+    pub async fn append(&self, records: EncodedRecords, announced: Option<Arc<Announced>>) -> Result<AppendAck> {
         if let Some(reason) = self.failed.lock().expect("failed lock").clone() {
             return Err(Error::Failed { topic: self.topic.clone(), partition: self.id, reason });
         }
@@ -272,7 +275,7 @@ impl Partition {
         let tx = self.tx.lock().expect("tx lock").clone().ok_or(Error::Closed)?;
         let started = Instant::now();
         let (reply, rx) = oneshot::channel();
-        let req = WriterMsg::Append(AppendReq { records, reply });
+        let req = WriterMsg::Append(AppendReq { records, announced: announced.is_some(), reply });
         match tokio::time::timeout(self.append_wait, tx.send(req)).await {
             Err(_) => {
                 return Err(Error::Overloaded { topic: self.topic.clone(), partition: self.id });
@@ -280,6 +283,7 @@ impl Partition {
             Ok(Err(_)) => return Err(Error::Closed),
             Ok(Ok(())) => {}
         }
+        drop(announced);
         let ack = rx.await.map_err(|_| Error::Closed)??;
         self.append_seconds.record(started.elapsed().as_secs_f64());
         self.sealed.appended_bytes.fetch_add(len as u64, Ordering::Relaxed);

@@ -383,6 +383,41 @@ async fn a_lone_producer_is_not_held_by_the_group_commit_interval() {
     assert_prefix(&read_all(&log).unwrap(), 60);
 }
 
+/// A busy partition holds a group back for the rest of its interval only while announced
+/// appends are still on their way: producers that each announce, append and wait are written as
+/// soon as all of them wait. Eight of them at once make groups of several appends, after which
+/// the writer lingers; with an interval of a minute, a linger that waited out the interval even
+/// once would run past the generous deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_is_written_once_no_announced_append_is_on_its_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 64 << 10);
+    cfg.group_commit_interval_us = 60_000_000;
+    let log = Arc::new(EmbeddedLog::open(cfg).unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10u64 {
+                let announced = Arc::new(log.announce("logs"));
+                tokio::task::yield_now().await;
+                let id = t * 1000 + i;
+                log.append_announced("logs", 0, batch(id..id + 1), announced).await.unwrap();
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("announced appends are written once none is on its way, not after the interval");
+    let records = read_all(&log).unwrap();
+    assert_eq!(records.len(), 80);
+    assert_eq!(records.iter().map(|(o, _)| *o).collect::<Vec<_>>(), (0..80).collect::<Vec<u64>>());
+}
+
 /// Below the disk floor an append is refused as such, nothing is written, and the partition is
 /// not stopped: the next append is asked again (and here refused again, the floor being past any
 /// disk).

@@ -13,11 +13,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Partition;
 use super::segment::*;
+use crate::coming::Arrivals;
 use crate::format::{self, EncodedRecords, HEADER_BYTES};
 use crate::{AppendAck, Error, LogConfig, Result, io_err};
 
 pub(super) struct AppendReq {
     pub(super) records: EncodedRecords,
+    /// The producer announced it (`Log::announce`): a group of announced appends is written as
+    /// soon as no other is on its way.
+    pub(super) announced: bool,
     pub(super) reply: oneshot::Sender<Result<AppendAck>>,
 }
 
@@ -67,6 +71,8 @@ pub(super) struct Writer {
     group_commit_interval: Duration,
     /// When the last group's write started, and how many appends it held.
     last_group: Option<(Instant, usize)>,
+    /// Appends announced to the topic and not yet handed to its writers.
+    arrivals: Arc<Arrivals>,
     room: crate::disk::DiskRoom,
     metrics: WriterMetrics,
 }
@@ -78,6 +84,7 @@ impl Writer {
         active: Arc<Segment>,
         cfg: &LogConfig,
         labels: &[(&'static str, String); 2],
+        arrivals: Arc<Arrivals>,
     ) -> Result<Writer> {
         let (index_file, time_file) = open_index_appenders(&dir, active.base_offset)?;
         let len = active.len();
@@ -123,12 +130,14 @@ impl Writer {
             group_commit_bytes_max: cfg.group_commit_bytes_max,
             group_commit_interval: Duration::from_micros(cfg.group_commit_interval_us),
             last_group: None,
+            arrivals,
             room: crate::disk::DiskRoom::new(cfg.disk_free_bytes_min),
             metrics,
         })
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<WriterMsg>) {
+        self.arrivals.register_writer();
         let mut group: Vec<AppendReq> = Vec::new();
         while let Some(msg) = rx.blocking_recv() {
             let first = match msg {
@@ -141,11 +150,8 @@ impl Writer {
             let mut bytes = first.records.bytes_len();
             group.push(first);
             self.take_queued(&mut rx, &mut group, &mut bytes);
-            if let Some(wait) = self.linger()
-                && bytes < self.group_commit_bytes_max
-            {
-                std::thread::sleep(wait);
-                self.take_queued(&mut rx, &mut group, &mut bytes);
+            if let Some(wait) = self.linger() {
+                self.gather(&mut rx, &mut group, &mut bytes, Instant::now() + wait);
             }
             self.last_group = Some((Instant::now(), group.len()));
             self.metrics.group_requests.record(group.len() as f64);
@@ -170,6 +176,30 @@ impl Writer {
             return None;
         }
         self.group_commit_interval.checked_sub(started.elapsed())
+    }
+
+    /// Adds appends to `group` until `deadline` or until it is full. A group of announced
+    /// appends stops waiting as soon as no other is on its way: nothing more comes until the
+    /// group is answered. An append that was not announced waits the whole interval, since its
+    /// producer did not say whether others follow.
+    fn gather(
+        &self,
+        rx: &mut mpsc::Receiver<WriterMsg>,
+        group: &mut Vec<AppendReq>,
+        bytes: &mut usize,
+        deadline: Instant,
+    ) {
+        loop {
+            self.take_queued(rx, group, bytes);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let all_arrived = self.arrivals.none_coming() && group.iter().all(|r| r.announced);
+            if *bytes >= self.group_commit_bytes_max || all_arrived || left.is_zero() {
+                return;
+            }
+            // Unparked by the last announced append to arrive; appends that arrive before it
+            // wait in the queue.
+            std::thread::park_timeout(left);
+        }
     }
 
     /// Whether the disk has room for `bytes` more above the floor; if not, every append of
